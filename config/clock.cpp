@@ -1,0 +1,38 @@
+#include "config/clock.h"
+
+#include <date/date.h>
+
+#include <sstream>
+
+namespace storewatch {
+
+std::string format_rfc3339(WallTime t) {
+  return date::format("%FT%TZ", t);
+}
+
+std::optional<WallTime> parse_rfc3339(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  WallTime t;
+  if (text.ends_with("Z")) {
+    in >> date::parse("%FT%TZ", t);
+  } else {
+    in >> date::parse("%FT%T%Ez", t);
+  }
+  if (in.fail()) return std::nullopt;
+  in.peek();
+  if (!in.eof()) return std::nullopt;
+  return t;
+}
+
+std::string format_ago(WallTime t, WallTime now) {
+  using namespace std::chrono;
+  auto d = duration_cast<seconds>(now - t).count();
+  if (d < 0) return "in the future";
+  if (d < 5) return "just now";
+  if (d < 60) return std::to_string(d) + "s ago";
+  if (d < 3600) return std::to_string(d / 60) + "m ago";
+  if (d < 86400) return std::to_string(d / 3600) + "h ago";
+  return std::to_string(d / 86400) + "d ago";
+}
+
+}  // namespace storewatch

@@ -1,0 +1,2 @@
+// Loader: being written (issue 2).
+#include "config/config.h"

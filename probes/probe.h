@@ -1,0 +1,55 @@
+#pragma once
+/// \file
+/// The one interface every probe type implements. A probe turns a target into
+/// a ProbeResult and knows nothing of incidents or timing: the scheduler
+/// decides when it runs and enforces its timeout.
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+
+namespace storewatch::probes {
+
+enum class ProbeStatus { ok, warn, fail, unknown };
+
+std::string_view to_string(ProbeStatus s);
+
+/// What one check found.
+struct ProbeResult {
+  ProbeStatus status = ProbeStatus::unknown;
+  std::chrono::microseconds latency{0};
+  std::string message;
+  std::map<std::string, double> metrics;
+};
+
+/// One configured target of one type.
+class Probe {
+ public:
+  using Done = std::function<void(ProbeResult)>;
+
+  virtual ~Probe() = default;
+
+  /// Starts one check. `done` is called exactly once, on the probe's
+  /// executor, unless cancel() is called first. One check at a time.
+  virtual void start(Done done) = 0;
+
+  /// Abandons the running check (the scheduler's timeout fired) and frees its
+  /// sockets or processes; `done` is then not called.
+  virtual void cancel() = 0;
+};
+
+/// A probe type: its config keys and how to make one.
+struct ProbeType {
+  config::ProbeTypeSchema schema;
+  std::unique_ptr<Probe> (*create)(const config::ProbeConfig& config,
+                                   boost::asio::any_io_executor executor);
+};
+
+}  // namespace storewatch::probes

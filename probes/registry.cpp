@@ -1,0 +1,55 @@
+#include "probes/registry.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "probes/tcp_probe.h"
+
+namespace storewatch::probes {
+namespace {
+
+// One line per probe type.
+const ProbeType kTypes[] = {
+    tcp_probe_type(),
+};
+
+const std::vector<config::ProbeTypeSchema> kSchemas = [] {
+  std::vector<config::ProbeTypeSchema> out;
+  for (const ProbeType& t : kTypes) out.push_back(t.schema);
+  return out;
+}();
+
+}  // namespace
+
+std::string_view to_string(ProbeStatus s) {
+  switch (s) {
+    case ProbeStatus::ok: return "ok";
+    case ProbeStatus::warn: return "warn";
+    case ProbeStatus::fail: return "fail";
+    case ProbeStatus::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+std::span<const ProbeType> all_types() {
+  return kTypes;
+}
+
+const ProbeType* find_type(std::string_view type) {
+  auto it = std::find_if(std::begin(kTypes), std::end(kTypes),
+                         [&](const ProbeType& t) { return t.schema.type == type; });
+  return it == std::end(kTypes) ? nullptr : &*it;
+}
+
+std::span<const config::ProbeTypeSchema> schemas() {
+  return kSchemas;
+}
+
+std::unique_ptr<Probe> create(const config::ProbeConfig& config,
+                              boost::asio::any_io_executor executor) {
+  const ProbeType* t = find_type(config.type);
+  if (t == nullptr) throw std::logic_error("probe type not registered: " + config.type);
+  return t->create(config, std::move(executor));
+}
+
+}  // namespace storewatch::probes

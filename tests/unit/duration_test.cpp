@@ -1,0 +1,56 @@
+#include "config/duration.h"
+
+#include <gtest/gtest.h>
+
+#include "config/clock.h"
+
+namespace storewatch {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Duration, ParsesEveryUnit) {
+  EXPECT_EQ(parse_duration("500ms"), Millis(500));
+  EXPECT_EQ(parse_duration("100ms"), Millis(100));
+  EXPECT_EQ(parse_duration("15s"), Millis(15s));
+  EXPECT_EQ(parse_duration("5m"), Millis(5min));
+  EXPECT_EQ(parse_duration("2h"), Millis(2h));
+  EXPECT_EQ(parse_duration("1d"), Millis(24h));
+  EXPECT_EQ(parse_duration("1h30m"), Millis(90min));
+  EXPECT_EQ(parse_duration("0s"), Millis(0));
+}
+
+TEST(Duration, RejectsWhatIsNotADuration) {
+  for (const char* bad : {"", "15", "s", "15 s", "-5s", "1.5s", "5x", "5sec", "ms5", " 5s",
+                          "99999999999999999999s", "9223372036854775807d"}) {
+    EXPECT_FALSE(parse_duration(bad).has_value()) << bad;
+  }
+}
+
+TEST(Duration, FormatsLargestUnitsFirst) {
+  EXPECT_EQ(format_duration(Millis(90min)), "1h30m");
+  EXPECT_EQ(format_duration(Millis(500)), "500ms");
+  EXPECT_EQ(format_duration(Millis(0)), "0s");
+  EXPECT_EQ(format_duration(Millis(86'400'000 + 1500)), "1d1s500ms");
+}
+
+TEST(Rfc3339, RoundTripsMilliseconds) {
+  WallTime t{Millis(1'764'195'483'123)};
+  std::string s = format_rfc3339(t);
+  EXPECT_EQ(s, "2025-11-26T22:18:03.123Z");
+  EXPECT_EQ(parse_rfc3339(s), t);
+  EXPECT_EQ(parse_rfc3339("2025-11-26T23:18:03.123+01:00"), t);
+  EXPECT_FALSE(parse_rfc3339("yesterday").has_value());
+  EXPECT_FALSE(parse_rfc3339("2025-11-26T22:18:03.123Zjunk").has_value());
+}
+
+TEST(Ago, SaysHowLongAgo) {
+  WallTime now{Millis(10'000'000)};
+  EXPECT_EQ(format_ago(now, now), "just now");
+  EXPECT_EQ(format_ago(now - 30s, now), "30s ago");
+  EXPECT_EQ(format_ago(now - 3min, now), "3m ago");
+  EXPECT_EQ(format_ago(now - 2h, now), "2h ago");
+}
+
+}  // namespace
+}  // namespace storewatch
