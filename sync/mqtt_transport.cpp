@@ -1,0 +1,310 @@
+#include "sync/mqtt_transport.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <mqtt/async_client.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "config/log.h"
+
+namespace storewatch::sync {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::string reason_text(const mqtt::token& tok) {
+  int rc = tok.get_return_code();
+  int reason = tok.get_reason_code();
+  if (reason >= 0x80) {
+    return fmt::format("refused by broker: {} (reason 0x{:02x})",
+                       mqtt::exception::reason_code_str(reason), reason);
+  }
+  if (rc != 0) return mqtt::exception::error_str(rc);
+  return "failed";
+}
+
+bool uses_tls(const std::string& uri) {
+  return uri.starts_with("ssl://") || uri.starts_with("wss://") || uri.starts_with("mqtts://");
+}
+
+Result<std::string> read_secret(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return Error{fmt::format("cannot read {}: {}", file.string(), std::strerror(errno))};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  auto not_space = [](unsigned char c) { return !std::isspace(c); };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return s;
+}
+
+}  // namespace
+
+/// Everything the transport owns. Paho's threads reach it only through
+/// weak pointers captured in handlers posted to the io_context.
+struct MqttTransport::State : std::enable_shared_from_this<State>,
+                              mqtt::callback,
+                              mqtt::iaction_listener {
+  State(asio::io_context& io, MqttOptions o) : io(io), options(std::move(o)), timer(io) {}
+
+  asio::io_context& io;
+  MqttOptions options;
+  asio::steady_timer timer;
+  mqtt::connect_options connect_options;
+  std::unique_ptr<mqtt::async_client> client;
+
+  TransportListener* listener = nullptr;
+  bool is_connected = false;
+  bool connecting = false;
+  bool stopping = false;
+  unsigned attempt = 0;
+  std::uint64_t next_id = 1;
+  std::map<std::uint64_t, Done> pending;
+  std::string error;
+  std::string logged_error;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  // --- Paho threads: post and return ---------------------------------------
+  template <class F>
+  void post(F f) {
+    asio::post(io, [w = weak_from_this(), f = std::move(f)]() mutable {
+      if (auto s = w.lock()) f(*s);
+    });
+  }
+
+  void connection_lost(const std::string& cause) override {
+    post([cause](State& s) { s.on_lost(cause.empty() ? "connection lost" : cause); });
+  }
+  void message_arrived(mqtt::const_message_ptr msg) override {
+    Message m{msg->get_topic(), msg->to_string(), msg->get_qos(), msg->is_retained()};
+    post([m = std::move(m)](State& s) {
+      if (s.listener != nullptr && !s.stopping) s.listener->on_message(m);
+    });
+  }
+  // Connect, publish and subscribe results; the user context is the id of
+  // the pending operation (0 = the connect attempt).
+  void on_success(const mqtt::token& tok) override {
+    auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+    post([id](State& s) { s.complete(id, Status::success()); });
+  }
+  void on_failure(const mqtt::token& tok) override {
+    auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+    std::string why = reason_text(tok);
+    post([id, why](State& s) { s.complete(id, Error{why}); });
+  }
+
+  // --- io_context thread -----------------------------------------------------
+  void complete(std::uint64_t id, Status st) {
+    if (id == 0) {
+      connecting = false;
+      if (stopping) return;
+      if (st) {
+        on_connected();
+      } else {
+        on_lost("connect to " + options.broker.broker + ": " + st.error().message);
+      }
+      return;
+    }
+    auto it = pending.find(id);
+    if (it == pending.end()) return;  // failed already when the connection dropped
+    Done done = std::move(it->second);
+    pending.erase(it);
+    done(std::move(st));
+  }
+
+  void on_connected() {
+    is_connected = true;
+    attempt = 0;
+    error.clear();
+    logged_error.clear();
+    log::info("mqtt: connected to {} as {}", options.broker.broker, options.client_id);
+    if (listener != nullptr) listener->on_connected();
+  }
+
+  void on_lost(const std::string& why) {
+    bool was_connected = is_connected;
+    is_connected = false;
+    error = why;
+    fail_pending(why);
+    if (stopping) return;
+    if (was_connected || why != logged_error) {
+      log::warn("mqtt: {}; retrying", why);
+      logged_error = why;
+    } else {
+      log::debug("mqtt: {}; retrying", why);
+    }
+    if (listener != nullptr) listener->on_disconnected(why);
+    schedule_reconnect();
+  }
+
+  void fail_pending(const std::string& why) {
+    auto doomed = std::move(pending);
+    pending.clear();
+    for (auto& [id, done] : doomed) done(Error{"not delivered: " + why});
+  }
+
+  void schedule_reconnect() {
+    // Full jitter: uniform in [0, min(cap, min * 2^attempt)], so thousands of
+    // stores that lost the same broker do not come back in lockstep.
+    using std::chrono::milliseconds;
+    auto cap = options.broker.reconnect_max;
+    auto ceiling = options.reconnect_min;
+    for (unsigned i = 0; i < attempt && ceiling < cap; ++i) ceiling *= 2;
+    ceiling = std::min<milliseconds>(ceiling, cap);
+    ++attempt;
+    std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(ceiling.count(), 1));
+    timer.expires_after(milliseconds(pick(rng)));
+    timer.async_wait([w = weak_from_this()](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto s = w.lock()) s->connect();
+    });
+  }
+
+  void connect() {
+    if (stopping || is_connected || connecting) return;
+    if (listener != nullptr) {
+      if (auto will = listener->will_for_next_connect()) {
+        connect_options.set_will(mqtt::will_options(
+            will->topic, will->payload.data(), will->payload.size(), will->qos, will->retained));
+      }
+    }
+    connecting = true;
+    try {
+      client->connect(connect_options, nullptr, *this);
+    } catch (const mqtt::exception& e) {
+      connecting = false;
+      on_lost(std::string("connect: ") + e.what());
+    }
+  }
+};
+
+Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& io,
+                                                             MqttOptions options) {
+  auto s = std::make_shared<State>(io, std::move(options));
+  const config::BrokerConfig& b = s->options.broker;
+  try {
+    s->client = std::make_unique<mqtt::async_client>(b.broker, s->options.client_id,
+                                                     mqtt::create_options(MQTTVERSION_5), nullptr);
+  } catch (const mqtt::exception& e) {
+    return Error{fmt::format("broker {}: {}", b.broker, e.what())};
+  }
+
+  auto builder =
+      mqtt::connect_options_builder()
+          .mqtt_version(MQTTVERSION_5)
+          .clean_start(!s->options.persistent_session)
+          .keep_alive_interval(std::chrono::duration_cast<std::chrono::seconds>(b.keepalive))
+          .connect_timeout(std::chrono::seconds(10))
+          .automatic_reconnect(false);
+  if (s->options.persistent_session) {
+    builder.properties(
+        mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
+                          static_cast<std::int32_t>(s->options.session_expiry.count())}});
+  }
+  if (!b.username.empty()) builder.user_name(b.username);
+  if (!b.password_file.empty()) {
+    auto pw = read_secret(b.password_file);
+    if (!pw) return Error{"password_file: " + pw.error().message};
+    builder.password(*pw);
+  }
+  if (uses_tls(b.broker)) {
+    mqtt::ssl_options ssl;
+    if (!b.ca_file.empty()) ssl.set_trust_store(b.ca_file.string());
+    if (!b.cert_file.empty()) ssl.set_key_store(b.cert_file.string());
+    if (!b.key_file.empty()) ssl.set_private_key(b.key_file.string());
+    ssl.set_enable_server_cert_auth(true);
+    ssl.set_verify(true);
+    builder.ssl(std::move(ssl));
+  }
+  s->connect_options = builder.finalize();
+  // Every callback is set once, before the first connect.
+  s->client->set_callback(*s);
+  return std::unique_ptr<MqttTransport>(new MqttTransport(std::move(s)));
+}
+
+MqttTransport::MqttTransport(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+MqttTransport::~MqttTransport() {
+  stop(std::chrono::milliseconds(0));
+  // Destroying the client joins Paho's threads; after that no callback runs.
+  state_->client.reset();
+}
+
+void MqttTransport::start(TransportListener& listener) {
+  state_->listener = &listener;
+  state_->connect();
+}
+
+void MqttTransport::stop(std::chrono::milliseconds grace) {
+  State& s = *state_;
+  if (s.stopping) return;
+  s.stopping = true;
+  s.timer.cancel();
+  if (s.is_connected || s.connecting) {
+    try {
+      // Blocking here is fine: we are shutting down and Paho's callbacks only post.
+      auto tok = s.client->disconnect(static_cast<int>(grace.count()));
+      tok->wait_for(grace + std::chrono::seconds(1));
+    } catch (const mqtt::exception& e) {
+      log::debug("mqtt: disconnect: {}", e.what());
+    }
+  }
+  s.is_connected = false;
+  s.fail_pending("transport stopped");
+  s.listener = nullptr;
+}
+
+bool MqttTransport::connected() const {
+  return state_->is_connected;
+}
+
+std::string MqttTransport::last_error() const {
+  return state_->error;
+}
+
+void MqttTransport::publish(Message m, Done done) {
+  State& s = *state_;
+  if (!s.is_connected) {
+    asio::post(s.io, [done = std::move(done), why = s.error]() {
+      done(Error{"not connected" + (why.empty() ? "" : ": " + why)});
+    });
+    return;
+  }
+  auto id = s.next_id++;
+  s.pending.emplace(id, std::move(done));
+  try {
+    auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retained);
+    s.client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), s);
+  } catch (const mqtt::exception& e) {
+    s.complete(id, Error{std::string("publish: ") + e.what()});
+  }
+}
+
+void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
+  State& s = *state_;
+  if (!s.is_connected) {
+    asio::post(s.io, [done = std::move(done)]() { done(Error{"not connected"}); });
+    return;
+  }
+  auto id = s.next_id++;
+  s.pending.emplace(id, std::move(done));
+  try {
+    auto topics = mqtt::string_collection::create(filters);
+    std::vector<int> qos(filters.size(), 1);
+    s.client->subscribe(topics, qos, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), s);
+  } catch (const mqtt::exception& e) {
+    s.complete(id, Error{std::string("subscribe: ") + e.what()});
+  }
+}
+
+}  // namespace storewatch::sync

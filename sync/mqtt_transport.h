@@ -1,0 +1,48 @@
+#pragma once
+/// \file
+/// Transport over MQTT 5 with Paho C++ (1.2). No Paho persistence: the
+/// caller's SQLite is the one durable copy. Paho's threads only post onto the
+/// io_context; reconnects use full-jitter exponential backoff.
+
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+
+#include "config/config.h"
+#include "sync/transport.h"
+
+namespace storewatch::sync {
+
+struct MqttOptions {
+  config::BrokerConfig broker;
+  std::string client_id;
+  /// Keep the broker session (subscriptions and queued QoS 1 messages) while
+  /// disconnected — HQ wants this so nothing published meanwhile is lost.
+  bool persistent_session = false;
+  std::chrono::seconds session_expiry{0};
+  /// Delay before the first reconnect attempt; doubles up to reconnect_max.
+  std::chrono::milliseconds reconnect_min{500};
+};
+
+class MqttTransport final : public Transport {
+ public:
+  /// Fails when the broker URI or the TLS files are unusable.
+  static Result<std::unique_ptr<MqttTransport>> create(boost::asio::io_context& io,
+                                                       MqttOptions options);
+  ~MqttTransport() override;
+
+  void start(TransportListener& listener) override;
+  void stop(std::chrono::milliseconds grace) override;
+  bool connected() const override;
+  void publish(Message message, Done done) override;
+  void subscribe(std::vector<std::string> filters, Done done) override;
+  std::string last_error() const override;
+
+  struct State;
+
+ private:
+  explicit MqttTransport(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace storewatch::sync

@@ -1,0 +1,79 @@
+#pragma once
+/// \file
+/// Drains the outbox to HQ: events above `hq_acked_seq` in seq order, in
+/// batches (up to batch_max_events or 64 KB) with a window of batches
+/// published but not yet PUBACKed. A PUBACKed batch stays in the outbox until
+/// HQ's retained `ack` covers it; after a reconnect, or when HQ's ack is
+/// overdue, everything above the ack is sent again (HQ drops duplicates).
+/// Publishes the retained birth/last-will `status`.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "config/config.h"
+#include "sync/outbox.h"
+#include "sync/transport.h"
+
+namespace storewatch::sync {
+
+/// A snapshot of the publisher for `status` and `sync status`.
+struct PublisherStats {
+  bool connected = false;
+  std::int64_t hq_acked_seq = 0;
+  std::int64_t sent_seq = 0;  ///< highest seq published on this connection
+  std::int64_t session = 0;
+  std::string last_error;
+};
+
+class Publisher final : public TransportListener {
+ public:
+  Publisher(boost::asio::io_context& io, const config::Config& config, Outbox& outbox,
+            Transport& transport);
+
+  /// Connects and starts draining.
+  void start();
+
+  /// New events were committed: send them if the window allows.
+  void notify();
+
+  /// Publishes the offline status, waits for its PUBACK (at most `grace`),
+  /// disconnects, then calls `then`.
+  void stop(std::chrono::milliseconds grace, std::function<void()> then);
+
+  PublisherStats stats() const;
+
+  // TransportListener
+  std::optional<Message> will_for_next_connect() override;
+  void on_connected() override;
+  void on_disconnected(const std::string& reason) override;
+  void on_message(const Message& message) override;
+
+ private:
+  void drain();
+  void on_ack(std::int64_t seq);
+  void arm_ack_timer();
+  std::string status_payload(bool online);
+
+  boost::asio::io_context& io_;
+  const std::string store_;
+  const config::SyncConfig sync_;
+  const wire::Topics topics_;
+  Outbox& outbox_;
+  Transport& transport_;
+  boost::asio::steady_timer ack_timer_;
+  boost::asio::steady_timer stop_timer_;
+
+  std::int64_t acked_ = 0;
+  std::int64_t sent_ = 0;
+  std::int64_t session_ = 0;
+  int inflight_ = 0;
+  bool stopping_ = false;
+  bool ack_timer_armed_ = false;
+  std::string last_error_;
+};
+
+}  // namespace storewatch::sync

@@ -1,0 +1,172 @@
+#include "sync/wire.h"
+
+#include <fmt/format.h>
+
+namespace storewatch::wire {
+namespace {
+
+using nlohmann::json;
+
+Result<json> parse_object(std::string_view payload) {
+  if (payload.size() > kMaxPayload) {
+    return Error{
+        fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
+  }
+  json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Error{"payload is not JSON"};
+  if (!j.is_object()) return Error{"payload is not a JSON object"};
+  auto v = j.find("v");
+  if (v == j.end() || !v->is_number_integer()) return Error{"payload has no integer \"v\""};
+  if (v->get<std::int64_t>() != kVersion) {
+    return Error{fmt::format("payload has \"v\":{}, this build speaks {}", v->dump(), kVersion)};
+  }
+  return j;
+}
+
+template <class T>
+bool get_field(const json& j, const char* key, T& out) {
+  auto it = j.find(key);
+  if (it == j.end()) return false;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) return false;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return false;
+  } else {
+    if (!it->is_number_integer()) return false;
+  }
+  out = it->get<T>();
+  return true;
+}
+
+bool valid_store_id(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Topics::topic(std::string_view store, std::string_view kind) const {
+  return fmt::format("{}/stores/{}/{}", prefix_, store, kind);
+}
+
+std::optional<Topics::Parsed> Topics::parse(std::string_view topic) const {
+  std::string head = prefix_ + "/stores/";
+  if (!topic.starts_with(head)) return std::nullopt;
+  topic.remove_prefix(head.size());
+  auto slash = topic.find('/');
+  if (slash == std::string_view::npos || slash == 0) return std::nullopt;
+  Parsed p{std::string(topic.substr(0, slash)), std::string(topic.substr(slash + 1))};
+  if (!valid_store_id(p.store) || p.kind.empty()) return std::nullopt;
+  return p;
+}
+
+json Event::to_json() const {
+  json j = body.is_object() ? body : json::object();
+  j["seq"] = seq;
+  j["uid"] = uid;
+  j["incident"] = incident;
+  j["type"] = type;
+  j["at"] = at;
+  j["actor"] = actor;
+  return j;
+}
+
+Result<Event> Event::from_json(const json& j) {
+  if (!j.is_object()) return Error{"event is not an object"};
+  Event e;
+  if (!get_field(j, "seq", e.seq) || e.seq < 1)
+    return Error{"event has no positive integer \"seq\""};
+  for (auto [key, out] :
+       {std::pair{"uid", &e.uid}, std::pair{"incident", &e.incident}, std::pair{"type", &e.type},
+        std::pair{"at", &e.at}, std::pair{"actor", &e.actor}}) {
+    if (!get_field(j, key, *out) || out->empty()) {
+      return Error{fmt::format("event {} has no string \"{}\"", e.seq, key)};
+    }
+  }
+  auto state = j.find("incident_state");
+  if (state == j.end() || !state->is_object()) {
+    return Error{fmt::format("event {} has no object \"incident_state\"", e.seq)};
+  }
+  e.body = j;
+  for (const char* k : {"seq", "uid", "incident", "type", "at", "actor"}) e.body.erase(k);
+  return e;
+}
+
+std::string encode_batch(const Batch& batch) {
+  json events = json::array();
+  for (const Event& e : batch.events) events.push_back(e.to_json());
+  return json{{"v", kVersion}, {"store", batch.store}, {"events", std::move(events)}}.dump();
+}
+
+Result<Batch> decode_batch(std::string_view payload) {
+  auto j = parse_object(payload);
+  if (!j) return j.error();
+  Batch b;
+  if (!get_field(*j, "store", b.store) || !valid_store_id(b.store)) {
+    return Error{"batch has no valid \"store\""};
+  }
+  auto events = j->find("events");
+  if (events == j->end() || !events->is_array()) return Error{"batch has no \"events\" array"};
+  for (const json& ej : *events) {
+    auto e = Event::from_json(ej);
+    if (!e) return e.error();
+    b.events.push_back(std::move(*e));
+  }
+  return b;
+}
+
+std::size_t encoded_size(const Event& e) {
+  return e.to_json().dump().size() + 1;
+}
+
+std::size_t batch_overhead(std::string_view store) {
+  return encode_batch(Batch{std::string(store), {}}).size();
+}
+
+std::string encode_status(const StoreStatus& s) {
+  return json{
+      {"v", kVersion},        {"store", s.store}, {"online", s.online}, {"session", s.session},
+      {"version", s.version}, {"open", s.open},   {"queued", s.queued}, {"at", s.at}}
+      .dump();
+}
+
+Result<StoreStatus> decode_status(std::string_view payload) {
+  auto j = parse_object(payload);
+  if (!j) return j.error();
+  StoreStatus s;
+  if (!get_field(*j, "store", s.store) || !valid_store_id(s.store)) {
+    return Error{"status has no valid \"store\""};
+  }
+  if (!get_field(*j, "online", s.online)) return Error{"status has no boolean \"online\""};
+  get_field(*j, "session", s.session);
+  get_field(*j, "version", s.version);
+  get_field(*j, "queued", s.queued);
+  get_field(*j, "at", s.at);
+  if (auto open = j->find("open"); open != j->end() && open->is_object()) {
+    for (const auto& [k, v] : open->items()) {
+      if (v.is_number_integer()) s.open[k] = v.get<std::int64_t>();
+    }
+  }
+  return s;
+}
+
+std::string encode_ack(std::int64_t acked_seq) {
+  return json{{"v", kVersion}, {"acked_seq", acked_seq}}.dump();
+}
+
+Result<std::int64_t> decode_ack(std::string_view payload) {
+  auto j = parse_object(payload);
+  if (!j) return j.error();
+  std::int64_t seq = 0;
+  if (!get_field(*j, "acked_seq", seq) || seq < 0) {
+    return Error{"ack has no non-negative integer \"acked_seq\""};
+  }
+  return seq;
+}
+
+}  // namespace storewatch::wire

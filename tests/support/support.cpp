@@ -1,0 +1,217 @@
+#include "tests/support/support.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace storewatch::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "storewatch-test-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("bind to a free port failed");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+bool port_open(int port, const std::string& host) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// --- Child -------------------------------------------------------------------
+
+namespace {
+std::atomic<int> g_child_counter{0};
+}
+
+Child::Child(std::vector<std::string> argv, fs::path log_dir,
+             std::map<std::string, std::string> env) {
+  int n = g_child_counter++;
+  fs::create_directories(log_dir);
+  std::string base = fs::path(argv.at(0)).filename().string() + "-" + std::to_string(::getpid()) +
+                     "-" + std::to_string(n);
+  out_ = log_dir / (base + ".out");
+  err_ = log_dir / (base + ".err");
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::setpgid(0, 0);
+    int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(err, STDERR_FILENO);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, STDIN_FILENO);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::setpgid(pid_, pid_);
+}
+
+Child::~Child() {
+  if (!exited_ && pid_ > 0) {
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status_, 0);
+  }
+}
+
+bool Child::running() {
+  if (exited_) return false;
+  pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+  if (r == pid_) exited_ = true;
+  return !exited_;
+}
+
+int Child::wait(std::chrono::milliseconds timeout) {
+  if (!wait_until([this] { return !running(); }, timeout)) return -1;
+  if (WIFEXITED(status_)) return WEXITSTATUS(status_);
+  if (WIFSIGNALED(status_)) return 128 + WTERMSIG(status_);
+  return -1;
+}
+
+int Child::stop(int sig, std::chrono::milliseconds timeout) {
+  if (running()) ::kill(pid_, sig);
+  return wait(timeout);
+}
+
+std::string Child::out() const {
+  return read_file(out_);
+}
+std::string Child::err() const {
+  return read_file(err_);
+}
+
+RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> env,
+              std::chrono::milliseconds timeout) {
+  TempDir logs;
+  Child c(std::move(argv), logs.path(), std::move(env));
+  RunResult r;
+  r.exit_code = c.wait(timeout);
+  r.out = c.out();
+  r.err = c.err();
+  return r;
+}
+
+// --- Broker ------------------------------------------------------------------
+
+Broker::Broker() {
+  port_ = free_port();
+  write_file(dir_ / "mosquitto.conf", "listener " + std::to_string(port_) +
+                                          " 127.0.0.1\n"
+                                          "allow_anonymous true\n"
+                                          "persistence false\n"
+                                          "log_dest stderr\n"
+                                          "log_type error\n"
+                                          "log_type warning\n");
+  start();
+}
+
+Broker::~Broker() {
+  stop();
+}
+
+void Broker::start() {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{"mosquitto", "-c", (dir_ / "mosquitto.conf").string()},
+        dir_.path());
+    if (wait_until([this] { return port_open(port_) || !child_->running(); }, 10s) &&
+        child_->running()) {
+      return;
+    }
+    child_.reset();
+  }
+  throw std::runtime_error("mosquitto did not start on port " + std::to_string(port_));
+}
+
+void Broker::stop() {
+  if (child_) {
+    child_->stop(SIGTERM);
+    child_.reset();
+  }
+}
+
+std::vector<std::string> storewatch_command(std::vector<std::string> args) {
+  std::vector<std::string> cmd;
+  std::string emulator = STOREWATCH_TEST_EMULATOR;
+  if (!emulator.empty()) {
+    std::istringstream in(emulator);
+    for (std::string part; std::getline(in, part, ';');) {
+      if (!part.empty()) cmd.push_back(part);
+    }
+  }
+  cmd.push_back(STOREWATCH_BIN);
+  for (auto& a : args) cmd.push_back(std::move(a));
+  return cmd;
+}
+
+}  // namespace storewatch::test

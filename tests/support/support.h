@@ -1,0 +1,104 @@
+#pragma once
+/// \file
+/// What the tests share: temporary directories, free loopback ports, a real
+/// mosquitto broker, child processes, and polling with a deadline (tests
+/// never sleep a fixed time to wait for something).
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace storewatch::test {
+
+using namespace std::chrono_literals;
+
+/// A fresh directory, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Writes `text` to `path` (creating parent directories).
+void write_file(const std::filesystem::path& path, const std::string& text);
+std::string read_file(const std::filesystem::path& path);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
+/// Polls `done` every few milliseconds until it returns true or `timeout`
+/// passes; returns whether it became true.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s);
+
+/// A child process with its stdout and stderr captured to files.
+class Child {
+ public:
+  Child(std::vector<std::string> argv, std::filesystem::path log_dir,
+        std::map<std::string, std::string> env = {});
+  ~Child();  ///< SIGKILLs the whole process group if still running
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  /// Sends `sig`, waits up to `timeout` for the exit; returns the exit
+  /// status as from waitpid, or -1 if it did not exit in time.
+  int stop(int sig, std::chrono::milliseconds timeout = 10s);
+  /// Waits for the exit; the exit code, 128+signal, or -1 on timeout.
+  int wait(std::chrono::milliseconds timeout = 10s);
+  std::string out() const;
+  std::string err() const;
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool exited_ = false;
+  std::filesystem::path out_, err_;
+};
+
+/// Result of running a command to completion.
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> env = {},
+              std::chrono::milliseconds timeout = 30s);
+
+/// A real mosquitto on 127.0.0.1 and a free port, with its own config and
+/// no persistence. restart() keeps the port.
+class Broker {
+ public:
+  Broker();
+  ~Broker();
+  int port() const { return port_; }
+  std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+  void stop();
+  void start();
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<Child> child_;
+};
+
+/// The storewatch binary under test; spawned through the cross-compiling
+/// emulator when there is one.
+std::vector<std::string> storewatch_command(std::vector<std::string> args);
+
+/// Whether something accepts TCP connections on 127.0.0.1:port.
+bool port_open(int port, const std::string& host = "127.0.0.1");
+
+}  // namespace storewatch::test
