@@ -1,3 +1,5 @@
-// Placeholder while the agent is assembled (issue 2).
-#include <cstdio>
-int main() { std::puts("storewatch " STOREWATCH_VERSION); }
+#include "agent/cli.h"
+
+int main(int argc, char** argv) {
+  return storewatch::agent::run_cli(argc, argv);
+}

@@ -33,6 +33,9 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
+  /// The value, or `fallback` when there is an error.
+  T value_or(T fallback) const& { return ok() ? value() : std::move(fallback); }
+
   const Error& error() const { return std::get<1>(v_); }
 
  private:

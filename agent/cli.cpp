@@ -1,0 +1,468 @@
+#include "agent/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+
+#include "agent/control_server.h"
+#include "agent/daemon.h"
+#include "agent/status.h"
+#include "agent/store.h"
+#include "agent/table.h"
+#include "config/config.h"
+#include "config/log.h"
+#include "hq/hq_store.h"
+#include "hq/run.h"
+#include "probes/registry.h"
+
+namespace storewatch::agent {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kFailure = 1;
+constexpr int kUsage = 2;
+
+constexpr const char* kDefaultConfig = "/etc/storewatch/storewatch.toml";
+constexpr const char* kDefaultHqConfig = "/etc/storewatch/hq.toml";
+
+struct Globals {
+  std::string config;
+  std::string conf_dir;
+  bool config_given() const { return !config.empty(); }
+
+  std::filesystem::path agent_config() const {
+    if (config_given()) return config;
+    const char* env = std::getenv("STOREWATCH_CONFIG");
+    return env != nullptr && *env != '\0' ? env : kDefaultConfig;
+  }
+  std::filesystem::path hq_config() const {
+    if (config_given()) return config;
+    const char* env = std::getenv("STOREWATCH_HQ_CONFIG");
+    return env != nullptr && *env != '\0' ? env : kDefaultHqConfig;
+  }
+};
+
+void print_diagnostics(const std::vector<config::Diagnostic>& diagnostics) {
+  for (const auto& d : diagnostics) std::cerr << config::to_string(d) << "\n";
+}
+
+/// Loads the agent's config, printing every diagnostic; nullopt on errors.
+std::optional<config::Config> load_agent_config(const Globals& g) {
+  config::LoadOptions options;
+  if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
+  options.probe_types = probes::schemas();
+  auto loaded = config::load(g.agent_config(), options);
+  print_diagnostics(loaded.diagnostics);
+  if (!loaded.ok()) return std::nullopt;
+  return std::move(*loaded.config);
+}
+
+std::optional<config::HqConfig> load_hq_config(const Globals& g) {
+  auto loaded = config::load_hq(g.hq_config());
+  print_diagnostics(loaded.diagnostics);
+  if (!loaded.ok()) return std::nullopt;
+  return std::move(*loaded.config);
+}
+
+WallTime now() {
+  return SystemClock().wall_now();
+}
+
+/// "2026-11-26 22:18:03Z (3m ago)" from an RFC 3339 JSON value, "-" for null.
+std::string when(const json& t) {
+  if (!t.is_string()) return "-";
+  auto parsed = parse_rfc3339(t.get<std::string>());
+  if (!parsed) return t.get<std::string>();
+  std::string s = format_rfc3339(*parsed);
+  // Drop the milliseconds and the T for a table a human reads.
+  std::string shown = s.substr(0, 10) + " " + s.substr(11, 8) + "Z";
+  return shown + " (" + format_ago(*parsed, now()) + ")";
+}
+
+std::string text_of(const json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+void print_json(const json& j) {
+  std::cout << j.dump(2) << "\n";
+}
+
+// --- status --------------------------------------------------------------
+
+int cmd_status(const Globals& g, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json status;
+  auto live =
+      control_request(cfg->agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
+                      std::chrono::seconds(3));
+  if (live && live->value("ok", false) && live->contains("status")) {
+    status = (*live)["status"];
+  } else {
+    auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
+    if (!store) {
+      std::cerr << "storewatch: " << store.error().message << "\n";
+      return kFailure;
+    }
+    auto s = status_from_store(*cfg, *store);
+    if (!s) {
+      std::cerr << "storewatch: " << s.error().message << "\n";
+      return kFailure;
+    }
+    status = std::move(*s);
+  }
+  if (as_json) {
+    print_json(status);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  const json& agent = status["agent"];
+  const json& sync = status["sync"];
+  std::cout << paint("store " + status.value("store", ""), Colour::bold, colour) << "  ";
+  if (agent.value("running", false)) {
+    std::cout << "daemon " << paint("running", Colour::green, colour) << " (pid "
+              << agent.value("pid", 0) << ", since " << when(agent["started_at"]) << ")\n";
+  } else {
+    std::cout << "daemon " << paint("not running", Colour::red, colour)
+              << " (showing the state last saved in the database)\n";
+  }
+  std::cout << "sync: "
+            << (sync.value("connected", false) ? paint("connected", Colour::green, colour)
+                                               : paint("offline", Colour::yellow, colour))
+            << " to " << sync.value("broker", std::string("?")) << ", " << sync.value("queued", 0)
+            << " events queued, HQ acked seq " << sync.value("hq_acked_seq", 0);
+  if (!sync.value("last_error", std::string()).empty()) {
+    std::cout << " (last error: " << sync["last_error"].get<std::string>() << ")";
+  }
+  std::cout << "\n\n";
+  Table t({"PROBE", "TYPE", "STATE", "LAST CHECK", "LATENCY", "MESSAGE"});
+  for (const auto& p : status["probes"]) {
+    std::string state = p.value("state", "unknown");
+    std::string latency =
+        p["latency_ms"].is_number() ? fmt::format("{:.1f} ms", p["latency_ms"].get<double>()) : "-";
+    t.add({p.value("name", ""), p.value("type", ""), state, when(p["last_check"]), latency,
+           p.value("message", "")},
+          {Colour::none, Colour::none, colour_of(state)});
+  }
+  std::cout << t.render(colour);
+  return kOk;
+}
+
+// --- incidents -----------------------------------------------------------
+
+void add_incident_row(Table& t, const json& i, bool with_store) {
+  std::vector<std::string> cells;
+  std::vector<Colour> colours;
+  if (with_store) {
+    cells.push_back(i.value("store", ""));
+    colours.push_back(Colour::none);
+  }
+  std::string state = i.value("state", "");
+  if (i.value("flapping", false)) state += " (flapping)";
+  cells.insert(cells.end(),
+               {i.value("uid", ""), i.value("probe", ""), state, i.value("severity", ""),
+                i.value("priority", ""), when(i["t_detect"]), i.value("summary", "")});
+  colours.insert(colours.end(),
+                 {Colour::none, Colour::none, colour_of(i.value("state", "")),
+                  i.value("severity", "") == "critical" ? Colour::red : Colour::none});
+  t.add(std::move(cells), std::move(colours));
+}
+
+std::vector<std::string> incident_headers(bool with_store) {
+  std::vector<std::string> h;
+  if (with_store) h.push_back("STORE");
+  h.insert(h.end(), {"UID", "PROBE", "STATE", "SEVERITY", "PRIO", "DETECTED", "SUMMARY"});
+  return h;
+}
+
+int cmd_incidents(const Globals& g, bool all, const std::string& since, bool as_json) {
+  std::optional<WallTime> since_time;
+  if (!since.empty()) {
+    auto d = parse_duration(since);
+    if (!d) {
+      std::cerr << "storewatch: --since " << since
+                << " is not a duration (use a number and ms|s|m|h|d, e.g. 24h)\n";
+      return kUsage;
+    }
+    since_time = now() - *d;
+  }
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
+  if (!store) {
+    std::cerr << "storewatch: " << store.error().message << "\n";
+    return kFailure;
+  }
+  auto rows = store->incidents(!all, since_time);
+  if (!rows) {
+    std::cerr << "storewatch: " << rows.error().message << "\n";
+    return kFailure;
+  }
+  json list = json::array();
+  for (const auto& i : *rows) list.push_back(i.to_json());
+  if (as_json) {
+    print_json(list);
+    return kOk;
+  }
+  if (list.empty()) {
+    std::cout << (all ? "No incidents recorded.\n" : "No open incidents.\n");
+    return kOk;
+  }
+  Table t(incident_headers(false));
+  for (const auto& i : list) add_incident_row(t, i, false);
+  std::cout << t.render(use_colour(stdout));
+  return kOk;
+}
+
+int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
+  if (!store) {
+    std::cerr << "storewatch: " << store.error().message << "\n";
+    return kFailure;
+  }
+  auto inc = store->incident(uid);
+  if (!inc) {
+    std::cerr << "storewatch: " << inc.error().message << "\n";
+    return kFailure;
+  }
+  if (!*inc) {
+    std::cerr << "storewatch: no incident " << uid << " (see `storewatch incidents --all`)\n";
+    return kFailure;
+  }
+  auto events = store->events_of((*inc)->uid);
+  if (!events) {
+    std::cerr << "storewatch: " << events.error().message << "\n";
+    return kFailure;
+  }
+  json j = (*inc)->to_json();
+  json timeline = json::array();
+  for (const auto& e : *events) {
+    json body = json::parse(e.body, nullptr, false);
+    json item{{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}};
+    if (body.is_object() && body.contains("message")) item["message"] = body["message"];
+    timeline.push_back(std::move(item));
+  }
+  if (as_json) {
+    j["events"] = std::move(timeline);
+    print_json(j);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  std::cout << paint("incident " + j["uid"].get<std::string>(), Colour::bold, colour) << "\n"
+            << "  probe     " << j["probe"].get<std::string>() << "\n"
+            << "  state     " << paint(j["state"].get<std::string>(), colour_of(j["state"]), colour)
+            << "\n"
+            << "  severity  " << j["severity"].get<std::string>() << " ("
+            << j["priority"].get<std::string>() << ")\n"
+            << "  summary   " << j["summary"].get<std::string>() << "\n"
+            << "  fault     " << when(j["t_fault"]) << "\n"
+            << "  detected  " << when(j["t_detect"]) << "\n";
+  if (!j["t_restored"].is_null()) std::cout << "  restored  " << when(j["t_restored"]) << "\n";
+  std::cout << "\ntimeline\n";
+  Table t({"SEQ", "AT", "EVENT", "BY", "DETAIL"});
+  for (const auto& e : timeline) {
+    t.add({std::to_string(e["seq"].get<std::int64_t>()), when(e["at"]), e["type"], e["actor"],
+           e.contains("message") ? text_of(e["message"]) : ""});
+  }
+  std::cout << t.render(colour);
+  return kOk;
+}
+
+// --- config check -------------------------------------------------------
+
+int cmd_config_check(const Globals& g) {
+  config::LoadOptions options;
+  if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
+  options.probe_types = probes::schemas();
+  auto loaded = config::load(g.agent_config(), options);
+  print_diagnostics(loaded.diagnostics);
+  if (!loaded.ok()) {
+    std::size_t errors = 0;
+    for (const auto& d : loaded.diagnostics) errors += d.kind == config::Diagnostic::Kind::error;
+    std::cerr << fmt::format("{}: {} error{}\n", g.agent_config().string(), errors,
+                             errors == 1 ? "" : "s");
+    return kUsage;
+  }
+  const auto& c = *loaded.config;
+  std::cout << fmt::format("{}: ok — store {}, {} probe{}, {} file{} read\n",
+                           g.agent_config().string(), c.store.id, c.probes.size(),
+                           c.probes.size() == 1 ? "" : "s", c.files.size(),
+                           c.files.size() == 1 ? "" : "s");
+  return kOk;
+}
+
+// --- hq --------------------------------------------------------------------
+
+int cmd_hq_run(const Globals& g) {
+  auto cfg = load_hq_config(g);
+  if (!cfg) return kUsage;
+  return hq::run(*cfg);
+}
+
+std::optional<hq::HqStore> open_hq_store(const Globals& g) {
+  auto cfg = load_hq_config(g);
+  if (!cfg) return std::nullopt;
+  auto store = hq::HqStore::open(cfg->database, db::Database::Mode::read_only);
+  if (!store) {
+    std::cerr << "storewatch: " << store.error().message << "\n";
+    return std::nullopt;
+  }
+  return std::move(*store);
+}
+
+int cmd_hq_stores(const Globals& g, bool as_json) {
+  auto store = open_hq_store(g);
+  if (!store) return kFailure;
+  auto list = store->stores_json();
+  if (!list) {
+    std::cerr << "storewatch: " << list.error().message << "\n";
+    return kFailure;
+  }
+  if (as_json) {
+    print_json(*list);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN"});
+  for (const auto& s : *list) {
+    bool online = s.value("online", false);
+    t.add({s.value("store", ""), online ? "online" : "offline",
+           std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
+           when(s["last_seen"])},
+          {Colour::none, online ? Colour::green : Colour::red});
+  }
+  std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
+  return kOk;
+}
+
+int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json) {
+  auto store = open_hq_store(g);
+  if (!store) return kFailure;
+  auto list =
+      store->incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
+  if (!list) {
+    std::cerr << "storewatch: " << list.error().message << "\n";
+    return kFailure;
+  }
+  if (as_json) {
+    print_json(*list);
+    return kOk;
+  }
+  if (list->empty()) {
+    std::cout << (open_only ? "No open incidents at HQ.\n" : "No incidents at HQ.\n");
+    return kOk;
+  }
+  Table t(incident_headers(true));
+  for (const auto& i : *list) add_incident_row(t, i, true);
+  std::cout << t.render(use_colour(stdout));
+  return kOk;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{
+      "storewatch — watches a store's lanes, payment terminals, printers and network; opens "
+      "incidents locally (even offline), heals what is safe to heal, and syncs every incident "
+      "event to HQ over MQTT.",
+      "storewatch"};
+  app.set_version_flag("--version", std::string("storewatch ") + STOREWATCH_VERSION);
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 failure, 2 usage or config error.\n"
+      "Run `storewatch COMMAND --help` for the options of a command.");
+
+  Globals g;
+  app.add_option("-c,--config", g.config,
+                 "Config file (default $STOREWATCH_CONFIG or /etc/storewatch/storewatch.toml; for "
+                 "`hq` commands $STOREWATCH_HQ_CONFIG or /etc/storewatch/hq.toml)");
+  app.add_option("--conf-dir", g.conf_dir,
+                 "Drop-in directory read after the config file (default: conf.d next to it)");
+
+  int rc = kOk;
+  auto sub = [&](CLI::App& parent, const char* name, const char* help) {
+    CLI::App* s = parent.add_subcommand(name, help);
+    s->fallthrough();
+    return s;
+  };
+
+  auto* run = sub(app, "run", "Run the daemon: probe, open and resolve incidents, sync to HQ");
+  run->callback([&] {
+    auto cfg = load_agent_config(g);
+    if (!cfg) {
+      rc = kUsage;
+      return;
+    }
+    log::set_level(cfg->agent.log_level);
+    rc = run_daemon(*cfg);
+  });
+
+  bool json_out = false;
+  auto* status = sub(app, "status",
+                     "Probes with their state, last result and latency; sync and daemon health. "
+                     "Asks the daemon, or reads the database when it is down.");
+  status->add_flag("--json", json_out, "Print JSON (DESIGN §7 shape) instead of a table");
+  status->callback([&] { rc = cmd_status(g, json_out); });
+
+  bool all = false;
+  std::string since;
+  auto* incidents = sub(app, "incidents", "List open incidents (all with --all), newest first");
+  incidents->add_flag("--all", all, "Include resolved and closed incidents");
+  incidents->add_option("--since", since, "Only incidents detected within this long (e.g. 24h)");
+  incidents->add_flag("--json", json_out, "Print a JSON array instead of a table");
+  incidents->callback([&] { rc = cmd_incidents(g, all, since, json_out); });
+
+  auto* incident = sub(app, "incident", "Look at one incident");
+  incident->require_subcommand(1);
+  std::string uid;
+  auto* show = sub(*incident, "show", "Show an incident and its timeline of events");
+  show->add_option("UID", uid, "Incident uid (or a unique start of it)")->required();
+  show->add_flag("--json", json_out, "Print JSON with an \"events\" array");
+  show->callback([&] { rc = cmd_incident_show(g, uid, json_out); });
+
+  auto* config_cmd = sub(app, "config", "Work with the config file");
+  config_cmd->require_subcommand(1);
+  auto* check = sub(*config_cmd, "check",
+                    "Validate the config: exit 0, or print every error as file:line:col and exit "
+                    "2. Missing secret or CA files are warnings. Creates nothing.");
+  check->callback([&] { rc = cmd_config_check(g); });
+
+  auto* hq_cmd = sub(app, "hq", "Headquarters side: ingest store events, fleet views");
+  hq_cmd->require_subcommand(1);
+  auto* hq_run = sub(*hq_cmd, "run", "Run HQ ingest: store every store's events once, ack them");
+  hq_run->callback([&] { rc = cmd_hq_run(g); });
+  auto* hq_stores =
+      sub(*hq_cmd, "stores", "Every store HQ knows: online, acked seq, open incidents");
+  hq_stores->add_flag("--json", json_out, "Print a JSON array instead of a table");
+  hq_stores->callback([&] { rc = cmd_hq_stores(g, json_out); });
+  std::string hq_store;
+  bool open_only = false;
+  auto* hq_incidents =
+      sub(*hq_cmd, "incidents", "Every incident HQ knows (resolved and closed too)");
+  hq_incidents->add_option("--store", hq_store, "Only this store's incidents");
+  hq_incidents->add_flag("--open", open_only, "Only incidents not resolved or closed");
+  hq_incidents->add_flag("--json", json_out, "Print a JSON array instead of a table");
+  hq_incidents->callback([&] { rc = cmd_hq_incidents(g, hq_store, open_only, json_out); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kOk : kUsage;
+  }
+  return rc;
+}
+
+}  // namespace storewatch::agent

@@ -1,0 +1,289 @@
+#include "agent/control_server.h"
+
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "config/log.h"
+
+namespace storewatch::agent {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+using nlohmann::json;
+
+namespace {
+
+constexpr auto kClientTimeout = std::chrono::seconds(10);
+
+std::string user_name(unsigned uid) {
+  passwd pw{};
+  passwd* result = nullptr;
+  char buf[1024];
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &result) == 0 && result != nullptr) {
+    return pw.pw_name;
+  }
+  return std::to_string(uid);
+}
+
+// A socket file nobody accepts on was left by a crash.
+bool socket_is_live(const std::filesystem::path& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return live;
+}
+
+}  // namespace
+
+/// One client connection: read a line, answer it, repeat until the client
+/// closes, sends too much, or idles past the timeout.
+class ControlServer::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ControlServer& server, local::socket socket)
+      : server_(server),
+        alive_(server.alive_),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        buffer_(kMaxControlRequest + 1) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer_.pid = cred.pid;
+      peer_.uid = cred.uid;
+      peer_.user = user_name(cred.uid);
+    }
+  }
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    timer_.expires_after(kClientTimeout);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) {
+        boost::system::error_code ignored;
+        self->socket_.close(ignored);
+      }
+    });
+    asio::async_read_until(
+        socket_, buffer_, '\n',
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+          self->timer_.cancel();
+          if (!*self->alive_) return;
+          if (ec == asio::error::not_found) {
+            self->reply(json{{"v", kControlVersion},
+                             {"ok", false},
+                             {"error", fmt::format("request over {} bytes", kMaxControlRequest)}},
+                        /*then_close=*/true);
+            return;
+          }
+          if (ec) return;  // closed, timed out
+          std::string line(
+              asio::buffers_begin(self->buffer_.data()),
+              asio::buffers_begin(self->buffer_.data()) + static_cast<std::ptrdiff_t>(n));
+          self->buffer_.consume(n);
+          json response = self->server_.dispatch(line, self->peer_);
+          self->reply(std::move(response), false);
+        });
+  }
+
+  void reply(json response, bool then_close) {
+    out_ = response.dump() + "\n";
+    timer_.expires_after(kClientTimeout);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) {
+        boost::system::error_code ignored;
+        self->socket_.close(ignored);
+      }
+    });
+    asio::async_write(
+        socket_, asio::buffer(out_),
+        [self = shared_from_this(), then_close](const boost::system::error_code& ec, std::size_t) {
+          self->timer_.cancel();
+          if (ec || then_close || !*self->alive_) return;
+          self->read();
+        });
+  }
+
+  ControlServer& server_;
+  std::shared_ptr<bool> alive_;
+  local::socket socket_;
+  asio::steady_timer timer_;
+  asio::streambuf buffer_;
+  std::string out_;
+  Peer peer_;
+};
+
+Result<std::unique_ptr<ControlServer>> ControlServer::open(asio::io_context& io,
+                                                           const std::filesystem::path& path) {
+  std::error_code ec;
+  if (path.native().size() >= sizeof(sockaddr_un::sun_path)) {
+    return Error{fmt::format("control socket path {} is too long (max {} bytes)", path.string(),
+                             sizeof(sockaddr_un::sun_path) - 1)};
+  }
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) {
+      return Error{fmt::format("cannot create directory {} for the control socket: {}",
+                               path.parent_path().string(), ec.message())};
+    }
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Error{
+          fmt::format("{} exists and is not a socket; refusing to replace it", path.string())};
+    }
+    if (socket_is_live(path)) {
+      return Error{fmt::format("another storewatch daemon answers on {}", path.string())};
+    }
+    if (::unlink(path.c_str()) != 0) {
+      return Error{fmt::format("cannot remove stale control socket {}: {}", path.string(),
+                               std::strerror(errno))};
+    }
+    log::info("control: removed stale socket {} left by an earlier run", path.string());
+  }
+  auto server = std::unique_ptr<ControlServer>(new ControlServer(io, path));
+  boost::system::error_code bec;
+  server->acceptor_.open(local(), bec);
+  if (!bec) server->acceptor_.bind(local::endpoint(path.string()), bec);
+  if (!bec) server->acceptor_.listen(asio::socket_base::max_listen_connections, bec);
+  if (bec) {
+    return Error{
+        fmt::format("cannot listen on control socket {}: {}", path.string(), bec.message())};
+  }
+  gid_t gid = static_cast<gid_t>(-1);
+  group gr{};
+  group* result = nullptr;
+  char buf[1024];
+  if (::getgrnam_r("storewatch", &gr, buf, sizeof buf, &result) == 0 && result != nullptr) {
+    gid = gr.gr_gid;
+  }
+  if (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+    log::warn("control: cannot give {} to group storewatch: {}", path.string(),
+              std::strerror(errno));
+  }
+  if (::chmod(path.c_str(), 0660) != 0) {
+    log::warn("control: cannot chmod {}: {}", path.string(), std::strerror(errno));
+  }
+  return server;
+}
+
+ControlServer::ControlServer(asio::io_context& io, std::filesystem::path path)
+    : io_(io), path_(std::move(path)), acceptor_(io) {}
+
+ControlServer::~ControlServer() {
+  stop();
+}
+
+void ControlServer::handle(const std::string& op, Handler handler) {
+  handlers_[op] = std::move(handler);
+}
+
+void ControlServer::start() {
+  accept();
+}
+
+void ControlServer::stop() {
+  if (!acceptor_.is_open()) return;
+  *alive_ = false;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  ::unlink(path_.c_str());
+}
+
+void ControlServer::accept() {
+  acceptor_.async_accept(
+      [this, alive = alive_](const boost::system::error_code& ec, local::socket socket) {
+        if (!*alive) return;
+        if (!ec) std::make_shared<Session>(*this, std::move(socket))->start();
+        if (ec != asio::error::operation_aborted) accept();
+      });
+}
+
+json ControlServer::dispatch(const std::string& line, const Peer& peer) {
+  json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  auto fail = [](std::string why) {
+    return json{{"v", kControlVersion}, {"ok", false}, {"error", std::move(why)}};
+  };
+  if (request.is_discarded() || !request.is_object()) return fail("request is not a JSON object");
+  auto v = request.find("v");
+  if (v == request.end() || !v->is_number_integer() || v->get<int>() != kControlVersion) {
+    return fail(
+        fmt::format("unsupported protocol version (this daemon speaks {})", kControlVersion));
+  }
+  auto op = request.find("op");
+  if (op == request.end() || !op->is_string()) return fail("request has no string \"op\"");
+  auto it = handlers_.find(op->get<std::string>());
+  if (it == handlers_.end()) return fail("unknown op \"" + op->get<std::string>() + "\"");
+  try {
+    json response = it->second(request, peer);
+    if (!response.contains("ok")) response["ok"] = true;
+    response["v"] = kControlVersion;
+    return response;
+  } catch (const std::exception& e) {
+    return fail(std::string("internal error: ") + e.what());
+  }
+}
+
+Result<json> control_request(const std::filesystem::path& path, const json& request,
+                             std::chrono::milliseconds timeout) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{std::strerror(errno)};
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error{fmt::format("no daemon at {}: {}", path.string(), std::strerror(errno))};
+  }
+  std::string out = request.dump() + "\n";
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (std::size_t sent = 0; sent < out.size();) {
+    ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) return Error{fmt::format("sending to {}: {}", path.string(), std::strerror(errno))};
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string in;
+  char buf[4096];
+  while (in.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Error{fmt::format("daemon at {} did not answer", path.string())};
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno != EINTR) return Error{std::strerror(errno)};
+    if (r <= 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return Error{fmt::format("daemon at {} closed the connection", path.string())};
+    in.append(buf, static_cast<std::size_t>(n));
+    if (in.size() > 16 * 1024 * 1024) return Error{"daemon answer too large"};
+  }
+  json response = json::parse(in.substr(0, in.find('\n')), nullptr, false);
+  if (response.is_discarded()) return Error{"daemon answered with something that is not JSON"};
+  return response;
+}
+
+}  // namespace storewatch::agent

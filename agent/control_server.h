@@ -1,0 +1,70 @@
+#pragma once
+/// \file
+/// The daemon's control socket: a Unix stream socket speaking one JSON object
+/// per line each way (`{"v":1,"op":"status"}` → `{"v":1,"ok":true,…}`).
+/// Requests are size-capped and time-limited, so a client that sends garbage
+/// or hangs cannot stall the daemon. A stale socket left by a crash is
+/// replaced at start; a live one (another daemon) is an error.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "config/result.h"
+
+namespace storewatch::agent {
+
+inline constexpr int kControlVersion = 1;
+inline constexpr std::size_t kMaxControlRequest = 64 * 1024;
+
+/// Who is on the other end, from SO_PEERCRED.
+struct Peer {
+  int pid = 0;
+  unsigned uid = 0;
+  std::string user;  ///< login name, or the uid as text
+};
+
+class ControlServer {
+ public:
+  /// Answers one request; returns the response object ("ok" is added when
+  /// missing). Runs on the loop.
+  using Handler = std::function<nlohmann::json(const nlohmann::json& request, const Peer& peer)>;
+
+  /// Binds the socket (mode 0660, group `storewatch` where it exists),
+  /// removing a stale one.
+  static Result<std::unique_ptr<ControlServer>> open(boost::asio::io_context& io,
+                                                     const std::filesystem::path& path);
+  ~ControlServer();
+
+  void handle(const std::string& op, Handler handler);
+  void start();
+  /// Closes the socket, drops clients and removes the socket file.
+  void stop();
+
+ private:
+  class Session;
+  ControlServer(boost::asio::io_context& io, std::filesystem::path path);
+  void accept();
+  nlohmann::json dispatch(const std::string& line, const Peer& peer);
+
+  boost::asio::io_context& io_;
+  std::filesystem::path path_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  std::map<std::string, Handler> handlers_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+/// Sends one request to a daemon and returns its response; an Error when no
+/// daemon answers at `path` within `timeout`.
+Result<nlohmann::json> control_request(const std::filesystem::path& path,
+                                       const nlohmann::json& request,
+                                       std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+}  // namespace storewatch::agent

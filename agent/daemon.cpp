@@ -1,0 +1,304 @@
+#include "agent/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <systemd/sd-daemon.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "agent/control_server.h"
+#include "agent/engine.h"
+#include "agent/scheduler.h"
+#include "agent/status.h"
+#include "agent/store.h"
+#include "agent/store_writer.h"
+#include "config/log.h"
+#include "sync/mqtt_transport.h"
+#include "sync/publisher.h"
+
+namespace storewatch::agent {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr auto kProbeStateFlush = std::chrono::seconds(60);
+constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+
+/// One daemon per data directory: an flock on `<data_dir>/storewatch.lock`,
+/// held for the life of the process (the kernel drops it on any exit).
+class DataDirLock {
+ public:
+  static Result<DataDirLock> acquire(const std::filesystem::path& dir) {
+    auto path = dir / "storewatch.lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return Error{
+          fmt::format("cannot open lock file {}: {}", path.string(), std::strerror(errno))};
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {};
+      ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+      ::close(fd);
+      std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?";
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      return Error{fmt::format("another storewatch daemon (pid {}) is running with data dir {}",
+                               pid, dir.string())};
+    }
+    std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
+      log::warn("cannot record pid in {}: {}", path.string(), std::strerror(errno));
+    }
+    return DataDirLock(fd);
+  }
+  DataDirLock(DataDirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+  DataDirLock& operator=(DataDirLock&&) = delete;
+  ~DataDirLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+/// sync's view of the store: reads through the loop's connection, writes
+/// through the writer.
+class StoreOutbox final : public sync::Outbox {
+ public:
+  StoreOutbox(Store& reader, StoreWriter& writer, std::int64_t session)
+      : reader_(reader), writer_(writer), session_(session) {}
+
+  Result<std::vector<wire::Event>> events_after(std::int64_t after, int limit) override {
+    auto rows = reader_.events_after(after, limit);
+    if (!rows) return rows.error();
+    std::vector<wire::Event> out;
+    out.reserve(rows->size());
+    for (const auto& r : *rows) {
+      auto e = to_wire(r);
+      if (!e) return e.error();
+      out.push_back(std::move(*e));
+    }
+    return out;
+  }
+  std::int64_t hq_acked_seq() override { return reader_.sync_value(kHqAckedSeq).value_or(0); }
+  void record_hq_acked_seq(std::int64_t seq) override {
+    writer_.submit(SyncValue{kHqAckedSeq, seq, /*only_if_higher=*/true});
+  }
+  std::int64_t next_session() override {
+    ++session_;
+    writer_.submit(SyncValue{kSession, session_, true});
+    return session_;
+  }
+  std::map<std::string, std::int64_t> open_by_severity() override {
+    auto r = reader_.open_by_severity();
+    return r ? *r : std::map<std::string, std::int64_t>{};
+  }
+  std::int64_t queued() override { return reader_.queued().value_or(0); }
+
+ private:
+  Store& reader_;
+  StoreWriter& writer_;
+  std::int64_t session_;
+};
+
+}  // namespace
+
+int run_daemon(const config::Config& cfg) {
+  ::signal(SIGPIPE, SIG_IGN);
+  const auto started = SystemClock().wall_now();
+
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.agent.data_dir, ec);
+  if (ec) {
+    log::error("cannot create data dir {}: {}", cfg.agent.data_dir.string(), ec.message());
+    return 1;
+  }
+  auto lock = DataDirLock::acquire(cfg.agent.data_dir);
+  if (!lock) {
+    log::error("{}", lock.error().message);
+    return 1;
+  }
+  const auto db_path = cfg.agent.data_dir / "storewatch.db";
+  auto writer_store = Store::open(db_path, Store::Mode::read_write);
+  if (!writer_store) {
+    log::error("{}", writer_store.error().message);
+    return 1;
+  }
+  // The loop reads through its own connection; WAL lets it read while the
+  // writer commits.
+  auto reader = Store::open(db_path, Store::Mode::read_write);
+  if (!reader) {
+    log::error("{}", reader.error().message);
+    return 1;
+  }
+  auto states = reader->probe_states();
+  auto unresolved = reader->incidents(/*unresolved_only=*/true);
+  auto session = reader->sync_value(kSession);
+  if (!states || !unresolved || !session) {
+    log::error("reading {}: {}", db_path.string(),
+               !states ? states.error().message
+                       : (!unresolved ? unresolved.error().message : session.error().message));
+    return 1;
+  }
+
+  asio::io_context io(1);
+  auto control = ControlServer::open(io, cfg.agent.control_socket);
+  if (!control) {
+    log::error("{}", control.error().message);
+    return 1;
+  }
+
+  sync::Publisher* publisher_ptr = nullptr;
+  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr] {
+    if (publisher_ptr != nullptr) publisher_ptr->notify();
+  });
+  SystemClock clock;
+  Engine engine(cfg, clock, writer);
+  engine.restore(*states, std::move(*unresolved));
+  StoreOutbox outbox(*reader, writer, *session);
+
+  std::unique_ptr<sync::MqttTransport> transport;
+  std::optional<sync::Publisher> publisher;
+  std::string sync_error;
+  {
+    sync::MqttOptions mo;
+    mo.broker = cfg.sync;
+    mo.client_id = cfg.store.id;
+    auto t = sync::MqttTransport::create(io, std::move(mo));
+    if (t) {
+      transport = std::move(*t);
+      publisher.emplace(io, cfg, outbox, *transport);
+      publisher_ptr = &*publisher;
+    } else {
+      // Keep probing and recording incidents: they wait in the outbox.
+      sync_error = t.error().message;
+      log::error("sync disabled, incidents are kept locally: {}", sync_error);
+    }
+  }
+
+  Scheduler scheduler(io, cfg, [&engine](const std::string& probe, const probes::ProbeResult& r) {
+    engine.on_result(probe, r);
+  });
+
+  auto live_status = [&]() {
+    json probes = json::array();
+    for (const auto& p : engine.probes()) probes.push_back(probe_json(p));
+    sync::PublisherStats ps = publisher ? publisher->stats() : sync::PublisherStats{};
+    if (!publisher) ps.last_error = sync_error;
+    return json{
+        {"store", cfg.store.id},
+        {"probes", std::move(probes)},
+        {"sync",
+         {{"connected", ps.connected},
+          {"queued", outbox.queued()},
+          {"hq_acked_seq", ps.hq_acked_seq},
+          {"broker", cfg.sync.broker},
+          {"session", ps.session},
+          {"last_error", ps.last_error}}},
+        {"incidents", {{"open", outbox.open_by_severity()}}},
+        {"agent",
+         {{"running", true},
+          {"pid", ::getpid()},
+          {"version", STOREWATCH_VERSION},
+          {"started_at", format_rfc3339(started)},
+          {"store_backlog", writer.backlog()}}},
+    };
+  };
+  (*control)->handle("ping", [](const json&, const Peer&) { return json{{"pong", true}}; });
+  (*control)->handle("status", [&](const json&, const Peer&) {
+    return json{{"status", live_status()}};
+  });
+
+  auto status_line = [&]() {
+    int failing = 0;
+    auto probes = engine.probes();
+    for (const auto& p : probes) failing += p.level == CheckLevel::hard_fail;
+    return fmt::format("{} probes, {} failing; {} open incidents; sync {}, {} queued",
+                       probes.size(), failing, engine.unresolved().size(),
+                       publisher && publisher->stats().connected ? "connected" : "offline",
+                       outbox.queued());
+  };
+
+  // Periodic work on the loop: flush probe_state, feed the watchdog. Both
+  // run only while the loop makes progress.
+  asio::steady_timer flush_timer(io);
+  std::function<void()> arm_flush = [&]() {
+    flush_timer.expires_after(kProbeStateFlush);
+    flush_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      engine.flush_probe_states();
+      ::sd_notifyf(0, "STATUS=%s", status_line().c_str());
+      arm_flush();
+    });
+  };
+  asio::steady_timer watchdog_timer(io);
+  std::uint64_t watchdog_usec = 0;
+  const bool watchdog = ::sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  std::function<void()> arm_watchdog = [&]() {
+    watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+    watchdog_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      ::sd_notify(0, "WATCHDOG=1");
+      arm_watchdog();
+    });
+  };
+
+  bool stopping = false;
+  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  std::function<void()> wait_signal = [&]() {
+    signals.async_wait([&](const boost::system::error_code& e, int sig) {
+      if (e) return;
+      if (sig == SIGHUP) {
+        log::warn(
+            "SIGHUP: reloading the config is not supported yet; restart the service to apply "
+            "changes");
+        wait_signal();
+        return;
+      }
+      if (stopping) return;
+      stopping = true;
+      log::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      ::sd_notify(0, "STOPPING=1");
+      scheduler.stop();
+      (*control)->stop();
+      flush_timer.cancel();
+      watchdog_timer.cancel();
+      engine.flush_probe_states();
+      if (publisher) publisher->stop(kStopGrace, [] {});
+    });
+  };
+  wait_signal();
+
+  scheduler.start();
+  (*control)->start();
+  if (publisher) publisher->start();
+  arm_flush();
+  if (watchdog) arm_watchdog();
+  log::info("storewatch {} running for store {}: {} probes, database {}, control socket {}",
+            STOREWATCH_VERSION, cfg.store.id, cfg.probes.size(), db_path.string(),
+            cfg.agent.control_socket.string());
+  ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
+
+  io.run();
+
+  writer.stop();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace storewatch::agent

@@ -1,0 +1,142 @@
+#include "agent/scheduler.h"
+
+#include <fmt/format.h>
+
+#include "config/log.h"
+#include "probes/registry.h"
+
+namespace storewatch::agent {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+struct Scheduler::Entry {
+  Entry(asio::io_context& io, const config::ProbeConfig& c)
+      : config(c), probe(probes::create(c, io.get_executor())), timer(io), deadline(io) {}
+
+  const config::ProbeConfig& config;
+  std::unique_ptr<probes::Probe> probe;
+  asio::steady_timer timer;     ///< the next slot
+  asio::steady_timer deadline;  ///< the running check's timeout
+  steady_clock::time_point origin;
+  steady_clock::time_point started;
+  std::uint64_t generation = 0;  ///< tells a stale completion from the current one
+  bool running = false;
+  bool waiting = false;
+};
+
+Scheduler::Scheduler(asio::io_context& io, const config::Config& config, OnResult on_result)
+    : io_(io), config_(config), on_result_(std::move(on_result)) {
+  for (const auto& p : config_.probes) entries_.emplace(p.name, std::make_unique<Entry>(io_, p));
+}
+
+Scheduler::~Scheduler() {
+  stop();
+}
+
+milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval) {
+  // FNV-1a: stable across runs and builds, unlike std::hash.
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  auto span = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 1));
+  return milliseconds(static_cast<std::int64_t>(h % span));
+}
+
+void Scheduler::start() {
+  const auto now = steady_clock::now();
+  for (auto& [name, e] : entries_) {
+    e->origin = now + offset_of(name, e->config.interval);
+    e->timer.expires_at(e->origin);
+    arm(*e);
+  }
+}
+
+void Scheduler::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  waiting_.clear();
+  for (auto& [name, e] : entries_) {
+    e->timer.cancel();
+    e->deadline.cancel();
+    if (e->running) e->probe->cancel();
+    e->running = false;
+    ++e->generation;
+  }
+  running_ = 0;
+}
+
+void Scheduler::arm(Entry& e) {
+  e.timer.async_wait([this, &e](const boost::system::error_code& ec) {
+    if (ec || stopped_) return;
+    due(e);
+    // Next slot strictly after now, on the origin's grid: missed slots are
+    // skipped, never bunched, and the grid does not drift.
+    const auto interval = e.config.interval;
+    const auto now = steady_clock::now();
+    auto k = (now - e.origin) / interval + 1;
+    e.timer.expires_at(e.origin + k * interval);
+    arm(e);
+  });
+}
+
+void Scheduler::due(Entry& e) {
+  if (e.running || e.waiting) {
+    log::debug("probe {}: still running at its next slot; skipping it", e.config.name);
+    return;
+  }
+  if (running_ >= config_.agent.max_concurrent_checks) {
+    e.waiting = true;
+    waiting_.push_back(&e);
+    return;
+  }
+  begin(e);
+}
+
+bool Scheduler::run_now(const std::string& name) {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return false;
+  if (!stopped_) due(*it->second);
+  return true;
+}
+
+void Scheduler::begin(Entry& e) {
+  e.running = true;
+  ++running_;
+  const std::uint64_t gen = ++e.generation;
+  e.started = steady_clock::now();
+  e.deadline.expires_after(e.config.timeout);
+  e.deadline.async_wait([this, &e, gen](const boost::system::error_code& ec) {
+    if (ec || gen != e.generation || !e.running) return;
+    e.probe->cancel();
+    probes::ProbeResult r;
+    r.status = probes::ProbeStatus::fail;
+    r.latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - e.started);
+    r.message = fmt::format("timed out after {}", format_duration(e.config.timeout));
+    finish(e, std::move(r));
+  });
+  e.probe->start([this, &e, gen](probes::ProbeResult r) {
+    if (gen != e.generation || !e.running) return;
+    finish(e, std::move(r));
+  });
+}
+
+void Scheduler::finish(Entry& e, probes::ProbeResult result) {
+  e.running = false;
+  ++e.generation;
+  e.deadline.cancel();
+  --running_;
+  on_result_(e.config.name, result);
+  while (!stopped_ && !waiting_.empty() && running_ < config_.agent.max_concurrent_checks) {
+    Entry* next = waiting_.front();
+    waiting_.pop_front();
+    next->waiting = false;
+    begin(*next);
+  }
+}
+
+}  // namespace storewatch::agent

@@ -1,0 +1,23 @@
+#pragma once
+/// \file
+/// The `status --json` document (DESIGN §7), built either live by the
+/// daemon from memory or, with the daemon down, from the database.
+
+#include <nlohmann/json.hpp>
+
+#include <vector>
+
+#include "agent/engine.h"
+#include "agent/store.h"
+#include "config/config.h"
+
+namespace storewatch::agent {
+
+/// One probe's entry of the document.
+nlohmann::json probe_json(const ProbeView& p);
+
+/// From the database, for when no daemon answers: probe levels as last
+/// persisted, `sync.connected` false, `agent.running` false.
+Result<nlohmann::json> status_from_store(const config::Config& config, Store& store);
+
+}  // namespace storewatch::agent

@@ -1,0 +1,385 @@
+#include "agent/store.h"
+
+#include <fmt/format.h>
+
+#include <system_error>
+
+namespace storewatch::agent {
+namespace {
+
+// Schema history. Never edit a released step: add one.
+constexpr db::Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE incidents (
+  id             INTEGER PRIMARY KEY,
+  uid            TEXT NOT NULL UNIQUE,
+  dedup_key      TEXT NOT NULL,
+  probe          TEXT NOT NULL,
+  condition      TEXT NOT NULL,
+  severity       TEXT NOT NULL,
+  priority       TEXT NOT NULL,
+  state          TEXT NOT NULL CHECK (state IN
+                   ('open','remediating','escalated','acknowledged','resolved','closed')),
+  suppressed_by  TEXT,
+  in_maintenance INTEGER NOT NULL DEFAULT 0,
+  flapping       INTEGER NOT NULL DEFAULT 0,
+  self_healed    INTEGER NOT NULL DEFAULT 0,
+  t_fault        TEXT,
+  t_detect       TEXT,
+  t_ack          TEXT,
+  t_restored     TEXT,
+  t_resolved     TEXT,
+  t_closed       TEXT,
+  reopen_count   INTEGER NOT NULL DEFAULT 0,
+  summary        TEXT NOT NULL DEFAULT '',
+  updated_at     TEXT NOT NULL
+);
+-- At most one unresolved incident per dedup key.
+CREATE UNIQUE INDEX incidents_unresolved_key ON incidents(dedup_key)
+  WHERE state NOT IN ('resolved','closed');
+CREATE INDEX incidents_detect ON incidents(t_detect);
+
+CREATE TABLE events (
+  seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+  uid          TEXT NOT NULL UNIQUE,
+  incident_uid TEXT NOT NULL,
+  type         TEXT NOT NULL,
+  at           TEXT NOT NULL,
+  actor        TEXT NOT NULL,
+  body         TEXT NOT NULL
+);
+CREATE INDEX events_incident ON events(incident_uid, seq);
+
+CREATE TABLE sync_state (
+  key   TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE probe_state (
+  probe        TEXT PRIMARY KEY,
+  level        TEXT NOT NULL,
+  failures     INTEGER NOT NULL,
+  successes    INTEGER NOT NULL,
+  t_fault      TEXT,
+  t_first_ok   TEXT,
+  last_check   TEXT,
+  last_status  TEXT NOT NULL DEFAULT '',
+  latency_ms   REAL NOT NULL DEFAULT 0,
+  message      TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+)sql"},
+};
+
+constexpr const char* kIncidentColumns =
+    "uid, dedup_key, probe, condition, severity, priority, state, suppressed_by, "
+    "in_maintenance, flapping, self_healed, t_fault, t_detect, t_ack, t_restored, t_resolved, "
+    "t_closed, reopen_count, summary";
+
+std::optional<std::string> time_text(const std::optional<WallTime>& t) {
+  if (!t) return std::nullopt;
+  return format_rfc3339(*t);
+}
+
+std::optional<WallTime> time_of(const db::Statement& s, int column) {
+  auto text = s.optional_text(column);
+  if (!text) return std::nullopt;
+  return parse_rfc3339(*text);
+}
+
+Incident incident_from_row(const db::Statement& s) {
+  Incident i;
+  i.uid = s.text(0);
+  i.dedup_key = s.text(1);
+  i.probe = s.text(2);
+  i.condition = s.text(3);
+  i.severity = config::parse_severity(s.text(4)).value_or(config::Severity::medium);
+  i.priority = s.text(5);
+  i.state = parse_incident_state(s.text(6)).value_or(IncidentState::open);
+  i.suppressed_by = s.optional_text(7);
+  i.in_maintenance = s.int64(8) != 0;
+  i.flapping = s.int64(9) != 0;
+  i.self_healed = s.int64(10) != 0;
+  i.t_fault = time_of(s, 11);
+  i.t_detect = time_of(s, 12);
+  i.t_ack = time_of(s, 13);
+  i.t_restored = time_of(s, 14);
+  i.t_resolved = time_of(s, 15);
+  i.t_closed = time_of(s, 16);
+  i.reopen_count = static_cast<int>(s.int64(17));
+  i.summary = s.text(18);
+  return i;
+}
+
+StoredEvent event_from_row(const db::Statement& s) {
+  return StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(6)};
+}
+
+template <class T, class F>
+Result<std::vector<T>> collect(db::Statement& stmt, F&& row) {
+  std::vector<T> out;
+  for (;;) {
+    auto r = stmt.step();
+    if (!r) return r.error();
+    if (!*r) break;
+    out.push_back(row(stmt));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Store> Store::open(const std::filesystem::path& path, Mode mode) {
+  if (mode == Mode::read_only) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) {
+      return Error{fmt::format("no database at {} (has the daemon run with this config yet?)",
+                               path.string())};
+    }
+  }
+  auto db = db::Database::open(path, mode == Mode::read_only ? db::Database::Mode::read_only
+                                                             : db::Database::Mode::read_write);
+  if (!db) return db.error();
+  if (mode == Mode::read_only) {
+    if (auto st = db::check_not_newer(*db, kMigrations); !st) return st.error();
+    return Store(std::move(*db));
+  }
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+    if (auto st = db->exec(pragma); !st) return st.error();
+  }
+  if (auto st = db::migrate(*db, kMigrations); !st) return st.error();
+  return Store(std::move(*db));
+}
+
+Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& changes) {
+  auto tx = db::Transaction::begin(db_);
+  if (!tx) return tx.error();
+  std::vector<std::int64_t> seqs(changes.size(), 0);
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    Status st = std::visit(
+        [&](const auto& c) -> Status {
+          using T = std::decay_t<decltype(c)>;
+          if constexpr (std::is_same_v<T, IncidentChange>) {
+            return write(c, seqs[i]);
+          } else {
+            return write(c);
+          }
+        },
+        changes[i]);
+    if (!st) return st.error();
+  }
+  if (auto st = tx->commit(); !st) return st.error();
+  return seqs;
+}
+
+Status Store::write(const IncidentChange& c, std::int64_t& seq) {
+  const Incident& i = c.incident;
+  auto up = db_.prepare(fmt::format(
+      "INSERT INTO incidents ({}, updated_at) VALUES "
+      "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20) "
+      "ON CONFLICT(uid) DO UPDATE SET severity=?5, priority=?6, state=?7, suppressed_by=?8, "
+      "in_maintenance=?9, flapping=?10, self_healed=?11, t_fault=?12, t_detect=?13, t_ack=?14, "
+      "t_restored=?15, t_resolved=?16, t_closed=?17, reopen_count=?18, summary=?19, "
+      "updated_at=?20",
+      kIncidentColumns));
+  if (!up) return up.error();
+  up->bind(1, i.uid)
+      .bind(2, i.dedup_key)
+      .bind(3, i.probe)
+      .bind(4, i.condition)
+      .bind(5, config::to_string(i.severity))
+      .bind(6, i.priority)
+      .bind(7, to_string(i.state))
+      .bind(8, i.suppressed_by)
+      .bind(9, i.in_maintenance)
+      .bind(10, i.flapping)
+      .bind(11, i.self_healed)
+      .bind(12, time_text(i.t_fault))
+      .bind(13, time_text(i.t_detect))
+      .bind(14, time_text(i.t_ack))
+      .bind(15, time_text(i.t_restored))
+      .bind(16, time_text(i.t_resolved))
+      .bind(17, time_text(i.t_closed))
+      .bind(18, i.reopen_count)
+      .bind(19, i.summary)
+      .bind(20, format_rfc3339(c.event.at));
+  if (auto st = up->run(); !st) return st;
+
+  nlohmann::json body = c.event.extra.is_object() ? c.event.extra : nlohmann::json::object();
+  body["incident_state"] = i.to_json();
+  auto ev = db_.prepare(
+      "INSERT INTO events (uid, incident_uid, type, at, actor, body) VALUES (?1,?2,?3,?4,?5,?6)");
+  if (!ev) return ev.error();
+  ev->bind(1, c.event.uid)
+      .bind(2, i.uid)
+      .bind(3, c.event.type)
+      .bind(4, format_rfc3339(c.event.at))
+      .bind(5, c.event.actor)
+      .bind(6, body.dump());
+  if (auto st = ev->run(); !st) return st;
+  seq = db_.last_insert_rowid();
+  return {};
+}
+
+Status Store::write(const ProbeStateRow& r) {
+  auto st = db_.prepare(
+      "INSERT INTO probe_state (probe, level, failures, successes, t_fault, t_first_ok, "
+      "last_check, last_status, latency_ms, message) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) "
+      "ON CONFLICT(probe) DO UPDATE SET level=?2, failures=?3, successes=?4, t_fault=?5, "
+      "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10");
+  if (!st) return st.error();
+  st->bind(1, r.probe)
+      .bind(2, to_string(r.level))
+      .bind(3, r.failures)
+      .bind(4, r.successes)
+      .bind(5, time_text(r.t_fault))
+      .bind(6, time_text(r.t_first_ok))
+      .bind(7, time_text(r.last_check))
+      .bind(8, r.last_status)
+      .bind(9, r.latency_ms)
+      .bind(10, r.message);
+  return st->run();
+}
+
+Status Store::write(const SyncValue& v) {
+  auto st = db_.prepare(v.only_if_higher ? "INSERT INTO sync_state (key, value) VALUES (?1, ?2) "
+                                           "ON CONFLICT(key) DO UPDATE SET value = max(value, ?2)"
+                                         : "INSERT INTO sync_state (key, value) VALUES (?1, ?2) "
+                                           "ON CONFLICT(key) DO UPDATE SET value = ?2");
+  if (!st) return st.error();
+  st->bind(1, v.key).bind(2, v.value);
+  return st->run();
+}
+
+Result<std::vector<Incident>> Store::incidents(bool unresolved_only,
+                                               std::optional<WallTime> detected_since) {
+  std::string sql = fmt::format("SELECT {} FROM incidents WHERE 1=1", kIncidentColumns);
+  if (unresolved_only) sql += " AND state NOT IN ('resolved','closed')";
+  if (detected_since) sql += " AND t_detect >= ?1";
+  sql += " ORDER BY t_detect DESC, uid DESC";
+  auto stmt = db_.prepare(sql);
+  if (!stmt) return stmt.error();
+  if (detected_since) stmt->bind(1, format_rfc3339(*detected_since));
+  return collect<Incident>(*stmt, incident_from_row);
+}
+
+Result<std::optional<Incident>> Store::incident(const std::string& uid_or_prefix) {
+  auto stmt = db_.prepare(fmt::format(
+      "SELECT {} FROM incidents WHERE uid = ?1 OR substr(uid, 1, length(?1)) = ?1 LIMIT 2",
+      kIncidentColumns));
+  if (!stmt) return stmt.error();
+  stmt->bind(1, uid_or_prefix);
+  auto rows = collect<Incident>(*stmt, incident_from_row);
+  if (!rows) return rows.error();
+  for (auto& i : *rows) {
+    if (i.uid == uid_or_prefix) return std::optional<Incident>(std::move(i));
+  }
+  if (rows->size() > 1) {
+    return Error{
+        fmt::format("'{}' matches more than one incident; give more of the uid", uid_or_prefix)};
+  }
+  if (rows->empty()) return std::optional<Incident>();
+  return std::optional<Incident>(std::move(rows->front()));
+}
+
+Result<std::vector<StoredEvent>> Store::events_of(const std::string& incident_uid) {
+  auto stmt = db_.prepare(
+      "SELECT seq, uid, incident_uid, type, at, actor, body FROM events "
+      "WHERE incident_uid = ?1 ORDER BY seq");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, incident_uid);
+  return collect<StoredEvent>(*stmt, event_from_row);
+}
+
+Result<std::vector<StoredEvent>> Store::events_after(std::int64_t after, int limit) {
+  auto stmt = db_.prepare(
+      "SELECT seq, uid, incident_uid, type, at, actor, body FROM events "
+      "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, after).bind(2, limit);
+  return collect<StoredEvent>(*stmt, event_from_row);
+}
+
+Result<std::vector<ProbeStateRow>> Store::probe_states() {
+  auto stmt = db_.prepare(
+      "SELECT probe, level, failures, successes, t_fault, t_first_ok, last_check, last_status, "
+      "latency_ms, message FROM probe_state ORDER BY probe");
+  if (!stmt) return stmt.error();
+  return collect<ProbeStateRow>(*stmt, [](const db::Statement& s) {
+    ProbeStateRow r;
+    r.probe = s.text(0);
+    r.level = parse_check_level(s.text(1)).value_or(CheckLevel::unknown);
+    r.failures = static_cast<int>(s.int64(2));
+    r.successes = static_cast<int>(s.int64(3));
+    r.t_fault = time_of(s, 4);
+    r.t_first_ok = time_of(s, 5);
+    r.last_check = time_of(s, 6);
+    r.last_status = s.text(7);
+    r.latency_ms = s.real(8);
+    r.message = s.text(9);
+    return r;
+  });
+}
+
+Result<std::int64_t> Store::sync_value(const std::string& key) {
+  auto stmt = db_.prepare("SELECT value FROM sync_state WHERE key = ?1");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, key);
+  auto row = stmt->step();
+  if (!row) return row.error();
+  return *row ? stmt->int64(0) : 0;
+}
+
+Result<std::int64_t> Store::max_seq() {
+  auto stmt = db_.prepare("SELECT coalesce(max(seq), 0) FROM events");
+  if (!stmt) return stmt.error();
+  auto row = stmt->step();
+  if (!row) return row.error();
+  return stmt->int64(0);
+}
+
+Result<std::int64_t> Store::queued() {
+  auto stmt = db_.prepare(
+      "SELECT count(*) FROM events WHERE seq > "
+      "coalesce((SELECT value FROM sync_state WHERE key = 'hq_acked_seq'), 0)");
+  if (!stmt) return stmt.error();
+  auto row = stmt->step();
+  if (!row) return row.error();
+  return stmt->int64(0);
+}
+
+Result<std::map<std::string, std::int64_t>> Store::open_by_severity() {
+  std::map<std::string, std::int64_t> out;
+  for (auto s : {config::Severity::critical, config::Severity::high, config::Severity::medium,
+                 config::Severity::low, config::Severity::info}) {
+    out[std::string(config::to_string(s))] = 0;
+  }
+  auto stmt = db_.prepare(
+      "SELECT severity, count(*) FROM incidents WHERE state NOT IN ('resolved','closed') "
+      "GROUP BY severity");
+  if (!stmt) return stmt.error();
+  for (;;) {
+    auto row = stmt->step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out[stmt->text(0)] = stmt->int64(1);
+  }
+  return out;
+}
+
+Result<wire::Event> to_wire(const StoredEvent& e) {
+  wire::Event w;
+  w.seq = e.seq;
+  w.uid = e.uid;
+  w.incident = e.incident_uid;
+  w.type = e.type;
+  w.at = e.at;
+  w.actor = e.actor;
+  w.body = nlohmann::json::parse(e.body, nullptr, /*allow_exceptions=*/false);
+  if (w.body.is_discarded() || !w.body.is_object()) {
+    return Error{fmt::format("event {} has a body that is not a JSON object", e.seq)};
+  }
+  return w;
+}
+
+}  // namespace storewatch::agent

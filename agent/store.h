@@ -1,0 +1,112 @@
+#pragma once
+/// \file
+/// The agent's SQLite database (DESIGN §5), its one source of truth: the
+/// `incidents` rows, the `events` timeline that doubles as the outbox to HQ,
+/// `sync_state` and `probe_state`. One Store is one connection, used by one
+/// thread: the StoreWriter's for changes, the loop's or the CLI's for reads.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "agent/check_state.h"
+#include "agent/incident.h"
+#include "config/result.h"
+#include "db/sqlite.h"
+#include "sync/wire.h"
+
+namespace storewatch::agent {
+
+/// The incident row after a change, and the event recording the change.
+/// Committed together in one transaction.
+struct IncidentChange {
+  Incident incident;
+  IncidentEvent event;
+};
+
+/// A probe's persisted state, so a restart resumes where it left off.
+struct ProbeStateRow {
+  std::string probe;
+  CheckLevel level = CheckLevel::unknown;
+  int failures = 0;
+  int successes = 0;
+  std::optional<WallTime> t_fault;
+  std::optional<WallTime> t_first_ok;
+  std::optional<WallTime> last_check;
+  std::string last_status;  ///< ok|warn|fail|unknown of the last result
+  double latency_ms = 0;
+  std::string message;
+};
+
+/// A `sync_state` value (hq_acked_seq, session).
+struct SyncValue {
+  std::string key;
+  std::int64_t value = 0;
+  /// Only raise the stored value, never lower it (acks may race).
+  bool only_if_higher = false;
+};
+
+using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue>;
+
+/// An event as stored, with its seq.
+struct StoredEvent {
+  std::int64_t seq = 0;
+  std::string uid;
+  std::string incident_uid;
+  std::string type;
+  std::string at;
+  std::string actor;
+  std::string body;  ///< JSON object: incident_state and type-specific fields
+};
+
+class Store {
+ public:
+  enum class Mode { read_only, read_write };
+
+  /// read_write creates the file, sets WAL and synchronous=FULL and migrates;
+  /// read_only refuses a missing file or a newer schema.
+  static Result<Store> open(const std::filesystem::path& path, Mode mode);
+
+  /// Commits the changes in one transaction. For each change, the seq of the
+  /// event it wrote (0 for changes that write none).
+  Result<std::vector<std::int64_t>> commit(const std::vector<Change>& changes);
+
+  /// Incidents, newest detection first. `unresolved_only`: not resolved/closed.
+  Result<std::vector<Incident>> incidents(bool unresolved_only,
+                                          std::optional<WallTime> detected_since = {});
+  /// One incident by uid, or by a unique uid prefix.
+  Result<std::optional<Incident>> incident(const std::string& uid_or_prefix);
+  Result<std::vector<StoredEvent>> events_of(const std::string& incident_uid);
+  Result<std::vector<StoredEvent>> events_after(std::int64_t after, int limit);
+  Result<std::vector<ProbeStateRow>> probe_states();
+  /// sync_state value, 0 when unset.
+  Result<std::int64_t> sync_value(const std::string& key);
+  Result<std::int64_t> max_seq();
+  /// Events above hq_acked_seq.
+  Result<std::int64_t> queued();
+  /// Unresolved incidents by severity.
+  Result<std::map<std::string, std::int64_t>> open_by_severity();
+
+  const std::filesystem::path& path() const { return db_.path(); }
+
+ private:
+  explicit Store(db::Database db) : db_(std::move(db)) {}
+  Status write(const IncidentChange& c, std::int64_t& seq);
+  Status write(const ProbeStateRow& row);
+  Status write(const SyncValue& v);
+
+  db::Database db_;
+};
+
+/// The stored event in wire form.
+Result<wire::Event> to_wire(const StoredEvent& e);
+
+/// The sync_state keys.
+inline constexpr const char* kHqAckedSeq = "hq_acked_seq";
+inline constexpr const char* kSession = "session";
+
+}  // namespace storewatch::agent

@@ -1,0 +1,89 @@
+#include "agent/store_writer.h"
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+
+#include "config/log.h"
+
+namespace storewatch::agent {
+
+namespace {
+constexpr std::size_t kMaxBatch = 512;
+}
+
+StoreWriter::StoreWriter(Store store, boost::asio::io_context& io, std::function<void()> on_commit)
+    : store_(std::move(store)), io_(io), on_commit_(std::move(on_commit)) {
+  thread_ = std::thread([this] { loop(); });
+}
+
+StoreWriter::~StoreWriter() {
+  stop();
+}
+
+void StoreWriter::submit(Change change) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(change));
+  }
+  wake_.notify_one();
+}
+
+std::size_t StoreWriter::backlog() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size() + in_progress_;
+}
+
+void StoreWriter::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StoreWriter::loop() {
+  std::chrono::milliseconds backoff{100};
+  int failures_while_stopping = 0;
+  for (;;) {
+    std::vector<Change> batch;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything is committed
+      std::size_t n = std::min(queue_.size(), kMaxBatch);
+      batch.assign(std::make_move_iterator(queue_.begin()),
+                   std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+      in_progress_ = n;
+    }
+    auto committed = store_.commit(batch);
+    if (committed) {
+      backoff = std::chrono::milliseconds{100};
+      {
+        std::lock_guard lock(mutex_);
+        in_progress_ = 0;
+      }
+      if (on_commit_) boost::asio::post(io_, on_commit_);
+      continue;
+    }
+    // Never drop a change: put the batch back and try again. A full disk or a
+    // locked file may clear; the log says what is wrong meanwhile.
+    log::error("store: commit of {} changes failed, retrying in {} ms: {}", batch.size(),
+               backoff.count(), committed.error().message);
+    std::unique_lock lock(mutex_);
+    queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin()),
+                  std::make_move_iterator(batch.end()));
+    in_progress_ = 0;
+    if (stopping_ && ++failures_while_stopping >= 5) {
+      log::error("store: giving up at shutdown with {} changes not committed", queue_.size());
+      return;
+    }
+    wake_.wait_for(lock, backoff, [this] { return false; });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{30'000});
+  }
+}
+
+}  // namespace storewatch::agent

@@ -1,0 +1,57 @@
+#pragma once
+/// \file
+/// The one writer of the agent's database. The loop hands it changes; its
+/// own thread commits them in groups (one transaction per batch,
+/// synchronous=FULL) so the loop never waits on fsync, then posts "committed"
+/// back to the loop — nothing is published to HQ before its commit.
+
+#include <boost/asio/io_context.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "agent/store.h"
+
+namespace storewatch::agent {
+
+/// Where the engine sends its changes; tests bring a fake.
+class ChangeSink {
+ public:
+  virtual ~ChangeSink() = default;
+  virtual void submit(Change change) = 0;
+};
+
+class StoreWriter final : public ChangeSink {
+ public:
+  /// `on_commit` runs on the io_context after every committed batch.
+  StoreWriter(Store store, boost::asio::io_context& io, std::function<void()> on_commit);
+  ~StoreWriter() override;
+  StoreWriter(const StoreWriter&) = delete;
+  StoreWriter& operator=(const StoreWriter&) = delete;
+
+  void submit(Change change) override;
+
+  /// Commits everything queued, then ends the thread. Idempotent.
+  void stop();
+
+  /// Changes queued but not yet committed.
+  std::size_t backlog() const;
+
+ private:
+  void loop();
+
+  Store store_;
+  boost::asio::io_context& io_;
+  std::function<void()> on_commit_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Change> queue_;
+  std::size_t in_progress_ = 0;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace storewatch::agent

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# storewatch demo: a fake store, a broker, HQ and the agent on this machine.
+#
+# Installs what it needs, builds storewatch, starts a mosquitto on a free
+# loopback port, the store simulator (tests/lab/storelab.py) playing the
+# devices of config/examples/demo.toml, `storewatch hq run` and
+# `storewatch run`; then takes one device down and back up and shows the
+# incident opening locally, arriving at HQ and resolving. Everything it
+# started is stopped when it ends or on Ctrl-C.
+#
+#   scripts/demo.sh [DEVICE]      (default DEVICE: lane-02-pos)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+device=${1:-lane-02-pos}
+config="$root/config/examples/demo.toml"
+t0=$(date +%s.%N)
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+step "Installing dependencies and building storewatch (release)"
+"$root/scripts/bootstrap.sh"
+cmake --preset release >/dev/null
+cmake --build --preset release --target storewatch | tail -n 1
+sw="$root/build/release/agent/storewatch"
+lab="$root/tests/lab/storelab.py"
+
+work=$(mktemp -d /tmp/storewatch-demo.XXXXXX)
+pids=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ]; then
+    echo "demo failed (exit $rc); last lines of each log:" >&2
+    for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Polls "$@" every 0.1 s for up to $timeout seconds; true once it succeeds.
+wait_for() {
+  local timeout=$1; shift
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+step "Starting mosquitto on 127.0.0.1:$port"
+cat > "$work/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+CONF
+mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
+pids+=($!)
+wait_for 10 bash -c "echo > /dev/tcp/127.0.0.1/$port" || { echo "mosquitto did not start" >&2; exit 1; }
+
+step "Starting the store simulator (devices of $(basename "$config"))"
+python3 "$lab" serve --config "$config" --control "$work/lab.sock" > "$work/storelab.log" 2>&1 &
+pids+=($!)
+wait_for 10 test -S "$work/lab.sock" || { echo "storelab did not start" >&2; exit 1; }
+python3 "$lab" ctl --control "$work/lab.sock" list | python3 -c '
+import json, sys
+for d in json.load(sys.stdin)["devices"]:
+    print(f"    {d[\"name\"]:<14} {d[\"host\"]}:{d[\"port\"]}")'
+
+step "Starting HQ (storewatch hq run)"
+cat > "$work/hq.toml" <<CONF
+[hq]
+broker = "tcp://127.0.0.1:$port"
+database = "$work/hq/hq.db"
+CONF
+"$sw" hq run --config "$work/hq.toml" > "$work/hq.log" 2>&1 &
+pids+=($!)
+wait_for 10 test -f "$work/hq/hq.db" || { echo "HQ did not start" >&2; exit 1; }
+
+step "Starting the agent (storewatch run --config config/examples/demo.toml)"
+mkdir -p "$work/conf.d"
+cat > "$work/conf.d/10-demo.toml" <<CONF
+# The demo's drop-in: its own broker port, data dir and socket.
+[agent]
+data_dir = "$work/agent"
+control_socket = "$work/agent/control.sock"
+[sync]
+broker = "tcp://127.0.0.1:$port"
+CONF
+agent=("$sw" --config "$config" --conf-dir "$work/conf.d")
+hq=("$sw" hq --config "$work/hq.toml")
+"${agent[@]}" run > "$work/agent.log" 2>&1 &
+pids+=($!)
+
+all_ok() {
+  "${agent[@]}" status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["sync"]["connected"] and all(p["state"] == "ok" for p in s["probes"]) else 1)'
+}
+wait_for 30 all_ok || { echo "probes did not all turn ok" >&2; exit 1; }
+"${agent[@]}" status
+
+has_incident() {  # has_incident LOCAL|HQ STATE
+  local out
+  if [ "$1" = LOCAL ]; then out=$("${agent[@]}" incidents --all --json); else out=$("${hq[@]}" incidents --json); fi
+  DEVICE=$device STATE=$2 python3 -c '
+import json, os, sys
+l = json.load(sys.stdin)
+sys.exit(0 if any(i["probe"] == os.environ["DEVICE"] and i["state"] == os.environ["STATE"] for i in l) else 1)' <<< "$out"
+}
+
+step "Taking $device down"
+python3 "$lab" ctl --control "$work/lab.sock" down "$device" >/dev/null
+t_down=$(date +%s.%N)
+wait_for 30 has_incident LOCAL open || { echo "no local incident" >&2; exit 1; }
+note "incident opened locally after $(elapsed "$t_down") s (fail_after 2 × interval 1s + timeout 500ms):"
+"${agent[@]}" incidents
+wait_for 10 has_incident HQ open || { echo "incident did not reach HQ" >&2; exit 1; }
+note "and at HQ after $(elapsed "$t_down") s:"
+"${hq[@]}" incidents
+
+step "Bringing $device back up"
+python3 "$lab" ctl --control "$work/lab.sock" up "$device" >/dev/null
+t_up=$(date +%s.%N)
+wait_for 30 has_incident LOCAL resolved || { echo "incident did not resolve" >&2; exit 1; }
+note "resolved locally after $(elapsed "$t_up") s (recover_after 2 × interval 1s):"
+"${agent[@]}" incidents --all
+wait_for 10 has_incident HQ resolved || { echo "resolution did not reach HQ" >&2; exit 1; }
+note "and at HQ after $(elapsed "$t_up") s:"
+"${hq[@]}" incidents
+echo
+"${hq[@]}" stores
+uid=$("${agent[@]}" incidents --all --json | DEVICE=$device python3 -c '
+import json, os, sys
+print(next(i["uid"] for i in json.load(sys.stdin) if i["probe"] == os.environ["DEVICE"]))')
+echo
+"${agent[@]}" incident show "$uid"
+
+step "Done in $(elapsed "$t0") s; stopping everything the demo started"

@@ -1,0 +1,260 @@
+// Bad input at start-up: each case gets a one-line error that says what and
+// where, and the daemon either keeps running or exits non-zero. Nothing
+// crashes.
+
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "tests/support/support.h"
+
+namespace storewatch::test {
+namespace {
+
+using nlohmann::json;
+
+std::size_t lines(const std::string& s) {
+  std::size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+class BadInput : public ::testing::Test {
+ protected:
+  TempDir dir;
+  std::filesystem::path config = dir / "storewatch.toml";
+  std::filesystem::path data_dir = dir / "data";
+  std::filesystem::path socket = dir / "run" / "control.sock";
+  int device_port = free_port();
+
+  void write_config(const std::string& data, const std::string& sock,
+                    const std::string& broker = "tcp://127.0.0.1:1") {
+    write_file(config, fmt::format(R"([store]
+id = "store-bad"
+
+[agent]
+data_dir = "{}"
+control_socket = "{}"
+
+[sync]
+broker = "{}"
+
+[[probe]]
+name = "lane-01-pos"
+type = "tcp"
+host = "127.0.0.1"
+port = {}
+interval = "200ms"
+timeout = "100ms"
+)",
+                                   data, sock, broker, device_port));
+  }
+  void SetUp() override { write_config(data_dir.string(), socket.string()); }
+
+  RunResult sw(std::vector<std::string> args) {
+    std::vector<std::string> full{"--config", config.string()};
+    full.insert(full.end(), args.begin(), args.end());
+    return run(storewatch_command(full));
+  }
+  std::unique_ptr<Child> start() {
+    return std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
+                                   dir / "logs");
+  }
+  bool daemon_answers() {
+    auto r = sw({"status", "--json"});
+    if (r.exit_code != 0) return false;
+    json s = json::parse(r.out, nullptr, false);
+    return s.is_object() && s["agent"]["running"] == true;
+  }
+};
+
+TEST_F(BadInput, MissingConfigIsAUsageErrorNamingTheFile) {
+  auto r = run(storewatch_command({"--config", (dir / "nope.toml").string(), "run"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, (dir / "nope.toml").string())) << r.err;
+}
+
+TEST_F(BadInput, NonTomlConfigIsRejectedWithFileLineColumn) {
+  write_file(config, "[store]\nid = \"ok\"\nthis is not toml\n");
+  auto r = sw({"config", "check"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, config.string() + ":3:")) << r.err;
+}
+
+TEST_F(BadInput, ConfigCheckReportsEveryErrorAndCreatesNothing) {
+  write_file(config, R"([store]
+id = "../etc"
+
+[agent]
+data_dir = ")" + data_dir.string() +
+                         R"("
+colour = "blue"
+
+[[probe]]
+name = "lane 01"
+type = "tcp"
+host = "127.0.0.1"
+port = 70000
+interval = "5x"
+fail_after = 0
+)");
+  auto r = sw({"config", "check"});
+  EXPECT_EQ(r.exit_code, 2);
+  for (const char* where : {":2:", ":6:", ":9:", ":12:", ":13:", ":14:"}) {
+    EXPECT_TRUE(contains(r.err, config.string() + where)) << where << "\n" << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(data_dir));
+
+  write_config(data_dir.string(), socket.string());
+  r = sw({"config", "check"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(data_dir));
+  EXPECT_FALSE(std::filesystem::exists(socket.parent_path()));
+}
+
+TEST_F(BadInput, DataDirThatCannotBeCreatedStopsTheDaemon) {
+  write_file(dir / "a-file", "not a directory\n");
+  write_config((dir / "a-file" / "data").string(), socket.string());
+  auto r = sw({"run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, (dir / "a-file" / "data").string())) << r.err;
+}
+
+TEST_F(BadInput, CorruptDatabaseStopsTheDaemon) {
+  write_file(data_dir / "storewatch.db", std::string(10000, '\x5a'));
+  auto r = sw({"run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, (data_dir / "storewatch.db").string())) << r.err;
+  EXPECT_TRUE(contains(r.err, "corrupt")) << r.err;
+  // Reads fail the same way, cleanly.
+  EXPECT_EQ(sw({"incidents"}).exit_code, 1);
+}
+
+TEST_F(BadInput, DatabaseFromANewerReleaseIsRefused) {
+  std::filesystem::create_directories(data_dir);
+  auto r = run({"sqlite3", (data_dir / "storewatch.db").string(), "PRAGMA user_version = 999;"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = sw({"run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "newer")) << r.err;
+}
+
+TEST_F(BadInput, SecondDaemonOnTheSameDataDirIsRefused) {
+  auto first = start();
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << first->err();
+  // Another socket path, so only the lock can stop it.
+  write_config(data_dir.string(), (dir / "other.sock").string());
+  auto r = sw({"run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "another storewatch daemon")) << r.err;
+  EXPECT_TRUE(contains(r.err, std::to_string(first->pid()))) << r.err;
+  EXPECT_TRUE(first->running());
+  EXPECT_EQ(first->stop(SIGTERM), 0);
+}
+
+TEST_F(BadInput, StaleControlSocketIsReplaced) {
+  std::filesystem::create_directories(socket.parent_path());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(fd);  // left behind, as by a crash
+  ASSERT_TRUE(std::filesystem::is_socket(socket));
+
+  auto daemon = start();
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+  EXPECT_FALSE(std::filesystem::exists(socket));  // removed on a clean stop
+}
+
+TEST_F(BadInput, SomethingElseAtTheSocketPathIsNotRemoved) {
+  write_file(socket, "precious\n");
+  auto r = sw({"run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, socket.string())) << r.err;
+  EXPECT_EQ(read_file(socket), "precious\n");
+}
+
+TEST_F(BadInput, BrokerDownAtStartupKeepsTheDaemonRunning) {
+  auto daemon = start();  // the config's broker port 1 refuses
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
+  json s = json::parse(sw({"status", "--json"}).out);
+  EXPECT_EQ(s["sync"]["connected"], false);
+  EXPECT_FALSE(s["sync"]["last_error"].get<std::string>().empty());
+  EXPECT_TRUE(daemon->running());
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+TEST_F(BadInput, ReadsWorkWithTheDaemonDown) {
+  auto daemon = start();
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+  auto r = sw({"status", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json s = json::parse(r.out);
+  EXPECT_EQ(s["agent"]["running"], false);
+  EXPECT_EQ(s["store"], "store-bad");
+  ASSERT_EQ(s["probes"].size(), 1u);
+  EXPECT_EQ(s["probes"][0]["name"], "lane-01-pos");
+  for (const char* key : {"name", "type", "state", "last_check", "latency_ms", "message"}) {
+    EXPECT_TRUE(s["probes"][0].contains(key)) << key;
+  }
+  for (const char* key : {"connected", "queued", "hq_acked_seq"}) {
+    EXPECT_TRUE(s["sync"].contains(key)) << key;
+  }
+  r = sw({"status"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out, "lane-01-pos"));
+  EXPECT_TRUE(contains(r.out, "not running"));
+  EXPECT_EQ(sw({"incidents", "--json"}).out, "[]\n");
+}
+
+TEST(Cli, VersionHelpAndUsageErrors) {
+  auto r = run(storewatch_command({"--version"}));
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out, "storewatch ")) << r.out;
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"--help"},
+                                       {"run", "--help"},
+                                       {"status", "--help"},
+                                       {"incidents", "--help"},
+                                       {"incident", "show", "--help"},
+                                       {"config", "check", "--help"},
+                                       {"hq", "--help"},
+                                       {"hq", "run", "--help"},
+                                       {"hq", "stores", "--help"},
+                                       {"hq", "incidents", "--help"}}) {
+    cmd.insert(cmd.begin(), "--config");
+    cmd.insert(cmd.begin() + 1, "/nonexistent.toml");
+    r = run(storewatch_command(cmd));
+    EXPECT_EQ(r.exit_code, 0) << cmd[2] << ": " << r.err;
+    EXPECT_TRUE(contains(r.out, "Usage") || contains(r.out, "usage") || contains(r.out, "USAGE"))
+        << r.out;
+  }
+  EXPECT_EQ(run(storewatch_command({"frobnicate"})).exit_code, 2);
+  EXPECT_EQ(run(storewatch_command({"incidents", "--bogus"})).exit_code, 2);
+  EXPECT_EQ(run(storewatch_command({})).exit_code, 2);
+  EXPECT_EQ(run(storewatch_command({"incidents", "--since", "yesterday"})).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace storewatch::test

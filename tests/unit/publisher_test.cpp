@@ -1,0 +1,190 @@
+#include "sync/publisher.h"
+
+#include <boost/asio/io_context.hpp>
+
+#include <gtest/gtest.h>
+
+#include "tests/fakes/fake_transport.h"
+
+namespace storewatch::sync {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// An outbox in memory.
+class MemoryOutbox final : public Outbox {
+ public:
+  void add(int n, std::size_t body_bytes = 10) {
+    for (int i = 0; i < n; ++i) {
+      wire::Event e;
+      e.seq = static_cast<std::int64_t>(events.size()) + 1;
+      e.uid = "ev-" + std::to_string(e.seq);
+      e.incident = "inc";
+      e.type = "opened";
+      e.at = "2026-11-26T22:18:03.123Z";
+      e.actor = "agent";
+      e.body = {{"incident_state", {{"uid", "inc"}}}, {"pad", std::string(body_bytes, 'x')}};
+      events.push_back(e);
+    }
+  }
+  Result<std::vector<wire::Event>> events_after(std::int64_t after, int limit) override {
+    std::vector<wire::Event> out;
+    for (const auto& e : events) {
+      if (e.seq > after && static_cast<int>(out.size()) < limit) out.push_back(e);
+    }
+    return out;
+  }
+  std::int64_t hq_acked_seq() override { return acked; }
+  void record_hq_acked_seq(std::int64_t seq) override { acked = std::max(acked, seq); }
+  std::int64_t next_session() override { return ++session; }
+  std::map<std::string, std::int64_t> open_by_severity() override { return {{"high", 1}}; }
+  std::int64_t queued() override {
+    return std::count_if(events.begin(), events.end(), [&](auto& e) { return e.seq > acked; });
+  }
+
+  std::vector<wire::Event> events;
+  std::int64_t acked = 0;
+  std::int64_t session = 0;
+};
+
+class PublisherTest : public ::testing::Test {
+ protected:
+  PublisherTest() {
+    config.store.id = "store-1";
+    config.sync.batch_max_events = 10;
+    config.sync.inflight_batches = 2;
+    config.sync.ack_timeout = 200ms;
+  }
+  config::Config config;
+  boost::asio::io_context io;
+  MemoryOutbox outbox;
+  test::FakeTransport transport;
+  std::unique_ptr<Publisher> publisher;
+
+  void start() {
+    publisher = std::make_unique<Publisher>(io, config, outbox, transport);
+    publisher->start();
+    transport.puback_oldest();  // the birth message
+  }
+  std::vector<std::int64_t> seqs_sent() {
+    std::vector<std::int64_t> out;
+    for (const auto& m : transport.on("storewatch/v1/stores/store-1/events")) {
+      auto b = wire::decode_batch(m.payload);
+      EXPECT_TRUE(b);
+      for (const auto& e : b->events) out.push_back(e.seq);
+    }
+    return out;
+  }
+  void ack(std::int64_t seq) {
+    transport.deliver({"storewatch/v1/stores/store-1/ack", wire::encode_ack(seq), 1, true});
+  }
+};
+
+TEST_F(PublisherTest, SendsInSeqOrderInBatchesWithinTheWindow) {
+  outbox.add(35);
+  start();
+  // Window of 2 batches of 10.
+  EXPECT_EQ(seqs_sent().size(), 20u);
+  transport.puback_oldest();
+  EXPECT_EQ(seqs_sent().size(), 30u);
+  transport.puback_oldest();
+  transport.puback_oldest();
+  auto seqs = seqs_sent();
+  ASSERT_EQ(seqs.size(), 35u);
+  for (std::size_t i = 0; i < seqs.size(); ++i)
+    EXPECT_EQ(seqs[i], static_cast<std::int64_t>(i + 1));
+  EXPECT_EQ(transport.subscriptions, std::vector<std::string>{"storewatch/v1/stores/store-1/ack"});
+}
+
+TEST_F(PublisherTest, BatchesStayUnder64KB) {
+  outbox.add(10, 20'000);
+  config.sync.inflight_batches = 100;
+  start();
+  auto batches = transport.on("storewatch/v1/stores/store-1/events");
+  ASSERT_GT(batches.size(), 3u);
+  for (const auto& b : batches) EXPECT_LE(b.payload.size(), wire::kMaxPayload);
+  EXPECT_EQ(seqs_sent().size(), 10u);
+}
+
+TEST_F(PublisherTest, BirthAndWillCarryARisingSession) {
+  outbox.add(1);
+  start();
+  ASSERT_EQ(transport.wills.size(), 1u);
+  auto will = wire::decode_status(transport.wills[0].payload);
+  ASSERT_TRUE(will);
+  EXPECT_FALSE(will->online);
+  EXPECT_EQ(will->session, 1);
+  EXPECT_TRUE(transport.wills[0].retained);
+  auto births = transport.on("storewatch/v1/stores/store-1/status");
+  ASSERT_EQ(births.size(), 1u);
+  auto birth = wire::decode_status(births[0].payload);
+  EXPECT_TRUE(birth->online);
+  EXPECT_EQ(birth->session, 1);
+  EXPECT_EQ(birth->queued, 1);
+  EXPECT_EQ(birth->open.at("high"), 1);
+  transport.drop();
+  transport.connect();
+  EXPECT_EQ(wire::decode_status(transport.wills[1].payload)->session, 2);
+}
+
+TEST_F(PublisherTest, AcksAreRecordedAndALowerAckIsIgnored) {
+  outbox.add(5);
+  start();
+  ack(3);
+  EXPECT_EQ(outbox.acked, 3);
+  EXPECT_EQ(publisher->stats().hq_acked_seq, 3);
+  ack(2);
+  EXPECT_EQ(publisher->stats().hq_acked_seq, 3);
+  ack(5);
+  EXPECT_EQ(outbox.acked, 5);
+  // Garbage on the ack topic changes nothing.
+  transport.deliver({"storewatch/v1/stores/store-1/ack", "{", 1, true});
+  transport.deliver({"storewatch/v1/stores/other/ack", wire::encode_ack(99), 1, true});
+  EXPECT_EQ(publisher->stats().hq_acked_seq, 5);
+}
+
+TEST_F(PublisherTest, ReconnectResendsEverythingAboveTheAck) {
+  outbox.add(5);
+  start();
+  transport.puback_oldest();
+  ack(2);
+  transport.drop();
+  transport.published.clear();
+  transport.connect();
+  EXPECT_EQ(seqs_sent(), (std::vector<std::int64_t>{3, 4, 5}));
+}
+
+TEST_F(PublisherTest, AnOverdueAckResendsAfterTheTimeout) {
+  outbox.add(3);
+  start();
+  transport.puback_oldest();
+  EXPECT_EQ(seqs_sent().size(), 3u);
+  // HQ never acks: after ack_timeout the events go again.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (seqs_sent().size() < 6 && std::chrono::steady_clock::now() < deadline) io.run_for(20ms);
+  EXPECT_EQ(seqs_sent(), (std::vector<std::int64_t>{1, 2, 3, 1, 2, 3}));
+}
+
+TEST_F(PublisherTest, NewEventsGoOutOnNotify) {
+  start();
+  EXPECT_TRUE(seqs_sent().empty());
+  outbox.add(2);
+  publisher->notify();
+  EXPECT_EQ(seqs_sent(), (std::vector<std::int64_t>{1, 2}));
+}
+
+TEST_F(PublisherTest, StopSaysOfflineThenDisconnects) {
+  start();
+  bool stopped = false;
+  publisher->stop(1s, [&] { stopped = true; });
+  auto statuses = transport.on("storewatch/v1/stores/store-1/status");
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_FALSE(wire::decode_status(statuses[1].payload)->online);
+  EXPECT_FALSE(stopped);
+  transport.puback_oldest();  // the goodbye
+  EXPECT_TRUE(stopped);
+  EXPECT_FALSE(transport.connected());
+}
+
+}  // namespace
+}  // namespace storewatch::sync

@@ -1,0 +1,203 @@
+// The scheduler and the tcp probe against real loopback sockets.
+
+#include "agent/scheduler.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "probes/registry.h"
+#include "tests/support/support.h"
+#include "tests/support/tcp_device.h"
+
+namespace storewatch::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using probes::ProbeResult;
+using probes::ProbeStatus;
+
+config::ProbeConfig tcp_probe(const std::string& name, int port, config::Millis interval = 100ms,
+                              config::Millis timeout = 300ms) {
+  config::ProbeConfig p;
+  p.name = name;
+  p.type = "tcp";
+  p.interval = interval;
+  p.timeout = timeout;
+  p.options["host"] = std::string("127.0.0.1");
+  p.options["port"] = std::int64_t{port};
+  return p;
+}
+
+/// A port where connect() hangs: a listener whose accept queue is full, so
+/// the kernel drops further SYNs (never answered, never refused).
+class BlackHole {
+ public:
+  BlackHole() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_, 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    // Fill the queue with connections nobody accepts.
+    for (int i = 0; i < 4; ++i) {
+      int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+      fillers_.push_back(c);
+    }
+  }
+  ~BlackHole() {
+    for (int c : fillers_) ::close(c);
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_;
+  std::vector<int> fillers_;
+};
+
+/// Runs `io` until `done` or a 10 s deadline.
+bool run_until(boost::asio::io_context& io, const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(10ms);
+  }
+  return done();
+}
+
+TEST(TcpProbe, ReportsConnectTimeAgainstAListener) {
+  test::TcpDevice device;
+  boost::asio::io_context io;
+  auto probe = probes::create(tcp_probe("dev", device.port()), io.get_executor());
+  std::optional<ProbeResult> got;
+  probe->start([&](ProbeResult r) { got = std::move(r); });
+  ASSERT_TRUE(run_until(io, [&] { return got.has_value(); }));
+  EXPECT_EQ(got->status, ProbeStatus::ok) << got->message;
+  EXPECT_GT(got->latency.count(), 0);
+  EXPECT_TRUE(got->metrics.contains("connect_ms"));
+}
+
+TEST(TcpProbe, FailsWhenTheDeviceRefuses) {
+  int port;
+  {
+    test::TcpDevice device;
+    port = device.port();
+  }
+  boost::asio::io_context io;
+  auto probe = probes::create(tcp_probe("dev", port), io.get_executor());
+  std::optional<ProbeResult> got;
+  probe->start([&](ProbeResult r) { got = std::move(r); });
+  ASSERT_TRUE(run_until(io, [&] { return got.has_value(); }));
+  EXPECT_EQ(got->status, ProbeStatus::fail);
+  EXPECT_NE(got->message.find("refused"), std::string::npos) << got->message;
+}
+
+TEST(TcpProbe, ResolvesHostNames) {
+  test::TcpDevice device;
+  boost::asio::io_context io;
+  auto cfg = tcp_probe("dev", device.port());
+  cfg.options["host"] = std::string("localhost");
+  auto probe = probes::create(cfg, io.get_executor());
+  std::optional<ProbeResult> got;
+  probe->start([&](ProbeResult r) { got = std::move(r); });
+  ASSERT_TRUE(run_until(io, [&] { return got.has_value(); }));
+  // localhost may resolve to ::1 first; the probe tries every address.
+  EXPECT_EQ(got->status, ProbeStatus::ok) << got->message;
+}
+
+TEST(Scheduler, OffsetsAreStableAndInsideTheInterval) {
+  for (const char* name : {"lane-01-pos", "lane-02-pos", "printer-01", "x"}) {
+    auto a = Scheduler::offset_of(name, 15s);
+    EXPECT_EQ(a, Scheduler::offset_of(name, 15s));
+    EXPECT_GE(a.count(), 0);
+    EXPECT_LT(a, 15s);
+  }
+  EXPECT_NE(Scheduler::offset_of("lane-01-pos", 15s), Scheduler::offset_of("lane-02-pos", 15s));
+}
+
+TEST(Scheduler, EnforcesTheTimeoutOfAHungDevice) {
+  BlackHole hole;
+  config::Config cfg;
+  cfg.probes.push_back(tcp_probe("hung", hole.port(), 1s, 150ms));
+  boost::asio::io_context io;
+  std::vector<ProbeResult> results;
+  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult& r) { results.push_back(r); });
+  s.start();
+  ASSERT_TRUE(s.run_now("hung"));
+  ASSERT_TRUE(run_until(io, [&] { return !results.empty(); }));
+  EXPECT_EQ(results[0].status, ProbeStatus::fail);
+  EXPECT_NE(results[0].message.find("timed out after 150ms"), std::string::npos)
+      << results[0].message;
+  EXPECT_EQ(s.running(), 0);
+  s.stop();
+}
+
+TEST(Scheduler, AHungDeviceDoesNotDelayAnother) {
+  BlackHole hole;
+  test::TcpDevice device;
+  config::Config cfg;
+  cfg.probes.push_back(tcp_probe("hung", hole.port(), 10s, 5s));
+  cfg.probes.push_back(tcp_probe("fine", device.port(), 10s, 5s));
+  boost::asio::io_context io;
+  std::vector<std::string> order;
+  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  s.start();
+  s.run_now("hung");
+  s.run_now("fine");
+  ASSERT_TRUE(run_until(io, [&] { return !order.empty(); }));
+  EXPECT_EQ(order[0], "fine");
+  EXPECT_EQ(s.running(), 1);  // the hung one is still waiting for its timeout
+  s.stop();
+  EXPECT_EQ(s.running(), 0);
+}
+
+TEST(Scheduler, TheConcurrencyCapQueuesChecks) {
+  BlackHole hole;
+  test::TcpDevice device;
+  config::Config cfg;
+  cfg.agent.max_concurrent_checks = 1;
+  cfg.probes.push_back(tcp_probe("hung", hole.port(), 10s, 200ms));
+  cfg.probes.push_back(tcp_probe("fine", device.port(), 10s, 5s));
+  boost::asio::io_context io;
+  std::vector<std::string> order;
+  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  s.start();
+  s.run_now("hung");
+  s.run_now("fine");  // waits for the only slot
+  EXPECT_EQ(s.running(), 1);
+  ASSERT_TRUE(run_until(io, [&] { return order.size() == 2; }));
+  EXPECT_EQ(order[0], "hung");
+  EXPECT_EQ(order[1], "fine");
+  s.stop();
+}
+
+TEST(Scheduler, RunsEveryProbeOnItsInterval) {
+  test::TcpDevice device;
+  config::Config cfg;
+  cfg.probes.push_back(tcp_probe("a", device.port(), 100ms));
+  cfg.probes.push_back(tcp_probe("b", device.port(), 100ms));
+  boost::asio::io_context io;
+  std::map<std::string, int> runs;
+  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult& r) {
+    EXPECT_EQ(r.status, ProbeStatus::ok) << r.message;
+    ++runs[name];
+  });
+  s.start();
+  ASSERT_TRUE(run_until(io, [&] { return runs["a"] >= 3 && runs["b"] >= 3; }));
+  s.stop();
+  EXPECT_FALSE(s.run_now("nope"));
+}
+
+}  // namespace
+}  // namespace storewatch::agent

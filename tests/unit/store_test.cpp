@@ -1,0 +1,199 @@
+#include "agent/store.h"
+
+#include <boost/asio/io_context.hpp>
+
+#include <gtest/gtest.h>
+
+#include "agent/store_writer.h"
+#include "tests/support/support.h"
+
+namespace storewatch::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+WallTime at(int s) {
+  return WallTime(std::chrono::milliseconds(1'764'195'483'000 + s * 1000));
+}
+
+Incident incident(const std::string& uid, const std::string& probe, IncidentState state) {
+  Incident i;
+  i.uid = uid;
+  i.probe = probe;
+  i.dedup_key = "s:" + probe + ":down";
+  i.condition = "down";
+  i.severity = config::Severity::high;
+  i.priority = "P2";
+  i.state = state;
+  i.t_fault = at(0);
+  i.t_detect = at(3);
+  i.summary = probe + " is down";
+  return i;
+}
+
+IncidentChange change(Incident i, const std::string& type, int s) {
+  return IncidentChange{std::move(i), IncidentEvent{new_uid(at(s)), type, at(s), "agent", {}}};
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  test::TempDir dir;
+  std::filesystem::path path = dir / "storewatch.db";
+  Store store = std::move(*Store::open(path, Store::Mode::read_write));
+};
+
+TEST_F(StoreTest, CommitsIncidentAndEventTogetherWithRisingSeq) {
+  auto seqs = store.commit({change(incident("u1", "lane-01", IncidentState::open), "opened", 3)});
+  ASSERT_TRUE(seqs) << seqs.error().message;
+  EXPECT_EQ(seqs->at(0), 1);
+  Incident resolved = incident("u1", "lane-01", IncidentState::resolved);
+  resolved.t_restored = at(10);
+  resolved.t_resolved = at(11);
+  seqs = store.commit({change(resolved, "resolved", 11), ProbeStateRow{"lane-01"}});
+  ASSERT_TRUE(seqs);
+  EXPECT_EQ(seqs->at(0), 2);
+  EXPECT_EQ(seqs->at(1), 0);
+
+  auto all = store.incidents(false);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->at(0).state, IncidentState::resolved);
+  EXPECT_EQ(all->at(0).t_restored, at(10));
+  EXPECT_TRUE(store.incidents(true)->empty());
+
+  auto events = store.events_after(0, 10);
+  ASSERT_TRUE(events);
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ(events->at(0).type, "opened");
+  EXPECT_EQ(events->at(1).type, "resolved");
+  auto wire = to_wire(events->at(1));
+  ASSERT_TRUE(wire);
+  EXPECT_EQ(wire->body["incident_state"]["state"], "resolved");
+  EXPECT_EQ(wire->body["incident_state"]["uid"], "u1");
+  EXPECT_EQ(store.events_after(1, 10)->size(), 1u);
+  EXPECT_EQ(*store.queued(), 2);
+}
+
+TEST_F(StoreTest, AFailedChangeRollsBackTheWholeBatch) {
+  ASSERT_TRUE(store.commit({change(incident("u1", "lane-01", IncidentState::open), "opened", 1)}));
+  // A second unresolved incident with the same dedup key breaks the
+  // one-unresolved-per-key rule: neither it nor its neighbour lands.
+  auto r = store.commit({change(incident("u2", "lane-02", IncidentState::open), "opened", 2),
+                         change(incident("u3", "lane-01", IncidentState::open), "opened", 2)});
+  EXPECT_FALSE(r);
+  EXPECT_EQ(store.incidents(false)->size(), 1u);
+  EXPECT_EQ(*store.max_seq(), 1);
+}
+
+TEST_F(StoreTest, SeqIsNeverReusedAfterARollback) {
+  ASSERT_TRUE(store.commit({change(incident("u1", "a", IncidentState::open), "opened", 1)}));
+  ASSERT_FALSE(store.commit({change(incident("u2", "b", IncidentState::open), "opened", 2),
+                             change(incident("u3", "a", IncidentState::open), "opened", 2)}));
+  auto seqs = store.commit({change(incident("u4", "c", IncidentState::open), "opened", 3)});
+  ASSERT_TRUE(seqs);
+  EXPECT_EQ(seqs->at(0), 2);  // contiguous for HQ: a rolled-back insert leaves no gap
+}
+
+TEST_F(StoreTest, AckOnlyRises) {
+  ASSERT_TRUE(store.commit({SyncValue{kHqAckedSeq, 5, true}}));
+  ASSERT_TRUE(store.commit({SyncValue{kHqAckedSeq, 3, true}}));
+  EXPECT_EQ(*store.sync_value(kHqAckedSeq), 5);
+  EXPECT_EQ(*store.sync_value("never-set"), 0);
+}
+
+TEST_F(StoreTest, ProbeStateRoundTrips) {
+  ProbeStateRow row;
+  row.probe = "printer-01";
+  row.level = CheckLevel::soft_fail;
+  row.failures = 2;
+  row.t_fault = at(4);
+  row.last_check = at(5);
+  row.last_status = "fail";
+  row.latency_ms = 12.5;
+  row.message = "refused";
+  ASSERT_TRUE(store.commit({row}));
+  auto rows = store.probe_states();
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ(rows->at(0).level, CheckLevel::soft_fail);
+  EXPECT_EQ(rows->at(0).failures, 2);
+  EXPECT_EQ(rows->at(0).t_fault, at(4));
+  EXPECT_EQ(rows->at(0).latency_ms, 12.5);
+}
+
+TEST_F(StoreTest, FindsAnIncidentByUniquePrefix) {
+  ASSERT_TRUE(store.commit({change(incident("abc-1", "a", IncidentState::open), "opened", 1),
+                            change(incident("abd-2", "b", IncidentState::open), "opened", 1)}));
+  EXPECT_EQ((*store.incident("abc"))->uid, "abc-1");
+  EXPECT_FALSE(store.incident("ab"));  // ambiguous
+  EXPECT_FALSE(store.incident("zzz")->has_value());
+}
+
+TEST_F(StoreTest, OpenBySeverityCountsUnresolvedOnly) {
+  ASSERT_TRUE(store.commit({change(incident("u1", "a", IncidentState::open), "opened", 1),
+                            change(incident("u2", "b", IncidentState::resolved), "resolved", 1)}));
+  auto open = store.open_by_severity();
+  ASSERT_TRUE(open);
+  EXPECT_EQ(open->at("high"), 1);
+  EXPECT_EQ(open->at("critical"), 0);
+}
+
+TEST(StoreOpen, RefusesACorruptFile) {
+  test::TempDir dir;
+  test::write_file(dir / "storewatch.db", std::string(8192, 'x'));
+  auto s = Store::open(dir / "storewatch.db", Store::Mode::read_write);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("corrupt or not a storewatch database"), std::string::npos)
+      << s.error().message;
+}
+
+TEST(StoreOpen, RefusesADatabaseFromANewerRelease) {
+  test::TempDir dir;
+  {
+    auto s = Store::open(dir / "storewatch.db", Store::Mode::read_write);
+    ASSERT_TRUE(s);
+  }
+  {
+    auto db = db::Database::open(dir / "storewatch.db", db::Database::Mode::read_write);
+    ASSERT_TRUE(db->exec("PRAGMA user_version = 99"));
+  }
+  for (auto mode : {Store::Mode::read_write, Store::Mode::read_only}) {
+    auto s = Store::open(dir / "storewatch.db", mode);
+    ASSERT_FALSE(s);
+    EXPECT_NE(s.error().message.find("newer"), std::string::npos) << s.error().message;
+  }
+}
+
+TEST(StoreOpen, ReadOnlyNeedsAnExistingFileAndCreatesNothing) {
+  test::TempDir dir;
+  auto s = Store::open(dir / "storewatch.db", Store::Mode::read_only);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("no database at"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir / "storewatch.db"));
+}
+
+TEST(StoreWriterTest, CommitsInTheBackgroundAndReportsOnTheLoop) {
+  test::TempDir dir;
+  auto path = dir / "storewatch.db";
+  boost::asio::io_context io;
+  int commits = 0;
+  {
+    StoreWriter writer(*Store::open(path, Store::Mode::read_write), io, [&] { ++commits; });
+    for (int i = 0; i < 50; ++i) {
+      writer.submit(
+          change(incident("u" + std::to_string(i), "p" + std::to_string(i), IncidentState::open),
+                 "opened", i));
+    }
+    writer.stop();  // commits everything queued first
+    EXPECT_EQ(writer.backlog(), 0u);
+  }
+  io.run();
+  EXPECT_GE(commits, 1);
+  auto reader = Store::open(path, Store::Mode::read_only);
+  ASSERT_TRUE(reader);
+  EXPECT_EQ(*reader->max_seq(), 50);
+  EXPECT_EQ(reader->incidents(true)->size(), 50u);
+}
+
+}  // namespace
+}  // namespace storewatch::agent

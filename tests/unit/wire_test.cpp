@@ -1,0 +1,97 @@
+#include "sync/wire.h"
+
+#include <gtest/gtest.h>
+
+namespace storewatch::wire {
+namespace {
+
+Event event(std::int64_t seq) {
+  Event e;
+  e.seq = seq;
+  e.uid = "ev-" + std::to_string(seq);
+  e.incident = "inc-1";
+  e.type = "opened";
+  e.at = "2026-11-26T22:18:03.123Z";
+  e.actor = "agent";
+  e.body = {{"incident_state", {{"uid", "inc-1"}, {"state", "open"}}}, {"message", "refused"}};
+  return e;
+}
+
+TEST(Topics, BuildAndParse) {
+  Topics t("storewatch/v1");
+  EXPECT_EQ(t.events("store-0042"), "storewatch/v1/stores/store-0042/events");
+  EXPECT_EQ(t.cmd_result("s"), "storewatch/v1/stores/s/cmd/result");
+  EXPECT_EQ(t.all("events"), "storewatch/v1/stores/+/events");
+  auto p = t.parse("storewatch/v1/stores/store-0042/ack");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->store, "store-0042");
+  EXPECT_EQ(p->kind, "ack");
+  EXPECT_FALSE(t.parse("other/v1/stores/s/ack"));
+  EXPECT_FALSE(t.parse("storewatch/v1/stores/../ack"));
+  EXPECT_FALSE(t.parse("storewatch/v1/stores/s"));
+}
+
+TEST(Batch, RoundTripsWithTheContractsFieldNames) {
+  Batch b{"store-1", {event(1), event(2)}};
+  std::string payload = encode_batch(b);
+  auto j = nlohmann::json::parse(payload);
+  EXPECT_EQ(j["v"], 1);
+  EXPECT_EQ(j["store"], "store-1");
+  ASSERT_EQ(j["events"].size(), 2u);
+  for (const char* key : {"seq", "uid", "incident", "type", "at", "actor", "incident_state"}) {
+    EXPECT_TRUE(j["events"][0].contains(key)) << key;
+  }
+  auto back = decode_batch(payload);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->events[1].seq, 2);
+  EXPECT_EQ(back->events[1].body["message"], "refused");
+  EXPECT_FALSE(back->events[1].body.contains("seq"));
+}
+
+TEST(Batch, RejectsWhatBreaksTheContract) {
+  for (
+      const char* bad : {
+          "",
+          "not json",
+          "[]",
+          R"({"store":"s","events":[]})",
+          R"({"v":2,"store":"s","events":[]})",
+          R"({"v":1,"events":[]})",
+          R"({"v":1,"store":"a/b","events":[]})",
+          R"({"v":1,"store":"s","events":{}})",
+          R"({"v":1,"store":"s","events":[{"seq":0,"uid":"u","incident":"i","type":"t","at":"a","actor":"x","incident_state":{}}]})",
+          R"({"v":1,"store":"s","events":[{"seq":1,"uid":"u","incident":"i","type":"t","at":"a","actor":"x"}]})",
+          R"({"v":1,"store":"s","events":[{"seq":"1","uid":"u","incident":"i","type":"t","at":"a","actor":"x","incident_state":{}}]})",
+      }) {
+    EXPECT_FALSE(decode_batch(bad)) << bad;
+  }
+  EXPECT_FALSE(decode_batch(std::string(kMaxPayload + 1, ' ')));
+}
+
+TEST(Ack, RoundTripsAndRejectsNegatives) {
+  EXPECT_EQ(*decode_ack(encode_ack(42)), 42);
+  EXPECT_FALSE(decode_ack(R"({"v":1,"acked_seq":-1})"));
+  EXPECT_FALSE(decode_ack(R"({"v":1})"));
+}
+
+TEST(Status, RoundTrips) {
+  StoreStatus s{"store-1", true, 7, "0.1.0", {{"critical", 1}}, 3, "2026-11-26T22:18:03.123Z"};
+  auto back = decode_status(encode_status(s));
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->online);
+  EXPECT_EQ(back->session, 7);
+  EXPECT_EQ(back->open.at("critical"), 1);
+  EXPECT_EQ(back->queued, 3);
+}
+
+TEST(Sizes, EncodedSizeAddsUpToThePayload) {
+  Batch b{"store-1", {event(1), event(2), event(3)}};
+  std::size_t sum = batch_overhead("store-1");
+  for (const auto& e : b.events) sum += encoded_size(e);
+  // One separator fewer than events: the estimate errs on the safe side.
+  EXPECT_GE(sum, encode_batch(b).size());
+  EXPECT_LE(sum, encode_batch(b).size() + b.events.size());
+}
+
+}  // namespace
+}  // namespace storewatch::wire
