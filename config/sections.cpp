@@ -1,0 +1,238 @@
+// [store], [agent], [sync] and HQ's [hq]; [sync] and [hq] share the broker keys.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <limits>
+#include <system_error>
+
+#include "config/sections.h"
+
+namespace storewatch::config::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+// sockaddr_un::sun_path holds 108 bytes including the terminating NUL.
+constexpr std::size_t kMaxSocketPath = 107;
+
+// MQTT carries the keepalive as a 16-bit number of seconds.
+constexpr Millis kMaxKeepalive = std::chrono::seconds(65535);
+
+constexpr std::string_view kZoneInfo = "/usr/share/zoneinfo";
+
+std::optional<std::string> timezone(const Value& v) {
+  auto tz = v.string();
+  if (!tz) return std::nullopt;
+  const bool well_formed = is_identifier(*tz, "_+-/", 64) && tz->front() != '/' &&
+                           tz->back() != '/' && tz->find("..") == std::string::npos &&
+                           tz->find("//") == std::string::npos;
+  if (!well_formed) {
+    v.error(fmt::format("\"{}\" is not a time zone name like \"America/Chicago\" or \"UTC\"", *tz));
+    return std::nullopt;
+  }
+  // Only a hint: the machine that checks the config may lack tzdata.
+  std::error_code ec;
+  if (std::filesystem::is_directory(kZoneInfo, ec) &&
+      !std::filesystem::exists(std::filesystem::path(kZoneInfo) / *tz, ec)) {
+    v.warning(fmt::format("time zone \"{}\" is not known on this machine (no {}/{})", *tz,
+                          kZoneInfo, *tz));
+  }
+  return tz;
+}
+
+std::optional<std::string> topic_prefix(const Value& v) {
+  auto prefix = v.string();
+  if (!prefix) return std::nullopt;
+  std::string_view problem;
+  if (prefix->empty()) {
+    problem = "must not be empty";
+  } else if (prefix->find_first_of("+#") != std::string::npos) {
+    problem = "must not contain the wildcards '+' or '#'";
+  } else if (prefix->front() == '/' || prefix->back() == '/') {
+    problem = "must not start or end with '/'";
+  } else if (prefix->find("//") != std::string::npos) {
+    problem = "must not contain an empty level (\"//\")";
+  } else if (prefix->front() == '$') {
+    problem = "must not start with '$' (reserved for $SYS and $share)";
+  }
+  if (!problem.empty()) {
+    v.error(fmt::format("\"{}\" {}; e.g. \"storewatch/v1\"", *prefix, problem));
+    return std::nullopt;
+  }
+  return prefix;
+}
+
+std::string default_hq_client_id() {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) return "storewatch-hq";
+  std::string name(host.data());
+  // A host name may hold characters a client id should not.
+  std::replace_if(
+      name.begin(), name.end(),
+      [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '_' && c != '.';
+      },
+      '-');
+  return name.empty() ? "storewatch-hq" : "storewatch-hq-" + name;
+}
+
+int to_int(std::int64_t v) {
+  return static_cast<int>(std::clamp<std::int64_t>(v, std::numeric_limits<int>::min(),
+                                                   std::numeric_limits<int>::max()));
+}
+
+}  // namespace
+
+SourcePos section_file(const Context& ctx, const toml::node* node) {
+  if (node == nullptr || !node->source().path) return ctx.main_file();
+  return SourcePos{*node->source().path, 0, 0};
+}
+
+void read_store(Context& ctx, const toml::node* node, Config& out) {
+  static constexpr std::string_view kScope = "[store]";
+  StoreConfig& s = out.store;
+  s.where = node != nullptr ? position(node->source()) : ctx.main_file();
+  const Field fields[] = {
+      {"id",
+       [&s](const Value& v) {
+         if (auto id = v.identifier("store id", "_-", 64)) s.id = *id;
+       },
+       true},
+      {"name",
+       [&s](const Value& v) {
+         if (auto name = v.string()) s.name = *name;
+       }},
+      {"timezone",
+       [&s](const Value& v) {
+         if (auto tz = timezone(v)) s.timezone = *tz;
+       }},
+      {"trading_hours",
+       [&s](const Value& v) {
+         if (auto hours = v.string()) s.trading_hours = *hours;
+       }},
+  };
+  read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
+}
+
+void read_agent(Context& ctx, const toml::node* node, Config& out) {
+  static constexpr std::string_view kScope = "[agent]";
+  AgentConfig& a = out.agent;
+  const Field fields[] = {
+      {"data_dir",
+       [&a](const Value& v) {
+         if (auto dir = v.absolute_path()) a.data_dir = *dir;
+       }},
+      {"control_socket",
+       [&a](const Value& v) {
+         auto path = v.absolute_path();
+         if (!path) return;
+         if (path->native().size() > kMaxSocketPath) {
+           v.error(fmt::format("is {} bytes long; a unix socket path holds at most {}",
+                               path->native().size(), kMaxSocketPath));
+           return;
+         }
+         a.control_socket = *path;
+       }},
+      {"log_level",
+       [&a](const Value& v) {
+         auto name = v.string();
+         if (!name) return;
+         if (auto level = log::parse_level(*name)) {
+           a.log_level = *level;
+         } else {
+           v.error(fmt::format("\"{}\" is not a log level: use debug, info, warn or error", *name));
+         }
+       }},
+      {"max_concurrent_checks",
+       [&a](const Value& v) {
+         if (auto n = v.integer(1, 10'000)) a.max_concurrent_checks = to_int(*n);
+       }},
+  };
+  read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
+}
+
+std::vector<Field> broker_fields(BrokerConfig& b) {
+  auto file_field = [](std::string_view key, std::filesystem::path& target) {
+    return Field{key, [&target](const Value& v) {
+                   if (auto path = v.file(Empty::allowed)) target = *path;
+                 }};
+  };
+  return {
+      {"broker",
+       [&b](const Value& v) {
+         auto uri = v.string();
+         if (!uri) return;
+         if (auto problem = broker_uri_problem(*uri)) {
+           v.error(*problem);
+         } else {
+           b.broker = *uri;
+         }
+       }},
+      {"topic_prefix",
+       [&b](const Value& v) {
+         if (auto prefix = topic_prefix(v)) b.topic_prefix = *prefix;
+       }},
+      file_field("ca_file", b.ca_file),
+      file_field("cert_file", b.cert_file),
+      file_field("key_file", b.key_file),
+      {"username",
+       [&b](const Value& v) {
+         if (auto name = v.string()) b.username = *name;
+       }},
+      file_field("password_file", b.password_file),
+      {"keepalive",
+       [&b](const Value& v) {
+         auto d = v.duration(1s);
+         if (!d) return;
+         if (*d > kMaxKeepalive) {
+           v.error(fmt::format("must be at most {} (MQTT's limit), got \"{}\"",
+                               format_duration(kMaxKeepalive), format_duration(*d)));
+           return;
+         }
+         b.keepalive = *d;
+       }},
+      {"reconnect_max",
+       [&b](const Value& v) {
+         if (auto d = v.duration(Millis(1))) b.reconnect_max = *d;
+       }},
+  };
+}
+
+void read_sync(Context& ctx, const toml::node* node, Config& out) {
+  static constexpr std::string_view kScope = "[sync]";
+  SyncConfig& s = out.sync;
+  std::vector<Field> fields = broker_fields(s);
+  fields.push_back({"batch_max_events", [&s](const Value& v) {
+                      if (auto n = v.integer(1, 10'000)) s.batch_max_events = to_int(*n);
+                    }});
+  fields.push_back({"inflight_batches", [&s](const Value& v) {
+                      if (auto n = v.integer(1, 1'000)) s.inflight_batches = to_int(*n);
+                    }});
+  fields.push_back({"ack_timeout", [&s](const Value& v) {
+                      if (auto d = v.duration(Millis(1))) s.ack_timeout = *d;
+                    }});
+  read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
+}
+
+void read_hq(Context& ctx, const toml::node* node, HqConfig& out) {
+  static constexpr std::string_view kScope = "[hq]";
+  HqConfig& h = out;
+  std::vector<Field> fields = broker_fields(h);
+  fields.push_back({"database", [&h](const Value& v) {
+                      if (auto path = v.absolute_path()) h.database = *path;
+                    }});
+  fields.push_back({"share_group", [&h](const Value& v) {
+                      if (auto group = v.identifier("share group", "_-", 64))
+                        h.share_group = *group;
+                    }});
+  fields.push_back({"client_id", [&h](const Value& v) {
+                      if (auto id = v.identifier("client id", "_.-", 128)) h.client_id = *id;
+                    }});
+  read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
+  if (h.client_id.empty()) h.client_id = default_hq_client_id();
+}
+
+}  // namespace storewatch::config::detail

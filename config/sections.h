@@ -1,0 +1,31 @@
+#pragma once
+/// \file
+/// Internal to config/: one reader per top-level section. Each gets its
+/// section's node (nullptr when absent) and fills its part of the config;
+/// config.cpp lists them in one table per config type.
+
+#include <vector>
+
+#include "config/config.h"
+#include "config/reader.h"
+
+namespace storewatch::config::detail {
+
+/// [store]
+void read_store(Context& ctx, const toml::node* node, Config& out);
+/// [agent]
+void read_agent(Context& ctx, const toml::node* node, Config& out);
+/// [sync]: the broker keys plus batching.
+void read_sync(Context& ctx, const toml::node* node, Config& out);
+/// [[probe]], then the checks across probes (unique names, depends_on).
+void read_probes(Context& ctx, const toml::node* node, Config& out);
+/// HQ's [hq]: the broker keys plus the database.
+void read_hq(Context& ctx, const toml::node* node, HqConfig& out);
+
+/// The keys of BrokerConfig, shared by [sync] and [hq]; each Field writes into `b`.
+std::vector<Field> broker_fields(BrokerConfig& b);
+
+/// The file of a section as a whole (line 0), for its missing keys.
+SourcePos section_file(const Context& ctx, const toml::node* node);
+
+}  // namespace storewatch::config::detail
