@@ -22,8 +22,8 @@ using namespace std::chrono_literals;
 using probes::ProbeResult;
 using probes::ProbeStatus;
 
-config::ProbeConfig tcp_probe(const std::string& name, int port, config::Millis interval = 100ms,
-                              config::Millis timeout = 300ms) {
+config::ProbeConfig tcp_probe(const std::string& name, int port, Millis interval = 100ms,
+                              Millis timeout = 300ms) {
   config::ProbeConfig p;
   p.name = name;
   p.type = "tcp";

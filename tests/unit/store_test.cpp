@@ -35,6 +35,12 @@ IncidentChange change(Incident i, const std::string& type, int s) {
   return IncidentChange{std::move(i), IncidentEvent{new_uid(at(s)), type, at(s), "agent", {}}};
 }
 
+ProbeStateRow probe_row(const std::string& probe) {
+  ProbeStateRow r;
+  r.probe = probe;
+  return r;
+}
+
 class StoreTest : public ::testing::Test {
  protected:
   test::TempDir dir;
@@ -49,7 +55,7 @@ TEST_F(StoreTest, CommitsIncidentAndEventTogetherWithRisingSeq) {
   Incident resolved = incident("u1", "lane-01", IncidentState::resolved);
   resolved.t_restored = at(10);
   resolved.t_resolved = at(11);
-  seqs = store.commit({change(resolved, "resolved", 11), ProbeStateRow{"lane-01"}});
+  seqs = store.commit({change(resolved, "resolved", 11), probe_row("lane-01")});
   ASSERT_TRUE(seqs);
   EXPECT_EQ(seqs->at(0), 2);
   EXPECT_EQ(seqs->at(1), 0);
