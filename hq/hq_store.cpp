@@ -41,7 +41,6 @@ CREATE TABLE events (
   received      INTEGER NOT NULL,
   PRIMARY KEY (store, seq)
 ) WITHOUT ROWID;
-CREATE INDEX events_incident ON events (store, incident_uid, seq);
 CREATE TABLE incidents (
   store        TEXT NOT NULL,
   uid          TEXT NOT NULL,
@@ -49,7 +48,7 @@ CREATE TABLE incidents (
   state        TEXT,
   probe        TEXT,
   severity     TEXT,
-  t_detect     INTEGER,
+  t_detect_ms  INTEGER,
   first_seen   INTEGER NOT NULL,
   snapshot     TEXT NOT NULL,
   PRIMARY KEY (store, uid)
@@ -117,7 +116,7 @@ Status HqStore::Impl::prepare_all() {
   const std::string list_incidents_sql = fmt::format(
       "SELECT store, uid, snapshot FROM incidents "
       "WHERE (?1 IS NULL OR store = ?1) AND (?2 = 0 OR {}) "
-      "ORDER BY COALESCE(t_detect, first_seen), uid, store",
+      "ORDER BY COALESCE(t_detect_ms, first_seen), uid, store",
       kNotOpen);
   const std::string list_stores_sql = fmt::format(
       "SELECT s.store, s.online, s.acked_seq, s.last_seen, s.session, s.version, s.queued, "
@@ -135,10 +134,11 @@ Status HqStore::Impl::prepare_all() {
        "received) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
       {&event_uid, "SELECT uid FROM events WHERE store = ?1 AND seq = ?2"},
       {&upsert_incident,
-       "INSERT INTO incidents (store, uid, seq, state, probe, severity, t_detect, first_seen, "
+       "INSERT INTO incidents (store, uid, seq, state, probe, severity, t_detect_ms, first_seen, "
        "snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (store, uid) DO UPDATE "
        "SET seq = excluded.seq, state = excluded.state, probe = excluded.probe, "
-       "severity = excluded.severity, t_detect = excluded.t_detect, snapshot = excluded.snapshot "
+       "severity = excluded.severity, t_detect_ms = excluded.t_detect_ms, "
+       "snapshot = excluded.snapshot "
        "WHERE excluded.seq > incidents.seq"},
       {&seqs_after, "SELECT seq FROM events WHERE store = ?1 AND seq > ?2 ORDER BY seq"},
       {&upsert_status,
@@ -347,7 +347,7 @@ Result<json> HqStore::stores_json() {
   return out;
 }
 
-Result<json> HqStore::incidents_json(std::optional<std::string> store, bool open_only) {
+Result<json> HqStore::incidents_json(const std::optional<std::string>& store, bool open_only) {
   db::Statement& q = impl_->list_incidents;
   q.bind(1, store).bind(2, open_only);
   json out = json::array();

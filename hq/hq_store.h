@@ -73,7 +73,7 @@ class HqStore {
   /// event carried it in `incident_state`, with `"store"` added; resolved and
   /// closed ones too unless `open_only`. Sorted by `t_detect` (the time HQ
   /// first saw the incident when it has none), then uid.
-  Result<nlohmann::json> incidents_json(std::optional<std::string> store, bool open_only);
+  Result<nlohmann::json> incidents_json(const std::optional<std::string>& store, bool open_only);
 
   /// Every store's acked seq, sorted by store (to re-publish retained acks).
   Result<std::vector<std::pair<std::string, std::int64_t>>> acked_seqs();

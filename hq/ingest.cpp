@@ -24,13 +24,13 @@ void Ingest::start() {
 }
 
 void Ingest::stop(std::chrono::milliseconds grace) {
-  if (stopping_) return;
-  stopping_ = true;
+  if (shared_->stopping) return;
+  shared_->stopping = true;
   transport_.stop(grace);
 }
 
 IngestStats Ingest::stats() const {
-  IngestStats s = *stats_;
+  IngestStats s = shared_->stats;
   s.connected = transport_.connected();
   return s;
 }
@@ -42,10 +42,10 @@ std::vector<std::string> Ingest::subscriptions() const {
 }
 
 void Ingest::on_connected() {
-  transport_.subscribe(subscriptions(), [stats = stats_](const Status& st) {
-    stats->subscribed = st.ok();
-    if (st) return;
-    stats->last_error = "subscribe: " + st.error().message;
+  transport_.subscribe(subscriptions(), [shared = shared_](const Status& st) {
+    shared->stats.subscribed = st.ok();
+    if (st || shared->stopping) return;
+    shared->stats.last_error = "subscribe: " + st.error().message;
     log::error("hq: cannot subscribe to the stores' topics: {}", st.error().message);
   });
   // The broker may have restarted and lost every retained message: without
@@ -54,12 +54,12 @@ void Ingest::on_connected() {
 }
 
 void Ingest::on_disconnected(const std::string& reason) {
-  stats_->subscribed = false;
-  stats_->last_error = reason;
+  shared_->stats.subscribed = false;
+  shared_->stats.last_error = reason;
 }
 
 void Ingest::on_message(const sync::Message& message) {
-  if (stopping_) return;
+  if (shared_->stopping) return;
   auto parsed = topics_.parse(message.topic);
   if (!parsed) {
     drop(message, "not a storewatch store topic");
@@ -88,14 +88,14 @@ void Ingest::on_events(const sync::Message& message, const std::string& store) {
   if (!r) {
     // Not acknowledged, so the store sends the batch again after its ack
     // timeout; nothing is lost.
-    ++stats_->dropped;
-    stats_->last_error = r.error().message;
+    ++shared_->stats.dropped;
+    shared_->stats.last_error = r.error().message;
     log::error("hq: cannot store the events of store {}: {}", store, r.error().message);
     return;
   }
-  ++stats_->batches;
-  stats_->inserted += r->inserted;
-  stats_->duplicates += r->duplicates;
+  ++shared_->stats.batches;
+  shared_->stats.inserted += r->inserted;
+  shared_->stats.duplicates += r->duplicates;
   if (!batch->events.empty()) {
     log::debug("hq: store {} events {}..{}: {} new, {} duplicate; acked {}", store,
                batch->events.front().seq, batch->events.back().seq, r->inserted, r->duplicates,
@@ -133,31 +133,32 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
     if (auto at = parse_rfc3339(status->at)) received = std::min(received, *at);
   }
   if (auto st = store_.record_status(*status, received); !st) {
-    ++stats_->dropped;
-    stats_->last_error = st.error().message;
+    ++shared_->stats.dropped;
+    shared_->stats.last_error = st.error().message;
     log::error("hq: cannot record the status of store {}: {}", store, st.error().message);
   }
 }
 
 void Ingest::publish_ack(const std::string& store, std::int64_t acked_seq) {
   transport_.publish(sync::Message{topics_.ack(store), wire::encode_ack(acked_seq), 1, true},
-                     [stats = stats_, store, acked_seq](const Status& st) {
+                     [shared = shared_, store, acked_seq](const Status& st) {
                        if (st) {
-                         ++stats->acks_published;
+                         ++shared->stats.acks_published;
                          return;
                        }
-                       stats->last_error = "ack: " + st.error().message;
-                       log::warn(
-                           "hq: ack {} for store {} not delivered ({}); it goes out again "
-                           "on reconnect",
-                           acked_seq, store, st.error().message);
+                       if (shared->stopping) return;
+                       shared->stats.last_error = "ack: " + st.error().message;
+                       // The next connect re-publishes it; a store that
+                       // sends again meanwhile gets it too.
+                       log::warn("hq: ack {} for store {} not delivered: {}", acked_seq, store,
+                                 st.error().message);
                      });
 }
 
 void Ingest::republish_acks() {
   auto acks = store_.acked_seqs();
   if (!acks) {
-    stats_->last_error = acks.error().message;
+    shared_->stats.last_error = acks.error().message;
     log::error("hq: cannot read the acks to re-publish: {}", acks.error().message);
     return;
   }
@@ -167,11 +168,11 @@ void Ingest::republish_acks() {
     publish_ack(store, seq);
     ++n;
   }
-  if (n > 0) log::info("hq: re-published the acks of {} store(s)", n);
+  if (n > 0) log::info("hq: re-publishing the acks of {} store(s)", n);
 }
 
 void Ingest::drop(const sync::Message& message, const std::string& why) {
-  ++stats_->dropped;
+  ++shared_->stats.dropped;
   log::warn("hq: dropping a message on {}: {}", message.topic, why);
 }
 

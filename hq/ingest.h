@@ -72,10 +72,13 @@ class Ingest final : public sync::TransportListener {
   HqStore& store_;
   sync::Transport& transport_;
   const Clock& clock_;
-  bool stopping_ = false;
-  /// Shared with publish callbacks, which may run after the Ingest is gone
-  /// (the transport posts the failure of a publish made while disconnected).
-  std::shared_ptr<IngestStats> stats_ = std::make_shared<IngestStats>();
+  /// Shared with the transport's callbacks, which may run after the Ingest
+  /// is gone (the failure of a publish made while disconnected is posted).
+  struct Shared {
+    IngestStats stats;
+    bool stopping = false;
+  };
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
 
 }  // namespace storewatch::hq
