@@ -49,7 +49,7 @@ wire::Event event(std::int64_t seq) {
   return e;
 }
 
-std::string batch(const std::string& store, std::vector<std::int64_t> seqs) {
+std::string batch(const std::string& store, const std::vector<std::int64_t>& seqs) {
   wire::Batch b{store, {}};
   for (auto s : seqs) b.events.push_back(event(s));
   return wire::encode_batch(b);
@@ -218,8 +218,8 @@ class HqIngestTest : public testing::Test {
     ASSERT_TRUE(st.ok()) << st.error().message;
   }
 
-  void publish_events(std::vector<std::int64_t> seqs) {
-    publish(topics_.events(kStore), batch(kStore, std::move(seqs)));
+  void publish_events(const std::vector<std::int64_t>& seqs) {
+    publish(topics_.events(kStore), batch(kStore, seqs));
   }
 
   IngestStats stats() {
