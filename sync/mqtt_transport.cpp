@@ -206,11 +206,6 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
           .keep_alive_interval(std::chrono::duration_cast<std::chrono::seconds>(b.keepalive))
           .connect_timeout(std::chrono::seconds(10))
           .automatic_reconnect(false);
-  if (s->options.persistent_session) {
-    builder.properties(
-        mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
-                          static_cast<std::int32_t>(s->options.session_expiry.count())}});
-  }
   if (!b.username.empty()) builder.user_name(b.username);
   if (!b.password_file.empty()) {
     auto pw = read_secret(b.password_file);
@@ -227,6 +222,14 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
     builder.ssl(std::move(ssl));
   }
   s->connect_options = builder.finalize();
+  if (s->options.persistent_session) {
+    // Set on the object that lives on, not through the builder: Paho C++ 1.2
+    // copies connect_options without re-pointing the C struct at the copy's
+    // own properties, so the builder's would be read after it is destroyed.
+    s->connect_options.set_properties(
+        mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
+                          static_cast<std::int32_t>(s->options.session_expiry.count())}});
+  }
   // Every callback is set once, before the first connect.
   s->client->set_callback(*s);
   return std::unique_ptr<MqttTransport>(new MqttTransport(std::move(s)));

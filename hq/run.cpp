@@ -1,0 +1,65 @@
+#include "hq/run.h"
+
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <array>
+#include <csignal>
+
+#include "config/clock.h"
+#include "config/log.h"
+#include "hq/hq_store.h"
+#include "hq/ingest.h"
+#include "sync/mqtt_transport.h"
+
+namespace storewatch::hq {
+
+using namespace std::chrono_literals;
+
+std::string default_client_id() {
+  std::array<char, 256> host{};
+  if (::gethostname(host.data(), host.size() - 1) != 0 || host[0] == '\0') {
+    return "storewatch-hq";
+  }
+  return std::string("storewatch-hq-") + host.data();
+}
+
+int run(const config::HqConfig& config) {
+  auto store = HqStore::open(config.database, db::Database::Mode::read_write);
+  if (!store) {
+    log::error("hq: {}", store.error().message);
+    return 1;
+  }
+
+  boost::asio::io_context io;
+  sync::MqttOptions options;
+  options.broker = config;
+  options.client_id = config.client_id.empty() ? default_client_id() : config.client_id;
+  options.persistent_session = true;
+  options.session_expiry = std::chrono::duration_cast<std::chrono::seconds>(24h);
+  auto transport = sync::MqttTransport::create(io, std::move(options));
+  if (!transport) {
+    log::error("hq: {}", transport.error().message);
+    return 1;
+  }
+
+  SystemClock clock;
+  Ingest ingest(config, *store, **transport, clock);
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&ingest](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    // With the transport stopped nothing is left waiting, so run() returns.
+    ingest.stop(2s);
+  });
+
+  log::info("hq: storing into {}, broker {}", store->path().string(), config.broker);
+  ingest.start();
+  io.run();
+  log::info("hq: stopped");
+  return 0;
+}
+
+}  // namespace storewatch::hq

@@ -1,0 +1,395 @@
+#include "hq/hq_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "db/sqlite.h"
+#include "tests/support/support.h"
+
+namespace storewatch::hq {
+namespace {
+
+using db::Database;
+using nlohmann::json;
+using testing::HasSubstr;
+using namespace std::chrono_literals;
+
+const WallTime kNow{std::chrono::milliseconds(1'764'195'483'123)};
+
+json snapshot(const std::string& uid, const std::string& state, const std::string& t_detect) {
+  return json{{"uid", uid},
+              {"probe", "lane-01-pos"},
+              {"state", state},
+              {"severity", "high"},
+              {"priority", "P2"},
+              {"t_fault", "2025-11-26T22:00:00.000Z"},
+              {"t_detect", t_detect},
+              {"t_ack", nullptr},
+              {"t_restored", nullptr},
+              {"t_resolved", state == "resolved" ? json("2025-11-26T22:30:00.000Z") : json()},
+              {"t_closed", nullptr},
+              {"self_healed", false},
+              {"suppressed_by", nullptr},
+              {"flapping", false},
+              {"in_maintenance", false},
+              {"reopen_count", 0},
+              {"summary", "lane 01 POS does not answer"}};
+}
+
+wire::Event event(std::int64_t seq, const std::string& incident, const std::string& state,
+                  const std::string& t_detect = "2025-11-26T22:00:45.000Z") {
+  wire::Event e;
+  e.seq = seq;
+  e.uid = "ev-" + std::to_string(seq);
+  e.incident = incident;
+  e.type = state == "open" ? "opened" : state;
+  e.at = "2025-11-26T22:00:45.000Z";
+  e.actor = "agent";
+  e.body = json{{"incident_state", snapshot(incident, state, t_detect)}};
+  return e;
+}
+
+wire::Batch batch(const std::string& store, std::vector<wire::Event> events) {
+  return wire::Batch{store, std::move(events)};
+}
+
+class HqStoreTest : public testing::Test {
+ protected:
+  HqStore open_rw() {
+    auto s = HqStore::open(path_, Database::Mode::read_write);
+    EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+    return std::move(s).value();
+  }
+
+  std::int64_t count(const std::string& sql) {
+    auto db = Database::open(path_, Database::Mode::read_only);
+    EXPECT_TRUE(db.ok());
+    auto stmt = db->prepare(sql);
+    EXPECT_TRUE(stmt.ok());
+    auto row = stmt->step();
+    EXPECT_TRUE(row.ok() && *row);
+    return stmt->int64(0);
+  }
+
+  test::TempDir dir_;
+  std::filesystem::path path_ = dir_ / "var/hq/hq.db";
+};
+
+TEST_F(HqStoreTest, CreatesTheDirectoryAndUsesWal) {
+  HqStore store = open_rw();
+  EXPECT_TRUE(std::filesystem::exists(path_));
+  auto db = Database::open(path_, Database::Mode::read_only);
+  ASSERT_TRUE(db.ok());
+  auto mode = db->prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(mode.ok());
+  ASSERT_TRUE(*mode->step());
+  EXPECT_EQ(mode->text(0), "wal");
+}
+
+TEST_F(HqStoreTest, StoresABatchOnceAndCountsDuplicates) {
+  HqStore store = open_rw();
+  auto b = batch("store-0042", {event(1, "inc-1", "open"), event(2, "inc-1", "remediating")});
+
+  auto first = store.ingest(b, kNow);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(first->inserted, 2);
+  EXPECT_EQ(first->duplicates, 0);
+  EXPECT_EQ(first->acked_seq, 2);
+  EXPECT_TRUE(first->acked_changed);
+
+  auto again = store.ingest(b, kNow + 1s);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->inserted, 0);
+  EXPECT_EQ(again->duplicates, 2);
+  EXPECT_EQ(again->conflicts, 0);
+  EXPECT_EQ(again->acked_seq, 2);
+  EXPECT_FALSE(again->acked_changed);
+
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM incidents"), 1);
+}
+
+TEST_F(HqStoreTest, KeepsTheFullEventJson) {
+  HqStore store = open_rw();
+  wire::Event e = event(1, "inc-1", "open");
+  e.body["attempt"] = 2;
+  ASSERT_TRUE(store.ingest(batch("s1", {e}), kNow).ok());
+
+  auto db = Database::open(path_, Database::Mode::read_only);
+  ASSERT_TRUE(db.ok());
+  auto stmt = db->prepare("SELECT body FROM events WHERE store = 's1' AND seq = 1");
+  ASSERT_TRUE(stmt.ok());
+  ASSERT_TRUE(*stmt->step());
+  EXPECT_EQ(json::parse(stmt->text(0)), e.to_json());
+}
+
+TEST_F(HqStoreTest, AcksOnlyTheContiguousSeqs) {
+  HqStore store = open_rw();
+  auto r = store.ingest(
+      batch("s1", {event(1, "a", "open"), event(2, "b", "open"), event(4, "c", "open")}), kNow);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->acked_seq, 2);
+  EXPECT_TRUE(r->acked_changed);
+
+  r = store.ingest(batch("s1", {event(6, "d", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 2);
+  EXPECT_FALSE(r->acked_changed);
+
+  r = store.ingest(batch("s1", {event(3, "e", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 4);
+  EXPECT_TRUE(r->acked_changed);
+}
+
+TEST_F(HqStoreTest, AGapAtTheStartAcksNothing) {
+  HqStore store = open_rw();
+  auto r = store.ingest(batch("s1", {event(2, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 0);
+  EXPECT_FALSE(r->acked_changed);
+}
+
+TEST_F(HqStoreTest, StoresAreIndependent) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open"), event(2, "b", "open")}), kNow).ok());
+  auto r = store.ingest(batch("s2", {event(1, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->inserted, 1);
+  EXPECT_EQ(r->acked_seq, 1);
+
+  auto acks = store.acked_seqs();
+  ASSERT_TRUE(acks.ok());
+  EXPECT_EQ(*acks, (std::vector<std::pair<std::string, std::int64_t>>{{"s1", 2}, {"s2", 1}}));
+}
+
+TEST_F(HqStoreTest, WorkersSharingTheFileComputeContiguityTogether) {
+  // Two workers of one shared subscription each get half of a store's events.
+  HqStore a = open_rw();
+  HqStore b = open_rw();
+  auto r = a.ingest(batch("s1", {event(2, "x", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 0);
+  r = b.ingest(batch("s1", {event(1, "x", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 2);
+  r = a.ingest(batch("s1", {event(2, "x", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->duplicates, 1);
+  EXPECT_EQ(r->acked_seq, 2);
+}
+
+TEST_F(HqStoreTest, AReusedSeqIsAConflictNotAnUpdate) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+  wire::Event other = event(1, "b", "open");
+  other.uid = "ev-from-a-new-database";
+  auto r = store.ingest(batch("s1", {other}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->duplicates, 1);
+  EXPECT_EQ(r->conflicts, 1);
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  ASSERT_EQ(incidents->size(), 1u);
+  EXPECT_EQ((*incidents)[0]["uid"], "a");
+}
+
+TEST_F(HqStoreTest, AnOlderEventDoesNotOverwriteANewerState) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(5, "inc-1", "resolved")}), kNow).ok());
+  ASSERT_TRUE(store.ingest(batch("s1", {event(4, "inc-1", "open")}), kNow).ok());
+
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok()) << incidents.error().message;
+  ASSERT_EQ(incidents->size(), 1u);
+  EXPECT_EQ((*incidents)[0]["state"], "resolved");
+
+  ASSERT_TRUE(store.ingest(batch("s1", {event(6, "inc-1", "closed")}), kNow).ok());
+  incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  EXPECT_EQ((*incidents)[0]["state"], "closed");
+}
+
+TEST_F(HqStoreTest, IncidentsAreTheSnapshotsWithTheStoreAdded) {
+  HqStore store = open_rw();
+  wire::Event e = event(1, "inc-1", "escalated");
+  ASSERT_TRUE(store.ingest(batch("s1", {e}), kNow).ok());
+
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  ASSERT_EQ(incidents->size(), 1u);
+  json expected = e.body["incident_state"];
+  expected["store"] = "s1";
+  EXPECT_EQ((*incidents)[0], expected);
+}
+
+TEST_F(HqStoreTest, FiltersOpenIncidentsAndStores) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(
+      store
+          .ingest(batch("s1", {event(1, "a", "open", "2025-11-26T22:00:03.000Z"),
+                               event(2, "b", "resolved", "2025-11-26T22:00:01.000Z"),
+                               event(3, "c", "closed", "2025-11-26T22:00:02.000Z"),
+                               event(4, "d", "acknowledged", "2025-11-26T23:00:00.000+01:00")}),
+                  kNow)
+          .ok());
+  ASSERT_TRUE(store.ingest(batch("s2", {event(1, "e", "remediating")}), kNow).ok());
+
+  auto uids = [](const json& incidents) {
+    std::vector<std::string> out;
+    for (const json& i : incidents)
+      out.push_back(i["store"].get<std::string>() + "/" + i["uid"].get<std::string>());
+    return out;
+  };
+  auto all = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(all.ok());
+  // By t_detect: d is 22:00:00Z written with an offset.
+  EXPECT_THAT(uids(*all), testing::ElementsAre("s1/d", "s1/b", "s1/c", "s1/a", "s2/e"));
+
+  auto open = store.incidents_json(std::nullopt, true);
+  ASSERT_TRUE(open.ok());
+  EXPECT_THAT(uids(*open), testing::ElementsAre("s1/d", "s1/a", "s2/e"));
+
+  auto s1_open = store.incidents_json("s1", true);
+  ASSERT_TRUE(s1_open.ok());
+  EXPECT_THAT(uids(*s1_open), testing::ElementsAre("s1/d", "s1/a"));
+
+  auto s2 = store.incidents_json("s2", false);
+  ASSERT_TRUE(s2.ok());
+  EXPECT_THAT(uids(*s2), testing::ElementsAre("s2/e"));
+
+  auto none = store.incidents_json("nowhere", false);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->is_array());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(HqStoreTest, StoresJsonHasTheContractFields) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(
+      store.ingest(batch("s2", {event(1, "a", "open"), event(2, "b", "resolved")}), kNow).ok());
+  wire::StoreStatus st{"s1", true, 7, "0.1.0", {{"critical", 1}}, 3, "2025-11-26T22:18:00.000Z"};
+  ASSERT_TRUE(store.record_status(st, kNow).ok());
+
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok()) << stores.error().message;
+  ASSERT_EQ(stores->size(), 2u);
+  const json& s1 = (*stores)[0];
+  const json& s2 = (*stores)[1];
+
+  EXPECT_EQ(s1["store"], "s1");
+  EXPECT_EQ(s1["online"], true);
+  EXPECT_EQ(s1["acked_seq"], 0);
+  EXPECT_EQ(s1["open_incidents"], 0);
+  EXPECT_EQ(s1["last_seen"], "2025-11-26T22:18:03.123Z");
+  EXPECT_EQ(s1["session"], 7);
+  EXPECT_EQ(s1["version"], "0.1.0");
+  EXPECT_EQ(s1["queued"], 3);
+
+  EXPECT_EQ(s2["store"], "s2");
+  EXPECT_EQ(s2["online"], false);
+  EXPECT_EQ(s2["acked_seq"], 2);
+  EXPECT_EQ(s2["open_incidents"], 1);
+  EXPECT_EQ(s2["last_seen"], "2025-11-26T22:18:03.123Z");
+  EXPECT_TRUE(s2["session"].is_null());
+  EXPECT_TRUE(s2["version"].is_null());
+}
+
+TEST_F(HqStoreTest, AStatusFromAnOlderSessionIsIgnored) {
+  HqStore store = open_rw();
+  wire::StoreStatus birth{"s1", true, 8, "0.1.0", {}, 0, "2025-11-26T22:18:00.000Z"};
+  wire::StoreStatus old_will{"s1", false, 7, "0.1.0", {}, 0, "2025-11-26T21:00:00.000Z"};
+  ASSERT_TRUE(store.record_status(birth, kNow).ok());
+  ASSERT_TRUE(store.record_status(old_will, kNow + 1s).ok());
+
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], true);
+  EXPECT_EQ((*stores)[0]["session"], 8);
+
+  // The will of the same session is news: the store went offline.
+  wire::StoreStatus will = birth;
+  will.online = false;
+  ASSERT_TRUE(store.record_status(will, kNow + 2s).ok());
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], false);
+  EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:05.123Z");
+}
+
+TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+  wire::StoreStatus retained{"s1", true, 1, "0.1.0", {}, 0, "2025-11-20T00:00:00.000Z"};
+  ASSERT_TRUE(store.record_status(retained, kNow - 24h).ok());
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:03.123Z");
+  EXPECT_EQ((*stores)[0]["online"], true);
+}
+
+TEST_F(HqStoreTest, ReadOnlyReadsWhatWasWritten) {
+  {
+    HqStore store = open_rw();
+    ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+  }
+  auto ro = HqStore::open(path_, Database::Mode::read_only);
+  ASSERT_TRUE(ro.ok()) << ro.error().message;
+  auto stores = ro->stores_json();
+  ASSERT_TRUE(stores.ok()) << stores.error().message;
+  EXPECT_EQ(stores->size(), 1u);
+  auto incidents = ro->incidents_json(std::nullopt, true);
+  ASSERT_TRUE(incidents.ok());
+  EXPECT_EQ(incidents->size(), 1u);
+  EXPECT_FALSE(ro->ingest(batch("s1", {event(2, "a", "resolved")}), kNow).ok());
+}
+
+TEST_F(HqStoreTest, ReadOnlyNeedsAnExistingDatabase) {
+  auto ro = HqStore::open(path_, Database::Mode::read_only);
+  ASSERT_FALSE(ro.ok());
+  EXPECT_THAT(ro.error().message, HasSubstr("no HQ database at " + path_.string()));
+  EXPECT_THAT(ro.error().message, HasSubstr("storewatch hq run"));
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST_F(HqStoreTest, RefusesANewerSchema) {
+  {
+    auto db = Database::open(dir_ / "hq.db", Database::Mode::read_write);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->exec("PRAGMA user_version = 99").ok());
+  }
+  for (auto mode : {Database::Mode::read_write, Database::Mode::read_only}) {
+    auto s = HqStore::open(dir_ / "hq.db", mode);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.error().message, HasSubstr("schema version 99"));
+    EXPECT_THAT(s.error().message, HasSubstr("newer"));
+  }
+}
+
+TEST_F(HqStoreTest, RefusesACorruptFile) {
+  std::string garbage(8192, '\0');
+  for (std::size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>(i * 131 + 7);
+  test::write_file(path_, garbage);
+  for (auto mode : {Database::Mode::read_write, Database::Mode::read_only}) {
+    auto s = HqStore::open(path_, mode);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.error().message, HasSubstr(path_.string()));
+    EXPECT_THAT(s.error().message, HasSubstr("corrupt"));
+  }
+  EXPECT_EQ(test::read_file(path_), garbage);
+}
+
+TEST_F(HqStoreTest, SaysWhenTheDirectoryCannotBeCreated) {
+  test::write_file(dir_ / "file", "not a directory");
+  auto s = HqStore::open(dir_ / "file/hq.db", Database::Mode::read_write);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error().message, HasSubstr("cannot create the directory"));
+  EXPECT_THAT(s.error().message, HasSubstr((dir_ / "file").string()));
+}
+
+}  // namespace
+}  // namespace storewatch::hq
