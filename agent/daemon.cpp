@@ -95,6 +95,7 @@ class StoreOutbox final : public sync::Outbox {
     }
     return out;
   }
+  std::int64_t max_seq() override { return reader_.max_seq().value_or(0); }
   std::int64_t hq_acked_seq() override { return reader_.sync_value(kHqAckedSeq).value_or(0); }
   void record_hq_acked_seq(std::int64_t seq) override {
     writer_.submit(SyncValue{kHqAckedSeq, seq, /*only_if_higher=*/true});

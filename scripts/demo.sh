@@ -67,7 +67,7 @@ persistence false
 CONF
 mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
 pids+=($!)
-wait_for 10 bash -c "echo > /dev/tcp/127.0.0.1/$port" || { echo "mosquitto did not start" >&2; exit 1; }
+wait_for 10 mosquitto_sub -p "$port" -h 127.0.0.1 -t storewatch/demo/ping -W 1 -E || { echo "mosquitto did not start" >&2; exit 1; }
 
 step "Starting the store simulator (devices of $(basename "$config"))"
 python3 "$lab" serve --config "$config" --control "$work/lab.sock" > "$work/storelab.log" 2>&1 &
@@ -76,7 +76,7 @@ wait_for 10 test -S "$work/lab.sock" || { echo "storelab did not start" >&2; exi
 python3 "$lab" ctl --control "$work/lab.sock" list | python3 -c '
 import json, sys
 for d in json.load(sys.stdin)["devices"]:
-    print(f"    {d[\"name\"]:<14} {d[\"host\"]}:{d[\"port\"]}")'
+    print("    %-14s %s:%d" % (d["name"], d["host"], d["port"]))'
 
 step "Starting HQ (storewatch hq run)"
 cat > "$work/hq.toml" <<CONF
@@ -125,7 +125,7 @@ step "Taking $device down"
 python3 "$lab" ctl --control "$work/lab.sock" down "$device" >/dev/null
 t_down=$(date +%s.%N)
 wait_for 30 has_incident LOCAL open || { echo "no local incident" >&2; exit 1; }
-note "incident opened locally after $(elapsed "$t_down") s (fail_after 2 × interval 1s + timeout 500ms):"
+note "incident opened locally after $(elapsed "$t_down") s (bound: fail_after 2 × interval 1s + timeout 500ms = 2.5 s):"
 "${agent[@]}" incidents
 wait_for 10 has_incident HQ open || { echo "incident did not reach HQ" >&2; exit 1; }
 note "and at HQ after $(elapsed "$t_down") s:"

@@ -106,6 +106,8 @@ struct MqttTransport::State : std::enable_shared_from_this<State>,
   // --- io_context thread -----------------------------------------------------
   void complete(std::uint64_t id, Status st) {
     if (id == 0) {
+      // Paho C 1.3.12 may report one connect success twice.
+      if (!connecting) return;
       connecting = false;
       if (stopping) return;
       if (st) {

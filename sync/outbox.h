@@ -20,6 +20,9 @@ class Outbox {
   /// Committed events with seq > `after`, in seq order, at most `limit`.
   virtual Result<std::vector<wire::Event>> events_after(std::int64_t after, int limit) = 0;
 
+  /// The highest seq written so far (0 when there are no events).
+  virtual std::int64_t max_seq() = 0;
+
   /// The highest seq HQ has acknowledged, as last recorded.
   virtual std::int64_t hq_acked_seq() = 0;
 

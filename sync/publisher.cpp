@@ -1,5 +1,7 @@
 #include "sync/publisher.h"
 
+#include <fmt/format.h>
+
 #include <memory>
 
 #include "config/clock.h"
@@ -67,6 +69,16 @@ void Publisher::on_message(const Message& message) {
 void Publisher::on_ack(std::int64_t seq) {
   if (seq <= acked_) {
     if (seq < acked_) log::debug("sync: ignoring ack {} below {}", seq, acked_);
+    return;
+  }
+  if (const std::int64_t newest = outbox_.max_seq(); seq > newest) {
+    // HQ holds seqs this database never wrote: the database was replaced, or
+    // another store uses this id. Taking the ack would mark events as synced
+    // that HQ never received.
+    last_error_ = fmt::format(
+        "HQ acknowledged seq {} but the newest local event is {}; ignoring it", seq, newest);
+    log::error("sync: {} (was the database replaced, or does another store use id {}?)",
+               last_error_, store_);
     return;
   }
   log::debug("sync: HQ acknowledged up to seq {}", seq);

@@ -34,6 +34,7 @@ class MemoryOutbox final : public Outbox {
     }
     return out;
   }
+  std::int64_t max_seq() override { return static_cast<std::int64_t>(events.size()); }
   std::int64_t hq_acked_seq() override { return acked; }
   void record_hq_acked_seq(std::int64_t seq) override { acked = std::max(acked, seq); }
   std::int64_t next_session() override { return ++session; }
@@ -141,6 +142,16 @@ TEST_F(PublisherTest, AcksAreRecordedAndALowerAckIsIgnored) {
   transport.deliver({"storewatch/v1/stores/store-1/ack", "{", 1, true});
   transport.deliver({"storewatch/v1/stores/other/ack", wire::encode_ack(99), 1, true});
   EXPECT_EQ(publisher->stats().hq_acked_seq, 5);
+}
+
+TEST_F(PublisherTest, AnAckBeyondTheNewestEventIsRefused) {
+  // HQ remembers seqs from a database that has since been replaced.
+  outbox.add(3);
+  start();
+  ack(500);
+  EXPECT_EQ(outbox.acked, 0);
+  EXPECT_EQ(publisher->stats().hq_acked_seq, 0);
+  EXPECT_NE(publisher->stats().last_error.find("500"), std::string::npos);
 }
 
 TEST_F(PublisherTest, ReconnectResendsEverythingAboveTheAck) {
