@@ -97,6 +97,17 @@ void print_json(const json& j) {
   std::cout << j.dump(2) << "\n";
 }
 
+/// Prints a failure the way every command does and returns its exit code.
+int fail(const Error& e) {
+  std::cerr << "storewatch: " << e.message << "\n";
+  return kFailure;
+}
+
+/// The agent's database, read-only: reads work with the daemon down.
+Result<Store> open_agent_store(const config::Config& cfg) {
+  return Store::open(cfg.agent.data_dir / "storewatch.db", Store::Mode::read_only);
+}
+
 // --- status --------------------------------------------------------------
 
 int cmd_status(const Globals& g, bool as_json) {
@@ -109,16 +120,10 @@ int cmd_status(const Globals& g, bool as_json) {
   if (live && live->value("ok", false) && live->contains("status")) {
     status = (*live)["status"];
   } else {
-    auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
-    if (!store) {
-      std::cerr << "storewatch: " << store.error().message << "\n";
-      return kFailure;
-    }
+    auto store = open_agent_store(*cfg);
+    if (!store) return fail(store.error());
     auto s = status_from_store(*cfg, *store);
-    if (!s) {
-      std::cerr << "storewatch: " << s.error().message << "\n";
-      return kFailure;
-    }
+    if (!s) return fail(s.error());
     status = std::move(*s);
   }
   if (as_json) {
@@ -198,16 +203,10 @@ int cmd_incidents(const Globals& g, bool all, const std::string& since, bool as_
   }
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
-  auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
-  if (!store) {
-    std::cerr << "storewatch: " << store.error().message << "\n";
-    return kFailure;
-  }
+  auto store = open_agent_store(*cfg);
+  if (!store) return fail(store.error());
   auto rows = store->incidents(!all, since_time);
-  if (!rows) {
-    std::cerr << "storewatch: " << rows.error().message << "\n";
-    return kFailure;
-  }
+  if (!rows) return fail(rows.error());
   json list = json::array();
   for (const auto& i : *rows) list.push_back(i.to_json());
   if (as_json) {
@@ -227,25 +226,16 @@ int cmd_incidents(const Globals& g, bool all, const std::string& since, bool as_
 int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
-  auto store = Store::open(cfg->agent.data_dir / "storewatch.db", Store::Mode::read_only);
-  if (!store) {
-    std::cerr << "storewatch: " << store.error().message << "\n";
-    return kFailure;
-  }
+  auto store = open_agent_store(*cfg);
+  if (!store) return fail(store.error());
   auto inc = store->incident(uid);
-  if (!inc) {
-    std::cerr << "storewatch: " << inc.error().message << "\n";
-    return kFailure;
-  }
+  if (!inc) return fail(inc.error());
   if (!*inc) {
     std::cerr << "storewatch: no incident " << uid << " (see `storewatch incidents --all`)\n";
     return kFailure;
   }
   auto events = store->events_of((*inc)->uid);
-  if (!events) {
-    std::cerr << "storewatch: " << events.error().message << "\n";
-    return kFailure;
-  }
+  if (!events) return fail(events.error());
   json j = (*inc)->to_json();
   json timeline = json::array();
   for (const auto& e : *events) {
@@ -311,63 +301,57 @@ int cmd_hq_run(const Globals& g) {
   return hq::run(*cfg);
 }
 
-std::optional<hq::HqStore> open_hq_store(const Globals& g) {
+/// Runs `f` on HQ's database, opened read-only; a bad config is a usage
+/// error (2), a database that cannot be read a failure (1).
+template <class F>
+int with_hq_store(const Globals& g, F&& f) {
   auto cfg = load_hq_config(g);
-  if (!cfg) return std::nullopt;
+  if (!cfg) return kUsage;
   auto store = hq::HqStore::open(cfg->database, db::Database::Mode::read_only);
-  if (!store) {
-    std::cerr << "storewatch: " << store.error().message << "\n";
-    return std::nullopt;
-  }
-  return std::move(*store);
+  if (!store) return fail(store.error());
+  return f(*store);
 }
 
 int cmd_hq_stores(const Globals& g, bool as_json) {
-  auto store = open_hq_store(g);
-  if (!store) return kFailure;
-  auto list = store->stores_json();
-  if (!list) {
-    std::cerr << "storewatch: " << list.error().message << "\n";
-    return kFailure;
-  }
-  if (as_json) {
-    print_json(*list);
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto list = store.stores_json();
+    if (!list) return fail(list.error());
+    if (as_json) {
+      print_json(*list);
+      return kOk;
+    }
+    const bool colour = use_colour(stdout);
+    Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN"});
+    for (const auto& s : *list) {
+      bool online = s.value("online", false);
+      t.add({s.value("store", ""), online ? "online" : "offline",
+             std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
+             when(s["last_seen"])},
+            {Colour::none, online ? Colour::green : Colour::red});
+    }
+    std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
     return kOk;
-  }
-  const bool colour = use_colour(stdout);
-  Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN"});
-  for (const auto& s : *list) {
-    bool online = s.value("online", false);
-    t.add({s.value("store", ""), online ? "online" : "offline",
-           std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
-           when(s["last_seen"])},
-          {Colour::none, online ? Colour::green : Colour::red});
-  }
-  std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
-  return kOk;
+  });
 }
 
 int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json) {
-  auto store = open_hq_store(g);
-  if (!store) return kFailure;
-  auto list =
-      store->incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
-  if (!list) {
-    std::cerr << "storewatch: " << list.error().message << "\n";
-    return kFailure;
-  }
-  if (as_json) {
-    print_json(*list);
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto list =
+        store.incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
+    if (!list) return fail(list.error());
+    if (as_json) {
+      print_json(*list);
+      return kOk;
+    }
+    if (list->empty()) {
+      std::cout << (open_only ? "No open incidents at HQ.\n" : "No incidents at HQ.\n");
+      return kOk;
+    }
+    Table t(incident_headers(true));
+    for (const auto& i : *list) add_incident_row(t, i, true);
+    std::cout << t.render(use_colour(stdout));
     return kOk;
-  }
-  if (list->empty()) {
-    std::cout << (open_only ? "No open incidents at HQ.\n" : "No incidents at HQ.\n");
-    return kOk;
-  }
-  Table t(incident_headers(true));
-  for (const auto& i : *list) add_incident_row(t, i, true);
-  std::cout << t.render(use_colour(stdout));
-  return kOk;
+  });
 }
 
 }  // namespace

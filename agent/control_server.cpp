@@ -76,7 +76,9 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
   void start() { read(); }
 
  private:
-  void read() {
+  // A client gets kClientTimeout for each read and each write; one that
+  // hangs is closed, it never holds the loop.
+  void arm_deadline() {
     timer_.expires_after(kClientTimeout);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (!ec) {
@@ -84,6 +86,10 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
         self->socket_.close(ignored);
       }
     });
+  }
+
+  void read() {
+    arm_deadline();
     asio::async_read_until(
         socket_, buffer_, '\n',
         [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
@@ -108,13 +114,7 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
 
   void reply(json response, bool then_close) {
     out_ = response.dump() + "\n";
-    timer_.expires_after(kClientTimeout);
-    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (!ec) {
-        boost::system::error_code ignored;
-        self->socket_.close(ignored);
-      }
-    });
+    arm_deadline();
     asio::async_write(
         socket_, asio::buffer(out_),
         [self = shared_from_this(), then_close](const boost::system::error_code& ec, std::size_t) {

@@ -141,13 +141,14 @@ TEST(EndToEnd, DeviceDownAndUpOpensAndResolvesTheIncidentLocallyAndAtHq) {
         "in_maintenance", "reopen_count", "summary"}) {
     EXPECT_TRUE(local.contains(key)) << key;
   }
-  // Detected within fail_after × interval + timeout of the device going
-  // down (plus scheduling slack).
+  // Detected after fail_after failing checks. The latency target itself
+  // (fail_after × interval + timeout) is measured by tests/bench/e2e_latency.py;
+  // here only a gross miss fails, so a loaded CI machine cannot flake it.
   auto t_detect = parse_rfc3339(local["t_detect"].get<std::string>());
   ASSERT_TRUE(t_detect.has_value());
   auto detect_ms = (*t_detect - t_down).count();
   std::cout << "detected " << detect_ms << " ms after the device went down\n";
-  EXPECT_LE(detect_ms, kFailAfter * kIntervalMs + kTimeoutMs + 1500);
+  EXPECT_LE(detect_ms, kFailAfter * kIntervalMs + kTimeoutMs + 5000);
 
   json at_hq;
   ASSERT_TRUE(wait_until([&] {
