@@ -31,13 +31,17 @@ work=$(mktemp -d /tmp/storewatch-demo.XXXXXX)
 pids=()
 cleanup() {
   local rc=$?
-  trap - EXIT INT TERM
+  # A second Ctrl-C must not cut the clean-up short.
+  trap - EXIT
+  trap '' INT TERM
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
-  if [ "$rc" -ne 0 ]; then
+  if [ "$rc" -eq 130 ]; then
+    echo "demo interrupted; stopped everything it started" >&2
+  elif [ "$rc" -ne 0 ]; then
     echo "demo failed (exit $rc); last lines of each log:" >&2
     for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
   fi
@@ -128,7 +132,7 @@ wait_for 30 has_incident LOCAL open || { echo "no local incident" >&2; exit 1; }
 note "incident opened locally after $(elapsed "$t_down") s (bound: fail_after 2 × interval 1s + timeout 500ms = 2.5 s):"
 "${agent[@]}" incidents
 wait_for 10 has_incident HQ open || { echo "incident did not reach HQ" >&2; exit 1; }
-note "and at HQ after $(elapsed "$t_down") s:"
+note "seen at HQ $(elapsed "$t_down") s after the device went down (CLI polling included):"
 "${hq[@]}" incidents
 
 step "Bringing $device back up"
@@ -138,7 +142,7 @@ wait_for 30 has_incident LOCAL resolved || { echo "incident did not resolve" >&2
 note "resolved locally after $(elapsed "$t_up") s (recover_after 2 × interval 1s):"
 "${agent[@]}" incidents --all
 wait_for 10 has_incident HQ resolved || { echo "resolution did not reach HQ" >&2; exit 1; }
-note "and at HQ after $(elapsed "$t_up") s:"
+note "seen resolved at HQ $(elapsed "$t_up") s after it came back (CLI polling included):"
 "${hq[@]}" incidents
 echo
 "${hq[@]}" stores
