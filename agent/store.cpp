@@ -117,12 +117,11 @@ StoredEvent event_from_row(const db::Statement& s) {
 template <class T, class F>
 Result<std::vector<T>> collect(db::Statement& stmt, F&& row) {
   std::vector<T> out;
-  for (;;) {
-    auto r = stmt.step();
-    if (!r) return r.error();
-    if (!*r) break;
-    out.push_back(row(stmt));
-  }
+  auto st = stmt.each([&](const db::Statement& s) {
+    out.push_back(row(s));
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 
@@ -358,12 +357,11 @@ Result<std::map<std::string, std::int64_t>> Store::open_by_severity() {
       "SELECT severity, count(*) FROM incidents WHERE state NOT IN ('resolved','closed') "
       "GROUP BY severity");
   if (!stmt) return stmt.error();
-  for (;;) {
-    auto row = stmt->step();
-    if (!row) return row.error();
-    if (!*row) break;
-    out[stmt->text(0)] = stmt->int64(1);
-  }
+  auto st = stmt->each([&](const db::Statement& s) {
+    out[s.text(0)] = s.int64(1);
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 

@@ -52,6 +52,23 @@ class Statement {
   /// Resets for another execution and clears the bindings.
   void reset();
 
+  /// Steps through the rows, calling `on_row(*this)` for each until it
+  /// returns false, then resets the statement (also on an error).
+  template <class F>
+  Status each(F&& on_row) {
+    Status result;
+    for (;;) {
+      auto r = step();
+      if (!r) {
+        result = r.error();
+        break;
+      }
+      if (!*r || !on_row(*this)) break;
+    }
+    reset();
+    return result;
+  }
+
   bool is_null(int column) const;
   std::int64_t int64(int column) const;
   double real(int column) const;

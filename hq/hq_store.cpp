@@ -280,16 +280,12 @@ Result<Ingested> HqStore::ingest(const wire::Batch& batch, WallTime received) {
   // Walk up from the current ack through the seqs stored; the first gap stops
   // it. Reading inside the write transaction sees what other workers committed.
   s.seqs_after.bind(1, batch.store).bind(2, out.acked_seq);
-  for (;;) {
-    auto row = s.seqs_after.step();
-    if (!row) {
-      s.seqs_after.reset();
-      return row.error();
-    }
-    if (!*row || s.seqs_after.int64(0) != out.acked_seq + 1) break;
+  auto walked = s.seqs_after.each([&](const db::Statement& row) {
+    if (row.int64(0) != out.acked_seq + 1) return false;
     ++out.acked_seq;
-  }
-  s.seqs_after.reset();
+    return true;
+  });
+  if (!walked) return walked.error();
 
   out.acked_changed = out.acked_seq != acked_before;
   if (out.acked_changed) {
@@ -320,15 +316,8 @@ Status HqStore::record_status(const wire::StoreStatus& status, WallTime received
 }
 
 Result<json> HqStore::stores_json() {
-  db::Statement& q = impl_->list_stores;
   json out = json::array();
-  for (;;) {
-    auto row = q.step();
-    if (!row) {
-      q.reset();
-      return row.error();
-    }
-    if (!*row) break;
+  auto st = impl_->list_stores.each([&](const db::Statement& q) {
     json store{
         {"store", q.text(0)},      {"online", !q.is_null(1) && q.int64(1) != 0},
         {"acked_seq", q.int64(2)}, {"open_incidents", q.int64(7)},
@@ -342,49 +331,40 @@ Result<json> HqStore::stores_json() {
     if (auto v = q.optional_text(5); v && !v->empty()) store["version"] = *v;
     if (auto v = q.optional_int64(6)) store["queued"] = *v;
     out.push_back(std::move(store));
-  }
-  q.reset();
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 
 Result<json> HqStore::incidents_json(const std::optional<std::string>& store, bool open_only) {
-  db::Statement& q = impl_->list_incidents;
-  q.bind(1, store).bind(2, open_only);
   json out = json::array();
-  for (;;) {
-    auto row = q.step();
-    if (!row) {
-      q.reset();
-      return row.error();
-    }
-    if (!*row) break;
+  std::optional<Error> damaged;
+  impl_->list_incidents.bind(1, store).bind(2, open_only);
+  auto st = impl_->list_incidents.each([&](const db::Statement& q) {
     json incident = json::parse(q.text(2), nullptr, /*allow_exceptions=*/false);
     if (!incident.is_object()) {
-      Error e{fmt::format("HQ database {}: the snapshot of incident {} of store {} is damaged",
-                          path().string(), q.text(1), q.text(0))};
-      q.reset();
-      return e;
+      damaged =
+          Error{fmt::format("HQ database {}: the snapshot of incident {} of store {} is damaged",
+                            path().string(), q.text(1), q.text(0))};
+      return false;
     }
     incident["store"] = q.text(0);
     out.push_back(std::move(incident));
-  }
-  q.reset();
+    return true;
+  });
+  if (!st) return st.error();
+  if (damaged) return *damaged;
   return out;
 }
 
 Result<std::vector<std::pair<std::string, std::int64_t>>> HqStore::acked_seqs() {
-  db::Statement& q = impl_->list_acked;
   std::vector<std::pair<std::string, std::int64_t>> out;
-  for (;;) {
-    auto row = q.step();
-    if (!row) {
-      q.reset();
-      return row.error();
-    }
-    if (!*row) break;
+  auto st = impl_->list_acked.each([&](const db::Statement& q) {
     out.emplace_back(q.text(0), q.int64(1));
-  }
-  q.reset();
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 
