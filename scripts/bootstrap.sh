@@ -9,7 +9,7 @@ packages=(
   libboost-dev libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libsqlite3-dev
   libcurl4-openssl-dev libcli11-dev libgtest-dev googletest nlohmann-json3-dev
   libtomlplusplus-dev libsystemd-dev libfmt-dev libhowardhinnant-date-dev
-  mosquitto mosquitto-clients sqlite3 python3 procps
+  mosquitto mosquitto-clients sqlite3 python3 procps clang-format
 )
 
 missing=()
