@@ -201,18 +201,23 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
     return Error{fmt::format("broker {}: {}", b.broker, e.what())};
   }
 
-  auto builder =
-      mqtt::connect_options_builder()
-          .mqtt_version(MQTTVERSION_5)
-          .clean_start(!s->options.persistent_session)
-          .keep_alive_interval(std::chrono::duration_cast<std::chrono::seconds>(b.keepalive))
-          .connect_timeout(std::chrono::seconds(10))
-          .automatic_reconnect(false);
-  if (!b.username.empty()) builder.user_name(b.username);
+  // Everything that points into memory of its own (credentials, TLS,
+  // properties) is set on the object that lives on, not through the builder:
+  // Paho C++ 1.2 copies connect_options without re-pointing the C struct at
+  // the copy's own properties, so a builder's would be read after it is gone.
+  mqtt::connect_options& co = s->connect_options;
+  co = mqtt::connect_options_builder()
+           .mqtt_version(MQTTVERSION_5)
+           .clean_start(!s->options.persistent_session)
+           .keep_alive_interval(std::chrono::duration_cast<std::chrono::seconds>(b.keepalive))
+           .connect_timeout(std::chrono::seconds(10))
+           .automatic_reconnect(false)
+           .finalize();
+  if (!b.username.empty()) co.set_user_name(b.username);
   if (!b.password_file.empty()) {
     auto pw = read_secret(b.password_file);
     if (!pw) return Error{"password_file: " + pw.error().message};
-    builder.password(*pw);
+    co.set_password(*pw);
   }
   if (uses_tls(b.broker)) {
     mqtt::ssl_options ssl;
@@ -221,14 +226,10 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
     if (!b.key_file.empty()) ssl.set_private_key(b.key_file.string());
     ssl.set_enable_server_cert_auth(true);
     ssl.set_verify(true);
-    builder.ssl(std::move(ssl));
+    co.set_ssl(std::move(ssl));
   }
-  s->connect_options = builder.finalize();
   if (s->options.persistent_session) {
-    // Set on the object that lives on, not through the builder: Paho C++ 1.2
-    // copies connect_options without re-pointing the C struct at the copy's
-    // own properties, so the builder's would be read after it is destroyed.
-    s->connect_options.set_properties(
+    co.set_properties(
         mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
                           static_cast<std::int32_t>(s->options.session_expiry.count())}});
   }
