@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "tests/support/support.h"
+#include "tests/support/tcp_device.h"
 
 namespace storewatch::test {
 namespace {
@@ -38,7 +39,8 @@ class BadInput : public ::testing::Test {
   std::filesystem::path config = dir / "storewatch.toml";
   std::filesystem::path data_dir = dir / "data";
   std::filesystem::path socket = dir / "run" / "control.sock";
-  int device_port = free_port();
+  TcpDevice device;  // up: the probe stays ok, so no incident opens by itself
+  int device_port = device.port();
 
   void write_config(const std::string& data, const std::string& sock,
                     const std::string& broker = "tcp://127.0.0.1:1") {
