@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <stdexcept>
 
 #include "config/reader.h"
@@ -89,6 +91,20 @@ std::string to_string(const Diagnostic& d) {
   const std::string_view kind = d.kind == Diagnostic::Kind::error ? "error" : "warning";
   if (d.where.file.empty()) return fmt::format("{}: {}", kind, d.message);
   return fmt::format("{}: {}: {}", to_string(d.where), kind, d.message);
+}
+
+bool is_valid_store_id(std::string_view id) {
+  return detail::is_identifier(id, kStoreIdExtraChars, kStoreIdMaxLength);
+}
+
+Result<std::string> read_secret(const std::filesystem::path& file) {
+  auto text = detail::read_text(file);
+  if (!text) return Error{fmt::format("cannot read {}: {}", file.string(), text.error().message)};
+  std::string& s = *text;
+  auto not_space = [](unsigned char c) { return std::isspace(c) == 0; };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return std::move(s);
 }
 
 std::string_view to_string(Severity s) {

@@ -17,6 +17,7 @@
 
 #include "config/duration.h"
 #include "config/log.h"
+#include "config/result.h"
 
 namespace storewatch::config {
 
@@ -44,6 +45,16 @@ struct Diagnostic {
 
 /// "file:line:col: error: message" (or "warning:").
 std::string to_string(const Diagnostic& d);
+
+/// The store id rule, [A-Za-z0-9_-]{1,64}: the id is the MQTT client id and a
+/// topic segment, so anything else could address another store's topics.
+inline constexpr std::string_view kStoreIdExtraChars = "_-";
+inline constexpr std::size_t kStoreIdMaxLength = 64;
+bool is_valid_store_id(std::string_view id);
+
+/// Reads a secret from a `*_file` key (DESIGN §7): the whole file with
+/// surrounding whitespace trimmed, or why it cannot be read.
+Result<std::string> read_secret(const std::filesystem::path& file);
 
 enum class Severity { critical, high, medium, low, info };
 std::string_view to_string(Severity s);

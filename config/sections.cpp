@@ -98,7 +98,7 @@ void read_store(Context& ctx, const toml::node* node, Config& out) {
   const Field fields[] = {
       {"id",
        [&s](const Value& v) {
-         if (auto id = v.identifier("store id", "_-", 64)) s.id = *id;
+         if (auto id = v.identifier("store id", kStoreIdExtraChars, kStoreIdMaxLength)) s.id = *id;
        },
        true},
       {"name",

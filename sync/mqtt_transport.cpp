@@ -8,10 +8,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 
 #include "config/log.h"
 
@@ -34,18 +32,6 @@ std::string reason_text(const mqtt::token& tok) {
 
 bool uses_tls(const std::string& uri) {
   return uri.starts_with("ssl://") || uri.starts_with("wss://") || uri.starts_with("mqtts://");
-}
-
-Result<std::string> read_secret(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) return Error{fmt::format("cannot read {}: {}", file.string(), std::strerror(errno))};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  auto not_space = [](unsigned char c) { return !std::isspace(c); };
-  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
-  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
-  return s;
 }
 
 }  // namespace
@@ -215,7 +201,7 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
            .finalize();
   if (!b.username.empty()) co.set_user_name(b.username);
   if (!b.password_file.empty()) {
-    auto pw = read_secret(b.password_file);
+    auto pw = config::read_secret(b.password_file);
     if (!pw) return Error{"password_file: " + pw.error().message};
     co.set_password(*pw);
   }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "config/config.h"
+
 namespace storewatch::wire {
 namespace {
 
@@ -38,16 +40,6 @@ bool get_field(const json& j, const char* key, T& out) {
   return true;
 }
 
-bool valid_store_id(std::string_view s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string Topics::topic(std::string_view store, std::string_view kind) const {
@@ -61,7 +53,7 @@ std::optional<Topics::Parsed> Topics::parse(std::string_view topic) const {
   auto slash = topic.find('/');
   if (slash == std::string_view::npos || slash == 0) return std::nullopt;
   Parsed p{std::string(topic.substr(0, slash)), std::string(topic.substr(slash + 1))};
-  if (!valid_store_id(p.store) || p.kind.empty()) return std::nullopt;
+  if (!config::is_valid_store_id(p.store) || p.kind.empty()) return std::nullopt;
   return p;
 }
 
@@ -107,7 +99,7 @@ Result<Batch> decode_batch(std::string_view payload) {
   auto j = parse_object(payload);
   if (!j) return j.error();
   Batch b;
-  if (!get_field(*j, "store", b.store) || !valid_store_id(b.store)) {
+  if (!get_field(*j, "store", b.store) || !config::is_valid_store_id(b.store)) {
     return Error{"batch has no valid \"store\""};
   }
   auto events = j->find("events");
@@ -139,7 +131,7 @@ Result<StoreStatus> decode_status(std::string_view payload) {
   auto j = parse_object(payload);
   if (!j) return j.error();
   StoreStatus s;
-  if (!get_field(*j, "store", s.store) || !valid_store_id(s.store)) {
+  if (!get_field(*j, "store", s.store) || !config::is_valid_store_id(s.store)) {
     return Error{"status has no valid \"store\""};
   }
   if (!get_field(*j, "online", s.online)) return Error{"status has no boolean \"online\""};
