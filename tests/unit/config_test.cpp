@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "probes/registry.h"
+#include "tests/support/support.h"
 
 namespace storewatch::config {
 namespace {
@@ -20,35 +21,14 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 // A directory of its own per test, removed afterwards.
-class TempDir {
+/// The shared temp dir, plus writing a file into it.
+class TempDir : public test::TempDir {
  public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() / (std::string("storewatch-config-test-") + test->name() + "-" +
-                                     std::to_string(getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-
   fs::path write(const fs::path& name, std::string_view text) const {
-    fs::path file = path_ / name;
-    fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << text;
+    fs::path file = path() / name;
+    test::write_file(file, std::string(text));
     return file;
   }
-
- private:
-  fs::path path_;
 };
 
 constexpr std::string_view kValid = R"([store]
@@ -1051,6 +1031,27 @@ TEST(ConfigExamples, DemoStoreIsWhatTheDemoScriptExpects) {
   EXPECT_EQ(gw->timeout, Millis(500));
   EXPECT_EQ(gw->severity, Severity::critical);
   EXPECT_EQ(gw->depends_on, std::vector<std::string>{"lan-switch"});
+}
+
+TEST(Secrets, AreReadWithSurroundingWhitespaceTrimmed) {
+  TempDir dir;
+  auto file = dir.write("secret", "  s3cret value \n\n");
+  auto secret = read_secret(file);
+  ASSERT_TRUE(secret) << secret.error().message;
+  EXPECT_EQ(*secret, "s3cret value");
+  auto missing = read_secret(dir.path() / "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().message, HasSubstr((dir.path() / "nope").string()));
+}
+
+TEST(StoreId, FollowsTheTopicSafeRule) {
+  EXPECT_TRUE(is_valid_store_id("store-0042"));
+  EXPECT_TRUE(is_valid_store_id(std::string(64, 'a')));
+  for (const std::string& bad :
+       {std::string(), std::string(65, 'a'), std::string("a/b"), std::string("a+"),
+        std::string("a#"), std::string("a.b"), std::string("a b")}) {
+    EXPECT_FALSE(is_valid_store_id(bad)) << bad;
+  }
 }
 
 }  // namespace
