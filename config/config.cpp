@@ -146,6 +146,14 @@ const std::vector<std::string>& ProbeConfig::strings(std::string_view key) const
   return option_as<std::vector<std::string>>(*this, key, "an array of strings");
 }
 
+const std::map<std::string, std::string>& ProbeConfig::table(std::string_view key) const {
+  return option_as<std::map<std::string, std::string>>(*this, key, "a table of strings");
+}
+
+double ProbeConfig::number(std::string_view key) const {
+  return option_as<double>(*this, key, "a number");
+}
+
 bool ProbeConfig::has(std::string_view key) const {
   return options.find(std::string(key)) != options.end();
 }

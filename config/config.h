@@ -76,27 +76,47 @@ enum class KeyKind {
   string_array,  ///< an array of strings
   string_table,  ///< an inline table of string values
   file,          ///< a path; missing on this machine is a warning
+  number,        ///< a TOML integer or float, read as a double
+  choice,        ///< one of the strings in KeySpec::choices
 };
 
 /// One key a probe type accepts.
 struct KeySpec {
+  constexpr KeySpec(std::string_view name_, KeyKind kind_, bool required_,
+                    std::string_view default_value_, std::string_view description_,
+                    std::string_view choices_ = {})
+      : name(name_),
+        kind(kind_),
+        required(required_),
+        default_value(default_value_),
+        description(description_),
+        choices(choices_) {}
+
   std::string_view name;
   KeyKind kind = KeyKind::string;
   bool required = false;
   /// Default as config would write it ("9100", "3s", "false"); empty = none.
   std::string_view default_value;
   std::string_view description;
+  /// For KeyKind::choice: the allowed values, separated by '|' ("A|AAAA|MX").
+  std::string_view choices;
 };
+
+struct ProbeConfig;
 
 /// The keys of one probe type.
 struct ProbeTypeSchema {
   std::string_view type;
   std::span<const KeySpec> keys;
+  /// Checks across the type's keys once each key is valid on its own (a
+  /// `system` disk check needs a `path`). Returns one message per problem,
+  /// reported at the probe; nullptr when every combination is fine.
+  std::vector<std::string> (*validate)(const ProbeConfig& probe) = nullptr;
 };
 
 /// A validated value of a probe-type key.
 using KeyValue = std::variant<std::string, std::int64_t, bool, Millis, std::vector<std::string>,
-                              std::map<std::string, std::string>>;
+                              std::map<std::string, std::string>, double>;
 
 // ---------------------------------------------------------------------------
 // The agent's config.
@@ -156,6 +176,8 @@ struct ProbeConfig {
   bool boolean(std::string_view key) const;
   Millis duration(std::string_view key) const;
   const std::vector<std::string>& strings(std::string_view key) const;
+  const std::map<std::string, std::string>& table(std::string_view key) const;
+  double number(std::string_view key) const;
   bool has(std::string_view key) const;
 };
 

@@ -36,8 +36,8 @@ std::optional<KeyValue> as_key_value(std::optional<T> v) {
   return KeyValue(std::in_place_type<T>, std::move(*v));
 }
 
-std::optional<KeyValue> read_option(const Value& v, KeyKind kind) {
-  switch (kind) {
+std::optional<KeyValue> read_option(const Value& v, const KeySpec& spec) {
+  switch (spec.kind) {
     case KeyKind::string: return as_key_value(v.string());
     case KeyKind::host: return as_key_value(v.host());
     case KeyKind::integer:
@@ -53,6 +53,8 @@ std::optional<KeyValue> read_option(const Value& v, KeyKind kind) {
       if (!path) return std::nullopt;
       return KeyValue(std::in_place_type<std::string>, path->string());
     }
+    case KeyKind::number: return as_key_value(v.number());
+    case KeyKind::choice: return as_key_value(v.choice(spec.choices));
   }
   return std::nullopt;
 }
@@ -64,6 +66,7 @@ std::optional<toml::table> default_document(const KeySpec& spec) {
     case KeyKind::string:
     case KeyKind::host:
     case KeyKind::duration:
+    case KeyKind::choice:
     case KeyKind::file: {
       toml::table t;
       t.insert("v", std::string(spec.default_value));
@@ -72,6 +75,7 @@ std::optional<toml::table> default_document(const KeySpec& spec) {
     case KeyKind::integer:
     case KeyKind::boolean:
     case KeyKind::port:
+    case KeyKind::number:
     case KeyKind::string_array:
     case KeyKind::string_table: break;
   }
@@ -96,7 +100,7 @@ void fill_defaults(Context& ctx, std::string_view scope, const toml::table& tabl
       ctx.error(p.where, fmt::format("{} {}: not a valid value", scope, key));
       continue;
     }
-    if (auto v = read_option(Value(ctx, scope, key, *document->get("v"), p.where), spec.kind)) {
+    if (auto v = read_option(Value(ctx, scope, key, *document->get("v"), p.where), spec)) {
       p.options[std::string(spec.name)] = std::move(*v);
     }
   }
@@ -200,18 +204,29 @@ void read_probe(Context& ctx, const toml::table& table, std::size_t number, Prob
       if (is_common_key(std::span(fields).first(common_count), spec.name)) continue;
       fields.push_back({spec.name,
                         [&p, &spec](const Value& v) {
-                          if (auto value = read_option(v, spec.kind)) {
+                          if (auto value = read_option(v, spec)) {
                             p.options[std::string(spec.name)] = std::move(*value);
                           }
                         },
                         spec.required});
     }
   }
+  const std::size_t errors_before = ctx.error_count();
   // Without a known type its keys are unknown too; the type error says enough.
   read_fields(ctx, scope, table, fields, p.where,
               schema != nullptr ? UnknownKeys::error : UnknownKeys::ignore);
   if (schema != nullptr) {
     fill_defaults(ctx, scope, table, *schema, std::span(fields).first(common_count), p);
+    // Cross-key checks only make sense once every key read cleanly.
+    const bool keys_ok = std::all_of(schema->keys.begin(), schema->keys.end(),
+                                     [&](const KeySpec& spec) {
+                                       return !spec.required || p.has(spec.name);
+                                     });
+    if (schema->validate != nullptr && keys_ok && errors_before == ctx.error_count()) {
+      for (const std::string& problem : schema->validate(p)) {
+        ctx.error(p.where, fmt::format("{}: {}", scope, problem));
+      }
+    }
   }
 
   if (p.timeout > p.interval) {

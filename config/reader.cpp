@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <limits>
 #include <system_error>
 
@@ -80,6 +81,7 @@ void Context::error(SourcePos where, std::string message) {
   if (where.file.empty()) where.file = files_.front();
   diagnostics_.push_back({std::move(where), Diagnostic::Kind::error, std::move(message)});
   has_errors_ = true;
+  ++error_count_;
 }
 
 void Context::warning(SourcePos where, std::string message) {
@@ -89,6 +91,10 @@ void Context::warning(SourcePos where, std::string message) {
 
 bool Context::has_errors() const {
   return has_errors_;
+}
+
+std::size_t Context::error_count() const {
+  return error_count_;
 }
 
 void Context::add_file(const std::string& file) {
@@ -108,6 +114,7 @@ std::vector<Diagnostic> Context::take_diagnostics() {
                      return a.where.column < b.where.column;
                    });
   has_errors_ = false;
+  error_count_ = 0;
   return std::move(diagnostics_);
 }
 
@@ -165,6 +172,32 @@ std::optional<std::int64_t> Value::integer(std::int64_t min, std::int64_t max) c
     return std::nullopt;
   }
   return v;
+}
+
+std::optional<double> Value::number() const {
+  if (const auto* i = node_.as_integer()) return static_cast<double>(i->get());
+  if (const auto* f = node_.as_floating_point()) {
+    if (std::isfinite(f->get())) return f->get();
+    error("must be a finite number");
+    return std::nullopt;
+  }
+  type_error("a number");
+  return std::nullopt;
+}
+
+std::optional<std::string> Value::choice(std::string_view choices) const {
+  auto s = string();
+  if (!s) return std::nullopt;
+  std::string_view rest = choices;
+  while (!rest.empty()) {
+    const auto bar = rest.find('|');
+    if (rest.substr(0, bar) == *s) return s;
+    rest = bar == std::string_view::npos ? std::string_view{} : rest.substr(bar + 1);
+  }
+  std::string listed(choices);
+  std::replace(listed.begin(), listed.end(), '|', ',');
+  error(fmt::format("\"{}\" is not one of {}", *s, listed));
+  return std::nullopt;
 }
 
 std::optional<bool> Value::boolean() const {

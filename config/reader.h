@@ -33,6 +33,7 @@ class Context {
   void error(SourcePos where, std::string message);
   void warning(SourcePos where, std::string message);
   bool has_errors() const;
+  std::size_t error_count() const;
 
   /// Records a file as read; diagnostics are ordered by the order files were read.
   void add_file(const std::string& file);
@@ -50,6 +51,7 @@ class Context {
   std::span<const ProbeTypeSchema> probe_types_;
   std::vector<Diagnostic> diagnostics_;
   bool has_errors_ = false;
+  std::size_t error_count_ = 0;
 };
 
 /// Whether an empty string is accepted as "not set" by Value::file.
@@ -78,6 +80,10 @@ class Value {
   std::optional<std::string> string() const;
   std::optional<std::int64_t> integer(std::int64_t min, std::int64_t max) const;
   std::optional<bool> boolean() const;
+  /// An integer or a float, as a double.
+  std::optional<double> number() const;
+  /// A string that is one of `choices` ("a|b|c").
+  std::optional<std::string> choice(std::string_view choices) const;
   /// Any duration config can write.
   std::optional<Millis> duration() const;
   /// A duration of at least `min`.

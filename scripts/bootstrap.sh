@@ -10,6 +10,7 @@ packages=(
   libcurl4-openssl-dev libcli11-dev libgtest-dev googletest nlohmann-json3-dev
   libtomlplusplus-dev libsystemd-dev libfmt-dev libhowardhinnant-date-dev
   mosquitto mosquitto-clients sqlite3 python3 procps clang-format
+  openssl dbus-daemon monitoring-plugins-basic monit fping iproute2
 )
 
 missing=()

@@ -302,8 +302,15 @@ constexpr KeySpec kKitchenSinkKeys[] = {
     {"headers", KeyKind::string_table, false, R"({ accept = "json" })", ""},
     {"cert", KeyKind::file, false, "", ""},
     {"note", KeyKind::string, false, "", ""},
+    {"ratio", KeyKind::number, false, "0.5", ""},
+    {"record", KeyKind::choice, false, "A", "", "A|AAAA|MX"},
 };
-constexpr ProbeTypeSchema kKitchenSink[] = {{"sink", kKitchenSinkKeys}};
+
+std::vector<std::string> validate_sink(const ProbeConfig& p) {
+  if (p.integer("retries") > 5 && p.boolean("strict")) return {"strict allows at most 5 retries"};
+  return {};
+}
+constexpr ProbeTypeSchema kKitchenSink[] = {{"sink", kKitchenSinkKeys, &validate_sink}};
 
 Loaded<Config> parse_sink(std::string_view probe_lines) {
   return load_string(
@@ -326,6 +333,35 @@ TEST(ConfigLoad, ProbeTypeDefaultsAreParsedAndFilledIn) {
   EXPECT_EQ(std::get<Table>(p.options.at("headers")), (Table{{"accept", "json"}}));
   EXPECT_FALSE(p.has("cert"));
   EXPECT_FALSE(p.has("note"));
+  EXPECT_DOUBLE_EQ(p.number("ratio"), 0.5);
+  EXPECT_EQ(p.str("record"), "A");
+}
+
+TEST(ConfigLoad, NumberKeysTakeIntegersAndFloats) {
+  auto loaded = parse_sink("target = \"p\"\nratio = 3");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_DOUBLE_EQ(loaded.config->probes[0].number("ratio"), 3.0);
+  auto bad = only_error(parse_sink("target = \"p\"\nratio = \"3\""));
+  EXPECT_THAT(bad.message, HasSubstr("ratio: expected a number, got a string"));
+  auto inf = only_error(parse_sink("target = \"p\"\nratio = inf"));
+  EXPECT_THAT(inf.message, HasSubstr("ratio: must be a finite number"));
+}
+
+TEST(ConfigLoad, ChoiceKeysListTheAllowedValues) {
+  auto loaded = parse_sink("target = \"p\"\nrecord = \"MX\"");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->probes[0].str("record"), "MX");
+  auto d = only_error(parse_sink("target = \"p\"\nrecord = \"TXT\""));
+  EXPECT_THAT(d.message, HasSubstr("record: \"TXT\" is not one of A,AAAA,MX"));
+  EXPECT_EQ(d.where.line, 8);
+}
+
+TEST(ConfigLoad, TypeValidatorRunsOnlyWhenEveryKeyIsValid) {
+  auto d = only_error(parse_sink("target = \"p\"\nretries = 9\nstrict = true"));
+  EXPECT_EQ(to_string(d), "sink.toml:4:1: error: [[probe]] \"p\": strict allows at most 5 retries");
+  // A key error already explains the probe; the validator does not pile on.
+  auto loaded = parse_sink("target = \"p\"\nretries = 9\nstrict = true\nport = 0");
+  EXPECT_EQ(errors(loaded.diagnostics).size(), 1u) << dump(loaded.diagnostics);
 }
 
 TEST(ConfigLoad, ProbeTypeKeysAreValidatedByKind) {
