@@ -19,6 +19,7 @@
 #include "hq/hq_store.h"
 #include "hq/run.h"
 #include "probes/registry.h"
+#include "probes/run_once.h"
 
 namespace storewatch::agent {
 
@@ -161,6 +162,53 @@ int cmd_status(const Globals& g, bool as_json) {
   }
   std::cout << t.render(colour);
   return kOk;
+}
+
+// --- probe run -----------------------------------------------------------
+
+json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r) {
+  json metrics = json::object();
+  for (const auto& [label, value] : r.metrics) metrics[label] = value;
+  return json{{"name", p.name},
+              {"type", p.type},
+              {"status", probes::to_string(r.status)},
+              {"latency_ms", static_cast<double>(r.latency.count()) / 1000.0},
+              {"message", r.message},
+              {"metrics", std::move(metrics)}};
+}
+
+int cmd_probe_run(const Globals& g, const std::string& name, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  const config::ProbeConfig* p = cfg->find_probe(name);
+  if (p == nullptr) {
+    std::string known;
+    for (const auto& q : cfg->probes) known += (known.empty() ? "" : ", ") + q.name;
+    std::cerr << "storewatch: no probe \"" << name << "\" in " << g.agent_config().string()
+              << (known.empty() ? " (it has no probes)" : " (probes: " + known + ")") << "\n";
+    return kUsage;
+  }
+  const probes::ProbeResult r = probes::run_once(*p);
+  const json j = probe_result_json(*p, r);
+  // ok and warn are a device that answers; fail and unknown are not.
+  const int rc =
+      r.status == probes::ProbeStatus::ok || r.status == probes::ProbeStatus::warn ? kOk : kFailure;
+  if (as_json) {
+    print_json(j);
+    return rc;
+  }
+  const bool colour = use_colour(stdout);
+  const std::string status(probes::to_string(r.status));
+  std::cout << paint(p->name, Colour::bold, colour) << " (" << p->type
+            << "): " << paint(status, colour_of(status), colour) << " in "
+            << fmt::format("{:.1f} ms", j["latency_ms"].get<double>()) << "\n"
+            << "  " << r.message << "\n";
+  if (!r.metrics.empty()) {
+    Table t({"METRIC", "VALUE"});
+    for (const auto& [label, value] : r.metrics) t.add({label, fmt::format("{:g}", value)});
+    std::cout << "\n" << t.render(colour);
+  }
+  return rc;
 }
 
 // --- incidents -----------------------------------------------------------
@@ -415,6 +463,17 @@ int run_cli(int argc, char** argv) {
   show->add_option("UID", uid, "Incident uid (or a unique start of it)")->required();
   show->add_flag("--json", json_out, "Print JSON with an \"events\" array");
   show->callback([&] { rc = cmd_incident_show(g, uid, json_out); });
+
+  auto* probe_cmd = sub(app, "probe", "Work with one probe");
+  probe_cmd->require_subcommand(1);
+  std::string probe_name;
+  auto* probe_run = sub(*probe_cmd, "run",
+                        "Run one probe from the config now and print its result (status, latency, "
+                        "message, metrics). Needs no daemon. Exit 0 for ok or warn, 1 for fail or "
+                        "unknown, 2 for a config error or an unknown probe.");
+  probe_run->add_option("NAME", probe_name, "The probe's name in the config")->required();
+  probe_run->add_flag("--json", json_out, "Print JSON (DESIGN §7 shape) instead of text");
+  probe_run->callback([&] { rc = cmd_probe_run(g, probe_name, json_out); });
 
   auto* config_cmd = sub(app, "config", "Work with the config file");
   config_cmd->require_subcommand(1);

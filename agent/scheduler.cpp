@@ -4,6 +4,7 @@
 
 #include "config/log.h"
 #include "probes/registry.h"
+#include "probes/run_once.h"
 
 namespace storewatch::agent {
 
@@ -112,12 +113,9 @@ void Scheduler::begin(Entry& e) {
   e.deadline.async_wait([this, &e, gen](const boost::system::error_code& ec) {
     if (ec || gen != e.generation || !e.running) return;
     e.probe->cancel();
-    probes::ProbeResult r;
-    r.status = probes::ProbeStatus::fail;
-    r.latency =
-        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - e.started);
-    r.message = fmt::format("timed out after {}", format_duration(e.config.timeout));
-    finish(e, std::move(r));
+    finish(e, probes::timed_out(e.config.timeout,
+                                std::chrono::duration_cast<std::chrono::microseconds>(
+                                    steady_clock::now() - e.started)));
   });
   e.probe->start([this, &e, gen](probes::ProbeResult r) {
     if (gen != e.generation || !e.running) return;

@@ -218,10 +218,9 @@ void read_probe(Context& ctx, const toml::table& table, std::size_t number, Prob
   if (schema != nullptr) {
     fill_defaults(ctx, scope, table, *schema, std::span(fields).first(common_count), p);
     // Cross-key checks only make sense once every key read cleanly.
-    const bool keys_ok = std::all_of(schema->keys.begin(), schema->keys.end(),
-                                     [&](const KeySpec& spec) {
-                                       return !spec.required || p.has(spec.name);
-                                     });
+    const bool keys_ok =
+        std::all_of(schema->keys.begin(), schema->keys.end(),
+                    [&](const KeySpec& spec) { return !spec.required || p.has(spec.name); });
     if (schema->validate != nullptr && keys_ok && errors_before == ctx.error_count()) {
       for (const std::string& problem : schema->validate(p)) {
         ctx.error(p.where, fmt::format("{}: {}", scope, problem));

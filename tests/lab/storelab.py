@@ -1,15 +1,32 @@
 #!/usr/bin/env python3
-"""storelab — a tiny store simulator for storewatch's demo and tests.
+"""storelab — a store simulator for storewatch's demo, tests and benchmarks.
 
-It reads a storewatch config and plays every device its probes watch: for each
-`tcp` probe it listens on host:port (addresses in 127.0.0.0/8 work without
-set-up). A control socket takes a device down (its listener closes, so
-connections are refused, as when a lane's POS service dies) and back up.
+It plays many fake store devices on loopback addresses (127.0.0.0/8 works
+without set-up), each of a kind (plain TCP, POS HTTP health endpoint, ESC/POS
+printer, ...) and each with faults you can switch while it runs.
 
+Devices come from a lab file, from a storewatch config, or both:
+
+  # lab.toml
+  [[device]]
+  name = "printer-01"
+  kind = "escpos"          # see `storelab.py kinds`
+  host = "127.21.0.31"
+  port = 9100
+  fault = "near_end"       # optional: start with a fault
+
+  storelab.py serve --devices lab.toml --control /tmp/lab.sock
   storelab.py serve --config demo.toml --control /tmp/lab.sock
-  storelab.py ctl --control /tmp/lab.sock down lane-02-pos
-  storelab.py ctl --control /tmp/lab.sock up lane-02-pos
+  storelab.py ctl --control /tmp/lab.sock fault printer-01 paper_end
+  storelab.py ctl --control /tmp/lab.sock fault printer-01 none
+  storelab.py ctl --control /tmp/lab.sock down lane-02-pos    # same as: fault NAME down
+  storelab.py ctl --control /tmp/lab.sock up lane-02-pos      # same as: fault NAME none
   storelab.py ctl --control /tmp/lab.sock list
+  storelab.py ctl --control /tmp/lab.sock stats printer-01    # connections seen, open now
+  storelab.py kinds
+
+With --config, every probe whose type has a device kind (tcp, and the kinds
+the modules below map) gets a device at its host and port.
 
 Python standard library only.
 """
@@ -23,36 +40,28 @@ import socket
 import sys
 import tomllib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-class Device:
-    def __init__(self, name, kind, host, port):
-        self.name, self.kind, self.host, self.port = name, kind, host, port
-        self.server = None
+from lab_core import Device, StreamDevice, KINDS, register  # noqa: E402
 
-    @property
-    def up(self):
-        return self.server is not None
+# One import per device kind module; each registers its kinds in KINDS.
+import lab_tcp  # noqa: E402,F401
 
-    async def start(self):
-        if self.server is None:
-            self.server = await asyncio.start_server(
-                self.serve, self.host, self.port, reuse_address=True)
 
-    async def stop(self):
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-
-    async def serve(self, reader, writer):
-        # A plain TCP device: accept and let the prober close. Bounded so a
-        # client that never closes does not keep a task forever.
+def devices_from_lab(path):
+    with open(path, "rb") as f:
+        spec = tomllib.load(f)
+    devices = []
+    for i, d in enumerate(spec.get("device", []), start=1):
+        kind = d.get("kind")
+        if kind not in KINDS:
+            raise SystemExit(f"storelab: {path}: device #{i}: unknown kind {kind!r} "
+                             f"(known: {', '.join(sorted(KINDS))})")
         try:
-            await asyncio.wait_for(reader.read(1024), timeout=5)
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+            devices.append(KINDS[kind].from_spec(d))
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"storelab: {path}: device #{i} ({d.get('name')}): {e}")
+    return devices
 
 
 def devices_from_config(path):
@@ -60,33 +69,56 @@ def devices_from_config(path):
         cfg = tomllib.load(f)
     devices = []
     for probe in cfg.get("probe", []):
-        if probe.get("type") == "tcp":
-            devices.append(Device(probe["name"], "tcp", probe["host"], int(probe["port"])))
+        for cls in KINDS.values():
+            d = cls.from_probe(probe)
+            if d is not None:
+                devices.append(d)
+                break
     return devices
 
 
 async def serve(args):
-    devices = {d.name: d for d in devices_from_config(args.config)}
+    devices = {}
+    for d in (devices_from_lab(args.devices) if args.devices else []) + \
+             (devices_from_config(args.config) if args.config else []):
+        if d.name in devices:
+            raise SystemExit(f"storelab: two devices are named {d.name!r}")
+        devices[d.name] = d
     for d in devices.values():
         await d.start()
 
     async def control(reader, writer):
-        line = (await reader.readline()).decode().strip()
+        try:
+            line = (await asyncio.wait_for(reader.readline(), timeout=5)).decode().strip()
+        except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
+            writer.close()
+            return
         words = line.split()
-        reply = {"ok": False, "error": "usage: up NAME | down NAME | list"}
+        reply = {"ok": False,
+                 "error": "usage: list | up NAME | down NAME | fault NAME FAULT | stats NAME"}
         if words == ["list"]:
-            reply = {"ok": True, "devices": [
-                {"name": d.name, "kind": d.kind, "host": d.host, "port": d.port, "up": d.up}
-                for d in devices.values()]}
-        elif len(words) == 2 and words[0] in ("up", "down"):
+            reply = {"ok": True, "devices": [d.describe() for d in devices.values()]}
+        elif len(words) in (2, 3) and words[0] in ("up", "down", "fault", "stats"):
             d = devices.get(words[1])
             if d is None:
                 reply = {"ok": False, "error": f"no device {words[1]}"}
-            else:
-                await (d.start() if words[0] == "up" else d.stop())
-                reply = {"ok": True, "name": d.name, "up": d.up}
+            elif words[0] == "stats" and len(words) == 2:
+                reply = {"ok": True, **d.describe()}
+            elif words[0] in ("up", "down") and len(words) == 2:
+                await d.set_fault("none" if words[0] == "up" else "down")
+                reply = {"ok": True, **d.describe()}
+            elif words[0] == "fault" and len(words) == 3:
+                if words[2] not in d.faults():
+                    reply = {"ok": False, "error": f"{d.name} ({d.kind}) has no fault {words[2]!r}; "
+                                                   f"known: {', '.join(d.faults())}"}
+                else:
+                    await d.set_fault(words[2])
+                    reply = {"ok": True, **d.describe()}
         writer.write((json.dumps(reply) + "\n").encode())
-        await writer.drain()
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
         writer.close()
 
     if os.path.exists(args.control):
@@ -122,19 +154,34 @@ def ctl(args):
     return 0 if reply.get("ok") else 1
 
 
+def kinds(_args):
+    for name in sorted(KINDS):
+        cls = KINDS[name]
+        print(f"{name:10} {cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''}")
+        print(f"{'':10} faults: {', '.join(cls.FAULTS)}")
+    return 0
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="play the devices of a storewatch config")
-    s.add_argument("--config", required=True)
-    s.add_argument("--control", required=True, help="Unix socket for up/down commands")
+    s = sub.add_parser("serve", help="play the devices of a lab file and/or a storewatch config")
+    s.add_argument("--devices", help="lab file with [[device]] tables")
+    s.add_argument("--config", help="storewatch config: play every device its probes watch")
+    s.add_argument("--control", required=True, help="Unix socket for ctl commands")
     c = sub.add_parser("ctl", help="send a command to a running storelab")
     c.add_argument("--control", required=True)
     c.add_argument("words", nargs="+")
+    sub.add_parser("kinds", help="list device kinds and their faults")
     args = p.parse_args()
     if args.cmd == "serve":
+        if not args.devices and not args.config:
+            p.error("serve needs --devices, --config or both")
         asyncio.run(serve(args))
         return 0
+    if args.cmd == "kinds":
+        return kinds(args)
     return ctl(args)
 
 
