@@ -1,5 +1,6 @@
 #include "agent/cli.h"
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 
 #include <fmt/format.h>
@@ -177,37 +178,94 @@ json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& 
               {"metrics", std::move(metrics)}};
 }
 
-int cmd_probe_run(const Globals& g, const std::string& name, bool as_json) {
-  auto cfg = load_agent_config(g);
-  if (!cfg) return kUsage;
-  const config::ProbeConfig* p = cfg->find_probe(name);
-  if (p == nullptr) {
-    std::string known;
-    for (const auto& q : cfg->probes) known += (known.empty() ? "" : ", ") + q.name;
-    std::cerr << "storewatch: no probe \"" << name << "\" in " << g.agent_config().string()
-              << (known.empty() ? " (it has no probes)" : " (probes: " + known + ")") << "\n";
-    return kUsage;
-  }
-  const probes::ProbeResult r = probes::run_once(*p);
-  const json j = probe_result_json(*p, r);
-  // ok and warn are a device that answers; fail and unknown are not.
-  const int rc =
-      r.status == probes::ProbeStatus::ok || r.status == probes::ProbeStatus::warn ? kOk : kFailure;
-  if (as_json) {
-    print_json(j);
-    return rc;
-  }
-  const bool colour = use_colour(stdout);
+bool answered(probes::ProbeStatus s) {
+  return s == probes::ProbeStatus::ok || s == probes::ProbeStatus::warn;
+}
+
+std::string latency_text(const probes::ProbeResult& r) {
+  return fmt::format("{:.1f} ms", static_cast<double>(r.latency.count()) / 1000.0);
+}
+
+void print_one_result(const config::ProbeConfig& p, const probes::ProbeResult& r, bool colour) {
   const std::string status(probes::to_string(r.status));
-  std::cout << paint(p->name, Colour::bold, colour) << " (" << p->type
-            << "): " << paint(status, colour_of(status), colour) << " in "
-            << fmt::format("{:.1f} ms", j["latency_ms"].get<double>()) << "\n"
+  std::cout << paint(p.name, Colour::bold, colour) << " (" << p.type
+            << "): " << paint(status, colour_of(status), colour) << " in " << latency_text(r)
+            << "\n"
             << "  " << r.message << "\n";
   if (!r.metrics.empty()) {
     Table t({"METRIC", "VALUE"});
     for (const auto& [label, value] : r.metrics) t.add({label, fmt::format("{:g}", value)});
     std::cout << "\n" << t.render(colour);
   }
+}
+
+int cmd_probe_run(const Globals& g, const std::vector<std::string>& names, bool all, bool as_json) {
+  if (all == !names.empty()) {
+    std::cerr << "storewatch: probe run: give probe names or --all (not both)\n";
+    return kUsage;
+  }
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  std::vector<const config::ProbeConfig*> chosen;
+  if (all) {
+    for (const auto& p : cfg->probes) chosen.push_back(&p);
+  }
+  for (const auto& name : names) {
+    const config::ProbeConfig* p = cfg->find_probe(name);
+    if (p == nullptr) {
+      std::string known;
+      for (const auto& q : cfg->probes) known += (known.empty() ? "" : ", ") + q.name;
+      std::cerr << "storewatch: no probe \"" << name << "\" in " << g.agent_config().string()
+                << (known.empty() ? " (it has no probes)" : " (probes: " + known + ")") << "\n";
+      return kUsage;
+    }
+    chosen.push_back(p);
+  }
+  if (chosen.empty()) {
+    std::cerr << "storewatch: " << g.agent_config().string() << " has no probes\n";
+    return kUsage;
+  }
+  // Many probes take a while: say how far along we are, on a terminal only.
+  const bool progress = chosen.size() > 1 && !as_json && isatty(fileno(stderr)) != 0;
+  std::size_t done = 0;
+  const auto results = probes::run_many(
+      chosen, cfg->agent.max_concurrent_checks, [&](std::size_t, const probes::ProbeResult&) {
+        ++done;
+        if (progress)
+          std::cerr << fmt::format("\rchecked {}/{}", done, chosen.size()) << std::flush;
+      });
+  if (progress) std::cerr << "\r\033[K" << std::flush;
+
+  std::size_t failing = 0;
+  for (const auto& r : results) failing += answered(r.status) ? 0 : 1;
+  const int rc = failing == 0 ? kOk : kFailure;
+  if (as_json) {
+    // One probe by name: the object of DESIGN §7; several or --all: an array of them.
+    if (!all && chosen.size() == 1) {
+      print_json(probe_result_json(*chosen[0], results[0]));
+    } else {
+      json list = json::array();
+      for (std::size_t i = 0; i < chosen.size(); ++i) {
+        list.push_back(probe_result_json(*chosen[i], results[i]));
+      }
+      print_json(list);
+    }
+    return rc;
+  }
+  const bool colour = use_colour(stdout);
+  if (chosen.size() == 1) {
+    print_one_result(*chosen[0], results[0], colour);
+    return rc;
+  }
+  Table t({"PROBE", "TYPE", "STATUS", "LATENCY", "MESSAGE"});
+  for (std::size_t i = 0; i < chosen.size(); ++i) {
+    const std::string status(probes::to_string(results[i].status));
+    t.add({chosen[i]->name, chosen[i]->type, status, latency_text(results[i]), results[i].message},
+          {Colour::none, Colour::none, colour_of(status)});
+  }
+  std::cout << t.render(colour)
+            << fmt::format("\n{} probe{} checked, {} not answering\n", chosen.size(),
+                           chosen.size() == 1 ? "" : "s", failing);
   return rc;
 }
 
@@ -466,14 +524,19 @@ int run_cli(int argc, char** argv) {
 
   auto* probe_cmd = sub(app, "probe", "Work with one probe");
   probe_cmd->require_subcommand(1);
-  std::string probe_name;
-  auto* probe_run = sub(*probe_cmd, "run",
-                        "Run one probe from the config now and print its result (status, latency, "
-                        "message, metrics). Needs no daemon. Exit 0 for ok or warn, 1 for fail or "
-                        "unknown, 2 for a config error or an unknown probe.");
-  probe_run->add_option("NAME", probe_name, "The probe's name in the config")->required();
-  probe_run->add_flag("--json", json_out, "Print JSON (DESIGN §7 shape) instead of text");
-  probe_run->callback([&] { rc = cmd_probe_run(g, probe_name, json_out); });
+  std::vector<std::string> probe_names;
+  bool probe_all = false;
+  auto* probe_run =
+      sub(*probe_cmd, "run",
+          "Run probes from the config now and print their results (status, latency, message, "
+          "metrics), all at once on one loop. Needs no daemon. Exit 0 when every probe is ok or "
+          "warn, 1 when any is fail or unknown, 2 for a config error or an unknown probe.");
+  probe_run->add_option("NAME", probe_names, "Probe names in the config");
+  probe_run->add_flag("--all", probe_all, "Run every probe in the config");
+  probe_run->add_flag("--json", json_out,
+                      "Print JSON: one probe by name gives the DESIGN §7 object, several or "
+                      "--all an array of them");
+  probe_run->callback([&] { rc = cmd_probe_run(g, probe_names, probe_all, json_out); });
 
   auto* config_cmd = sub(app, "config", "Work with the config file");
   config_cmd->require_subcommand(1);

@@ -76,5 +76,45 @@ TEST_F(TcpProbeLab, ProbeRunNamesTheProbesWhenTheNameIsUnknown) {
   EXPECT_THAT(r.err, HasSubstr("lane-01"));
 }
 
+TEST_F(TcpProbeLab, ProbeRunAllChecksEveryProbeAtOnce) {
+  TempDir dir;
+  std::string probes;
+  // Forty probes, every other one at a port where nothing listens.
+  for (int i = 0; i < 40; ++i) {
+    probes += fmt::format(
+        "[[probe]]\nname = \"t{:02}\"\ntype = \"tcp\"\nhost = \"127.0.0.1\"\n"
+        "port = {}\ntimeout = \"2s\"\n\n",
+        i, i % 2 == 0 ? port : 1);
+  }
+  write_file(dir / "c.toml", "[store]\nid = \"s\"\n\n" + probes);
+  auto r = run(storewatch_command(
+      {"--config", (dir / "c.toml").string(), "probe", "run", "--all", "--json"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the refused ones fail
+  auto list = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << r.out;
+  ASSERT_EQ(list.size(), 40u);
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    EXPECT_EQ(list[i]["name"], fmt::format("t{:02}", i));
+    EXPECT_EQ(list[i]["status"], i % 2 == 0 ? "ok" : "fail") << list[i].dump();
+  }
+
+  auto two = run(storewatch_command(
+      {"--config", (dir / "c.toml").string(), "probe", "run", "t00", "t02", "--json"}));
+  EXPECT_EQ(two.exit_code, 0) << two.err;
+  auto pair = nlohmann::json::parse(two.out, nullptr, false);
+  ASSERT_TRUE(pair.is_array());
+  EXPECT_EQ(pair.size(), 2u);
+
+  auto table = run(
+      storewatch_command({"--config", (dir / "c.toml").string(), "probe", "run", "t00", "t01"}));
+  EXPECT_EQ(table.exit_code, 1);
+  EXPECT_THAT(table.out, HasSubstr("2 probes checked, 1 not answering"));
+
+  auto both = run(
+      storewatch_command({"--config", (dir / "c.toml").string(), "probe", "run", "t00", "--all"}));
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_THAT(both.err, HasSubstr("not both"));
+}
+
 }  // namespace
 }  // namespace storewatch::test
