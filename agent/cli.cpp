@@ -269,6 +269,61 @@ int cmd_probe_run(const Globals& g, const std::vector<std::string>& names, bool 
   return rc;
 }
 
+std::string_view kind_name(config::KeyKind k) {
+  switch (k) {
+    case config::KeyKind::string: return "string";
+    case config::KeyKind::host: return "host";
+    case config::KeyKind::integer: return "integer";
+    case config::KeyKind::boolean: return "boolean";
+    case config::KeyKind::duration: return "duration";
+    case config::KeyKind::port: return "port";
+    case config::KeyKind::string_array: return "array of strings";
+    case config::KeyKind::string_table: return "table of strings";
+    case config::KeyKind::file: return "file";
+    case config::KeyKind::number: return "number";
+    case config::KeyKind::choice: return "choice";
+  }
+  return "?";
+}
+
+/// `probe types`: every probe type and its keys, from the same tables the
+/// config loader validates against.
+int cmd_probe_types(bool as_json) {
+  json list = json::array();
+  for (const config::ProbeTypeSchema& schema : probes::schemas()) {
+    json keys = json::array();
+    for (const config::KeySpec& k : schema.keys) {
+      json key{{"name", k.name},
+               {"kind", kind_name(k.kind)},
+               {"required", k.required},
+               {"default", k.default_value.empty() ? json(nullptr) : json(k.default_value)},
+               {"description", k.description}};
+      if (!k.choices.empty()) key["choices"] = k.choices;
+      keys.push_back(std::move(key));
+    }
+    list.push_back(json{{"type", schema.type}, {"keys", std::move(keys)}});
+  }
+  if (as_json) {
+    print_json(list);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  std::cout << "Every [[probe]] also takes name, type, interval, timeout, fail_after, "
+               "recover_after, severity, depends_on and labels.\n";
+  for (const auto& t : list) {
+    std::cout << "\n" << paint(t["type"].get<std::string>(), Colour::bold, colour) << "\n";
+    Table table({"KEY", "KIND", "DEFAULT", "DESCRIPTION"});
+    for (const auto& k : t["keys"]) {
+      std::string kind = k["kind"].get<std::string>();
+      if (k.contains("choices")) kind = k["choices"].get<std::string>();
+      std::string def = k["required"].get<bool>() ? "(required)" : text_of(k["default"]);
+      table.add({k["name"].get<std::string>(), kind, def, k["description"].get<std::string>()});
+    }
+    std::cout << table.render(colour);
+  }
+  return kOk;
+}
+
 // --- incidents -----------------------------------------------------------
 
 void add_incident_row(Table& t, const json& i, bool with_store) {
@@ -522,7 +577,7 @@ int run_cli(int argc, char** argv) {
   show->add_flag("--json", json_out, "Print JSON with an \"events\" array");
   show->callback([&] { rc = cmd_incident_show(g, uid, json_out); });
 
-  auto* probe_cmd = sub(app, "probe", "Work with one probe");
+  auto* probe_cmd = sub(app, "probe", "Run probes now; list the probe types and their keys");
   probe_cmd->require_subcommand(1);
   std::vector<std::string> probe_names;
   bool probe_all = false;
@@ -537,6 +592,12 @@ int run_cli(int argc, char** argv) {
                       "Print JSON: one probe by name gives the DESIGN §7 object, several or "
                       "--all an array of them");
   probe_run->callback([&] { rc = cmd_probe_run(g, probe_names, probe_all, json_out); });
+
+  auto* probe_types = sub(*probe_cmd, "types",
+                          "List every probe type with its config keys, kinds, defaults and what "
+                          "each key is for");
+  probe_types->add_flag("--json", json_out, "Print a JSON array instead of tables");
+  probe_types->callback([&] { rc = cmd_probe_types(json_out); });
 
   auto* config_cmd = sub(app, "config", "Work with the config file");
   config_cmd->require_subcommand(1);

@@ -116,5 +116,19 @@ TEST_F(TcpProbeLab, ProbeRunAllChecksEveryProbeAtOnce) {
   EXPECT_THAT(both.err, HasSubstr("not both"));
 }
 
+TEST(ProbeTypes, ListsEveryTypeWithItsKeys) {
+  auto r = run(storewatch_command({"probe", "types", "--json"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto list = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << r.out;
+  auto tcp = std::find_if(list.begin(), list.end(),
+                          [](const nlohmann::json& t) { return t["type"] == "tcp"; });
+  ASSERT_NE(tcp, list.end());
+  ASSERT_EQ((*tcp)["keys"].size(), 2u);
+  EXPECT_EQ((*tcp)["keys"][0]["name"], "host");
+  EXPECT_EQ((*tcp)["keys"][0]["required"], true);
+  EXPECT_FALSE((*tcp)["keys"][0]["description"].get<std::string>().empty());
+}
+
 }  // namespace
 }  // namespace storewatch::test
