@@ -177,6 +177,18 @@ TEST_F(DnsProbeLab, ProbeRunPrintsTheDesignShape) {
   EXPECT_THAT(nx.result["message"].get<std::string>(), StartsWith("NXDOMAIN"));
 }
 
+TEST(DnsProbeIpv6, AsksAServerOnAnIpv6AddressWithAPort) {
+  const int port = free_port();
+  StoreLab lab{fmt::format(
+      "[[device]]\nname = \"dns6\"\nkind = \"dns\"\nhost = \"::1\"\nport = {}\n", port)};
+  auto r = run_probe(
+      fmt::format("type = \"dns\"\nquery = \"gateway.store.lan\"\nrecord_type = \"AAAA\"\n"
+                  "server = \"[::1]:{}\"\nexpect = \"fd00:20::1\"",
+                  port));
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_THAT(r.message, HasSubstr(fmt::format("[::1]:{}", port)));
+}
+
 TEST(DnsProbeConfig, DefaultsAndBadValuesAreConfigErrors) {
   auto c = probe_config("type = \"dns\"\nquery = \"pos.store.lan\"");
   EXPECT_EQ(c.str("record_type"), "A");
