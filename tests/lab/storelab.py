@@ -46,6 +46,8 @@ from lab_core import Device, StreamDevice, KINDS, register  # noqa: E402
 
 # One import per device kind module; each registers its kinds in KINDS.
 import lab_tcp  # noqa: E402,F401
+import lab_escpos  # noqa: E402,F401
+import lab_dns  # noqa: E402,F401
 
 
 def devices_from_lab(path):
