@@ -87,6 +87,9 @@ std::vector<std::string> validate(const config::ProbeConfig& p) {
     problems.push_back(fmt::format("expect_status {} is not an HTTP status (100..599)", s));
   }
   if (p.integer("cert_warn_days") < 0) problems.push_back("cert_warn_days must not be negative");
+  if (p.str("method") == "HEAD" && p.has("expect_body") && !p.str("expect_body").empty()) {
+    problems.push_back("expect_body cannot be checked with method HEAD: the answer has no body");
+  }
   return problems;
 }
 

@@ -170,6 +170,8 @@ TEST(HttpConfig, RejectsOtherSchemesAndBadValues) {
   EXPECT_THAT(config_errors("url = \"http://x/\"\ncert_warn_days = -1"),
               HasSubstr("cert_warn_days"));
   EXPECT_THAT(config_errors("url = \"http://x/\"\nverify = false"), HasSubstr("verify"));
+  EXPECT_THAT(config_errors("url = \"http://x/\"\nmethod = \"HEAD\"\nexpect_body = \"ok\""),
+              HasSubstr("HEAD"));
   EXPECT_THAT(config_errors(""), HasSubstr("url"));
 }
 
