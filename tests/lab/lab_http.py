@@ -32,7 +32,7 @@ CERTS = {
     "expiring": (datetime.timedelta(days=-300), datetime.timedelta(days=10, hours=6), True),
 }
 WRONG_HOST = "wrong-host.storelab.invalid"
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 64 * 1024  # request bodies up to this are read, larger ones ignored
 
 
 def openssl(*args, cwd):
@@ -137,8 +137,9 @@ def pki():
 
 async def read_request(reader):
     """(method, path) of one HTTP/1.x request; its body is read and dropped."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > MAX_REQUEST_BYTES:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
         raise ConnectionError("request head too long")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
@@ -148,7 +149,10 @@ async def read_request(reader):
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if name.strip().lower() == "content-length":
-            length = int(value.strip())
+            try:
+                length = int(value.strip())
+            except ValueError:
+                raise ConnectionError("bad Content-Length")
     if 0 < length <= MAX_REQUEST_BYTES:
         await reader.readexactly(length)
     return parts[0], parts[1]
