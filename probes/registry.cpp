@@ -5,6 +5,7 @@
 
 #include "probes/dns_probe.h"
 #include "probes/escpos_probe.h"
+#include "probes/http_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -15,6 +16,7 @@ const ProbeType kTypes[] = {
     tcp_probe_type(),
     escpos_probe_type(),
     dns_probe_type(),
+    http_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {

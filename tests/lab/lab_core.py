@@ -7,6 +7,10 @@ import asyncio
 # kind name -> Device subclass
 KINDS = {}
 
+# Options of `storelab.py serve` that device kinds read, set before any
+# device starts: "pki" is the directory for test certificates.
+SETTINGS = {}
+
 # How long "slow" delays an answer, and how long "hang" holds a connection.
 SLOW_SECONDS = 2.0
 HANG_SECONDS = 120.0

@@ -25,6 +25,10 @@ Devices come from a lab file, from a storewatch config, or both:
   storelab.py ctl --control /tmp/lab.sock stats printer-01    # connections seen, open now
   storelab.py kinds
 
+https devices (kind = "https", cert = "good" | "expired" | "not_yet_valid" |
+"wrong_host" | "unknown_ca" | "expiring") get certificates from a test CA that
+storelab makes at start-up in `serve --pki DIR`; clients trust DIR/ca.pem.
+
 With --config, every probe whose type has a device kind (tcp, and the kinds
 the modules below map) gets a device at its host and port.
 
@@ -35,19 +39,23 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import lab_core  # noqa: E402
 from lab_core import Device, StreamDevice, KINDS, register  # noqa: E402
 
 # One import per device kind module; each registers its kinds in KINDS.
 import lab_tcp  # noqa: E402,F401
 import lab_escpos  # noqa: E402,F401
 import lab_dns  # noqa: E402,F401
+import lab_http  # noqa: E402,F401
 
 
 def devices_from_lab(path):
@@ -86,6 +94,7 @@ async def serve(args):
         if d.name in devices:
             raise SystemExit(f"storelab: two devices are named {d.name!r}")
         devices[d.name] = d
+    lab_core.SETTINGS["pki"] = args.pki
     for d in devices.values():
         await d.start()
 
@@ -172,6 +181,9 @@ def main():
     s.add_argument("--devices", help="lab file with [[device]] tables")
     s.add_argument("--config", help="storewatch config: play every device its probes watch")
     s.add_argument("--control", required=True, help="Unix socket for ctl commands")
+    s.add_argument("--pki", help="directory for the test CA (DIR/ca.pem) and the https devices' "
+                                 "certificates; default: a temporary one next to --control, "
+                                 "removed on exit")
     c = sub.add_parser("ctl", help="send a command to a running storelab")
     c.add_argument("--control", required=True)
     c.add_argument("words", nargs="+")
@@ -180,7 +192,15 @@ def main():
     if args.cmd == "serve":
         if not args.devices and not args.config:
             p.error("serve needs --devices, --config or both")
-        asyncio.run(serve(args))
+        temporary_pki = None
+        if not args.pki:
+            temporary_pki = args.pki = tempfile.mkdtemp(
+                prefix="storelab-pki-", dir=os.path.dirname(os.path.abspath(args.control)))
+        try:
+            asyncio.run(serve(args))
+        finally:
+            if temporary_pki:
+                shutil.rmtree(temporary_pki, ignore_errors=True)
         return 0
     if args.cmd == "kinds":
         return kinds(args)

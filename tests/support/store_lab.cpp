@@ -48,7 +48,8 @@ StoreLab::StoreLab(const std::string& devices_toml) : socket_(dir_ / "lab.sock")
   write_file(dir_ / "lab.toml", devices_toml);
   child_ = std::make_unique<Child>(
       std::vector<std::string>{"python3", storelab_script().string(), "serve", "--devices",
-                               (dir_ / "lab.toml").string(), "--control", socket_.string()},
+                               (dir_ / "lab.toml").string(), "--control", socket_.string(), "--pki",
+                               pki_dir().string()},
       dir_.path());
   const bool answered = wait_until(
       [this] {
@@ -59,7 +60,8 @@ StoreLab::StoreLab(const std::string& devices_toml) : socket_(dir_ / "lab.sock")
           return false;
         }
       },
-      20s);
+      // Making the https devices' certificates takes a few openssl runs.
+      60s);
   if (!answered || !child_->running()) {
     throw std::runtime_error("storelab did not start: " + child_->err());
   }

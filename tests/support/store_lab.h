@@ -16,7 +16,8 @@ namespace storewatch::test {
 class StoreLab {
  public:
   /// Starts storelab with `devices_toml` as its lab file ([[device]] tables)
-  /// and waits until its control socket answers.
+  /// and waits until its control socket answers. https devices get their
+  /// certificates from a test CA in pki_dir().
   explicit StoreLab(const std::string& devices_toml);
   ~StoreLab();
   StoreLab(const StoreLab&) = delete;
@@ -31,6 +32,10 @@ class StoreLab {
   nlohmann::json stats(const std::string& device) const;
 
   const std::filesystem::path& dir() const { return dir_.path(); }
+  /// storelab's `--pki` directory: the test CA is pki_dir()/ca.pem.
+  std::filesystem::path pki_dir() const { return dir_ / "pki"; }
+  /// The CA file an https client should trust (`ca_file`).
+  std::filesystem::path ca_file() const { return pki_dir() / "ca.pem"; }
 
  private:
   TempDir dir_;
