@@ -76,9 +76,27 @@ struct SpawnFailure {
 // argv[0] as posix_spawn should get it: with a '/' as given (relative to
 // the working dir), else the first executable match on the child's PATH.
 // posix_spawnp would search the agent's PATH, not the child's.
-std::variant<std::string, SpawnFailure> resolve(const std::string& name, const std::string& path) {
+std::variant<std::string, SpawnFailure> resolve(const std::string& name, const std::string& path,
+                                                const std::filesystem::path& working_dir) {
   if (name.empty()) return SpawnFailure{ProcessResult::SpawnError::not_found, "empty command"};
-  if (name.find('/') != std::string::npos) return name;
+  if (name.find('/') != std::string::npos) {
+    // Checked here as well as by posix_spawn: under qemu-user, posix_spawn's
+    // vfork is emulated by a fork and exec errors come back as exit 127.
+    const std::filesystem::path file =
+        name[0] == '/' || working_dir.empty() ? std::filesystem::path(name) : working_dir / name;
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) {
+        return SpawnFailure{ProcessResult::SpawnError::not_found,
+                            fmt::format("{}: not found", name)};
+      }
+    } else if (!S_ISREG(st.st_mode) || ::access(file.c_str(), X_OK) != 0) {
+      return SpawnFailure{ProcessResult::SpawnError::not_executable,
+                          fmt::format("{}: not executable ({})", name,
+                                      S_ISDIR(st.st_mode) ? "a directory" : "Permission denied")};
+    }
+    return name;
+  }
   bool seen_not_executable = false;
   std::string_view dirs = path;
   while (true) {
@@ -216,7 +234,7 @@ void Process::State::spawn() {
     fail({ProcessResult::SpawnError::not_found, "empty command"});
     return;
   }
-  auto resolved = resolve(spec.argv[0], env["PATH"]);
+  auto resolved = resolve(spec.argv[0], env["PATH"], spec.working_dir);
   if (auto* f = std::get_if<SpawnFailure>(&resolved)) {
     fail(std::move(*f));
     return;

@@ -160,6 +160,10 @@ TEST_F(ExecProbe, PluginThatIsNotExecutable) {
   EXPECT_EQ(status_of(r), "unknown");
   EXPECT_THAT(r.message, HasSubstr("not executable"));
   EXPECT_THAT(r.message, HasSubstr(plugin.string()));
+
+  r = run_probe(exec_toml({dir.path().string()}));
+  EXPECT_EQ(status_of(r), "unknown");
+  EXPECT_THAT(r.message, HasSubstr("not executable (a directory)"));
 }
 
 TEST_F(ExecProbe, PluginThatDoesNotExist) {
@@ -243,7 +247,7 @@ TEST_F(ExecProbe, PluginThatForksAChildHoldingThePipeAndExits) {
   auto pids = dir / "pids";
   auto plugin = script(
       dir, "check_fork",
-      fmt::format("sleep 1000 &\necho $! > {}\necho 'OK forked | n=1'\nexit 0\n", pids.string()));
+      fmt::format("sleep 60 &\necho $! > {}\necho 'OK forked | n=1'\nexit 0\n", pids.string()));
   const auto started = std::chrono::steady_clock::now();
   auto r = run_probe(exec_toml({plugin.string()}));
   EXPECT_LT(std::chrono::steady_clock::now() - started, 4s);
@@ -258,8 +262,8 @@ TEST_F(ExecProbe, PluginThatForksAChildHoldingThePipeAndExits) {
 TEST_F(ExecProbe, PluginThatRunsForeverIsKilledWithItsWholeGroup) {
   auto pids = dir / "pids";
   auto plugin = script(dir, "check_forever",
-                       fmt::format("echo $$ > {0}\nsleep 1000 &\necho $! >> {0}\n"
-                                   "(sleep 1000; echo never) &\necho $! >> {0}\n"
+                       fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\n"
+                                   "(sleep 60; echo never) &\necho $! >> {0}\n"
                                    "echo 'started'\nwait\n",
                                    pids.string()));
   auto toml = exec_toml({plugin.string()}, "", "1s");
@@ -397,7 +401,7 @@ TEST_F(ProcessRunner, OwnTimeoutKillsTheGroupAndSaysTimedOut) {
   auto pids = dir / "pids";
   auto plugin =
       script(dir, "forever",
-             fmt::format("echo $$ > {0}\nsleep 1000 &\necho $! >> {0}\nwait\n", pids.string()));
+             fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\nwait\n", pids.string()));
   probes::ProcessSpec spec;
   spec.argv = {plugin.string()};
   spec.timeout = 300ms;
@@ -450,7 +454,7 @@ TEST_F(ProcessRunner, CancelKillsAndReapsAndDoesNotCallDone) {
   auto pids = dir / "pids";
   auto plugin =
       script(dir, "forever",
-             fmt::format("echo $$ > {0}\nsleep 1000 &\necho $! >> {0}\nwait\n", pids.string()));
+             fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\nwait\n", pids.string()));
   boost::asio::io_context io;
   bool called = false;
   probes::ProcessSpec spec;
@@ -482,9 +486,8 @@ TEST_F(ProcessRunner, SigchldFallbackSeesExitsAndTimeouts) {
   EXPECT_EQ(ran.result->out, "hi\n");
 
   auto pids = dir / "pids";
-  auto slow =
-      script(dir, "slow",
-             fmt::format("echo $$ > {0}\nsleep 1000 &\necho $! >> {0}\nwait\n", pids.string()));
+  auto slow = script(
+      dir, "slow", fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\nwait\n", pids.string()));
   spec.argv = {slow.string()};
   spec.timeout = 300ms;
   ran = run_process(spec);
