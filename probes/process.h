@@ -4,7 +4,8 @@
 /// probe's plugins and, later, `exec` remediations. Nothing here blocks the
 /// loop: output is read through pipes, the exit is seen through a pidfd (or,
 /// where pidfd_open is missing, e.g. under some qemu-user builds, SIGCHLD
-/// and waitid(WNOHANG)).
+/// and waitid(WNOHANG)). Boost 1.74's signal_set installs its handler without
+/// SA_RESTART, so in that fallback other threads' blocking calls may see EINTR.
 ///
 /// The child:
 ///  - is started with posix_spawn from an argv, never through a shell;
