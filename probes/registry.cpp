@@ -6,6 +6,7 @@
 #include "probes/dns_probe.h"
 #include "probes/escpos_probe.h"
 #include "probes/http_probe.h"
+#include "probes/exec_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -17,6 +18,7 @@ const ProbeType kTypes[] = {
     escpos_probe_type(),
     dns_probe_type(),
     http_probe_type(),
+    exec_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {
