@@ -69,6 +69,10 @@ Scheduler::~Scheduler() {
   stop();
 }
 
+milliseconds Scheduler::slot_grain(milliseconds interval) {
+  return std::clamp<milliseconds>(interval / 16, milliseconds(1), kMaxSlotGrain);
+}
+
 milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval) {
   // FNV-1a: stable across runs and builds, unlike std::hash.
   std::uint64_t h = 1469598103934665603ull;
@@ -76,8 +80,11 @@ milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval
     h ^= c;
     h *= 1099511628211ull;
   }
-  auto span = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 1));
-  return milliseconds(static_cast<std::int64_t>(h % span));
+  // Offsets are whole grains, so probes that share a grain share their slots
+  // and the loop wakes once for all of them.
+  const milliseconds grain = slot_grain(interval);
+  const auto grains = static_cast<std::uint64_t>(std::max<std::int64_t>(interval / grain, 1));
+  return grain * static_cast<std::int64_t>(h % grains);
 }
 
 void Scheduler::start() {

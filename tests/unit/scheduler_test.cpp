@@ -11,6 +11,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <set>
+
 #include "agent/status.h"
 #include "probes/registry.h"
 #include "tests/support/support.h"
@@ -125,6 +129,23 @@ TEST(Scheduler, OffsetsAreStableAndInsideTheInterval) {
     EXPECT_LT(a, 15s);
   }
   EXPECT_NE(Scheduler::offset_of("lane-01-pos", 15s), Scheduler::offset_of("lane-02-pos", 15s));
+}
+
+TEST(Scheduler, OffsetsComeInGrainsSoProbesShareWakeUps) {
+  EXPECT_EQ(Scheduler::slot_grain(10s), Scheduler::kMaxSlotGrain);
+  EXPECT_EQ(Scheduler::slot_grain(1s), 62ms);
+  EXPECT_EQ(Scheduler::slot_grain(10ms), 1ms);
+  std::set<std::int64_t> distinct;
+  for (int i = 0; i < 1000; ++i) {
+    auto o = Scheduler::offset_of(fmt::format("p{:04d}-tcp", i), 10s);
+    EXPECT_EQ(o % Scheduler::kMaxSlotGrain, 0ms);
+    EXPECT_LT(o, 10s);
+    distinct.insert(o.count());
+  }
+  // 1,000 probes every 10 s: 40 grains, each used, none holding most probes.
+  EXPECT_EQ(distinct.size(), 40u);
+  // Short intervals keep a fine spread.
+  EXPECT_LT(Scheduler::offset_of("x", 100ms), 100ms);
 }
 
 TEST(Scheduler, EnforcesTheTimeoutOfAHungDevice) {
