@@ -217,7 +217,8 @@ int run_daemon(const config::Config& cfg) {
           {"pid", ::getpid()},
           {"version", STOREWATCH_VERSION},
           {"started_at", format_rfc3339(started)},
-          {"store_backlog", writer.backlog()}}},
+          {"store_backlog", writer.backlog()},
+          {"schedule", schedule_json(scheduler.schedule_stats())}}},
     };
   };
   (*control)->handle("ping", [](const json&, const Peer&) { return json{{"pong", true}}; });

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "config/log.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
@@ -9,8 +13,36 @@
 namespace storewatch::agent {
 
 namespace asio = boost::asio;
+using std::chrono::microseconds;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
+
+void LatenessRecorder::record(microseconds late) {
+  const std::int64_t us = std::max<std::int64_t>(late.count(), 0);
+  ring_[count_ % kWindow] = us;
+  ++count_;
+  max_ = std::max(max_, us);
+}
+
+ScheduleStats LatenessRecorder::stats() const {
+  ScheduleStats s;
+  s.checks = count_;
+  s.skipped = skipped_;
+  s.queued = queued_;
+  s.window = static_cast<std::size_t>(std::min<std::uint64_t>(count_, kWindow));
+  s.max = microseconds(max_);
+  if (s.window == 0) return s;
+  std::vector<std::int64_t> v(ring_.begin(), ring_.begin() + static_cast<std::ptrdiff_t>(s.window));
+  std::sort(v.begin(), v.end());
+  // Nearest rank: the smallest value with at least p% of the window at or below it.
+  auto rank = [&](double p) {
+    auto k = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+    return microseconds(v[std::clamp<std::size_t>(k, 1, v.size()) - 1]);
+  };
+  s.p50 = rank(50);
+  s.p99 = rank(99);
+  return s;
+}
 
 struct Scheduler::Entry {
   Entry(asio::io_context& io, const config::ProbeConfig& c)
@@ -22,7 +54,8 @@ struct Scheduler::Entry {
   asio::steady_timer deadline;  ///< the running check's timeout
   steady_clock::time_point origin;
   steady_clock::time_point started;
-  std::uint64_t generation = 0;  ///< tells a stale completion from the current one
+  std::optional<steady_clock::time_point> slot;  ///< of the check due or queued, if scheduled
+  std::uint64_t generation = 0;                  ///< tells a stale completion from the current one
   bool running = false;
   bool waiting = false;
 };
@@ -36,6 +69,10 @@ Scheduler::~Scheduler() {
   stop();
 }
 
+milliseconds Scheduler::slot_grain(milliseconds interval) {
+  return std::clamp<milliseconds>(interval / 16, milliseconds(1), kMaxSlotGrain);
+}
+
 milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval) {
   // FNV-1a: stable across runs and builds, unlike std::hash.
   std::uint64_t h = 1469598103934665603ull;
@@ -43,8 +80,11 @@ milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval
     h ^= c;
     h *= 1099511628211ull;
   }
-  auto span = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 1));
-  return milliseconds(static_cast<std::int64_t>(h % span));
+  // Offsets are whole grains, so probes that share a grain share their slots
+  // and the loop wakes once for all of them.
+  const milliseconds grain = slot_grain(interval);
+  const auto grains = static_cast<std::uint64_t>(std::max<std::int64_t>(interval / grain, 1));
+  return grain * static_cast<std::int64_t>(h % grains);
 }
 
 void Scheduler::start() {
@@ -73,7 +113,7 @@ void Scheduler::stop() {
 void Scheduler::arm(Entry& e) {
   e.timer.async_wait([this, &e](const boost::system::error_code& ec) {
     if (ec || stopped_) return;
-    due(e);
+    due(e, e.timer.expiry());
     // Next slot strictly after now, on the origin's grid: missed slots are
     // skipped, never bunched, and the grid does not drift.
     const auto interval = e.config.interval;
@@ -84,12 +124,15 @@ void Scheduler::arm(Entry& e) {
   });
 }
 
-void Scheduler::due(Entry& e) {
+void Scheduler::due(Entry& e, std::optional<steady_clock::time_point> slot) {
   if (e.running || e.waiting) {
     log::debug("probe {}: still running at its next slot; skipping it", e.config.name);
+    if (slot) lateness_.skipped();
     return;
   }
+  e.slot = slot;
   if (running_ >= config_.agent.max_concurrent_checks) {
+    if (slot) lateness_.queued();
     e.waiting = true;
     waiting_.push_back(&e);
     return;
@@ -100,7 +143,7 @@ void Scheduler::due(Entry& e) {
 bool Scheduler::run_now(const std::string& name) {
   auto it = entries_.find(name);
   if (it == entries_.end()) return false;
-  if (!stopped_) due(*it->second);
+  if (!stopped_) due(*it->second, std::nullopt);
   return true;
 }
 
@@ -109,6 +152,10 @@ void Scheduler::begin(Entry& e) {
   ++running_;
   const std::uint64_t gen = ++e.generation;
   e.started = steady_clock::now();
+  if (e.slot) {
+    lateness_.record(std::chrono::duration_cast<microseconds>(e.started - *e.slot));
+    e.slot.reset();
+  }
   e.deadline.expires_after(e.config.timeout);
   e.deadline.async_wait([this, &e, gen](const boost::system::error_code& ec) {
     if (ec || gen != e.generation || !e.running) return;

@@ -18,6 +18,15 @@ json probe_json(const ProbeView& p) {
   };
 }
 
+json schedule_json(const ScheduleStats& s) {
+  auto ms = [](std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; };
+  return json{
+      {"checks", s.checks},       {"skipped", s.skipped},     {"queued", s.queued},
+      {"window", s.window},       {"late_p50_ms", ms(s.p50)}, {"late_p99_ms", ms(s.p99)},
+      {"late_max_ms", ms(s.max)},
+  };
+}
+
 Result<json> status_from_store(const config::Config& config, Store& store) {
   auto rows = store.probe_states();
   if (!rows) return rows.error();

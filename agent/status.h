@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "agent/engine.h"
+#include "agent/scheduler.h"
 #include "agent/store.h"
 #include "config/config.h"
 
@@ -15,6 +16,11 @@ namespace storewatch::agent {
 
 /// One probe's entry of the document.
 nlohmann::json probe_json(const ProbeView& p);
+
+/// The scheduler's lateness figures, `agent.schedule` of the live document:
+/// {"checks", "skipped", "queued", "window", "late_p50_ms", "late_p99_ms",
+/// "late_max_ms"} (milliseconds with microsecond precision).
+nlohmann::json schedule_json(const ScheduleStats& s);
 
 /// From the database, for when no daemon answers: probe levels as last
 /// persisted, `sync.connected` false, `agent.running` false.

@@ -11,6 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <set>
+
+#include "agent/status.h"
 #include "probes/registry.h"
 #include "tests/support/support.h"
 #include "tests/support/tcp_device.h"
@@ -126,6 +131,23 @@ TEST(Scheduler, OffsetsAreStableAndInsideTheInterval) {
   EXPECT_NE(Scheduler::offset_of("lane-01-pos", 15s), Scheduler::offset_of("lane-02-pos", 15s));
 }
 
+TEST(Scheduler, OffsetsComeInGrainsSoProbesShareWakeUps) {
+  EXPECT_EQ(Scheduler::slot_grain(10s), Scheduler::kMaxSlotGrain);
+  EXPECT_EQ(Scheduler::slot_grain(1s), 62ms);
+  EXPECT_EQ(Scheduler::slot_grain(10ms), 1ms);
+  std::set<std::int64_t> distinct;
+  for (int i = 0; i < 1000; ++i) {
+    auto o = Scheduler::offset_of(fmt::format("p{:04d}-tcp", i), 10s);
+    EXPECT_EQ(o % Scheduler::kMaxSlotGrain, 0ms);
+    EXPECT_LT(o, 10s);
+    distinct.insert(o.count());
+  }
+  // 1,000 probes every 10 s: 40 grains, each used, none holding most probes.
+  EXPECT_EQ(distinct.size(), 40u);
+  // Short intervals keep a fine spread.
+  EXPECT_LT(Scheduler::offset_of("x", 100ms), 100ms);
+}
+
 TEST(Scheduler, EnforcesTheTimeoutOfAHungDevice) {
   BlackHole hole;
   config::Config cfg;
@@ -197,6 +219,121 @@ TEST(Scheduler, RunsEveryProbeOnItsInterval) {
   ASSERT_TRUE(run_until(io, [&] { return runs["a"] >= 3 && runs["b"] >= 3; }));
   s.stop();
   EXPECT_FALSE(s.run_now("nope"));
+}
+
+TEST(LatenessRecorder, PercentilesAndMaxOfKnownValues) {
+  LatenessRecorder r;
+  EXPECT_EQ(r.stats().checks, 0u);
+  EXPECT_EQ(r.stats().window, 0u);
+  EXPECT_EQ(r.stats().p99.count(), 0);
+  // 100 checks, 1..100 ms late, in a scrambled order.
+  for (int i = 0; i < 100; ++i) r.record(std::chrono::milliseconds((i * 37) % 100 + 1));
+  auto s = r.stats();
+  EXPECT_EQ(s.checks, 100u);
+  EXPECT_EQ(s.window, 100u);
+  EXPECT_EQ(s.p50, 50ms);
+  EXPECT_EQ(s.p99, 99ms);
+  EXPECT_EQ(s.max, 100ms);
+}
+
+TEST(LatenessRecorder, EarlyTimersCountAsOnTime) {
+  LatenessRecorder r;
+  r.record(std::chrono::microseconds(-300));
+  EXPECT_EQ(r.stats().max.count(), 0);
+  EXPECT_EQ(r.stats().p50.count(), 0);
+}
+
+TEST(LatenessRecorder, TheWindowIsBoundedAndTheMaxIsForever) {
+  LatenessRecorder r;
+  r.record(5s);  // soon overwritten in the window, but still the max
+  const std::size_t n = LatenessRecorder::kWindow + 10;
+  for (std::size_t i = 0; i < n; ++i) r.record(1ms);
+  r.skipped();
+  r.queued();
+  auto s = r.stats();
+  EXPECT_EQ(s.checks, n + 1);
+  EXPECT_EQ(s.window, LatenessRecorder::kWindow);
+  EXPECT_EQ(s.p99, 1ms);
+  EXPECT_EQ(s.max, 5s);
+  EXPECT_EQ(s.skipped, 1u);
+  EXPECT_EQ(s.queued, 1u);
+}
+
+TEST(LatenessRecorder, StatusJsonHasTheScheduleFields) {
+  LatenessRecorder r;
+  r.record(std::chrono::microseconds(1500));
+  auto j = schedule_json(r.stats());
+  EXPECT_EQ(j["checks"], 1);
+  EXPECT_DOUBLE_EQ(j["late_p50_ms"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(j["late_p99_ms"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(j["late_max_ms"].get<double>(), 1.5);
+  for (const char* k : {"skipped", "queued", "window"}) EXPECT_TRUE(j.contains(k)) << k;
+}
+
+TEST(Scheduler, RecordsTheLatenessOfEveryScheduledCheck) {
+  test::TcpDevice device;
+  config::Config cfg;
+  cfg.probes.push_back(tcp_probe("a", device.port(), 100ms));
+  cfg.probes.push_back(tcp_probe("b", device.port(), 100ms));
+  boost::asio::io_context io;
+  int results = 0;
+  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult&) { ++results; });
+  EXPECT_EQ(s.schedule_stats().checks, 0u);
+  s.start();
+  ASSERT_TRUE(run_until(io, [&] { return results >= 6; }));
+  s.stop();
+  auto st = s.schedule_stats();
+  // Every result came from a scheduled check (one may have begun and been
+  // cancelled by stop()).
+  EXPECT_GE(st.checks, 6u);
+  EXPECT_LE(st.checks, static_cast<std::uint64_t>(results) + 2);
+  EXPECT_EQ(st.window, st.checks);
+  EXPECT_GE(st.p50.count(), 0);
+  EXPECT_LE(st.p50, st.p99);
+  EXPECT_LE(st.p99, st.max);
+  EXPECT_LT(st.max, 10s);  // sane: bounded by the test's own deadline
+  EXPECT_EQ(st.queued, 0u);
+}
+
+TEST(Scheduler, RunNowIsNotScheduledSoHasNoLateness) {
+  test::TcpDevice device;
+  config::Config cfg;
+  // An hour's interval: its first slot is far away (checked, not assumed).
+  ASSERT_GT(Scheduler::offset_of("manual", 1h), 1min);
+  cfg.probes.push_back(tcp_probe("manual", device.port(), 1h));
+  boost::asio::io_context io;
+  int results = 0;
+  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult&) { ++results; });
+  s.start();
+  ASSERT_TRUE(s.run_now("manual"));
+  ASSERT_TRUE(run_until(io, [&] { return results == 1; }));
+  EXPECT_EQ(s.schedule_stats().checks, 0u);
+  s.stop();
+}
+
+TEST(Scheduler, LatenessIncludesTheWaitForTheConcurrencyCap) {
+  BlackHole hole;
+  test::TcpDevice device;
+  config::Config cfg;
+  cfg.agent.max_concurrent_checks = 1;
+  cfg.probes.push_back(tcp_probe("hung", hole.port(), 1h, 300ms));
+  cfg.probes.push_back(tcp_probe("fine", device.port(), 100ms, 5s));
+  ASSERT_GT(Scheduler::offset_of("hung", 1h), 1min);
+  boost::asio::io_context io;
+  std::vector<std::string> order;
+  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  s.start();
+  // "hung" holds the only slot for its 300 ms timeout; "fine"'s first slot
+  // comes within 100 ms of start, so it waits at least 200 ms for the cap.
+  s.run_now("hung");
+  ASSERT_TRUE(run_until(io, [&] { return order.size() >= 2; }));
+  s.stop();
+  EXPECT_EQ(order[0], "hung");
+  EXPECT_EQ(order[1], "fine");
+  auto st = s.schedule_stats();
+  EXPECT_GE(st.queued, 1u);
+  EXPECT_GE(st.checks, 1u);
+  EXPECT_GE(st.max, 200ms);  // a lower bound: a slow machine only makes it larger
 }
 
 }  // namespace
