@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "probes/systemd_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -11,6 +12,7 @@ namespace {
 // One line per probe type.
 const ProbeType kTypes[] = {
     tcp_probe_type(),
+    systemd_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {
