@@ -7,6 +7,7 @@
 #include "probes/escpos_probe.h"
 #include "probes/http_probe.h"
 #include "probes/exec_probe.h"
+#include "probes/systemd_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -19,6 +20,7 @@ const ProbeType kTypes[] = {
     dns_probe_type(),
     http_probe_type(),
     exec_probe_type(),
+    systemd_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {

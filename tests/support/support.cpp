@@ -204,6 +204,10 @@ void Broker::stop() {
 }
 
 std::vector<std::string> storewatch_command(std::vector<std::string> args) {
+  return target_command(STOREWATCH_BIN, std::move(args));
+}
+
+std::vector<std::string> target_command(std::string binary, std::vector<std::string> args) {
   std::vector<std::string> cmd;
   std::string emulator = STOREWATCH_TEST_EMULATOR;
   if (!emulator.empty()) {
@@ -212,7 +216,7 @@ std::vector<std::string> storewatch_command(std::vector<std::string> args) {
       if (!part.empty()) cmd.push_back(part);
     }
   }
-  cmd.push_back(STOREWATCH_BIN);
+  cmd.push_back(std::move(binary));
   for (auto& a : args) cmd.push_back(std::move(a));
   return cmd;
 }

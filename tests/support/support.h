@@ -98,6 +98,10 @@ class Broker {
 /// emulator when there is one.
 std::vector<std::string> storewatch_command(std::vector<std::string> args);
 
+/// Any binary built for the target (a test helper such as fake_systemd),
+/// spawned through the cross-compiling emulator when there is one.
+std::vector<std::string> target_command(std::string binary, std::vector<std::string> args);
+
 /// Whether something accepts TCP connections on 127.0.0.1:port.
 bool port_open(int port, const std::string& host = "127.0.0.1");
 

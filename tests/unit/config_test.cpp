@@ -19,6 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 // A directory of its own per test, removed afterwards.
 /// The shared temp dir, plus writing a file into it.
@@ -611,6 +612,7 @@ TEST(ConfigLoad, MissingRequiredKeysAreReported) {
 }
 
 TEST(ConfigLoad, UnknownProbeTypeListsTheKnownTypes) {
+  // Not a type anyone will add; the list grows with every type registered.
   auto d =
       only_error("[store]\nid = \"s\"\n[[probe]]\nname = \"p\"\ntype = \"fax\"\nhost = \"h\"\n");
   // Every registered type is listed, whichever types a build has.
