@@ -107,6 +107,11 @@ ProbeResult plugin_result(const ProcessResult& run) {
     r.message = fmt::format("plugin {}", run.describe());
     return r;
   }
+  if (run.outcome == Outcome::flooded) {
+    r.message = fmt::format("plugin {}; its first line: {}", run.describe(),
+                            printable(parse_plugin_output(run.out).message));
+    return r;
+  }
 
   PluginOutput output = parse_plugin_output(run.out);
   for (const PerfItem& item : output.perfdata) r.metrics.emplace(item.label, item.value);

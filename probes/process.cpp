@@ -147,6 +147,7 @@ struct Stream {
   explicit Stream(const asio::any_io_executor& ex) : pipe(ex) {}
   asio::posix::stream_descriptor pipe;
   std::string kept;
+  std::size_t total = 0;  ///< bytes read, kept or not
   bool truncated = false;
   bool eof = false;
   std::array<char, 16 * 1024> buffer{};
@@ -165,6 +166,7 @@ std::string ProcessResult::describe() const {
       return fmt::format("killed by signal {} ({})", signal, signal_name(signal));
     case Outcome::timed_out:
       return fmt::format("timed out after {:.1f} s", static_cast<double>(elapsed.count()) / 1e6);
+    case Outcome::flooded: return "stopped: it wrote more than 1 MB of output";
     case Outcome::spawn_failed: return error;
   }
   return error;
@@ -205,6 +207,7 @@ struct Process::State : std::enable_shared_from_this<State> {
   bool exited = false;  // the direct child is a zombie (not reaped yet)
   bool reaped = false;
   bool timed_out = false;
+  bool flooded = false;   // we killed the group for writing too much
   bool finished = false;  // done called or cancelled: no more results
   ProcessResult result;
 
@@ -329,6 +332,12 @@ void Process::State::read(Stream& s) {
               self->spec.output_cap - std::min(self->spec.output_cap, s.kept.size());
           s.kept.append(s.buffer.data(), std::min(n, room));
           if (n > room) s.truncated = true;
+          s.total += n;
+          if (s.total > self->spec.drain_limit && !self->flooded) {
+            // Enough: reading on would only burn the loop's time.
+            self->flooded = true;
+            if (!self->reaped) ::kill(-self->pid, SIGKILL);
+          }
         }
         if (ec) {
           s.eof = true;
@@ -451,6 +460,8 @@ void Process::State::finish() {
   if (r.outcome != ProcessResult::Outcome::spawn_failed) {
     if (timed_out) {
       r.outcome = ProcessResult::Outcome::timed_out;
+    } else if (flooded) {
+      r.outcome = ProcessResult::Outcome::flooded;
     } else if (exit_info.si_code == CLD_EXITED) {
       r.outcome = ProcessResult::Outcome::exited;
       r.exit_code = exit_info.si_status;

@@ -59,6 +59,10 @@ struct ProcessSpec {
   Millis timeout{0};
   /// Bytes kept of stdout and of stderr each; the rest is read and dropped.
   std::size_t output_cap = 64 * 1024;
+  /// Bytes read from one stream, kept or dropped, before the whole group is
+  /// killed (Outcome::flooded): a child printing 1 GB costs the loop no more
+  /// than reading this much.
+  std::size_t drain_limit = 1024 * 1024;
   /// How long to wait for EOF on the pipes after the direct child exited.
   Millis eof_grace{250};
 };
@@ -69,6 +73,7 @@ struct ProcessResult {
     exited,        ///< exit_code is set
     signalled,     ///< killed by `signal` (not by us)
     timed_out,     ///< we killed the group after ProcessSpec::timeout
+    flooded,       ///< we killed the group: it wrote more than ProcessSpec::drain_limit
     spawn_failed,  ///< never ran: see spawn_error and error
   };
   enum class SpawnError { none, not_found, not_executable, exec_format, other };
