@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "probes/icmp_probe.h"
+#include "probes/system_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -11,6 +13,8 @@ namespace {
 // One line per probe type.
 const ProbeType kTypes[] = {
     tcp_probe_type(),
+    icmp_probe_type(),
+    system_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {
