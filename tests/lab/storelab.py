@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lab_core import Device, StreamDevice, KINDS, register  # noqa: E402
 
 # One import per device kind module; each registers its kinds in KINDS.
+import lab_ntp  # noqa: E402,F401
 import lab_tcp  # noqa: E402,F401
 
 
