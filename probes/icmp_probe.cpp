@@ -171,7 +171,7 @@ class IcmpProbe final : public Probe {
     if (seq) {
       a->outstanding[*seq] = at;
     } else if (a->error.empty()) {
-      a->error = fmt::format("send to {}: {}", a->target.to_string(), seq.error().message);
+      a->error = seq.error().message;
     }
     if (a->to_send > 0) {
       a->next_echo.expires_at(at + p.spacing);
