@@ -611,11 +611,13 @@ TEST(ConfigLoad, MissingRequiredKeysAreReported) {
 }
 
 TEST(ConfigLoad, UnknownProbeTypeListsTheKnownTypes) {
-  auto d =
-      only_error("[store]\nid = \"s\"\n[[probe]]\nname = \"p\"\ntype = \"icmp\"\nhost = \"h\"\n");
-  EXPECT_EQ(to_string(d),
-            "test.toml:5:8: error: [[probe]] \"p\" type: unknown probe type \"icmp\" "
-            "(known types: tcp)");
+  auto d = only_error(
+      "[store]\nid = \"s\"\n[[probe]]\nname = \"p\"\ntype = \"carrier-pigeon\"\nhost = \"h\"\n");
+  // The list grows with every registered type; tcp is always there.
+  EXPECT_THAT(to_string(d),
+              ::testing::StartsWith("test.toml:5:8: error: [[probe]] \"p\" type: unknown probe "
+                                    "type \"carrier-pigeon\" (known types: "));
+  EXPECT_THAT(to_string(d), ::testing::HasSubstr("tcp"));
 }
 
 TEST(ConfigLoad, DuplicateProbeNameSaysWhereTheFirstIs) {
