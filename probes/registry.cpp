@@ -8,6 +8,8 @@
 #include "probes/http_probe.h"
 #include "probes/exec_probe.h"
 #include "probes/systemd_probe.h"
+#include "probes/icmp_probe.h"
+#include "probes/system_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
@@ -21,6 +23,8 @@ const ProbeType kTypes[] = {
     http_probe_type(),
     exec_probe_type(),
     systemd_probe_type(),
+    icmp_probe_type(),
+    system_probe_type(),
 };
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {

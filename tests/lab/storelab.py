@@ -52,6 +52,7 @@ import lab_core  # noqa: E402
 from lab_core import Device, StreamDevice, KINDS, register  # noqa: E402
 
 # One import per device kind module; each registers its kinds in KINDS.
+import lab_ntp  # noqa: E402,F401
 import lab_tcp  # noqa: E402,F401
 import lab_escpos  # noqa: E402,F401
 import lab_dns  # noqa: E402,F401
