@@ -282,6 +282,7 @@ std::string_view kind_name(config::KeyKind k) {
     case config::KeyKind::file: return "file";
     case config::KeyKind::number: return "number";
     case config::KeyKind::choice: return "choice";
+    case config::KeyKind::command: return "command (array of strings)";
   }
   return "?";
 }

@@ -78,6 +78,7 @@ enum class KeyKind {
   file,          ///< a path; missing on this machine is a warning
   number,        ///< a TOML integer or float, read as a double
   choice,        ///< one of the strings in KeySpec::choices
+  command,       ///< an argv array; an absolute argv[0] missing here is a warning
 };
 
 /// One key a probe type accepts.

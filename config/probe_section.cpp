@@ -55,6 +55,7 @@ std::optional<KeyValue> read_option(const Value& v, const KeySpec& spec) {
     }
     case KeyKind::number: return as_key_value(v.number());
     case KeyKind::choice: return as_key_value(v.choice(spec.choices));
+    case KeyKind::command: return as_key_value(v.command());
   }
   return std::nullopt;
 }
@@ -76,6 +77,7 @@ std::optional<toml::table> default_document(const KeySpec& spec) {
     case KeyKind::boolean:
     case KeyKind::port:
     case KeyKind::number:
+    case KeyKind::command:
     case KeyKind::string_array:
     case KeyKind::string_table: break;
   }

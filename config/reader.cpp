@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -287,6 +288,22 @@ std::optional<std::filesystem::path> Value::file(Empty empty) const {
     return std::nullopt;
   }
   return path;
+}
+
+std::optional<std::vector<std::string>> Value::command() const {
+  auto argv = string_array();
+  if (!argv || argv->empty() || argv->front().empty() || argv->front()[0] != '/') return argv;
+  const std::string& program = argv->front();
+  std::error_code ec;
+  const auto status = std::filesystem::status(program, ec);
+  if (status.type() == std::filesystem::file_type::not_found) {
+    warning(fmt::format("{} does not exist on this machine", program));
+  } else if (ec) {
+    warning(fmt::format("cannot check {}: {}", program, ec.message()));
+  } else if (std::filesystem::is_directory(status) || ::access(program.c_str(), X_OK) != 0) {
+    warning(fmt::format("{} is not an executable file", program));
+  }
+  return argv;
 }
 
 std::optional<std::vector<std::string>> Value::string_array() const {

@@ -96,6 +96,9 @@ class Value {
   /// A file this machine should have: relative is an error, missing a warning.
   std::optional<std::filesystem::path> file(Empty empty) const;
   std::optional<std::vector<std::string>> string_array() const;
+  /// An argv array: like string_array, and an absolute argv[0] that is
+  /// missing or not executable on this machine is a warning.
+  std::optional<std::vector<std::string>> command() const;
   /// An inline table of strings; keys match `[A-Za-z0-9_.-]{1,64}`.
   std::optional<std::map<std::string, std::string>> string_table() const;
 

@@ -10,7 +10,7 @@ namespace {
 namespace asio = boost::asio;
 
 constexpr config::KeySpec kKeys[] = {
-    {"command", config::KeyKind::string_array, true, "",
+    {"command", config::KeyKind::command, true, "",
      "the plugin and its arguments, run without a shell; the first element is an absolute path "
      "or a name looked up on PATH"},
     {"env", config::KeyKind::string_table, false, "",

@@ -305,6 +305,7 @@ constexpr KeySpec kKitchenSinkKeys[] = {
     {"note", KeyKind::string, false, "", ""},
     {"ratio", KeyKind::number, false, "0.5", ""},
     {"record", KeyKind::choice, false, "A", "", "A|AAAA|MX"},
+    {"run", KeyKind::command, false, "", ""},
 };
 
 std::vector<std::string> validate_sink(const ProbeConfig& p) {
@@ -355,6 +356,29 @@ TEST(ConfigLoad, ChoiceKeysListTheAllowedValues) {
   auto d = only_error(parse_sink("target = \"p\"\nrecord = \"TXT\""));
   EXPECT_THAT(d.message, HasSubstr("record: \"TXT\" is not one of A,AAAA,MX"));
   EXPECT_EQ(d.where.line, 8);
+}
+
+TEST(ConfigLoad, CommandsMissingHereAreWarningsNotErrors) {
+  auto missing = parse_sink("target = \"p\"\nrun = [\"/no/such/check_pos\", \"-w\", \"1\"]");
+  ASSERT_TRUE(missing.ok()) << dump(missing.diagnostics);
+  ASSERT_EQ(warnings(missing.diagnostics).size(), 1u) << dump(missing.diagnostics);
+  EXPECT_THAT(warnings(missing.diagnostics)[0].message,
+              HasSubstr("run: /no/such/check_pos does not exist on this machine"));
+  EXPECT_EQ(missing.config->probes[0].strings("run"),
+            (std::vector<std::string>{"/no/such/check_pos", "-w", "1"}));
+
+  TempDir dir;
+  test::write_file(dir / "not-executable", "#!/bin/sh\n");
+  auto plain =
+      parse_sink(fmt::format("target = \"p\"\nrun = [\"{}\"]", (dir / "not-executable").string()));
+  ASSERT_EQ(warnings(plain.diagnostics).size(), 1u) << dump(plain.diagnostics);
+  EXPECT_THAT(warnings(plain.diagnostics)[0].message, HasSubstr("is not an executable file"));
+
+  // A bare name is looked up when the probe runs; /bin/sh exists everywhere.
+  for (const char* ok : {"check_tcp", "/bin/sh"}) {
+    auto fine = parse_sink(fmt::format("target = \"p\"\nrun = [\"{}\"]", ok));
+    EXPECT_TRUE(warnings(fine.diagnostics).empty()) << dump(fine.diagnostics);
+  }
 }
 
 TEST(ConfigLoad, TypeValidatorRunsOnlyWhenEveryKeyIsValid) {
