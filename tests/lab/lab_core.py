@@ -180,6 +180,10 @@ class DatagramDevice(Device):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+            # The socket itself closes on the loop's next turn: let it, so a
+            # query right after `down` is refused rather than dropped.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
     def answer(self, data):
         raise NotImplementedError

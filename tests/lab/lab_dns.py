@@ -129,13 +129,7 @@ class DnsServer(DatagramDevice):
                 self._tcp_session, self.host, self.port, reuse_address=True)
 
     async def close_listener(self):
-        closing = self.transport is not None
-        await super().close_listener()
-        if closing:
-            # transport.close() closes the socket one loop turn later; until
-            # then a query would be swallowed instead of refused (ICMP port
-            # unreachable), so `down` waits for it.
-            await asyncio.sleep(0)
+        await super().close_listener()  # the UDP socket is closed when it returns
         if self.tcp_server is not None:
             self.tcp_server.close()
             self.tcp_server = None
