@@ -116,9 +116,7 @@ void finish(Attempt& a, ProbeResult r) {
   close_sockets(a);
   if (a.cancelled || !a.done) return;
   r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
-  auto done = std::move(a.done);
-  a.done = nullptr;
-  done(std::move(r));
+  deliver_once(a.done, std::move(r));
 }
 
 void finish_with(Attempt& a, ProbeStatus status, std::string message) {

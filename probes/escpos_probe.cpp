@@ -60,9 +60,7 @@ void finish(Attempt& a, ProbeResult r) {
   a.socket.close(ignored);
   if (a.cancelled || !a.done) return;
   r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
-  auto done = std::move(a.done);
-  a.done = nullptr;
-  done(std::move(r));
+  deliver_once(a.done, std::move(r));
 }
 
 void fail(Attempt& a, ProbeStatus status, std::string message) {

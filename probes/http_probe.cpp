@@ -250,9 +250,7 @@ class HttpProbe final : public Probe {
       ProbeResult r;
       r.status = ProbeStatus::unknown;
       r.message = message;
-      auto done = std::move(a->done);
-      a->done = nullptr;
-      done(std::move(r));
+      deliver_once(a->done, std::move(r));
     });
   }
 
@@ -313,9 +311,7 @@ class HttpProbe final : public Probe {
       }
     }
     a.easy.reset();
-    auto done = std::move(a.done);
-    a.done = nullptr;
-    done(std::move(r));
+    deliver_once(a.done, std::move(r));
   }
 
   std::string url_;

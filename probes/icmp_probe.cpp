@@ -259,9 +259,7 @@ class IcmpProbe final : public Probe {
     a.deadline.cancel();
     a.forget_all();
     a.channel.reset();
-    auto done = std::move(a.done);
-    a.done = nullptr;
-    done(std::move(r));
+    deliver_once(a.done, std::move(r));
   }
 
   std::string host_;

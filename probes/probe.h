@@ -45,6 +45,16 @@ class Probe {
   virtual void cancel() = 0;
 };
 
+/// Calls `done` with `result` and empties it first, so a check's result is
+/// delivered at most once even if the callback starts the next check. Does
+/// nothing when `done` is already empty.
+inline void deliver_once(Probe::Done& done, ProbeResult result) {
+  if (!done) return;
+  Probe::Done call = std::move(done);
+  done = nullptr;
+  call(std::move(result));
+}
+
 /// A probe type: its config keys and how to make one.
 struct ProbeType {
   config::ProbeTypeSchema schema;

@@ -5,27 +5,29 @@
 
 #include "probes/dns_probe.h"
 #include "probes/escpos_probe.h"
-#include "probes/http_probe.h"
 #include "probes/exec_probe.h"
-#include "probes/systemd_probe.h"
+#include "probes/http_probe.h"
 #include "probes/icmp_probe.h"
 #include "probes/system_probe.h"
+#include "probes/systemd_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace storewatch::probes {
 namespace {
 
 // One line per probe type.
+// clang-format off
 const ProbeType kTypes[] = {
     tcp_probe_type(),
-    escpos_probe_type(),
-    dns_probe_type(),
-    http_probe_type(),
-    exec_probe_type(),
-    systemd_probe_type(),
     icmp_probe_type(),
+    http_probe_type(),
+    dns_probe_type(),
+    escpos_probe_type(),
+    exec_probe_type(),
     system_probe_type(),
+    systemd_probe_type(),
 };
+// clang-format on
 
 const std::vector<config::ProbeTypeSchema> kSchemas = [] {
   std::vector<config::ProbeTypeSchema> out;

@@ -269,9 +269,7 @@ class SystemProbe final : public Probe {
     if (a.cancelled || !a.done) return;
     r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
     abandon(a);
-    auto done = std::move(a.done);
-    a.done = nullptr;
-    done(std::move(r));
+    deliver_once(a.done, std::move(r));
   }
 
   static void report(Attempt& a, ProbeStatus status, std::string message) {

@@ -91,9 +91,7 @@ class TcpProbe final : public Probe {
     }
     boost::system::error_code ignored;
     a.socket.close(ignored);
-    auto done = std::move(a.done);
-    a.done = nullptr;
-    done(std::move(r));
+    deliver_once(a.done, std::move(r));
   }
 
   std::string host_;
