@@ -1090,7 +1090,15 @@ TEST(ConfigExamples, DemoStoreIsWhatTheDemoScriptExpects) {
   EXPECT_TRUE(loaded.diagnostics.empty()) << dump(loaded.diagnostics);
   const Config& c = *loaded.config;
   EXPECT_EQ(c.store.id, "demo-store");
-  ASSERT_EQ(c.probes.size(), 6u);
+  ASSERT_EQ(c.probes.size(), 7u);
+  // The demo takes lane-02-pos (an http health endpoint) down and up.
+  const ProbeConfig* lane = c.find_probe("lane-02-pos");
+  ASSERT_NE(lane, nullptr);
+  EXPECT_EQ(lane->type, "http");
+  EXPECT_EQ(lane->str("url"), "http://127.20.1.12:8080/health");
+  const ProbeConfig* printer = c.find_probe("printer-01");
+  ASSERT_NE(printer, nullptr);
+  EXPECT_EQ(printer->type, "escpos");
   const ProbeConfig* gw = c.find_probe("payment-gw");
   ASSERT_NE(gw, nullptr);
   EXPECT_EQ(gw->str("host"), "127.20.0.40");
