@@ -28,11 +28,14 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import free_port  # noqa: E402,F401
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def wait(pred, timeout, what):
+    return benchlib.wait(pred, timeout, what, poll=0.005, who="e2e_latency")
+
 
 
 class Device:
@@ -68,15 +71,6 @@ class Device:
         self.thread.join()
         self.sock.close()
 
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.005)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def parse_ts(text):

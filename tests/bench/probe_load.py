@@ -49,6 +49,14 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import free_port  # noqa: E402,F401
+
+
+def wait(pred, timeout, what):
+    return benchlib.wait(pred, timeout, what, who="probe_load")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STORELAB = os.path.join(ROOT, "tests", "lab", "storelab.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,25 +85,11 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def closed_port():
     """A loopback port nothing listens on (bound, then released)."""
     return free_port()
 
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise SystemExit(f"probe_load: timed out after {timeout} s waiting for {what}")
 
 
 def raise_nofile(n=65536):
