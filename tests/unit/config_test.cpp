@@ -1025,7 +1025,7 @@ keepalive = "1m"
 TEST(ConfigLoadHq, ClientIdDefaultsToTheHostName) {
   auto loaded = load_hq_string("[hq]\ndatabase = \"/tmp/hq.db\"\n", "hq.toml");
   ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
-  EXPECT_THAT(loaded.config->client_id, ::testing::StartsWith("storewatch-hq"));
+  EXPECT_THAT(loaded.config->client_id, StartsWith("storewatch-hq"));
   EXPECT_TRUE(loaded.config->share_group.empty());
 }
 
