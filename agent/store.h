@@ -92,6 +92,8 @@ class Store {
   Result<std::map<std::string, std::int64_t>> open_by_severity();
 
   const std::filesystem::path& path() const { return db_.path(); }
+  /// The connection, for modules that own their own SQL (retention, report).
+  db::Database& database() { return db_; }
 
  private:
   explicit Store(db::Database db) : db_(std::move(db)) {}

@@ -18,6 +18,7 @@
 #include "config/duration.h"
 #include "config/log.h"
 #include "config/result.h"
+#include "config/schedule.h"
 
 namespace storewatch::config {
 
@@ -126,7 +127,9 @@ struct StoreConfig {
   std::string id;  ///< [A-Za-z0-9_-]{1,64}: MQTT client id and topic segment
   std::string name;
   std::string timezone = "UTC";
-  std::string trading_hours;
+  std::string trading_hours;  ///< as written; empty = trading at all hours
+  /// trading_hours parsed; empty (no windows) when trading_hours is unset.
+  WeeklySchedule trading;
   SourcePos where;
 };
 
@@ -135,6 +138,24 @@ struct AgentConfig {
   std::filesystem::path control_socket = "/run/storewatch/control.sock";
   log::Level log_level = log::Level::info;
   int max_concurrent_checks = 64;  ///< global cap on probes running at once
+  /// Closed incidents and their events that HQ has acknowledged are pruned
+  /// after this long; unsynced events never are.
+  Millis retention = std::chrono::hours(24 * 30);
+  /// Size cap of storewatch.db in bytes (`max_db_size = "256MB"`): past it the
+  /// oldest synced history goes first; unsynced events are never dropped.
+  std::int64_t max_db_bytes = std::int64_t{256} * 1024 * 1024;
+};
+
+/// [incidents]: the lifecycle knobs of DESIGN §4.
+struct IncidentsConfig {
+  /// A failure of a key whose incident resolved this recently reopens it.
+  Millis reopen_window = std::chrono::minutes(30);
+  /// A resolved incident closes after this long unless reopened.
+  Millis close_after = std::chrono::hours(24);
+  /// Flap detection, weighted percent of state changes over the last 21
+  /// results: start at or above flap_high, stop at or below flap_low.
+  double flap_high = 30.0;
+  double flap_low = 20.0;
 };
 
 /// How to reach an MQTT broker; shared by the agent's [sync] and HQ's [hq].
@@ -166,6 +187,8 @@ struct ProbeConfig {
   Severity severity = Severity::medium;
   std::vector<std::string> depends_on;
   std::map<std::string, std::string> labels;
+  /// The [[remediation]] run when this probe's incident opens; empty = none.
+  std::string remediation;
   /// The type's own keys, validated, defaults filled in.
   std::map<std::string, KeyValue> options;
   SourcePos where;
@@ -182,15 +205,67 @@ struct ProbeConfig {
   bool has(std::string_view key) const;
 };
 
+enum class RemediationType { exec, systemd_restart, http };
+std::string_view to_string(RemediationType t);
+
+/// [[remediation]]: a named, locally configured healing action (DESIGN §4).
+struct RemediationConfig {
+  std::string name;  ///< unique; [A-Za-z0-9_.-]{1,64}
+  RemediationType type = RemediationType::exec;
+  std::vector<std::string> command;  ///< exec: argv, no shell
+  std::string unit;                  ///< systemd-restart: "pos-agent.service"
+  std::string method = "POST";       ///< http
+  std::string url;                   ///< http
+  int expect_status = 200;           ///< http
+  Millis timeout = std::chrono::seconds(30);
+  int max_attempts = 3;                       ///< within `window`, counted across restarts
+  Millis window = std::chrono::hours(1);      ///< sliding
+  Millis backoff = std::chrono::seconds(10);  ///< first wait; doubles after each failure
+  Millis backoff_max = std::chrono::minutes(10);
+  Millis verify_after = std::chrono::seconds(20);  ///< then re-run the probe
+  bool only_outside_trading_hours = false;
+  std::string precondition;  ///< a probe that must be ok right before; empty = none
+  /// Raised to on escalation when higher than the probe's severity.
+  std::optional<Severity> escalate_severity;
+  SourcePos where;
+};
+
+/// Which probes a silence covers: a glob on probe names ("lane-*") or a
+/// label ("lane=01", "kind=pos").
+class ProbeMatch {
+ public:
+  /// nullopt with `error` set when `text` is neither a glob nor label=value.
+  static std::optional<ProbeMatch> parse(std::string_view text, std::string* error = nullptr);
+  bool matches(const std::string& probe, const std::map<std::string, std::string>& labels) const;
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+  std::string label_;  ///< empty: text_ is a glob on the name
+  std::string value_;
+};
+
+/// [[silence]]: a recurring maintenance window.
+struct SilenceConfig {
+  ProbeMatch match;
+  WeeklySchedule schedule;
+  std::string reason;
+  SourcePos where;
+};
+
 struct Config {
   StoreConfig store;
   AgentConfig agent;
   SyncConfig sync;
+  IncidentsConfig incidents;
   std::vector<ProbeConfig> probes;
+  std::vector<RemediationConfig> remediations;
+  std::vector<SilenceConfig> silences;
   /// Every file that was read, main file first.
   std::vector<std::filesystem::path> files;
 
   const ProbeConfig* find_probe(std::string_view name) const;
+  const RemediationConfig* find_remediation(std::string_view name) const;
 };
 
 struct LoadOptions {
