@@ -165,6 +165,22 @@ const ProbeConfig* Config::find_probe(std::string_view name) const {
   return nullptr;
 }
 
+const RemediationConfig* Config::find_remediation(std::string_view name) const {
+  for (const RemediationConfig& r : remediations) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+std::string_view to_string(RemediationType t) {
+  switch (t) {
+    case RemediationType::exec: return "exec";
+    case RemediationType::systemd_restart: return "systemd-restart";
+    case RemediationType::http: return "http";
+  }
+  return "exec";
+}
+
 Loaded<Config> load(const std::filesystem::path& file, const LoadOptions& options) {
   detail::Context ctx(file.string(), options.probe_types);
   try {

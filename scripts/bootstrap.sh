@@ -8,7 +8,7 @@ packages=(
   cmake ninja-build g++ pkg-config make
   libboost-dev libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libsqlite3-dev
   libcurl4-openssl-dev libcli11-dev libgtest-dev googletest nlohmann-json3-dev
-  libtomlplusplus-dev libsystemd-dev libfmt-dev libhowardhinnant-date-dev
+  libtomlplusplus-dev libsystemd-dev libfmt-dev libhowardhinnant-date-dev tzdata
   mosquitto mosquitto-clients sqlite3 python3 procps clang-format
   openssl dbus-daemon monitoring-plugins-basic monit fping iproute2
 )
