@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -17,8 +18,10 @@
 #include <cstring>
 #include <optional>
 
+#include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/engine.h"
+#include "agent/remediation_runner.h"
 #include "agent/scheduler.h"
 #include "agent/status.h"
 #include "agent/store.h"
@@ -36,6 +39,7 @@ namespace {
 
 constexpr auto kProbeStateFlush = std::chrono::seconds(60);
 constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+constexpr auto kTick = std::chrono::seconds(1);
 
 /// One daemon per data directory: an flock on `<data_dir>/storewatch.lock`,
 /// held for the life of the process (the kernel drops it on any exit).
@@ -117,6 +121,25 @@ class StoreOutbox final : public sync::Outbox {
   std::int64_t session_;
 };
 
+Status read_snapshot(Store& store, WallTime now, EngineSnapshot& out, std::int64_t& session) {
+  auto states = store.probe_states();
+  if (!states) return states.error();
+  auto unresolved = store.incidents(/*unresolved_only=*/true);
+  if (!unresolved) return unresolved.error();
+  auto resolved = store.resolved_incidents();
+  if (!resolved) return resolved.error();
+  auto silences = store.silences(now);
+  if (!silences) return silences.error();
+  auto s = store.sync_value(kSession);
+  if (!s) return s.error();
+  out.probe_states = std::move(*states);
+  out.unresolved = std::move(*unresolved);
+  out.resolved = std::move(*resolved);
+  out.silences = std::move(*silences);
+  session = *s;
+  return {};
+}
+
 }  // namespace
 
 int run_daemon(const config::Config& cfg) {
@@ -147,13 +170,10 @@ int run_daemon(const config::Config& cfg) {
     log::error("{}", reader.error().message);
     return 1;
   }
-  auto states = reader->probe_states();
-  auto unresolved = reader->incidents(/*unresolved_only=*/true);
-  auto session = reader->sync_value(kSession);
-  if (!states || !unresolved || !session) {
-    log::error("reading {}: {}", db_path.string(),
-               !states ? states.error().message
-                       : (!unresolved ? unresolved.error().message : session.error().message));
+  EngineSnapshot snapshot;
+  std::int64_t session = 0;
+  if (auto st = read_snapshot(*reader, SystemClock().wall_now(), snapshot, session); !st) {
+    log::error("reading {}: {}", db_path.string(), st.error().message);
     return 1;
   }
 
@@ -169,9 +189,20 @@ int run_daemon(const config::Config& cfg) {
     if (publisher_ptr != nullptr) publisher_ptr->notify();
   });
   SystemClock clock;
-  Engine engine(cfg, clock, writer);
-  engine.restore(*states, std::move(*unresolved));
-  StoreOutbox outbox(*reader, writer, *session);
+  std::unique_ptr<RemediationRunner> runner = make_remediation_runner(io);
+  // Scheduler and engine need each other: the engine asks for re-checks,
+  // posted so the scheduler never calls back into the engine re-entrantly.
+  Scheduler* scheduler_ptr = nullptr;
+  EngineHooks hooks;
+  hooks.run_now = [&io, &scheduler_ptr](const std::string& probe) {
+    asio::post(io, [&scheduler_ptr, probe] {
+      if (scheduler_ptr != nullptr) scheduler_ptr->run_now(probe);
+    });
+  };
+  hooks.runner = runner.get();
+  Engine engine(cfg, clock, writer, hooks);
+  engine.restore(std::move(snapshot));
+  StoreOutbox outbox(*reader, writer, session);
 
   std::unique_ptr<sync::MqttTransport> transport;
   std::optional<sync::Publisher> publisher;
@@ -195,6 +226,7 @@ int run_daemon(const config::Config& cfg) {
   Scheduler scheduler(io, cfg, [&engine](const std::string& probe, const probes::ProbeResult& r) {
     engine.on_result(probe, r);
   });
+  scheduler_ptr = &scheduler;
 
   auto live_status = [&]() {
     json probes = json::array();
@@ -225,6 +257,7 @@ int run_daemon(const config::Config& cfg) {
   (*control)->handle("status", [&](const json&, const Peer&) {
     return json{{"status", live_status()}};
   });
+  add_incident_handlers(**control, engine, *reader, cfg);
 
   auto status_line = [&]() {
     int failing = 0;
@@ -246,6 +279,16 @@ int run_daemon(const config::Config& cfg) {
       engine.flush_probe_states();
       ::sd_notifyf(0, "STATUS=%s", status_line().c_str());
       arm_flush();
+    });
+  };
+  // The engine's waiting work (close_after, backoff, verify, silences).
+  asio::steady_timer tick_timer(io);
+  std::function<void()> arm_tick = [&]() {
+    tick_timer.expires_after(kTick);
+    tick_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      engine.tick();
+      arm_tick();
     });
   };
   asio::steady_timer watchdog_timer(io);
@@ -277,8 +320,10 @@ int run_daemon(const config::Config& cfg) {
       log::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       ::sd_notify(0, "STOPPING=1");
       scheduler.stop();
+      runner->stop();
       (*control)->stop();
       flush_timer.cancel();
+      tick_timer.cancel();
       watchdog_timer.cancel();
       engine.flush_probe_states();
       if (publisher) publisher->stop(kStopGrace, [] {});
@@ -290,6 +335,8 @@ int run_daemon(const config::Config& cfg) {
   (*control)->start();
   if (publisher) publisher->start();
   arm_flush();
+  engine.tick();
+  arm_tick();
   if (watchdog) arm_watchdog();
   log::info("storewatch {} running for store {}: {} probes, database {}, control socket {}",
             STOREWATCH_VERSION, cfg.store.id, cfg.probes.size(), db_path.string(),

@@ -1,142 +1,1048 @@
 #include "agent/engine.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
 
 #include "config/log.h"
 
 namespace storewatch::agent {
 
+using nlohmann::json;
+
 namespace {
-// The one condition the walking skeleton knows: the probe fails.
+
+// The condition a probe's incident is about: the probe fails.
 constexpr const char* kConditionDown = "down";
+// The agent's own storage condition (DESIGN §5).
+constexpr const char* kConditionStorage = "storage";
+// Slack on top of a probe's timeout before a re-run counts as unanswered.
+constexpr auto kAnswerSlack = std::chrono::seconds(5);
+
+bool failed_status(probes::ProbeStatus s) {
+  return s == probes::ProbeStatus::fail || s == probes::ProbeStatus::unknown;
+}
+
+int severity_rank(config::Severity s) {
+  return static_cast<int>(s);  // critical = 0 … info = 4
+}
+
+std::string describe(Millis d) {
+  return format_duration(d);
+}
+
 }  // namespace
 
-Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sink)
-    : config_(config), clock_(clock), sink_(sink) {
-  for (const auto& p : config_.probes) probes_[p.name].config = &p;
+Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sink,
+               EngineHooks hooks)
+    : config_(config),
+      clock_(clock),
+      sink_(sink),
+      hooks_(std::move(hooks)),
+      tz_(config::TimeZone::utc()) {
+  if (auto tz = config::TimeZone::locate(config_.store.timezone)) {
+    tz_ = *tz;
+  } else {
+    log::warn("store time zone: {}; using UTC for trading hours and silences", tz.error().message);
+  }
+  for (const auto& p : config_.probes) {
+    Runtime& r = probes_[p.name];
+    r.config = &p;
+    if (!p.remediation.empty()) r.remediation = config_.find_remediation(p.remediation);
+  }
+  // Ancestors nearest first (breadth first over depends_on); the loader has
+  // rejected cycles and unknown names.
+  for (const auto& p : config_.probes) {
+    std::vector<std::string>& out = ancestors_[p.name];
+    std::deque<std::string> queue(p.depends_on.begin(), p.depends_on.end());
+    std::set<std::string> seen;
+    while (!queue.empty() && seen.size() < config_.probes.size()) {
+      std::string a = std::move(queue.front());
+      queue.pop_front();
+      if (a == p.name || !seen.insert(a).second) continue;
+      const config::ProbeConfig* ap = config_.find_probe(a);
+      if (ap == nullptr) continue;
+      out.push_back(a);
+      queue.insert(queue.end(), ap->depends_on.begin(), ap->depends_on.end());
+    }
+    for (const auto& a : out) descendants_[a].push_back(p.name);
+  }
+  for (const auto& [name, r] : probes_) {
+    if (r.remediation != nullptr && !r.remediation->precondition.empty()) {
+      precondition_of_[r.remediation->precondition].push_back(name);
+    }
+  }
+}
+
+std::optional<Engine::Action> Engine::parse_action(std::string_view op) {
+  if (op == "ack") return Action::ack;
+  if (op == "resolve") return Action::resolve;
+  if (op == "close") return Action::close;
+  if (op == "note") return Action::note;
+  return std::nullopt;
 }
 
 std::string Engine::dedup_key(const std::string& probe) const {
   return fmt::format("{}:{}:{}", config_.store.id, probe, kConditionDown);
 }
 
-void Engine::restore(const std::vector<ProbeStateRow>& states, std::vector<Incident> unresolved) {
-  for (const auto& row : states) {
+Incident* Engine::unresolved_of(const std::string& probe) {
+  auto it = unresolved_.find(dedup_key(probe));
+  return it == unresolved_.end() ? nullptr : &it->second;
+}
+
+Incident* Engine::find_incident(const std::string& uid) {
+  for (auto& [key, inc] : unresolved_) {
+    if (inc.uid == uid) return &inc;
+  }
+  if (auto it = resolved_.find(uid); it != resolved_.end()) return &it->second.incident;
+  return nullptr;
+}
+
+SteadyTime Engine::steady_of(WallTime t) const {
+  // A wall time from the database, placed on the monotonic clock as "that
+  // long ago"; a time in the future (the clock went back) counts as now.
+  const auto ago = std::max(clock_.wall_now() - t, WallTime::duration::zero());
+  return clock_.steady_now() - ago;
+}
+
+bool Engine::trading_now() const {
+  if (config_.store.trading.empty()) return true;
+  return config_.store.trading.contains(clock_.wall_now(), tz_);
+}
+
+std::string Engine::priority_now(config::Severity severity) const {
+  return priority_for(severity, trading_now());
+}
+
+void Engine::emit(const Incident& inc, std::string type, json extra, const std::string& actor) {
+  const WallTime at = clock_.wall_now();
+  if (!clock_.wall_synced()) extra["clock_synced"] = false;
+  sink_.submit(IncidentChange{
+      inc, IncidentEvent{new_uid(at), std::move(type), at, actor, std::move(extra)}});
+}
+
+void Engine::run_now(const std::string& probe) {
+  if (hooks_.run_now) hooks_.run_now(probe);
+}
+
+// --- resuming ----------------------------------------------------------------
+
+void Engine::restore(EngineSnapshot snap) {
+  for (const auto& row : snap.probe_states) {
     auto it = probes_.find(row.probe);
     if (it == probes_.end()) continue;  // probe no longer configured
-    Runtime& rt = it->second;
-    rt.check = CheckState(row.level, row.failures, row.successes, row.t_fault, row.t_first_ok);
-    rt.last_check = row.last_check;
-    rt.last_status = row.last_status;
-    rt.latency_ms = row.latency_ms;
-    rt.message = row.message;
+    Runtime& r = it->second;
+    r.check = CheckState(row.level, row.failures, row.successes, row.t_fault, row.t_first_ok);
+    r.last_check = row.last_check;
+    r.last_status = row.last_status;
+    r.latency_ms = row.latency_ms;
+    r.message = row.message;
+    r.flap = FlapHistory::parse(row.flap_history);
+    r.flapping = row.flapping;
+    r.heal.attempts = row.attempts;
+    r.heal.failures_in_row = row.attempt_failures;
+    if (r.remediation != nullptr && !row.attempts.empty() && row.attempt_failures > 0) {
+      // The backoff after the last failed attempt runs on across a restart.
+      auto wait = std::min(r.remediation->backoff * (1 << std::min(row.attempt_failures - 1, 20)),
+                           r.remediation->backoff_max);
+      r.heal.next_try = steady_of(row.attempts.back()) + wait;
+    }
   }
-  for (auto& inc : unresolved) {
-    // An unresolved incident means its probe was hard-failing, whatever the
-    // last periodic flush of probe_state said: it resolves only by recovering.
-    if (auto it = probes_.find(inc.probe); it != probes_.end()) {
-      it->second.check.assume_hard_fail(inc.t_fault);
+  for (auto& inc : snap.unresolved) {
+    if (inc.condition == kConditionDown) {
+      if (auto it = probes_.find(inc.probe); it != probes_.end()) {
+        // An unresolved incident means its probe was hard-failing, whatever
+        // the last periodic flush of probe_state said: it resolves only by
+        // recovering.
+        it->second.check.assume_hard_fail(inc.t_fault);
+        if (inc.flapping) it->second.flapping = true;
+      }
+    }
+    if (inc.state == IncidentState::remediating) {
+      // The attempt in flight died with the daemon: say so, and let the
+      // policy decide on the next one.
+      emit(inc, "remediation_failed", json{{"detail", "interrupted by a restart of the agent"}});
     }
     std::string key = inc.dedup_key;
     unresolved_.emplace(std::move(key), std::move(inc));
   }
+  for (auto& inc : snap.resolved) {
+    const SteadyTime at = steady_of(inc.t_resolved.value_or(clock_.wall_now()));
+    std::string uid = inc.uid;
+    resolved_.emplace(std::move(uid), Resolved{std::move(inc), at});
+  }
+  silences_ = std::move(snap.silences);
 }
 
-void Engine::on_result(const std::string& probe, const probes::ProbeResult& r) {
+// --- results -----------------------------------------------------------------
+
+void Engine::on_result(const std::string& probe, const probes::ProbeResult& res) {
   auto it = probes_.find(probe);
   if (it == probes_.end()) return;
-  Runtime& rt = it->second;
-  const config::ProbeConfig& pc = *rt.config;
+  Runtime& r = it->second;
+  const config::ProbeConfig& pc = *r.config;
   const WallTime at = clock_.wall_now();
-  const CheckLevel before = rt.check.level();
-  const bool failed =
-      r.status == probes::ProbeStatus::fail || r.status == probes::ProbeStatus::unknown;
+  const CheckLevel before = r.check.level();
+  const bool failed = failed_status(res.status);
 
-  const auto transition = rt.check.apply(failed, at, pc.fail_after, pc.recover_after);
-  rt.last_check = at;
-  rt.last_status = std::string(probes::to_string(r.status));
-  rt.latency_ms = static_cast<double>(r.latency.count()) / 1000.0;
-  rt.message = r.message;
-  rt.dirty = true;
+  const auto transition = r.check.apply(failed, at, pc.fail_after, pc.recover_after);
+  r.last_check = at;
+  r.last_status = std::string(probes::to_string(res.status));
+  r.latency_ms = static_cast<double>(res.latency.count()) / 1000.0;
+  r.message = res.message;
+  r.dirty = true;
+  r.flap.push(failed);
+
+  // A verify re-run decides its attempt before the result counts for the
+  // incident, so a recovery it brings is a self-heal.
+  if (r.heal.phase == Healing::Phase::verifying) {
+    if (failed) {
+      attempt_failed(probe, fmt::format("verify: {} is {}: {}", probe,
+                                        probes::to_string(res.status), res.message));
+    } else {
+      attempt_succeeded(probe, res);
+    }
+  } else if (r.heal.healed && failed) {
+    // Healed, then failing again before it recovered: a new attempt may
+    // follow after the first backoff.
+    r.heal.healed = false;
+    if (r.remediation != nullptr) r.heal.next_try = clock_.steady_now() + r.remediation->backoff;
+  }
+
+  update_flapping(probe, r);
 
   switch (transition) {
-    case CheckState::Transition::hard_failed: open_incident(probe, rt, r, at); break;
-    case CheckState::Transition::recovered: resolve_incident(probe, rt, at); break;
-    case CheckState::Transition::none: break;
+    case CheckState::Transition::hard_failed:
+      if (!r.flapping) on_hard_fail(probe);
+      break;
+    case CheckState::Transition::recovered:
+      if (r.held) release_hold(r);
+      if (!r.flapping) {
+        if (Incident* inc = unresolved_of(probe)) {
+          resolve(*inc, "agent", "", r.heal.healed);
+        }
+      }
+      break;
+    case CheckState::Transition::none:
+      // Hard-failing with no incident (a restart, or a human resolved it
+      // while it still failed and it has failed fail_after times since).
+      if (failed && r.check.level() == CheckLevel::hard_fail && !r.held && !r.flapping &&
+          unresolved_of(probe) == nullptr) {
+        on_hard_fail(probe);
+      }
+      break;
   }
-  if (rt.check.level() != before) {
-    log::debug("probe {}: {} -> {} ({})", probe, to_string(before), to_string(rt.check.level()),
-               r.message);
-    sink_.submit(row_of(probe, rt));
-    rt.dirty = false;
+
+  if (r.check.level() != before) {
+    log::debug("probe {}: {} -> {} ({})", probe, to_string(before), to_string(r.check.level()),
+               res.message);
+    persist(probe, r);
+  }
+
+  // Results others wait for: held descendants, remediation preconditions.
+  if (auto d = descendants_.find(probe); d != descendants_.end()) {
+    for (const std::string& child : d->second) {
+      if (probes_.at(child).held) evaluate_hold(child, probe);
+    }
+  }
+  if (auto p = precondition_of_.find(probe); p != precondition_of_.end()) {
+    for (const std::string& waiting : p->second) {
+      if (probes_.at(waiting).heal.phase == Healing::Phase::precondition) {
+        on_precondition(waiting, probe, res);
+      }
+    }
+  }
+  maybe_remediate(probe);
+}
+
+void Engine::update_flapping(const std::string& probe, Runtime& r) {
+  const double pct = r.flap.percent();
+  const bool next =
+      next_flapping(r.flapping, pct, config_.incidents.flap_high, config_.incidents.flap_low);
+  if (next == r.flapping) return;
+  r.flapping = next;
+  persist(probe, r);
+  const json extra{{"percent", std::round(pct * 10) / 10}};
+  if (next) {
+    log::warn("probe {} is flapping ({:.1f}% state changes)", probe, pct);
+    if (r.held) release_hold(r);
+    if (unresolved_of(probe) == nullptr) raise(probe, std::nullopt, /*flapping=*/true);
+    Incident* inc = unresolved_of(probe);
+    if (inc == nullptr) return;
+    inc->flapping = true;
+    emit(*inc, "flapping_started", extra);
+    return;
+  }
+  log::info("probe {} stopped flapping ({:.1f}%)", probe, pct);
+  Incident* inc = unresolved_of(probe);
+  if (inc == nullptr) return;
+  inc->flapping = false;
+  emit(*inc, "flapping_stopped", extra);
+  if (r.check.level() != CheckLevel::hard_fail) {
+    resolve(*inc, "agent", "", false);
   }
 }
 
-void Engine::open_incident(const std::string& probe, Runtime& rt, const probes::ProbeResult& r,
-                           WallTime at) {
+// --- root cause --------------------------------------------------------------
+
+Engine::Ancestry Engine::ancestry(const std::string& probe) const {
+  Ancestry out;
+  auto it = ancestors_.find(probe);
+  if (it == ancestors_.end()) return out;
+  for (const std::string& a : it->second) {
+    const Runtime& ar = probes_.at(a);
+    const CheckLevel level = ar.check.level();
+    if (level == CheckLevel::hard_fail) {
+      auto inc = unresolved_.find(dedup_key(a));
+      if (inc != unresolved_.end() && !out.root) {
+        // The nearest failing ancestor with an incident; its root is ours.
+        out.root = inc->second.suppressed_by.value_or(inc->second.uid);
+      } else if (inc == unresolved_.end()) {
+        out.pending.push_back(a);  // hard-failed but held itself
+      }
+    } else if (level == CheckLevel::soft_fail) {
+      out.pending.push_back(a);
+    }
+  }
+  return out;
+}
+
+void Engine::on_hard_fail(const std::string& probe) {
+  Runtime& r = rt(probe);
+  const auto& ancestors = ancestors_.at(probe);
+  if (ancestors.empty()) {
+    raise(probe, std::nullopt, false);
+    return;
+  }
+  Ancestry a = ancestry(probe);
+  if (a.root) {
+    raise(probe, a.root, false);
+    return;
+  }
+  // Hold the incident until the ancestors have answered: re-check those in
+  // doubt at once (each re-check counts toward their fail_after), or all of
+  // them when they look fine.
+  r.held = true;
+  r.held_since = clock_.steady_now();
+  r.awaiting.clear();
+  const std::vector<std::string>& recheck = a.pending.empty() ? ancestors : a.pending;
+  r.awaiting.insert(recheck.begin(), recheck.end());
+  log::debug("probe {} hard-failed; holding its incident while {} re-check", probe,
+             fmt::join(recheck, ", "));
+  for (const auto& name : recheck) run_now(name);
+}
+
+void Engine::release_hold(Runtime& r) {
+  r.held = false;
+  r.awaiting.clear();
+}
+
+void Engine::evaluate_hold(const std::string& probe, const std::string& ancestor) {
+  Runtime& r = rt(probe);
+  if (r.check.level() != CheckLevel::hard_fail) {
+    release_hold(r);
+    return;
+  }
+  r.awaiting.erase(ancestor);
+  Ancestry a = ancestry(probe);
+  if (a.root) {
+    release_hold(r);
+    raise(probe, a.root, false);
+    return;
+  }
+  if (!a.pending.empty()) {
+    // Still in doubt: chase the ancestor that just answered until it
+    // settles one way or the other.
+    if (std::find(a.pending.begin(), a.pending.end(), ancestor) != a.pending.end()) {
+      r.awaiting.insert(ancestor);
+      run_now(ancestor);
+    }
+    return;
+  }
+  if (!r.awaiting.empty()) return;
+  release_hold(r);
+  raise(probe, std::nullopt, false);
+}
+
+void Engine::raise(const std::string& probe, const std::optional<std::string>& root,
+                   bool flapping) {
   const std::string key = dedup_key(probe);
-  if (unresolved_.contains(key)) return;  // still open from before a restart
-  const config::ProbeConfig& pc = *rt.config;
+  if (unresolved_.contains(key)) return;
+  Runtime& r = rt(probe);
+  const config::ProbeConfig& pc = *r.config;
+  const WallTime at = clock_.wall_now();
+  const SteadyTime now = clock_.steady_now();
+  const auto silence = silenced(probe);
+
+  // The newest resolved incident of this key, if it resolved recently.
+  std::optional<std::string> reopen;
+  for (const auto& [uid, res] : resolved_) {
+    if (res.incident.dedup_key != key) continue;
+    if (now - res.at > config_.incidents.reopen_window) continue;
+    if (!reopen || res.at > resolved_.at(*reopen).at) reopen = uid;
+  }
+
   Incident inc;
-  inc.uid = new_uid(at);
-  inc.dedup_key = key;
-  inc.probe = probe;
-  inc.condition = kConditionDown;
-  inc.severity = pc.severity;
-  inc.priority = priority_for(pc.severity);
+  std::string type;
+  json extra{{"message", r.message}};
+  if (reopen) {
+    inc = std::move(resolved_.at(*reopen).incident);
+    resolved_.erase(*reopen);
+    ++inc.reopen_count;
+    inc.t_restored.reset();
+    inc.t_resolved.reset();
+    inc.self_healed = false;
+    inc.severity = pc.severity;
+    type = "reopened";
+    extra["reopen_count"] = inc.reopen_count;
+  } else {
+    inc.uid = new_uid(at);
+    inc.dedup_key = key;
+    inc.probe = probe;
+    inc.condition = kConditionDown;
+    inc.severity = pc.severity;
+    inc.t_fault = r.check.t_fault().value_or(at);
+    inc.t_detect = at;
+    type = root ? "suppressed" : "opened";
+  }
   inc.state = IncidentState::open;
-  inc.t_fault = rt.check.t_fault();
-  inc.t_detect = at;
+  inc.priority = priority_now(inc.severity);
+  inc.suppressed_by = root;
+  inc.in_maintenance = silence.has_value();
+  inc.flapping = flapping;
   inc.summary = fmt::format("{} is down: {}", probe, r.message);
-  log::warn("incident {} opened: {} ({}, {})", inc.uid, inc.summary,
-            config::to_string(inc.severity), inc.priority);
-  IncidentEvent ev{new_uid(at), "opened", at, "agent", {{"message", r.message}}};
-  sink_.submit(IncidentChange{inc, std::move(ev)});
+  if (root) {
+    const Incident* parent = find_incident(*root);
+    extra["suppressed_by"] = *root;
+    if (parent != nullptr) {
+      inc.summary += fmt::format(" (root cause: {})", parent->probe);
+      extra["root_probe"] = parent->probe;
+    }
+  }
+  if (silence) extra["silence"] = *silence;
+  if (flapping) extra["flapping"] = true;
+  r.heal.healed = false;
+  r.heal.trading_skip_reported = false;
+
+  if (root) {
+    log::info("probe {} down, attached to root-cause incident {}", probe, *root);
+  } else {
+    log::warn("incident {} {}: {} ({}, {}{})", inc.uid, type, inc.summary,
+              config::to_string(inc.severity), inc.priority, silence ? ", in maintenance" : "");
+  }
+  emit(inc, type, std::move(extra));
   unresolved_.emplace(key, std::move(inc));
 }
 
-void Engine::resolve_incident(const std::string& probe, Runtime& rt, WallTime at) {
-  auto it = unresolved_.find(dedup_key(probe));
-  if (it == unresolved_.end()) return;
-  Incident inc = std::move(it->second);
-  unresolved_.erase(it);
-  inc.state = IncidentState::resolved;
-  inc.t_restored = rt.check.t_first_ok().value_or(at);
-  inc.t_resolved = at;
-  log::info("incident {} resolved: {} is back ({})", inc.uid, probe, rt.message);
-  IncidentEvent ev{new_uid(at), "resolved", at, "agent", {{"message", rt.message}}};
-  sink_.submit(IncidentChange{std::move(inc), std::move(ev)});
+void Engine::resolve(Incident inc_in, const std::string& actor, const std::string& note,
+                     bool self_healed, IncidentState final_state) {
+  const std::string key = inc_in.dedup_key;
+  Incident inc = std::move(inc_in);
+  unresolved_.erase(key);
+  const WallTime at = clock_.wall_now();
+  auto r = probes_.find(inc.probe);
+  if (!inc.t_restored) {
+    const bool by_agent = actor == "agent";
+    inc.t_restored =
+        by_agent && r != probes_.end() ? r->second.check.t_first_ok().value_or(at) : at;
+  }
+  inc.t_resolved = inc.t_resolved.value_or(at);
+  inc.self_healed = self_healed;
+  inc.state = final_state;
+  if (final_state == IncidentState::closed) inc.t_closed = at;
+  json extra{{"message", r != probes_.end() ? r->second.message : std::string()}};
+  if (!note.empty()) extra["note"] = note;
+  if (self_healed) extra["self_healed"] = true;
+  if (r != probes_.end()) {
+    r->second.heal.healed = false;
+    r->second.heal.next_try.reset();
+    r->second.heal.trading_skip_reported = false;
+  }
+  log::info("incident {} {} by {}: {}", inc.uid, to_string(final_state), actor, inc.summary);
+  emit(inc, final_state == IncidentState::closed ? "closed" : "resolved", std::move(extra), actor);
+  const std::string uid = inc.uid;
+  if (final_state == IncidentState::resolved) {
+    resolved_.insert_or_assign(uid, Resolved{std::move(inc), clock_.steady_now()});
+  }
+  after_root_gone(uid);
 }
 
-ProbeStateRow Engine::row_of(const std::string& name, const Runtime& rt) const {
-  ProbeStateRow row;
-  row.probe = name;
-  row.level = rt.check.level();
-  row.failures = rt.check.failures();
-  row.successes = rt.check.successes();
-  row.t_fault = rt.check.t_fault();
-  row.t_first_ok = rt.check.t_first_ok();
-  row.last_check = rt.last_check;
-  row.last_status = rt.last_status;
-  row.latency_ms = rt.latency_ms;
-  row.message = rt.message;
+void Engine::after_root_gone(const std::string& root_uid) {
+  // Children attached to this incident: re-attach them to another failing
+  // ancestor, or give them their own incident when they still fail.
+  std::vector<std::string> children;
+  for (const auto& [key, inc] : unresolved_) {
+    if (inc.suppressed_by == root_uid) children.push_back(inc.probe);
+  }
+  // Nearest the root first, so a middle node is itself again before its
+  // own children look for a parent.
+  std::sort(children.begin(), children.end(), [&](const std::string& a, const std::string& b) {
+    return ancestors_.at(a).size() < ancestors_.at(b).size();
+  });
+  for (const std::string& child : children) {
+    Incident* inc = unresolved_of(child);
+    if (inc == nullptr) continue;
+    Ancestry a = ancestry(child);
+    if (a.root && *a.root != root_uid) {
+      inc->suppressed_by = a.root;
+      emit(*inc, "updated", json{{"reason", "root cause moved"}, {"suppressed_by", *a.root}});
+      continue;
+    }
+    Runtime& r = rt(child);
+    if (r.check.level() == CheckLevel::hard_fail) {
+      inc->suppressed_by.reset();
+      inc->priority = priority_now(inc->severity);
+      log::warn("incident {} opened: {} still fails after its root cause resolved", inc->uid,
+                child);
+      emit(*inc, "opened",
+           json{{"message", r.message}, {"reason", "still failing after its root cause resolved"}});
+      maybe_remediate(child);
+    } else {
+      resolve(*inc, "agent", "", false);
+    }
+  }
+}
+
+// --- self-healing ------------------------------------------------------------
+
+json Engine::attempt_json(const std::string& probe) const {
+  const Runtime& r = probes_.at(probe);
+  json out{{"remediation", r.remediation->name},
+           {"type", config::to_string(r.remediation->type)},
+           {"attempt", r.heal.attempt},
+           {"max_attempts", r.remediation->max_attempts},
+           {"window", describe(r.remediation->window)}};
+  return out;
+}
+
+void Engine::maybe_remediate(const std::string& probe) {
+  Runtime& r = rt(probe);
+  if (r.remediation == nullptr) return;
+  Incident* inc = unresolved_of(probe);
+  if (inc == nullptr) return;
+  // Humans have it once it is escalated or acknowledged.
+  if (inc->state != IncidentState::open && inc->state != IncidentState::remediating) return;
+  if (inc->suppressed_by || inc->in_maintenance || inc->flapping) return;
+  Healing& h = r.heal;
+  if (h.phase != Healing::Phase::idle || h.healed) return;
+  const SteadyTime now = clock_.steady_now();
+  if (h.next_try && now < *h.next_try) return;
+  const config::RemediationConfig& rem = *r.remediation;
+
+  const WallTime wall = clock_.wall_now();
+  std::erase_if(h.attempts, [&](WallTime t) { return t + rem.window <= wall; });
+  if (static_cast<int>(h.attempts.size()) >= rem.max_attempts) {
+    escalate(*inc, fmt::format("{} ran {} times within {} without healing {}", rem.name,
+                               h.attempts.size(), describe(rem.window), probe));
+    return;
+  }
+  if (rem.only_outside_trading_hours && trading_now()) {
+    auto ends = config_.store.trading.next_change(wall, tz_);
+    h.next_try = ends ? steady_of(wall) + (*ends - wall) : now + std::chrono::minutes(1);
+    if (!h.trading_skip_reported) {
+      h.trading_skip_reported = true;
+      json extra = attempt_json(probe);
+      extra["reason"] =
+          ends ? fmt::format("inside trading hours; waits until {}", format_rfc3339(*ends))
+               : std::string("inside trading hours");
+      emit(*inc, "remediation_skipped", std::move(extra));
+    }
+    return;
+  }
+  if (!rem.precondition.empty()) {
+    h.phase = Healing::Phase::precondition;
+    const config::ProbeConfig* pre = config_.find_probe(rem.precondition);
+    h.deadline = now + (pre != nullptr ? pre->timeout : Millis(0)) + kAnswerSlack;
+    run_now(rem.precondition);
+    return;
+  }
+  start_action(probe);
+}
+
+void Engine::on_precondition(const std::string& probe, const std::string& precondition,
+                             const probes::ProbeResult& res) {
+  Runtime& r = rt(probe);
+  Healing& h = r.heal;
+  h.phase = Healing::Phase::idle;
+  if (res.status == probes::ProbeStatus::ok) {
+    start_action(probe);
+    return;
+  }
+  Incident* inc = unresolved_of(probe);
+  ++h.skips_in_row;
+  const auto wait = std::min(r.remediation->backoff * (1 << std::min(h.skips_in_row - 1, 20)),
+                             r.remediation->backoff_max);
+  h.next_try = clock_.steady_now() + wait;
+  if (inc == nullptr) return;
+  json extra = attempt_json(probe);
+  extra["reason"] = fmt::format("precondition {} is {}: {}", precondition,
+                                probes::to_string(res.status), res.message);
+  extra["retry_in"] = describe(wait);
+  log::info("remediation {} for {} skipped: {}", r.remediation->name, probe,
+            extra["reason"].get<std::string>());
+  emit(*inc, "remediation_skipped", std::move(extra));
+}
+
+void Engine::start_action(const std::string& probe) {
+  Runtime& r = rt(probe);
+  Healing& h = r.heal;
+  Incident* inc = unresolved_of(probe);
+  if (inc == nullptr ||
+      (inc->state != IncidentState::open && inc->state != IncidentState::remediating)) {
+    h.phase = Healing::Phase::idle;
+    return;
+  }
+  h.skips_in_row = 0;
+  h.attempts.push_back(clock_.wall_now());
+  h.attempt = static_cast<int>(h.attempts.size());
+  h.incident_uid = inc->uid;
+  h.phase = Healing::Phase::running;
+  const std::uint64_t generation = ++h.generation;
+  // The attempt counts before it starts: a crash mid-action must not give
+  // the policy a free attempt.
+  persist(probe, r);
+  inc->state = IncidentState::remediating;
+  log::info("remediation {} for {}: attempt {} of {}", r.remediation->name, probe, h.attempt,
+            r.remediation->max_attempts);
+  emit(*inc, "remediation_started", attempt_json(probe));
+  if (hooks_.runner == nullptr) {
+    ActionOutcome o;
+    o.detail = "no remediation runner in this process";
+    on_action_done(probe, generation, std::move(o));
+    return;
+  }
+  hooks_.runner->run(*r.remediation, [this, probe, generation](ActionOutcome o) {
+    on_action_done(probe, generation, std::move(o));
+  });
+}
+
+void Engine::on_action_done(const std::string& probe, std::uint64_t generation,
+                            ActionOutcome outcome) {
+  auto it = probes_.find(probe);
+  if (it == probes_.end()) return;
+  Healing& h = it->second.heal;
+  if (h.generation != generation || h.phase != Healing::Phase::running) return;
+  h.outcome = std::move(outcome);
+  if (!h.outcome.ok) {
+    attempt_failed(probe, h.outcome.detail);
+    return;
+  }
+  h.phase = Healing::Phase::verify_wait;
+  h.deadline = clock_.steady_now() + it->second.remediation->verify_after;
+  if (it->second.remediation->verify_after <= Millis(0)) tick_healing(clock_.steady_now());
+}
+
+void Engine::attempt_failed(const std::string& probe, const std::string& why) {
+  Runtime& r = rt(probe);
+  Healing& h = r.heal;
+  h.phase = Healing::Phase::idle;
+  h.healed = false;
+  ++h.failures_in_row;
+  const config::RemediationConfig& rem = *r.remediation;
+  const auto wait =
+      std::min(rem.backoff * (1 << std::min(h.failures_in_row - 1, 20)), rem.backoff_max);
+  h.next_try = clock_.steady_now() + wait;
+  persist(probe, r);
+  json extra = attempt_json(probe);
+  extra["detail"] = why;
+  if (h.outcome.exit_code) extra["exit_code"] = *h.outcome.exit_code;
+  extra["output"] = h.outcome.output;
+  extra["output_truncated"] = h.outcome.output_truncated;
+  extra["took_ms"] = h.outcome.took.count();
+  log::warn("remediation {} for {} failed (attempt {}): {}", rem.name, probe, h.attempt, why);
+  Incident* inc = find_incident(h.incident_uid);
+  if (inc == nullptr) return;
+  const bool exhausted = static_cast<int>(h.attempts.size()) >= rem.max_attempts;
+  if (!exhausted) extra["retry_in"] = describe(wait);
+  emit(*inc, "remediation_failed", std::move(extra));
+  h.outcome = ActionOutcome{};
+  if (exhausted && is_unresolved(inc->state) && unresolved_of(probe) == inc) {
+    escalate(*inc, fmt::format("{} failed {} of {} attempts within {}", rem.name, h.attempts.size(),
+                               rem.max_attempts, describe(rem.window)));
+  }
+}
+
+void Engine::attempt_succeeded(const std::string& probe, const probes::ProbeResult& verify) {
+  Runtime& r = rt(probe);
+  Healing& h = r.heal;
+  h.phase = Healing::Phase::idle;
+  h.failures_in_row = 0;
+  h.healed = true;
+  persist(probe, r);
+  json extra = attempt_json(probe);
+  extra["detail"] = h.outcome.detail;
+  if (h.outcome.exit_code) extra["exit_code"] = *h.outcome.exit_code;
+  extra["output"] = h.outcome.output;
+  extra["output_truncated"] = h.outcome.output_truncated;
+  extra["took_ms"] = h.outcome.took.count();
+  extra["verify"] = verify.message;
+  h.outcome = ActionOutcome{};
+  log::info("remediation {} for {} worked (attempt {})", r.remediation->name, probe, h.attempt);
+  if (Incident* inc = find_incident(h.incident_uid)) emit(*inc, "remediation_succeeded", extra);
+}
+
+void Engine::escalate(Incident& inc, const std::string& reason) {
+  if (inc.state == IncidentState::escalated) return;
+  inc.state = IncidentState::escalated;
+  json extra{{"reason", reason}};
+  const auto* r = probes_.contains(inc.probe) ? probes_.at(inc.probe).remediation : nullptr;
+  if (r != nullptr && r->escalate_severity &&
+      severity_rank(*r->escalate_severity) < severity_rank(inc.severity)) {
+    extra["severity_from"] = config::to_string(inc.severity);
+    inc.severity = *r->escalate_severity;
+  }
+  inc.priority = priority_now(inc.severity);
+  log::warn("incident {} escalated: {}", inc.uid, reason);
+  emit(inc, "escalated", std::move(extra));
+}
+
+// --- waiting work --------------------------------------------------------------
+
+void Engine::tick() {
+  const SteadyTime now = clock_.steady_now();
+  tick_closing(now);
+  tick_holds(now);
+  tick_maintenance();
+  tick_trading();
+  tick_healing(now);
+}
+
+void Engine::tick_closing(SteadyTime now) {
+  for (auto it = resolved_.begin(); it != resolved_.end();) {
+    if (now - it->second.at < config_.incidents.close_after) {
+      ++it;
+      continue;
+    }
+    Incident inc = std::move(it->second.incident);
+    it = resolved_.erase(it);
+    inc.state = IncidentState::closed;
+    inc.t_closed = clock_.wall_now();
+    emit(inc, "closed",
+         json{{"reason", fmt::format("resolved for {}", describe(config_.incidents.close_after))}});
+  }
+}
+
+void Engine::tick_holds(SteadyTime now) {
+  for (auto& [name, r] : probes_) {
+    if (!r.held) continue;
+    Millis limit{0};
+    for (const auto& a : ancestors_.at(name)) {
+      const config::ProbeConfig& ap = *probes_.at(a).config;
+      limit = std::max(limit, (ap.timeout + kAnswerSlack) * (ap.fail_after + 1));
+    }
+    if (now - r.held_since < limit) continue;
+    log::warn("probe {}: its ancestors did not settle within {}; opening its own incident", name,
+              describe(limit));
+    release_hold(r);
+    raise(name, std::nullopt, false);
+  }
+}
+
+void Engine::tick_healing(SteadyTime now) {
+  for (auto& [name, r] : probes_) {
+    if (r.remediation == nullptr) continue;
+    Healing& h = r.heal;
+    switch (h.phase) {
+      case Healing::Phase::verify_wait:
+        if (now >= h.deadline) {
+          h.phase = Healing::Phase::verifying;
+          h.deadline = now + r.config->timeout + kAnswerSlack;
+          run_now(name);
+        }
+        break;
+      case Healing::Phase::verifying:
+        if (now >= h.deadline) attempt_failed(name, "verify: the probe gave no result in time");
+        break;
+      case Healing::Phase::precondition:
+        if (now >= h.deadline) {
+          h.phase = Healing::Phase::idle;
+          probes::ProbeResult none;
+          none.status = probes::ProbeStatus::unknown;
+          none.message = "gave no result in time";
+          on_precondition(name, r.remediation->precondition, none);
+        }
+        break;
+      case Healing::Phase::idle:
+        if (h.next_try && now >= *h.next_try) maybe_remediate(name);
+        break;
+      case Healing::Phase::running: break;  // the runner enforces the timeout
+    }
+  }
+}
+
+void Engine::tick_maintenance() {
+  std::erase_if(silences_, [&](const SilenceRow& s) { return s.ends_at <= clock_.wall_now(); });
+  std::vector<std::string> ended;
+  for (const auto& [key, inc] : unresolved_) {
+    if (inc.in_maintenance && inc.condition == kConditionDown && !silenced(inc.probe)) {
+      ended.push_back(inc.probe);
+    }
+  }
+  for (const std::string& probe : ended) {
+    Incident* inc = unresolved_of(probe);
+    Runtime& r = rt(probe);
+    if (r.check.level() == CheckLevel::hard_fail || r.flapping) {
+      inc->in_maintenance = false;
+      inc->priority = priority_now(inc->severity);
+      log::warn("incident {}: maintenance ended and {} still fails", inc->uid, probe);
+      emit(*inc, "updated",
+           json{{"reason", "maintenance ended; still failing"}, {"message", r.message}});
+      maybe_remediate(probe);
+    } else {
+      resolve(*inc, "agent", "", false);
+    }
+  }
+}
+
+void Engine::tick_trading() {
+  const bool trading = trading_now();
+  if (trading_ && *trading_ == trading) return;
+  const bool changed = trading_.has_value();
+  trading_ = trading;
+  if (!changed) return;
+  for (auto& [key, inc] : unresolved_) {
+    const std::string p = priority_now(inc.severity);
+    if (p == inc.priority) continue;
+    json extra{{"reason", trading ? "trading hours began" : "trading hours ended"},
+               {"priority_from", inc.priority}};
+    inc.priority = p;
+    emit(inc, "updated", std::move(extra));
+  }
+}
+
+// --- humans ------------------------------------------------------------------
+
+Result<Incident> Engine::act(Action action, const std::string& uid, const std::string& actor,
+                             const std::string& note, const std::optional<Incident>& stored) {
+  Incident* inc = find_incident(uid);
+  if (inc == nullptr) {
+    if (!stored) return Error{fmt::format("no incident {}", uid)};
+    if (action == Action::note) {
+      emit(*stored, "note", json{{"note", note}}, actor);
+      return *stored;
+    }
+    if (stored->state == IncidentState::closed) {
+      return Error{fmt::format("incident {} is closed; only a note can be added to it", uid)};
+    }
+    return Error{fmt::format("incident {} is {} but this daemon does not hold it", uid,
+                             to_string(stored->state))};
+  }
+  switch (action) {
+    case Action::note: {
+      emit(*inc, "note", json{{"note", note}}, actor);
+      return *inc;
+    }
+    case Action::ack: {
+      if (!is_unresolved(inc->state)) {
+        return Error{
+            fmt::format("incident {} is {}; only an unresolved incident can be "
+                        "acknowledged",
+                        uid, to_string(inc->state))};
+      }
+      if (inc->state == IncidentState::acknowledged) {
+        return Error{fmt::format("incident {} is already acknowledged", uid)};
+      }
+      inc->state = IncidentState::acknowledged;
+      if (!inc->t_ack) inc->t_ack = clock_.wall_now();
+      json extra = json::object();
+      if (!note.empty()) extra["note"] = note;
+      log::info("incident {} acknowledged by {}", uid, actor);
+      emit(*inc, "acknowledged", std::move(extra), actor);
+      return *inc;
+    }
+    case Action::resolve:
+    case Action::close: {
+      const auto final_state =
+          action == Action::close ? IncidentState::closed : IncidentState::resolved;
+      if (inc->state == IncidentState::resolved && action == Action::resolve) {
+        return Error{fmt::format("incident {} is already resolved", uid)};
+      }
+      if (inc->state == IncidentState::resolved) {
+        // Closing a resolved incident.
+        Incident closed = std::move(*inc);
+        resolved_.erase(uid);
+        closed.state = IncidentState::closed;
+        closed.t_closed = clock_.wall_now();
+        json extra = json::object();
+        if (!note.empty()) extra["note"] = note;
+        emit(closed, "closed", std::move(extra), actor);
+        return closed;
+      }
+      Incident copy = *inc;
+      if (auto r = probes_.find(copy.probe);
+          r != probes_.end() && copy.condition == kConditionDown) {
+        // Someone says it is fixed: detection starts over, so a probe that
+        // still fails reopens it after fail_after more failures.
+        if (r->second.check.level() == CheckLevel::hard_fail) {
+          r->second.check = CheckState{};
+          persist(copy.probe, r->second);
+        }
+      }
+      resolve(copy, actor, note, false, final_state);
+      if (final_state == IncidentState::closed) {
+        copy.state = IncidentState::closed;
+      } else {
+        copy = resolved_.at(uid).incident;
+      }
+      return copy;
+    }
+  }
+  return Error{"unknown action"};
+}
+
+std::vector<std::string> Engine::uids_with_prefix(const std::string& prefix) const {
+  std::vector<std::string> out;
+  if (prefix.empty()) return out;
+  for (const auto& [key, inc] : unresolved_) {
+    if (inc.uid.starts_with(prefix)) out.push_back(inc.uid);
+  }
+  for (const auto& [uid, res] : resolved_) {
+    if (uid.starts_with(prefix)) out.push_back(uid);
+  }
+  return out;
+}
+
+std::optional<std::string> Engine::silenced(const std::string& probe) const {
+  const config::ProbeConfig* pc = config_.find_probe(probe);
+  static const std::map<std::string, std::string> kNoLabels;
+  const auto& labels = pc != nullptr ? pc->labels : kNoLabels;
+  const WallTime now = clock_.wall_now();
+  for (const auto& s : config_.silences) {
+    if (s.match.matches(probe, labels) && s.schedule.contains(now, tz_)) {
+      return fmt::format("{} ({}): {}", s.schedule.text(), s.match.text(), s.reason);
+    }
+  }
+  for (const auto& s : silences_) {
+    if (s.starts_at > now || s.ends_at <= now) continue;
+    auto m = config::ProbeMatch::parse(s.match);
+    if (m && m->matches(probe, labels)) {
+      return fmt::format("silence {} until {} ({}): {}", s.uid.substr(0, 8),
+                         format_rfc3339(s.ends_at), s.match, s.reason);
+    }
+  }
+  return std::nullopt;
+}
+
+Result<SilenceRow> Engine::add_silence(const std::string& match, Millis length,
+                                       const std::string& reason, const std::string& actor) {
+  std::string why;
+  auto m = config::ProbeMatch::parse(match, &why);
+  if (!m) return Error{why};
+  std::vector<std::string> hits;
+  for (const auto& p : config_.probes) {
+    if (m->matches(p.name, p.labels)) hits.push_back(p.name);
+  }
+  if (hits.empty()) {
+    return Error{fmt::format("--match \"{}\" matches none of the {} configured probes", match,
+                             config_.probes.size())};
+  }
+  if (length <= Millis(0)) return Error{"--for must be a positive duration"};
+  if (reason.empty()) return Error{"--reason is required: say why the probes are silenced"};
+  const WallTime now = clock_.wall_now();
+  SilenceRow row;
+  row.uid = new_uid(now);
+  row.match = match;
+  row.starts_at = now;
+  row.ends_at = now + length;
+  row.reason = reason;
+  row.created_by = actor;
+  sink_.submit(row);
+  silences_.push_back(row);
+  log::info("silence {} by {}: {} for {} ({} probes): {}", row.uid, actor, match, describe(length),
+            hits.size(), reason);
   return row;
 }
 
+Result<SilenceRow> Engine::remove_silence(const std::string& uid_or_prefix,
+                                          const std::string& actor) {
+  std::vector<std::vector<SilenceRow>::iterator> found;
+  for (auto it = silences_.begin(); it != silences_.end(); ++it) {
+    if (it->uid.starts_with(uid_or_prefix)) found.push_back(it);
+  }
+  if (uid_or_prefix.empty() || found.empty()) {
+    return Error{fmt::format("no silence in force with id {}", uid_or_prefix)};
+  }
+  if (found.size() > 1) {
+    return Error{
+        fmt::format("'{}' matches {} silences; give more of the id", uid_or_prefix, found.size())};
+  }
+  SilenceRow row = *found.front();
+  silences_.erase(found.front());
+  row.removed_at = clock_.wall_now();
+  row.removed_by = actor;
+  sink_.submit(row);
+  tick_maintenance();
+  return row;
+}
+
+// --- the agent's own condition ----------------------------------------------
+
+void Engine::set_storage_problem(const std::optional<std::string>& problem) {
+  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, kConditionStorage);
+  auto it = unresolved_.find(key);
+  if (problem && it == unresolved_.end()) {
+    const WallTime at = clock_.wall_now();
+    Incident inc;
+    inc.uid = new_uid(at);
+    inc.dedup_key = key;
+    inc.probe = kAgentProbe;
+    inc.condition = kConditionStorage;
+    inc.severity = config::Severity::critical;
+    inc.priority = priority_now(inc.severity);
+    inc.t_fault = at;
+    inc.t_detect = at;
+    inc.summary = fmt::format("storage: {}", *problem);
+    log::error("incident {} opened: {}", inc.uid, inc.summary);
+    emit(inc, "opened", json{{"message", *problem}});
+    unresolved_.emplace(key, std::move(inc));
+  } else if (!problem && it != unresolved_.end()) {
+    resolve(it->second, "agent", "", false);
+  }
+}
+
+// --- persistence and views ------------------------------------------------------
+
+ProbeStateRow Engine::row_of(const std::string& name, const Runtime& r) const {
+  ProbeStateRow row;
+  row.probe = name;
+  row.level = r.check.level();
+  row.failures = r.check.failures();
+  row.successes = r.check.successes();
+  row.t_fault = r.check.t_fault();
+  row.t_first_ok = r.check.t_first_ok();
+  row.last_check = r.last_check;
+  row.last_status = r.last_status;
+  row.latency_ms = r.latency_ms;
+  row.message = r.message;
+  row.flap_history = r.flap.to_string();
+  row.flapping = r.flapping;
+  row.attempts = r.heal.attempts;
+  row.attempt_failures = r.heal.failures_in_row;
+  return row;
+}
+
+void Engine::persist(const std::string& probe, Runtime& r) {
+  sink_.submit(row_of(probe, r));
+  r.dirty = false;
+}
+
 void Engine::flush_probe_states() {
-  for (auto& [name, rt] : probes_) {
-    if (!rt.dirty) continue;
-    sink_.submit(row_of(name, rt));
-    rt.dirty = false;
+  for (auto& [name, r] : probes_) {
+    if (r.dirty) persist(name, r);
   }
 }
 
 std::vector<ProbeView> Engine::probes() const {
   std::vector<ProbeView> out;
+  out.reserve(config_.probes.size());
   for (const auto& p : config_.probes) {
-    const Runtime& rt = probes_.at(p.name);
-    out.push_back(ProbeView{p.name, p.type, rt.check.level(), rt.last_check, rt.last_status,
-                            rt.latency_ms, rt.message});
+    const Runtime& r = probes_.at(p.name);
+    out.push_back(ProbeView{p.name, p.type, r.check.level(), r.last_check, r.last_status,
+                            r.latency_ms, r.message, r.flapping, r.flap.percent(), r.held});
   }
   return out;
 }

@@ -1,17 +1,29 @@
 #pragma once
 /// \file
-/// The incident engine: turns probe results into check levels and incidents
-/// (DESIGN §4). Its state lives in memory on the loop thread; every change is
-/// handed to a ChangeSink (the store writer) as an incident row plus its
-/// event, to be committed together.
+/// The incident engine (DESIGN §4): turns probe results into check levels
+/// and incidents — dedup, reopen, close, root cause by `depends_on`, flap
+/// detection, maintenance, self-healing and priority. Its state lives in
+/// memory on the loop thread; every change is handed to a ChangeSink (the
+/// store writer) as an incident row plus its event, committed together, and
+/// the remediation state it must not forget (attempts in the window) goes
+/// to `probe_state` before the attempt's event.
+///
+/// Time: everything that waits (close_after, backoff, verify_after, holds)
+/// is measured on the monotonic clock; wall-clock times are only recorded.
+/// tick() does the waiting work that is due; the daemon calls it every
+/// second, tests call it after moving their clock.
 
+#include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "agent/check_state.h"
+#include "agent/flap.h"
 #include "agent/incident.h"
+#include "agent/remediation_runner.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
 #include "config/clock.h"
@@ -29,49 +41,191 @@ struct ProbeView {
   std::string last_status;  ///< ok|warn|fail|unknown, "" before the first check
   double latency_ms = 0;
   std::string message;
+  bool flapping = false;
+  double flap_percent = 0;
+  bool held = false;  ///< hard-failed, waiting for its ancestors' re-checks
 };
+
+/// What the engine asks of the daemon.
+struct EngineHooks {
+  /// Runs a probe now, outside its schedule; its result comes back through
+  /// on_result. Must not call back into the engine synchronously.
+  std::function<void(const std::string& probe)> run_now;
+  /// Runs remediation actions; nullptr = remediations are recorded as
+  /// failed ("no runner").
+  RemediationRunner* runner = nullptr;
+};
+
+/// What the engine resumes from (agent/store.h reads it at start).
+struct EngineSnapshot {
+  std::vector<ProbeStateRow> probe_states;
+  std::vector<Incident> unresolved;
+  std::vector<Incident> resolved;    ///< resolved, not yet closed
+  std::vector<SilenceRow> silences;  ///< ad-hoc, not removed, not yet ended
+};
+
+/// The name and condition of the agent's own storage incident.
+inline constexpr const char* kAgentProbe = "storewatch";
 
 class Engine {
  public:
-  Engine(const config::Config& config, const Clock& clock, ChangeSink& sink);
+  Engine(const config::Config& config, const Clock& clock, ChangeSink& sink,
+         EngineHooks hooks = {});
 
-  /// Resumes from the database: probe levels and counters, and the
-  /// incidents that were unresolved when the daemon stopped.
-  void restore(const std::vector<ProbeStateRow>& states, std::vector<Incident> unresolved);
+  /// Resumes from the database: probe levels and counters, flap history,
+  /// remediation attempts, unresolved and resolved incidents and silences.
+  void restore(EngineSnapshot snapshot);
 
   /// Feeds one result of one probe.
   void on_result(const std::string& probe, const probes::ProbeResult& result);
 
-  /// Hands the probes whose last result changed since the last flush to the
-  /// sink (probe results are not written one by one: flash wears).
+  /// Does the waiting work that is due: closes resolved incidents after
+  /// close_after, ends holds that waited too long, starts remediation
+  /// attempts after their backoff, verifies them, ends maintenance and
+  /// follows trading hours.
+  void tick();
+
+  /// Hands the probes whose state changed since the last flush to the sink
+  /// (results are not written one by one: flash wears).
   void flush_probe_states();
+
+  // --- what humans and HQ do ----------------------------------------------
+
+  enum class Action { ack, resolve, close, note };
+  static std::optional<Action> parse_action(std::string_view op);
+
+  /// Applies a human action to the incident `uid` (a full uid). `stored` is
+  /// the database's copy, for incidents the engine no longer holds (closed
+  /// ones: a note is fine, the rest is an error). Returns the incident after.
+  Result<Incident> act(Action action, const std::string& uid, const std::string& actor,
+                       const std::string& note, const std::optional<Incident>& stored);
+
+  /// Uids of the incidents the engine holds (unresolved, resolved) that
+  /// start with `prefix`.
+  std::vector<std::string> uids_with_prefix(const std::string& prefix) const;
+
+  /// Adds an ad-hoc silence from now for `length`. `match` must match a
+  /// configured probe.
+  Result<SilenceRow> add_silence(const std::string& match, Millis length, const std::string& reason,
+                                 const std::string& actor);
+  /// Ends an ad-hoc silence by uid or unique uid prefix.
+  Result<SilenceRow> remove_silence(const std::string& uid_or_prefix, const std::string& actor);
+  /// Ad-hoc silences still in force.
+  const std::vector<SilenceRow>& silences() const { return silences_; }
+  /// Why `probe` is silenced now ("silence 0193…: reason"), or nullopt.
+  std::optional<std::string> silenced(const std::string& probe) const;
+
+  /// The agent's own storage condition: `problem` set raises (or keeps) a
+  /// critical incident, nullopt resolves it.
+  void set_storage_problem(const std::optional<std::string>& problem);
+
+  // --- views ---------------------------------------------------------------
 
   std::vector<ProbeView> probes() const;
   /// Unresolved incidents by dedup key.
   const std::map<std::string, Incident>& unresolved() const { return unresolved_; }
+  /// Whether the store trades now (urgency follows it).
+  bool trading_now() const;
 
  private:
+  /// Self-healing of one probe.
+  struct Healing {
+    enum class Phase { idle, precondition, running, verify_wait, verifying };
+    std::vector<WallTime> attempts;  ///< starts within the window; persisted
+    int failures_in_row = 0;         ///< persisted; drives the backoff
+    int skips_in_row = 0;
+    Phase phase = Phase::idle;
+    std::optional<SteadyTime> next_try;  ///< no attempt before
+    SteadyTime deadline{};               ///< of the precondition or verify phase
+    bool healed = false;                 ///< the last attempt verified ok
+    bool trading_skip_reported = false;
+    std::string incident_uid;  ///< the incident the current attempt is for
+    int attempt = 0;
+    std::uint64_t generation = 0;  ///< ignores outcomes of cancelled attempts
+    ActionOutcome outcome;
+  };
+
   struct Runtime {
     const config::ProbeConfig* config = nullptr;
+    const config::RemediationConfig* remediation = nullptr;
     CheckState check;
+    FlapHistory flap;
+    bool flapping = false;
     std::optional<WallTime> last_check;
     std::string last_status;
     double latency_ms = 0;
     std::string message;
     bool dirty = false;
+    // A hard failure held while ancestors are re-checked (DESIGN §4).
+    bool held = false;
+    SteadyTime held_since{};
+    std::set<std::string> awaiting;  ///< ancestors whose fresh result is due
+    Healing heal;
+  };
+
+  struct Resolved {
+    Incident incident;
+    SteadyTime at;  ///< when it resolved, on the monotonic clock
+  };
+
+  struct Ancestry {
+    std::optional<std::string> root;   ///< the root-cause incident to attach to
+    std::vector<std::string> pending;  ///< ancestors soft-failing or held themselves
   };
 
   std::string dedup_key(const std::string& probe) const;
+  Runtime& rt(const std::string& probe) { return probes_.at(probe); }
+  Incident* unresolved_of(const std::string& probe);
+  Incident* find_incident(const std::string& uid);
   ProbeStateRow row_of(const std::string& name, const Runtime& rt) const;
-  void open_incident(const std::string& probe, Runtime& rt, const probes::ProbeResult& r,
-                     WallTime at);
-  void resolve_incident(const std::string& probe, Runtime& rt, WallTime at);
+  void persist(const std::string& probe, Runtime& r);
+  void emit(const Incident& inc, std::string type, nlohmann::json extra = nlohmann::json::object(),
+            const std::string& actor = "agent");
+  SteadyTime steady_of(WallTime t) const;
+  std::string priority_now(config::Severity severity) const;
+
+  void on_hard_fail(const std::string& probe);
+  Ancestry ancestry(const std::string& probe) const;
+  void evaluate_hold(const std::string& probe, const std::string& ancestor);
+  void release_hold(Runtime& r);
+  void raise(const std::string& probe, const std::optional<std::string>& root, bool flapping);
+  void resolve(Incident inc, const std::string& actor, const std::string& note, bool self_healed,
+               IncidentState final_state = IncidentState::resolved);
+  void after_root_gone(const std::string& root_uid);
+  void update_flapping(const std::string& probe, Runtime& r);
+
+  void maybe_remediate(const std::string& probe);
+  void start_action(const std::string& probe);
+  void on_action_done(const std::string& probe, std::uint64_t generation, ActionOutcome outcome);
+  void on_precondition(const std::string& probe, const std::string& precondition,
+                       const probes::ProbeResult& result);
+  void attempt_failed(const std::string& probe, const std::string& why);
+  void attempt_succeeded(const std::string& probe, const probes::ProbeResult& verify);
+  void escalate(Incident& inc, const std::string& reason);
+  nlohmann::json attempt_json(const std::string& probe) const;
+  void run_now(const std::string& probe);
+
+  void tick_closing(SteadyTime now);
+  void tick_holds(SteadyTime now);
+  void tick_healing(SteadyTime now);
+  void tick_maintenance();
+  void tick_trading();
 
   const config::Config& config_;
   const Clock& clock_;
   ChangeSink& sink_;
+  EngineHooks hooks_;
+  config::TimeZone tz_;
   std::map<std::string, Runtime> probes_;
+  /// Ancestors of each probe, nearest first, and who needs each probe's
+  /// results: its descendants and the probes it is a precondition of.
+  std::map<std::string, std::vector<std::string>> ancestors_;
+  std::map<std::string, std::vector<std::string>> descendants_;
+  std::map<std::string, std::vector<std::string>> precondition_of_;
   std::map<std::string, Incident> unresolved_;
+  std::map<std::string, Resolved> resolved_;  ///< by uid
+  std::vector<SilenceRow> silences_;
+  std::optional<bool> trading_;  ///< at the last tick
 };
 
 }  // namespace storewatch::agent

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
 
 namespace storewatch::agent {
@@ -26,15 +27,11 @@ std::optional<IncidentState> parse_incident_state(std::string_view s) {
   return std::nullopt;
 }
 
-std::string priority_for(config::Severity severity) {
-  switch (severity) {
-    case config::Severity::critical: return "P1";
-    case config::Severity::high: return "P2";
-    case config::Severity::medium: return "P3";
-    case config::Severity::low: return "P4";
-    case config::Severity::info: return "P5";
-  }
-  return "P3";
+std::string priority_for(config::Severity severity, bool urgent) {
+  // critical = 0 … info = 4: P1 … P5 while trading, one step lower outside.
+  const int impact = static_cast<int>(severity);
+  const int p = std::min(impact + 1 + (urgent ? 0 : 1), 5);
+  return fmt::format("P{}", p);
 }
 
 namespace {

@@ -25,8 +25,13 @@ inline bool is_unresolved(IncidentState s) {
   return s != IncidentState::resolved && s != IncidentState::closed;
 }
 
-/// P1–P5 from severity (impact); urgency by trading hours comes later.
-std::string priority_for(config::Severity severity);
+/// P1–P5 from impact (the severity) × urgency (DESIGN §4): urgent during
+/// trading hours, one step lower outside them.
+///
+///   severity   critical high medium low info
+///   trading    P1       P2   P3     P4  P5
+///   closed     P2       P3   P4     P5  P5
+std::string priority_for(config::Severity severity, bool urgent = true);
 
 struct Incident {
   std::string uid;

@@ -1,5 +1,7 @@
 #include "agent/status.h"
 
+#include <cmath>
+
 #include <map>
 
 namespace storewatch::agent {
@@ -15,6 +17,9 @@ json probe_json(const ProbeView& p) {
       {"latency_ms", p.last_check ? json(p.latency_ms) : json(nullptr)},
       {"message", p.message},
       {"last_status", p.last_status},
+      {"flapping", p.flapping},
+      {"flap_percent", std::round(p.flap_percent * 10) / 10},
+      {"held", p.held},
   };
 }
 

@@ -68,6 +68,28 @@ CREATE TABLE probe_state (
   message      TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 )sql"},
+    {2, R"sql(
+ALTER TABLE probe_state ADD COLUMN flap_history TEXT NOT NULL DEFAULT '';
+ALTER TABLE probe_state ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+-- Remediation attempts within the window, as a JSON array of RFC 3339
+-- times, and failed attempts in a row: counted across restarts.
+ALTER TABLE probe_state ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE probe_state ADD COLUMN attempt_failures INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE silences (
+  uid         TEXT PRIMARY KEY,
+  match       TEXT NOT NULL,
+  starts_at   TEXT NOT NULL,
+  ends_at     TEXT NOT NULL,
+  reason      TEXT NOT NULL,
+  created_by  TEXT NOT NULL,
+  removed_at  TEXT,
+  removed_by  TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+
+CREATE INDEX incidents_state ON incidents(state);
+CREATE INDEX incidents_closed ON incidents(t_closed) WHERE state = 'closed';
+)sql"},
 };
 
 constexpr const char* kIncidentColumns =
@@ -108,6 +130,23 @@ Incident incident_from_row(const db::Statement& s) {
   i.reopen_count = static_cast<int>(s.int64(17));
   i.summary = s.text(18);
   return i;
+}
+
+std::string times_json(const std::vector<WallTime>& times) {
+  nlohmann::json out = nlohmann::json::array();
+  for (WallTime t : times) out.push_back(format_rfc3339(t));
+  return out.dump();
+}
+
+std::vector<WallTime> times_of_json(const std::string& text) {
+  std::vector<WallTime> out;
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_array()) return out;
+  for (const auto& e : j) {
+    if (!e.is_string()) continue;
+    if (auto t = parse_rfc3339(e.get<std::string>())) out.push_back(*t);
+  }
+  return out;
 }
 
 StoredEvent event_from_row(const db::Statement& s) {
@@ -223,9 +262,11 @@ Status Store::write(const IncidentChange& c, std::int64_t& seq) {
 Status Store::write(const ProbeStateRow& r) {
   auto st = db_.prepare(
       "INSERT INTO probe_state (probe, level, failures, successes, t_fault, t_first_ok, "
-      "last_check, last_status, latency_ms, message) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) "
+      "last_check, last_status, latency_ms, message, flap_history, flapping, attempts, "
+      "attempt_failures) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14) "
       "ON CONFLICT(probe) DO UPDATE SET level=?2, failures=?3, successes=?4, t_fault=?5, "
-      "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10");
+      "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10, "
+      "flap_history=?11, flapping=?12, attempts=?13, attempt_failures=?14");
   if (!st) return st.error();
   st->bind(1, r.probe)
       .bind(2, to_string(r.level))
@@ -236,7 +277,28 @@ Status Store::write(const ProbeStateRow& r) {
       .bind(7, time_text(r.last_check))
       .bind(8, r.last_status)
       .bind(9, r.latency_ms)
-      .bind(10, r.message);
+      .bind(10, r.message)
+      .bind(11, r.flap_history)
+      .bind(12, r.flapping)
+      .bind(13, times_json(r.attempts))
+      .bind(14, r.attempt_failures);
+  return st->run();
+}
+
+Status Store::write(const SilenceRow& v) {
+  auto st = db_.prepare(
+      "INSERT INTO silences (uid, match, starts_at, ends_at, reason, created_by, removed_at, "
+      "removed_by) VALUES (?1,?2,?3,?4,?5,?6,?7,?8) "
+      "ON CONFLICT(uid) DO UPDATE SET ends_at=?4, removed_at=?7, removed_by=?8");
+  if (!st) return st.error();
+  st->bind(1, v.uid)
+      .bind(2, v.match)
+      .bind(3, format_rfc3339(v.starts_at))
+      .bind(4, format_rfc3339(v.ends_at))
+      .bind(5, v.reason)
+      .bind(6, v.created_by)
+      .bind(7, time_text(v.removed_at))
+      .bind(8, v.removed_by);
   return st->run();
 }
 
@@ -302,7 +364,8 @@ Result<std::vector<StoredEvent>> Store::events_after(std::int64_t after, int lim
 Result<std::vector<ProbeStateRow>> Store::probe_states() {
   auto stmt = db_.prepare(
       "SELECT probe, level, failures, successes, t_fault, t_first_ok, last_check, last_status, "
-      "latency_ms, message FROM probe_state ORDER BY probe");
+      "latency_ms, message, flap_history, flapping, attempts, attempt_failures FROM probe_state "
+      "ORDER BY probe");
   if (!stmt) return stmt.error();
   return collect<ProbeStateRow>(*stmt, [](const db::Statement& s) {
     ProbeStateRow r;
@@ -316,8 +379,55 @@ Result<std::vector<ProbeStateRow>> Store::probe_states() {
     r.last_status = s.text(7);
     r.latency_ms = s.real(8);
     r.message = s.text(9);
+    r.flap_history = s.text(10);
+    r.flapping = s.int64(11) != 0;
+    r.attempts = times_of_json(s.text(12));
+    r.attempt_failures = static_cast<int>(s.int64(13));
     return r;
   });
+}
+
+Result<std::vector<Incident>> Store::resolved_incidents() {
+  auto stmt = db_.prepare(fmt::format(
+      "SELECT {} FROM incidents WHERE state = 'resolved' ORDER BY t_resolved", kIncidentColumns));
+  if (!stmt) return stmt.error();
+  return collect<Incident>(*stmt, incident_from_row);
+}
+
+Result<std::vector<SilenceRow>> Store::silences(std::optional<WallTime> active_at) {
+  std::string sql =
+      "SELECT uid, match, starts_at, ends_at, reason, created_by, removed_at, removed_by "
+      "FROM silences";
+  if (active_at) sql += " WHERE removed_at IS NULL AND ends_at > ?1";
+  sql += " ORDER BY starts_at, uid";
+  auto stmt = db_.prepare(sql);
+  if (!stmt) return stmt.error();
+  if (active_at) stmt->bind(1, format_rfc3339(*active_at));
+  return collect<SilenceRow>(*stmt, [](const db::Statement& s) {
+    SilenceRow r;
+    r.uid = s.text(0);
+    r.match = s.text(1);
+    r.starts_at = time_of(s, 2).value_or(WallTime{});
+    r.ends_at = time_of(s, 3).value_or(WallTime{});
+    r.reason = s.text(4);
+    r.created_by = s.text(5);
+    r.removed_at = time_of(s, 6);
+    r.removed_by = s.text(7);
+    return r;
+  });
+}
+
+nlohmann::json SilenceRow::to_json() const {
+  return nlohmann::json{
+      {"uid", uid},
+      {"match", match},
+      {"starts_at", format_rfc3339(starts_at)},
+      {"ends_at", format_rfc3339(ends_at)},
+      {"reason", reason},
+      {"created_by", created_by},
+      {"removed_at", removed_at ? nlohmann::json(format_rfc3339(*removed_at)) : nlohmann::json()},
+      {"removed_by", removed_by},
+  };
 }
 
 Result<std::int64_t> Store::sync_value(const std::string& key) {

@@ -40,6 +40,24 @@ struct ProbeStateRow {
   std::string last_status;  ///< ok|warn|fail|unknown of the last result
   double latency_ms = 0;
   std::string message;
+  std::string flap_history;  ///< FlapHistory::to_string()
+  bool flapping = false;
+  std::vector<WallTime> attempts;  ///< remediation attempts within the window
+  int attempt_failures = 0;        ///< failed attempts in a row (the backoff)
+};
+
+/// An ad-hoc silence (`storewatch silence add`).
+struct SilenceRow {
+  std::string uid;
+  std::string match;  ///< ProbeMatch text
+  WallTime starts_at;
+  WallTime ends_at;
+  std::string reason;
+  std::string created_by;
+  std::optional<WallTime> removed_at;
+  std::string removed_by;
+
+  nlohmann::json to_json() const;
 };
 
 /// A `sync_state` value (hq_acked_seq, session).
@@ -50,7 +68,7 @@ struct SyncValue {
   bool only_if_higher = false;
 };
 
-using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue>;
+using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow>;
 
 /// An event as stored, with its seq.
 struct StoredEvent {
@@ -82,7 +100,11 @@ class Store {
   Result<std::optional<Incident>> incident(const std::string& uid_or_prefix);
   Result<std::vector<StoredEvent>> events_of(const std::string& incident_uid);
   Result<std::vector<StoredEvent>> events_after(std::int64_t after, int limit);
+  /// Resolved incidents not yet closed (the engine closes them, or reopens).
+  Result<std::vector<Incident>> resolved_incidents();
   Result<std::vector<ProbeStateRow>> probe_states();
+  /// Ad-hoc silences; `active_at` set: only those not removed and not ended then.
+  Result<std::vector<SilenceRow>> silences(std::optional<WallTime> active_at);
   /// sync_state value, 0 when unset.
   Result<std::int64_t> sync_value(const std::string& key);
   Result<std::int64_t> max_seq();
@@ -100,6 +122,7 @@ class Store {
   Status write(const IncidentChange& c, std::int64_t& seq);
   Status write(const ProbeStateRow& row);
   Status write(const SyncValue& v);
+  Status write(const SilenceRow& v);
 
   db::Database db_;
 };

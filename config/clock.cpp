@@ -1,10 +1,22 @@
 #include "config/clock.h"
 
+#include <sys/timex.h>
+
 #include <date/date.h>
 
 #include <sstream>
 
 namespace storewatch {
+
+bool SystemClock::wall_synced() const {
+  const SteadyTime now = steady_now();
+  if (!synced_checked_ || now - *synced_checked_ > std::chrono::seconds(10)) {
+    struct timex tx {};
+    synced_ = ::adjtimex(&tx) != TIME_ERROR;
+    synced_checked_ = now;
+  }
+  return synced_;
+}
 
 std::string format_rfc3339(WallTime t) {
   return date::format("%FT%TZ", t);

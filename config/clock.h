@@ -20,6 +20,9 @@ class Clock {
   virtual ~Clock() = default;
   virtual SteadyTime steady_now() const = 0;
   virtual WallTime wall_now() const = 0;
+  /// Whether the wall clock is synchronised (NTP); events recorded before it
+  /// is say so, since gateways without a real-time clock jump at boot.
+  virtual bool wall_synced() const { return true; }
 };
 
 /// The real clocks.
@@ -29,6 +32,12 @@ class SystemClock final : public Clock {
   WallTime wall_now() const override {
     return std::chrono::floor<std::chrono::milliseconds>(std::chrono::system_clock::now());
   }
+  /// The kernel's view (adjtimex: not TIME_ERROR), re-read at most every 10 s.
+  bool wall_synced() const override;
+
+ private:
+  mutable std::optional<SteadyTime> synced_checked_;
+  mutable bool synced_ = true;
 };
 
 /// RFC 3339 in UTC with milliseconds: "2026-11-26T22:18:03.123Z".

@@ -132,7 +132,10 @@ TEST_F(EngineTest, RestoredIncidentResolvesInsteadOfOpeningASecond) {
   ProbeStateRow row;
   row.probe = "lane-01-pos";
   row.level = CheckLevel::ok;  // a stale flush: the incident says otherwise
-  engine.restore({row}, {inc});
+  EngineSnapshot snap;
+  snap.probe_states = {row};
+  snap.unresolved = {inc};
+  engine.restore(std::move(snap));
   feed("lane-01-pos", ProbeStatus::fail, 4);
   EXPECT_TRUE(sink.incident_changes().empty());
   feed("lane-01-pos", ProbeStatus::ok, 2);

@@ -1,0 +1,888 @@
+// The incident lifecycle of DESIGN §4 driven by an injected clock: every
+// transition, reopen and close, root cause by depends_on, flapping,
+// silences, self-healing, priority and the clock's quirks. No sleeps.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <random>
+
+#include "agent/engine.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/recording_sink.h"
+
+namespace storewatch::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using probes::ProbeResult;
+using probes::ProbeStatus;
+
+// 2026-11-25 (a Wednesday) 12:00:00 UTC.
+const WallTime kNoonWednesday{std::chrono::milliseconds(1'764'072'000'000)};
+
+ProbeResult result(ProbeStatus s, std::string msg = "") {
+  ProbeResult r;
+  r.status = s;
+  r.latency = 1ms;
+  r.message = msg.empty() ? (s == ProbeStatus::ok ? "connected" : "refused") : std::move(msg);
+  return r;
+}
+
+config::ProbeConfig probe(std::string name, std::vector<std::string> depends_on = {}) {
+  config::ProbeConfig p;
+  p.name = std::move(name);
+  p.type = "tcp";
+  p.fail_after = 3;
+  p.recover_after = 2;
+  p.timeout = 1s;
+  p.severity = config::Severity::high;
+  p.depends_on = std::move(depends_on);
+  return p;
+}
+
+/// A remediation runner the test finishes by hand.
+class ManualRunner final : public RemediationRunner {
+ public:
+  struct Run {
+    std::string name;
+    std::function<void(ActionOutcome)> done;
+  };
+  void run(const config::RemediationConfig& r, std::function<void(ActionOutcome)> done) override {
+    runs.push_back(Run{r.name, std::move(done)});
+  }
+  void stop() override {}
+  void finish(bool ok, int exit_code = 0, std::string output = "") {
+    ASSERT_FALSE(runs.empty());
+    Run run = std::move(runs.front());
+    runs.erase(runs.begin());
+    ActionOutcome o;
+    o.ok = ok;
+    o.exit_code = exit_code;
+    o.detail = fmt::format("exit {}", exit_code);
+    o.output = std::move(output);
+    run.done(std::move(o));
+  }
+  std::vector<Run> runs;
+};
+
+class Lifecycle : public ::testing::Test {
+ protected:
+  Lifecycle() : clock(kNoonWednesday) { config.store.id = "s1"; }
+
+  /// Builds the engine once the config is complete.
+  Engine& start() {
+    EngineHooks hooks;
+    hooks.run_now = [this](const std::string& p) { rechecks.push_back(p); };
+    hooks.runner = &runner;
+    engine = std::make_unique<Engine>(config, clock, sink, hooks);
+    return *engine;
+  }
+
+  void feed(const std::string& p, ProbeStatus s, int times = 1, std::string msg = "") {
+    for (int i = 0; i < times; ++i) {
+      engine->on_result(p, result(s, msg));
+      clock.advance(1s);
+    }
+  }
+
+  /// Answers every re-check the engine asked for with `status_of(probe)`,
+  /// until it asks for no more (bounded).
+  void answer_rechecks(const std::function<ProbeStatus(const std::string&)>& status_of) {
+    for (int round = 0; round < 100 && !rechecks.empty(); ++round) {
+      std::vector<std::string> asked;
+      asked.swap(rechecks);
+      std::sort(asked.begin(), asked.end());
+      asked.erase(std::unique(asked.begin(), asked.end()), asked.end());
+      for (const auto& p : asked) engine->on_result(p, result(status_of(p)));
+    }
+    ASSERT_TRUE(rechecks.empty()) << "re-checks never settled";
+  }
+
+  std::vector<IncidentChange> events(const std::string& type = "") const {
+    std::vector<IncidentChange> out;
+    for (const auto& c : sink.incident_changes()) {
+      if (type.empty() || c.event.type == type) out.push_back(c);
+    }
+    return out;
+  }
+  std::vector<std::string> types_of(const std::string& probe_name) const {
+    std::vector<std::string> out;
+    for (const auto& c : sink.incident_changes()) {
+      if (c.incident.probe == probe_name) out.push_back(c.event.type);
+    }
+    return out;
+  }
+  const Incident* open_of(const std::string& p) const {
+    auto it = engine->unresolved().find("s1:" + p + ":down");
+    return it == engine->unresolved().end() ? nullptr : &it->second;
+  }
+
+  config::Config config;
+  test::FakeClock clock;
+  test::RecordingSink sink;
+  ManualRunner runner;
+  std::vector<std::string> rechecks;
+  std::unique_ptr<Engine> engine;
+};
+
+using Types = std::vector<std::string>;
+
+// --- the state machine ----------------------------------------------------------
+
+TEST_F(Lifecycle, OpenAckResolveClose) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  const std::string uid = open_of("pos")->uid;
+
+  auto acked = engine->act(Engine::Action::ack, uid, "cli:maria", "on my way", std::nullopt);
+  ASSERT_TRUE(acked) << acked.error().message;
+  EXPECT_EQ(acked->state, IncidentState::acknowledged);
+  EXPECT_TRUE(acked->t_ack.has_value());
+  EXPECT_EQ(events("acknowledged").at(0).event.actor, "cli:maria");
+  EXPECT_EQ(events("acknowledged").at(0).event.extra["note"], "on my way");
+
+  feed("pos", ProbeStatus::ok, 2);
+  ASSERT_EQ(open_of("pos"), nullptr);
+  auto resolved = events("resolved");
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].incident.state, IncidentState::resolved);
+  EXPECT_FALSE(resolved[0].incident.self_healed);
+
+  clock.advance(59min);
+  engine->tick();
+  EXPECT_TRUE(events("closed").empty());
+  clock.advance(2min);
+  engine->tick();
+  auto closed = events("closed");
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].incident.uid, uid);
+  EXPECT_EQ(closed[0].incident.state, IncidentState::closed);
+  EXPECT_TRUE(closed[0].incident.t_closed.has_value());
+  EXPECT_EQ(types_of("pos"), (Types{"opened", "acknowledged", "resolved", "closed"}));
+}
+
+TEST_F(Lifecycle, EveryEventCarriesTheRowAsItIsAfterTheChange) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  feed("pos", ProbeStatus::ok, 2);
+  for (const auto& c : sink.incident_changes()) {
+    if (c.event.type == "opened") {
+      EXPECT_EQ(c.incident.state, IncidentState::open);
+    }
+    if (c.event.type == "resolved") {
+      EXPECT_EQ(c.incident.state, IncidentState::resolved);
+    }
+    EXPECT_FALSE(c.event.uid.empty());
+  }
+}
+
+TEST_F(Lifecycle, ReopensWithinTheWindowAndOpensAnewAfterIt) {
+  config.probes = {probe("pos")};
+  config.incidents.reopen_window = 30min;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string first = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(10min);
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_EQ(open_of("pos")->uid, first);
+  EXPECT_EQ(open_of("pos")->reopen_count, 1);
+  EXPECT_EQ(open_of("pos")->state, IncidentState::open);
+  EXPECT_FALSE(open_of("pos")->t_resolved.has_value());
+  auto reopened = events("reopened");
+  ASSERT_EQ(reopened.size(), 1u);
+  EXPECT_EQ(reopened[0].event.extra["reopen_count"], 1);
+
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(31min);
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_NE(open_of("pos")->uid, first);
+  EXPECT_EQ(open_of("pos")->reopen_count, 0);
+  EXPECT_EQ(events("opened").size(), 2u);
+}
+
+TEST_F(Lifecycle, ReopeningResetsTheCloseTimer) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(20min);
+  feed("pos", ProbeStatus::fail, 3);  // reopened
+  clock.advance(50min);
+  engine->tick();
+  EXPECT_TRUE(events("closed").empty()) << "an unresolved incident never closes by time";
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(59min);
+  engine->tick();
+  EXPECT_TRUE(events("closed").empty());
+  clock.advance(2min);
+  engine->tick();
+  EXPECT_EQ(events("closed").size(), 1u);
+}
+
+TEST_F(Lifecycle, HumanResolveCloseAndNoteAreRecordedWithTheActor) {
+  config.probes = {probe("pos"), probe("printer")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  feed("printer", ProbeStatus::fail, 3);
+  const std::string pos = open_of("pos")->uid;
+  const std::string printer = open_of("printer")->uid;
+
+  auto note = engine->act(Engine::Action::note, pos, "cli:ahmed", "cable loose", std::nullopt);
+  ASSERT_TRUE(note);
+  EXPECT_EQ(events("note").at(0).event.actor, "cli:ahmed");
+  EXPECT_EQ(events("note").at(0).event.extra["note"], "cable loose");
+
+  auto resolved = engine->act(Engine::Action::resolve, pos, "cli:ahmed", "replaced", std::nullopt);
+  ASSERT_TRUE(resolved) << resolved.error().message;
+  EXPECT_EQ(resolved->state, IncidentState::resolved);
+  EXPECT_EQ(events("resolved").at(0).event.actor, "cli:ahmed");
+  EXPECT_TRUE(resolved->t_restored.has_value());
+
+  auto closed = engine->act(Engine::Action::close, printer, "hq:ops", "", std::nullopt);
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(closed->state, IncidentState::closed);
+  EXPECT_EQ(events("closed").at(0).event.actor, "hq:ops");
+
+  // Closing the resolved one, then errors for what cannot be done.
+  ASSERT_TRUE(engine->act(Engine::Action::close, pos, "cli:ahmed", "", std::nullopt));
+  Incident stored = closed.value();
+  auto again = engine->act(Engine::Action::ack, printer, "cli:x", "", stored);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message.find("closed"), std::string::npos);
+  auto unknown = engine->act(Engine::Action::ack, "nope", "cli:x", "", std::nullopt);
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("no incident"), std::string::npos);
+  // A note on a closed incident is history, and allowed.
+  EXPECT_TRUE(engine->act(Engine::Action::note, printer, "cli:x", "post-mortem", stored));
+}
+
+TEST_F(Lifecycle, DoubleAckAndDoubleResolveAreErrors) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  ASSERT_TRUE(engine->act(Engine::Action::ack, uid, "cli:a", "", std::nullopt));
+  auto twice = engine->act(Engine::Action::ack, uid, "cli:b", "", std::nullopt);
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message.find("already acknowledged"), std::string::npos);
+  ASSERT_TRUE(engine->act(Engine::Action::resolve, uid, "cli:a", "", std::nullopt));
+  auto again = engine->act(Engine::Action::resolve, uid, "cli:a", "", std::nullopt);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message.find("already resolved"), std::string::npos);
+  auto ack_resolved = engine->act(Engine::Action::ack, uid, "cli:a", "", std::nullopt);
+  ASSERT_FALSE(ack_resolved);
+}
+
+TEST_F(Lifecycle, AHumanResolveOfAStillFailingProbeReopensAfterFailAfterMoreFailures) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  ASSERT_TRUE(engine->act(Engine::Action::resolve, uid, "cli:a", "", std::nullopt));
+  feed("pos", ProbeStatus::fail, 2);
+  EXPECT_EQ(open_of("pos"), nullptr);
+  feed("pos", ProbeStatus::fail, 1);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_EQ(open_of("pos")->uid, uid);
+  EXPECT_EQ(open_of("pos")->reopen_count, 1);
+}
+
+TEST_F(Lifecycle, UnsyncedClockIsSaidInTheEvent) {
+  config.probes = {probe("pos")};
+  start();
+  clock.set_synced(false);
+  feed("pos", ProbeStatus::fail, 3);
+  clock.set_synced(true);
+  feed("pos", ProbeStatus::ok, 2);
+  EXPECT_EQ(events("opened").at(0).event.extra["clock_synced"], false);
+  EXPECT_FALSE(events("resolved").at(0).event.extra.contains("clock_synced"));
+}
+
+TEST_F(Lifecycle, WallClockJumpingBackDoesNotStallClosing) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  feed("pos", ProbeStatus::ok, 2);
+  clock.jump_wall(-3h);  // NTP steps the clock back
+  clock.advance(61min);
+  engine->tick();
+  ASSERT_EQ(events("closed").size(), 1u) << "close_after runs on the monotonic clock";
+}
+
+TEST_F(Lifecycle, RestoredResolvedIncidentClosesOnTimeAndCanReopen) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  Incident inc;
+  inc.uid = "0193aaaa-0000-7000-8000-000000000001";
+  inc.dedup_key = "s1:pos:down";
+  inc.probe = "pos";
+  inc.condition = "down";
+  inc.state = IncidentState::resolved;
+  inc.t_resolved = clock.wall_now() - 10min;
+  EngineSnapshot snap;
+  snap.resolved = {inc};
+  engine->restore(std::move(snap));
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_EQ(open_of("pos")->uid, inc.uid);
+  EXPECT_EQ(types_of("pos"), (Types{"reopened"}));
+}
+
+// --- priority ---------------------------------------------------------------------
+
+TEST(Priority, ImpactTimesUrgency) {
+  EXPECT_EQ(priority_for(config::Severity::critical, true), "P1");
+  EXPECT_EQ(priority_for(config::Severity::critical, false), "P2");
+  EXPECT_EQ(priority_for(config::Severity::high, true), "P2");
+  EXPECT_EQ(priority_for(config::Severity::medium, false), "P4");
+  EXPECT_EQ(priority_for(config::Severity::low, false), "P5");
+  EXPECT_EQ(priority_for(config::Severity::info, true), "P5");
+  EXPECT_EQ(priority_for(config::Severity::info, false), "P5");
+}
+
+TEST_F(Lifecycle, PriorityFollowsTradingHours) {
+  config.probes = {probe("pos")};
+  config.store.trading_hours = "Mon-Sat 07:00-22:00";
+  config.store.trading = config::WeeklySchedule::parse(config.store.trading_hours).value();
+  start();
+  engine->tick();
+  feed("pos", ProbeStatus::fail, 3);  // Wednesday noon: trading
+  EXPECT_EQ(open_of("pos")->priority, "P2");
+  clock.advance(10h);  // 22:00+
+  engine->tick();
+  EXPECT_EQ(open_of("pos")->priority, "P3");
+  auto updated = events("updated");
+  ASSERT_EQ(updated.size(), 1u);
+  EXPECT_EQ(updated[0].event.extra["reason"], "trading hours ended");
+}
+
+// --- flapping ---------------------------------------------------------------------
+
+TEST(Flap, WeightedPercentOnFixedSequences) {
+  FlapHistory steady;
+  for (int i = 0; i < 21; ++i) steady.push(false);
+  EXPECT_DOUBLE_EQ(steady.percent(), 0.0);
+
+  FlapHistory alternating;
+  for (int i = 0; i < 21; ++i) alternating.push(i % 2 == 0);
+  EXPECT_NEAR(alternating.percent(), 100.0, 1e-9);
+
+  FlapHistory newest;  // one change, between the two newest results
+  for (int i = 0; i < 20; ++i) newest.push(false);
+  newest.push(true);
+  EXPECT_NEAR(newest.percent(), 1.25 / 20 * 100, 1e-9);
+
+  FlapHistory oldest;  // one change, between the two oldest results
+  oldest.push(true);
+  for (int i = 0; i < 20; ++i) oldest.push(false);
+  EXPECT_NEAR(oldest.percent(), 0.75 / 20 * 100, 1e-9);
+
+  // 22 results: the oldest falls out of the window.
+  oldest.push(false);
+  EXPECT_DOUBLE_EQ(oldest.percent(), 0.0);
+
+  // A short history reads low, not jumpy: one change in two results.
+  FlapHistory two;
+  two.push(false);
+  two.push(true);
+  EXPECT_NEAR(two.percent(), 6.25, 1e-9);
+
+  EXPECT_EQ(FlapHistory::parse(alternating.to_string()).to_string(), alternating.to_string());
+  EXPECT_EQ(FlapHistory::parse("01x").size(), 0);
+}
+
+TEST(Flap, Hysteresis) {
+  EXPECT_TRUE(next_flapping(false, 30.0, 30, 20));
+  EXPECT_FALSE(next_flapping(false, 29.9, 30, 20));
+  EXPECT_TRUE(next_flapping(true, 20.1, 30, 20));
+  EXPECT_FALSE(next_flapping(true, 20.0, 30, 20));
+}
+
+TEST_F(Lifecycle, AFlappingProbeHoldsOneIncidentAndDoesNotChurn) {
+  config.probes = {probe("link")};
+  config.probes[0].fail_after = 1;
+  config.probes[0].recover_after = 1;
+  start();
+  // fail, ok, fail, ok, …: each failure would open (or reopen) and each
+  // success resolve, were it not for flap detection.
+  for (int i = 0; i < 30; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  EXPECT_EQ(events("flapping_started").size(), 1u);
+  ASSERT_NE(open_of("link"), nullptr);
+  EXPECT_TRUE(open_of("link")->flapping);
+  const auto churn_before = events().size();
+  for (int i = 0; i < 4; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  EXPECT_EQ(events().size(), churn_before) << "no resolve/reopen per change while flapping";
+
+  // Steady ok long enough: flapping stops and the incident resolves.
+  feed("link", ProbeStatus::ok, 21);
+  EXPECT_EQ(events("flapping_stopped").size(), 1u);
+  EXPECT_EQ(open_of("link"), nullptr);
+  auto t = types_of("link");
+  EXPECT_EQ(std::count(t.begin(), t.end(), "opened") + std::count(t.begin(), t.end(), "reopened"),
+            events("opened").size() + events("reopened").size());
+  EXPECT_EQ(t.back(), "resolved");
+}
+
+TEST_F(Lifecycle, FlappingWithoutEverHardFailingStillRaisesOneIncident) {
+  config.probes = {probe("link")};  // fail_after 3: alternating never reaches it
+  start();
+  for (int i = 0; i < 21; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  EXPECT_EQ(types_of("link"), (Types{"opened", "flapping_started"}));
+  EXPECT_TRUE(open_of("link")->flapping);
+}
+
+TEST_F(Lifecycle, FlappingThatStopsWhileFailingLeavesANormalIncident) {
+  config.probes = {probe("link")};
+  config.probes[0].fail_after = 1;
+  config.probes[0].recover_after = 1;
+  start();
+  for (int i = 0; i < 21; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  feed("link", ProbeStatus::fail, 21);
+  ASSERT_NE(open_of("link"), nullptr);
+  EXPECT_FALSE(open_of("link")->flapping);
+  EXPECT_EQ(types_of("link").back(), "flapping_stopped");
+}
+
+// --- root cause by depends_on ---------------------------------------------------------
+
+class Uplink : public Lifecycle {
+ protected:
+  void SetUp() override {
+    config.probes.push_back(probe("uplink"));
+    config.probes[0].severity = config::Severity::critical;
+    for (int i = 1; i <= 20; ++i) {
+      config.probes.push_back(probe(fmt::format("lane-{:02}", i), {"uplink"}));
+    }
+    start();
+  }
+  int count(const std::string& type, const std::string& prefix) const {
+    int n = 0;
+    for (const auto& c : events(type)) n += c.incident.probe.starts_with(prefix) ? 1 : 0;
+    return n;
+  }
+};
+
+TEST_F(Uplink, UplinkAndTwentyLanesFailingTogetherGiveOneIncidentWhateverTheJitter) {
+  for (unsigned seed = 1; seed <= 25; ++seed) {
+    SCOPED_TRACE(fmt::format("seed {}", seed));
+    sink.changes.clear();
+    rechecks.clear();
+    engine = nullptr;
+    start();
+    std::mt19937 rng(seed);
+    // Every probe sees the outage at its own pace: a random order of
+    // results, the uplink's as likely to come last as first.
+    std::vector<std::string> order;
+    for (const auto& p : config.probes) {
+      for (int k = 0; k < 4; ++k) order.push_back(p.name);
+    }
+    std::shuffle(order.begin(), order.end(), rng);
+    for (const auto& name : order) {
+      engine->on_result(name, result(ProbeStatus::fail));
+      clock.advance(std::chrono::milliseconds(rng() % 700));
+      if (rng() % 3 == 0) answer_rechecks([](const std::string&) { return ProbeStatus::fail; });
+    }
+    answer_rechecks([](const std::string&) { return ProbeStatus::fail; });
+
+    EXPECT_EQ(count("opened", ""), 1);
+    EXPECT_EQ(count("opened", "uplink"), 1);
+    EXPECT_EQ(count("suppressed", "lane-"), 20);
+    const Incident* up = open_of("uplink");
+    ASSERT_NE(up, nullptr);
+    for (int i = 1; i <= 20; ++i) {
+      const Incident* lane = open_of(fmt::format("lane-{:02}", i));
+      ASSERT_NE(lane, nullptr);
+      EXPECT_EQ(lane->suppressed_by, up->uid);
+    }
+    // No event of a lane before its suppressed one: never a burst of
+    // lane incidents suppressed later.
+    for (const auto& c : sink.incident_changes()) {
+      if (c.incident.probe != "uplink") {
+        EXPECT_TRUE(c.incident.suppressed_by.has_value());
+      }
+    }
+  }
+}
+
+TEST_F(Uplink, AChildFailingAloneIsReCheckedAgainstItsParentThenOpens) {
+  feed("lane-07", ProbeStatus::fail, 3);
+  EXPECT_EQ(open_of("lane-07"), nullptr) << "held until the uplink answers";
+  ASSERT_EQ(rechecks, (std::vector<std::string>{"uplink"}));
+  answer_rechecks([](const std::string&) { return ProbeStatus::ok; });
+  ASSERT_NE(open_of("lane-07"), nullptr);
+  EXPECT_FALSE(open_of("lane-07")->suppressed_by.has_value());
+  EXPECT_EQ(types_of("lane-07"), (Types{"opened"}));
+}
+
+TEST_F(Uplink, ReChecksCountTowardTheParentsFailAfter) {
+  feed("lane-01", ProbeStatus::fail, 3);
+  // Re-checks of the uplink: 3 failures in a row take it to hard_fail.
+  answer_rechecks([](const std::string&) { return ProbeStatus::fail; });
+  ASSERT_NE(open_of("uplink"), nullptr);
+  EXPECT_EQ(types_of("uplink"), (Types{"opened"}));
+  EXPECT_EQ(types_of("lane-01"), (Types{"suppressed"}));
+}
+
+TEST_F(Uplink, WhenTheParentRecoversChildrenThatStillFailOpenTheirOwn) {
+  feed("uplink", ProbeStatus::fail, 3);
+  for (int i = 1; i <= 3; ++i) feed(fmt::format("lane-{:02}", i), ProbeStatus::fail, 3);
+  EXPECT_EQ(count("suppressed", "lane-"), 3);
+  feed("lane-01", ProbeStatus::ok, 2);  // recovers with the uplink still down
+  feed("lane-02", ProbeStatus::ok, 2);
+  feed("uplink", ProbeStatus::ok, 2);
+  EXPECT_EQ(open_of("uplink"), nullptr);
+  EXPECT_EQ(open_of("lane-01"), nullptr);
+  ASSERT_NE(open_of("lane-03"), nullptr);
+  EXPECT_FALSE(open_of("lane-03")->suppressed_by.has_value());
+  EXPECT_EQ(types_of("lane-03"), (Types{"suppressed", "opened"}));
+  EXPECT_EQ(types_of("lane-01"), (Types{"suppressed", "resolved"}));
+}
+
+TEST_F(Lifecycle, AChainAttachesToTheRootAndMovesWhenTheRootRecovers) {
+  config.probes = {probe("uplink"), probe("switch", {"uplink"}), probe("lane", {"switch"})};
+  start();
+  feed("uplink", ProbeStatus::fail, 3);
+  feed("switch", ProbeStatus::fail, 3);
+  feed("lane", ProbeStatus::fail, 3);
+  const std::string root = open_of("uplink")->uid;
+  EXPECT_EQ(open_of("switch")->suppressed_by, root);
+  EXPECT_EQ(open_of("lane")->suppressed_by, root);
+  // The uplink comes back, the switch does not: the switch is the root now.
+  feed("uplink", ProbeStatus::ok, 2);
+  ASSERT_NE(open_of("switch"), nullptr);
+  EXPECT_FALSE(open_of("switch")->suppressed_by.has_value());
+  EXPECT_EQ(open_of("lane")->suppressed_by, open_of("switch")->uid);
+  EXPECT_EQ(types_of("lane"), (Types{"suppressed", "updated"}));
+}
+
+TEST_F(Lifecycle, AHoldEndsWhenTheAncestorsNeverAnswer) {
+  config.probes = {probe("uplink"), probe("lane", {"uplink"})};
+  start();
+  feed("lane", ProbeStatus::fail, 3);
+  EXPECT_EQ(open_of("lane"), nullptr);
+  clock.advance(5min);
+  engine->tick();
+  ASSERT_NE(open_of("lane"), nullptr);
+}
+
+// --- silences -----------------------------------------------------------------------
+
+TEST_F(Lifecycle, AFailureInsideASilenceIsMaintenanceAndBecomesNormalWhenItEnds) {
+  config.probes = {probe("lane-01"), probe("printer")};
+  config::SilenceConfig s;
+  s.match = config::ProbeMatch::parse("lane-*").value();
+  s.schedule = config::WeeklySchedule::parse("daily 12:00-12:30").value();
+  s.reason = "POS update";
+  config.silences.push_back(s);
+  start();
+  feed("lane-01", ProbeStatus::fail, 3);
+  feed("printer", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("lane-01"), nullptr);
+  EXPECT_TRUE(open_of("lane-01")->in_maintenance);
+  EXPECT_FALSE(open_of("printer")->in_maintenance);
+  EXPECT_NE(events("opened").at(0).event.extra.value("silence", "").find("POS update"),
+            std::string::npos);
+
+  clock.advance(20min);  // 12:20
+  engine->tick();
+  EXPECT_TRUE(open_of("lane-01")->in_maintenance);
+  clock.advance(11min);  // 12:31: the window is over and the lane still fails
+  engine->tick();
+  EXPECT_FALSE(open_of("lane-01")->in_maintenance);
+  EXPECT_EQ(types_of("lane-01"), (Types{"opened", "updated"}));
+  EXPECT_EQ(events("updated").at(0).event.extra["reason"], "maintenance ended; still failing");
+}
+
+TEST_F(Lifecycle, AFailureThatRecoversInsideTheSilenceNeverBecomesNormal) {
+  config.probes = {probe("lane-01")};
+  config::SilenceConfig s;
+  s.match = config::ProbeMatch::parse("lane-*").value();
+  s.schedule = config::WeeklySchedule::parse("daily 12:00-12:30").value();
+  s.reason = "POS update";
+  config.silences.push_back(s);
+  start();
+  feed("lane-01", ProbeStatus::fail, 3);
+  feed("lane-01", ProbeStatus::ok, 2);
+  clock.advance(40min);
+  engine->tick();
+  EXPECT_EQ(types_of("lane-01"), (Types{"opened", "resolved"}));
+  EXPECT_TRUE(events("resolved").at(0).incident.in_maintenance);
+}
+
+TEST_F(Lifecycle, AdHocSilenceByLabelAndItsErrors) {
+  config.probes = {probe("lane-01"), probe("printer")};
+  config.probes[0].labels = {{"kind", "pos"}};
+  start();
+  auto none = engine->add_silence("kiosk-*", 2h, "x", "cli:a");
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message.find("matches none"), std::string::npos);
+  EXPECT_FALSE(engine->add_silence("kind=pos", 2h, "", "cli:a")) << "a reason is required";
+
+  auto added = engine->add_silence("kind=pos", 2h, "swapping the lane PC", "cli:a");
+  ASSERT_TRUE(added) << added.error().message;
+  ASSERT_TRUE(std::holds_alternative<SilenceRow>(sink.changes.back()));
+  feed("lane-01", ProbeStatus::fail, 3);
+  EXPECT_TRUE(open_of("lane-01")->in_maintenance);
+  ASSERT_TRUE(engine->remove_silence(added->uid.substr(0, 13), "cli:a"));
+  EXPECT_FALSE(open_of("lane-01")->in_maintenance) << "removing the silence ends maintenance";
+  EXPECT_FALSE(engine->remove_silence(added->uid, "cli:a"));
+}
+
+// --- self-healing ---------------------------------------------------------------------
+
+class Healing : public Lifecycle {
+ protected:
+  void configure(int max_attempts = 3) {
+    config::RemediationConfig r;
+    r.name = "restart-pos";
+    r.type = config::RemediationType::exec;
+    r.command = {"/bin/true"};
+    r.max_attempts = max_attempts;
+    r.window = 1h;
+    r.backoff = 10s;
+    r.backoff_max = 10min;
+    r.verify_after = 20s;
+    r.escalate_severity = config::Severity::critical;
+    config.remediations.push_back(r);
+    config.probes = {probe("pos"), probe("basket")};
+    config.probes[0].remediation = "restart-pos";
+  }
+  /// Moves time on and ticks until the engine asks to re-run `p`.
+  void until_recheck(const std::string& p, Millis limit = 30min) {
+    for (Millis waited{0}; waited < limit; waited += 1s) {
+      if (std::find(rechecks.begin(), rechecks.end(), p) != rechecks.end()) {
+        rechecks.clear();
+        return;
+      }
+      clock.advance(1s);
+      engine->tick();
+    }
+    FAIL() << "no re-check of " << p;
+  }
+};
+
+TEST_F(Healing, ARemediationThatWorksIsVerifiedAndTheIncidentSelfHeals) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(runner.runs.size(), 1u);
+  EXPECT_EQ(open_of("pos")->state, IncidentState::remediating);
+  runner.finish(true, 0, "restarted");
+  EXPECT_TRUE(events("remediation_succeeded").empty()) << "not before the verify";
+  clock.advance(19s);
+  engine->tick();
+  EXPECT_TRUE(rechecks.empty());
+  until_recheck("pos");
+  feed("pos", ProbeStatus::ok);  // the verify
+  auto ok = events("remediation_succeeded");
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_EQ(ok[0].event.extra["output"], "restarted");
+  EXPECT_EQ(ok[0].event.extra["exit_code"], 0);
+  feed("pos", ProbeStatus::ok);  // recover_after = 2
+  auto resolved = events("resolved");
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_TRUE(resolved[0].incident.self_healed);
+  EXPECT_EQ(types_of("pos"),
+            (Types{"opened", "remediation_started", "remediation_succeeded", "resolved"}));
+}
+
+TEST_F(Healing, FailuresBackOffThenEscalateWithTheSeverityRaised) {
+  configure(3);
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  runner.finish(false, 1, "no such service");
+  auto failed = events("remediation_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].event.extra["exit_code"], 1);
+  EXPECT_EQ(failed[0].event.extra["retry_in"], "10s");
+
+  // Attempt 2 after 10 s (not before), attempt 3 after 20 s more.
+  clock.advance(9s);
+  engine->tick();
+  EXPECT_TRUE(runner.runs.empty());
+  clock.advance(1s);
+  engine->tick();
+  ASSERT_EQ(runner.runs.size(), 1u);
+  runner.finish(true);
+  until_recheck("pos");
+  feed("pos", ProbeStatus::fail);  // the verify fails: a failed attempt
+  EXPECT_EQ(events("remediation_failed").size(), 2u);
+  EXPECT_EQ(events("remediation_failed").back().event.extra["retry_in"], "20s");
+  clock.advance(18s);  // feed() moved the clock 1 s past the verify
+  engine->tick();
+  EXPECT_TRUE(runner.runs.empty());
+  clock.advance(1s);
+  engine->tick();
+  ASSERT_EQ(runner.runs.size(), 1u);
+  runner.finish(false, 2);
+
+  auto esc = events("escalated");
+  ASSERT_EQ(esc.size(), 1u);
+  EXPECT_EQ(esc[0].incident.state, IncidentState::escalated);
+  EXPECT_EQ(esc[0].incident.severity, config::Severity::critical);
+  EXPECT_EQ(esc[0].event.extra["severity_from"], "high");
+  // Escalated stays so: no more attempts, until a human acts.
+  clock.advance(1h);
+  engine->tick();
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_TRUE(runner.runs.empty());
+  EXPECT_EQ(open_of("pos")->state, IncidentState::escalated);
+  ASSERT_TRUE(engine->act(Engine::Action::ack, open_of("pos")->uid, "cli:a", "", std::nullopt));
+  EXPECT_EQ(open_of("pos")->state, IncidentState::acknowledged);
+}
+
+TEST_F(Healing, BackoffDoublesAndIsCapped) {
+  configure(100);
+  config.remediations[0].backoff_max = 30s;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  std::vector<std::string> waits;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(runner.runs.size(), 1u);
+    runner.finish(false, 1);
+    waits.push_back(events("remediation_failed").back().event.extra["retry_in"]);
+    for (int s = 0; s < 60 && runner.runs.empty(); ++s) {
+      clock.advance(1s);
+      engine->tick();
+    }
+  }
+  EXPECT_EQ(waits, (std::vector<std::string>{"10s", "20s", "30s", "30s"}));
+}
+
+TEST_F(Healing, AttemptsInTheWindowAreCountedAcrossRestarts) {
+  configure(3);
+  start();
+  ProbeStateRow row;
+  row.probe = "pos";
+  row.attempts = {clock.wall_now() - 50min, clock.wall_now() - 40min, clock.wall_now() - 5min};
+  row.attempt_failures = 0;
+  EngineSnapshot snap;
+  snap.probe_states = {row};
+  engine->restore(std::move(snap));
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_TRUE(runner.runs.empty());
+  ASSERT_EQ(events("escalated").size(), 1u);
+
+  // The same history, but the oldest attempt has left the window.
+  sink.changes.clear();
+  engine = nullptr;
+  start();
+  row.attempts[0] = clock.wall_now() - 61min;
+  snap.probe_states = {row};
+  engine->restore(std::move(snap));
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_EQ(runner.runs.size(), 1u);
+}
+
+TEST_F(Healing, TheAttemptIsPersistedBeforeItsEvent) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  // The last probe_state row for pos before remediation_started holds it.
+  std::optional<std::size_t> state_at, event_at;
+  for (std::size_t i = 0; i < sink.changes.size(); ++i) {
+    if (auto* r = std::get_if<ProbeStateRow>(&sink.changes[i]);
+        r && r->probe == "pos" && r->attempts.size() == 1) {
+      if (!state_at) state_at = i;
+    }
+    if (auto* c = std::get_if<IncidentChange>(&sink.changes[i]);
+        c && c->event.type == "remediation_started") {
+      event_at = i;
+    }
+  }
+  ASSERT_TRUE(state_at && event_at);
+  EXPECT_LT(*state_at, *event_at);
+}
+
+TEST_F(Healing, APreconditionThatIsNotOkSkipsTheAttemptWithoutCountingIt) {
+  configure(1);
+  config.remediations[0].precondition = "basket";
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_TRUE(runner.runs.empty());
+  ASSERT_EQ(rechecks, (std::vector<std::string>{"basket"}));
+  rechecks.clear();
+  engine->on_result("basket", result(ProbeStatus::fail, "basket open on lane 1"));
+  auto skipped = events("remediation_skipped");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].event.extra["reason"].get<std::string>().find("basket open"),
+            std::string::npos);
+  EXPECT_TRUE(events("escalated").empty()) << "a skip is not an attempt";
+  until_recheck("basket");
+  engine->on_result("basket", result(ProbeStatus::ok, "no basket"));
+  ASSERT_EQ(runner.runs.size(), 1u);
+}
+
+TEST_F(Healing, OnlyOutsideTradingHoursWaitsForThemToEnd) {
+  configure();
+  config.remediations[0].only_outside_trading_hours = true;
+  config.store.trading = config::WeeklySchedule::parse("daily 07:00-13:00").value();
+  start();
+  feed("pos", ProbeStatus::fail, 3);  // 12:00:03
+  EXPECT_TRUE(runner.runs.empty());
+  ASSERT_EQ(events("remediation_skipped").size(), 1u);
+  feed("pos", ProbeStatus::fail, 5);
+  EXPECT_EQ(events("remediation_skipped").size(), 1u) << "said once";
+  clock.advance(59min);  // 12:59:08
+  engine->tick();
+  EXPECT_TRUE(runner.runs.empty());
+  clock.advance(1min);
+  engine->tick();
+  EXPECT_EQ(runner.runs.size(), 1u);
+}
+
+TEST_F(Healing, NeverTwoAtOnceAndNoneWhileSuppressedOrAcknowledged) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(runner.runs.size(), 1u);
+  feed("pos", ProbeStatus::fail, 5);
+  clock.advance(5min);
+  engine->tick();
+  EXPECT_EQ(runner.runs.size(), 1u) << "one attempt at a time";
+  ASSERT_TRUE(engine->act(Engine::Action::ack, open_of("pos")->uid, "cli:a", "", std::nullopt));
+  runner.finish(false, 1);
+  clock.advance(5min);
+  engine->tick();
+  EXPECT_TRUE(runner.runs.empty()) << "acknowledged: a human has it";
+  EXPECT_EQ(events("remediation_failed").size(), 1u) << "the running attempt is still recorded";
+}
+
+TEST_F(Healing, ARecoveryDuringBackoffIsNotASelfHeal) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  runner.finish(false, 1);
+  feed("pos", ProbeStatus::ok, 2);
+  auto resolved = events("resolved");
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_FALSE(resolved[0].incident.self_healed);
+}
+
+// --- the agent's own storage --------------------------------------------------------
+
+TEST_F(Lifecycle, StorageProblemIsOneCriticalIncident) {
+  config.probes = {probe("pos")};
+  start();
+  engine->set_storage_problem("database 300 MB over the 256 MB cap, all of it unsynced");
+  engine->set_storage_problem("still over");
+  ASSERT_EQ(events("opened").size(), 1u);
+  EXPECT_EQ(events("opened")[0].incident.severity, config::Severity::critical);
+  EXPECT_EQ(events("opened")[0].incident.probe, kAgentProbe);
+  engine->set_storage_problem(std::nullopt);
+  EXPECT_EQ(events("resolved").size(), 1u);
+}
+
+}  // namespace
+}  // namespace storewatch::agent
