@@ -34,10 +34,12 @@ std::string system_bus_address() {
 }  // namespace
 
 // The user data of one call: owned by its slot, freed when the slot is.
+// A match's user data is the same: it counts as in flight until its slot is
+// released, and its handler gets the signals (or the AddMatch error).
 struct SystemBus::Pending {
   SystemBus* owner;  ///< null once the service is gone
   ReplyHandler handler;
-  bool answered = false;
+  bool answered = false;  ///< a call's reply came; never set for a match
 };
 
 void SystemBus::free_pending(void* userdata) {
@@ -64,6 +66,23 @@ int SystemBus::on_reply(sd_bus_message* m, void* userdata, sd_bus_error* /*ret_e
     p->handler(m, nullptr);
   }
   sd_bus_slot_unref(slot);
+  return 0;
+}
+
+int SystemBus::on_signal(sd_bus_message* m, void* userdata, sd_bus_error* /*ret_error*/) {
+  // As in on_reply: the handler may release the match's own slot.
+  sd_bus_slot* slot = sd_bus_slot_ref(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
+  static_cast<Pending*>(userdata)->handler(m, nullptr);
+  sd_bus_slot_unref(slot);
+  return 0;
+}
+
+int SystemBus::on_match_installed(sd_bus_message* m, void* userdata, sd_bus_error* /*ret_error*/) {
+  if (sd_bus_message_is_method_error(m, nullptr) <= 0) return 0;
+  // The current slot is sd-bus's own AddMatch call, not the match's: a
+  // handler that releases the match frees `userdata`, so call a copy.
+  ReplyHandler handler = static_cast<Pending*>(userdata)->handler;
+  handler(nullptr, sd_bus_message_get_error(m));
   return 0;
 }
 
@@ -120,6 +139,23 @@ Result<BusSlot> SystemBus::call(sd_bus_message* call, std::chrono::microseconds 
   sd_bus_slot* slot = nullptr;
   int r = sd_bus_call_async(b, &slot, call, &on_reply, pending,
                             static_cast<std::uint64_t>(std::max<std::int64_t>(timeout.count(), 1)));
+  if (r < 0) {
+    delete pending;
+    return Error{std::strerror(-r)};
+  }
+  sd_bus_slot_set_destroy_callback(slot, &free_pending);
+  pending_.insert(pending);
+  ++in_flight_;
+  schedule_pump();
+  return BusSlot(slot);
+}
+
+Result<BusSlot> SystemBus::match(sd_bus* bus, const std::string& rule, SignalHandler handler) {
+  if (!connected(bus)) return Error{"connection closed"};
+  auto* pending = new Pending{this, std::move(handler)};
+  sd_bus_slot* slot = nullptr;
+  int r =
+      sd_bus_add_match_async(bus, &slot, rule.c_str(), &on_signal, &on_match_installed, pending);
   if (r < 0) {
     delete pending;
     return Error{std::strerror(-r)};

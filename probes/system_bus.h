@@ -65,6 +65,18 @@ class SystemBus : public boost::asio::execution_context::service {
   Result<BusSlot> call(sd_bus_message* call, std::chrono::microseconds timeout,
                        ReplyHandler handler);
 
+  /// Called on the loop with each message a match rule selects, or once
+  /// with the error when the bus refused the rule (its AddMatch failed).
+  using SignalHandler = std::function<void(sd_bus_message* signal, const sd_bus_error* error)>;
+
+  /// Installs the match `rule` on `bus` (this service's connection) without
+  /// waiting: AddMatch goes out before any call sent after this one, so the
+  /// bus daemon applies the rule first and no signal that call causes is
+  /// missed. `handler` runs for every matching message until the returned
+  /// slot is released (which removes the rule). While a match is alive the
+  /// connection is read.
+  Result<BusSlot> match(sd_bus* bus, const std::string& rule, SignalHandler handler);
+
   /// Whether `bus` is this service's connection and still usable.
   bool connected(sd_bus* bus) const;
 
@@ -72,6 +84,8 @@ class SystemBus : public boost::asio::execution_context::service {
   struct Pending;
   static void free_pending(void* userdata);
   static int on_reply(sd_bus_message* m, void* userdata, sd_bus_error* ret_error);
+  static int on_signal(sd_bus_message* m, void* userdata, sd_bus_error* ret_error);
+  static int on_match_installed(sd_bus_message* m, void* userdata, sd_bus_error* ret_error);
 
   void shutdown() override;
   void call_ended();
@@ -92,7 +106,7 @@ class SystemBus : public boost::asio::execution_context::service {
   bool processing_ = false;  ///< inside sd_bus_process(): no reconnecting now
   std::chrono::steady_clock::time_point timer_at_ = std::chrono::steady_clock::time_point::max();
   bool shut_down_ = false;
-  int in_flight_ = 0;                     ///< calls sent and neither answered nor released
+  int in_flight_ = 0;  ///< calls sent and neither answered nor released, and live matches
   std::unordered_set<Pending*> pending_;  ///< every call's user data, told when the service goes
 };
 

@@ -5,7 +5,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <systemd/sd-bus.h>
 
 #include <boost/asio/io_context.hpp>
 
@@ -13,6 +12,7 @@
 #include <optional>
 
 #include "tests/integration/probe_harness.h"
+#include "tests/support/systemd_lab.h"
 
 namespace storewatch::test {
 namespace {
@@ -20,106 +20,6 @@ namespace {
 using std::chrono::steady_clock;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-/// A private dbus-daemon and the fake systemd on it. The probes in this
-/// process find it through $DBUS_SYSTEM_BUS_ADDRESS.
-class SystemdLab {
- public:
-  SystemdLab() {
-    write_file(dir_ / "bus.conf", fmt::format(R"(<!DOCTYPE busconfig PUBLIC
- "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-)",
-                                              (dir_ / "bus").string()));
-    set_units("");
-    start_bus();
-    start_systemd();
-    ::setenv("DBUS_SYSTEM_BUS_ADDRESS", address().c_str(), 1);
-  }
-
-  ~SystemdLab() {
-    if (systemd_) ::kill(systemd_->pid(), SIGCONT);
-  }
-
-  std::string address() const { return "unix:path=" + (dir_ / "bus").string(); }
-
-  /// Replaces the units the fake knows (its state file's format).
-  void set_units(const std::string& lines) {
-    write_file(dir_ / "units.tmp", lines);
-    std::filesystem::rename(dir_ / "units.tmp", dir_ / "units");
-  }
-
-  void start_bus() {
-    bus_ = std::make_unique<Child>(
-        std::vector<std::string>{"dbus-daemon", "--config-file=" + (dir_ / "bus.conf").string(),
-                                 "--nofork", "--print-address"},
-        dir_ / "logs");
-    if (!wait_until(
-            [&] { return bus_->out().find("unix:") != std::string::npos || !bus_->running(); }) ||
-        !bus_->running()) {
-      throw std::runtime_error("dbus-daemon did not start: " + bus_->err());
-    }
-  }
-
-  void stop_bus() {
-    bus_->stop(SIGTERM);
-    bus_.reset();
-  }
-
-  void start_systemd() {
-    systemd_ = std::make_unique<Child>(
-        target_command(STOREWATCH_FAKE_SYSTEMD, {(dir_ / "units").string()}), dir_ / "logs",
-        std::map<std::string, std::string>{{"DBUS_SYSTEM_BUS_ADDRESS", address()}});
-    if (!wait_until([&] {
-          return systemd_->out().find("ready") != std::string::npos || !systemd_->running();
-        }) ||
-        !systemd_->running()) {
-      throw std::runtime_error("fake_systemd did not start: " + systemd_->err());
-    }
-  }
-
-  Child& systemd() { return *systemd_; }
-
-  /// How many connections the bus has (unique names), this count's own included.
-  int connections() const {
-    sd_bus* bus = nullptr;
-    sd_bus_message* reply = nullptr;
-    sd_bus_error error = SD_BUS_ERROR_NULL;
-    char** names = nullptr;
-    int n = -1;
-    if (sd_bus_new(&bus) >= 0 && sd_bus_set_address(bus, address().c_str()) >= 0 &&
-        sd_bus_set_bus_client(bus, 1) >= 0 && sd_bus_start(bus) >= 0 &&
-        sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                           "org.freedesktop.DBus", "ListNames", &error, &reply, "") >= 0 &&
-        sd_bus_message_read_strv(reply, &names) >= 0) {
-      n = 0;
-      for (char** p = names; p != nullptr && *p != nullptr; ++p) {
-        if (**p == ':') ++n;
-        std::free(*p);
-      }
-      std::free(names);
-    }
-    sd_bus_error_free(&error);
-    sd_bus_message_unref(reply);
-    sd_bus_flush_close_unref(bus);
-    return n;
-  }
-
- private:
-  TempDir dir_;
-  std::unique_ptr<Child> bus_;
-  std::unique_ptr<Child> systemd_;
-};
 
 std::uint64_t realtime_usec_ago(std::chrono::seconds ago) {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(

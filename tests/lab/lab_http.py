@@ -164,7 +164,12 @@ class HttpDevice(StreamDevice):
     KIND = "http"
     DEFAULT_PORT = 8080
     PROBE_TYPE = "http"
-    FAULTS = StreamDevice.FAULTS + ("http500", "degraded")
+    FAULTS = StreamDevice.FAULTS + ("http500", "http503", "degraded")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests = 0        # requests answered
+        self.last_request = ""  # "METHOD PATH" of the latest one
 
     @classmethod
     def from_probe(cls, probe):
@@ -179,18 +184,27 @@ class HttpDevice(StreamDevice):
         """(status line, JSON body) for the current fault."""
         if self.fault == "http500":
             return "500 Internal Server Error", {"status": "error", "lane": self.name}
+        if self.fault == "http503":
+            return "503 Service Unavailable", {"status": "unavailable", "lane": self.name}
         if self.fault == "degraded":
             return "200 OK", {"status": "degraded", "lane": self.name}
         return "200 OK", {"status": "ok", "lane": self.name}
 
     async def session(self, reader, writer):
-        method, _path = await read_request(reader)
+        method, path = await read_request(reader)
+        self.requests += 1
+        self.last_request = f"{method} {path}"
         status, body = self.answer()
         payload = (json.dumps(body) + "\n").encode()
         head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
         writer.write(head if method == "HEAD" else head + payload)
         await writer.drain()
+
+
+    def describe(self):
+        return {**super().describe(), "requests": self.requests,
+                "last_request": self.last_request}
 
 
 @register

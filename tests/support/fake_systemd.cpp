@@ -8,16 +8,24 @@
 // /org/freedesktop/systemd1, and under /org/freedesktop/systemd1/unit/ the
 // Unit properties (Id, LoadState, ActiveState, SubState, ActiveEnterTimestamp)
 // and the Service, Socket and Timer properties (Result; NRestarts, MainPID).
+// For the systemd-restart remediation it has Manager.RestartUnit, which
+// answers a job path and then emits Manager.JobRemoved for that job.
 //
 // STATE_FILE has one unit a line, read again at every request so a test
 // changes a unit by rewriting it:
 //
 //   NAME ACTIVE_STATE SUB_STATE [result=R] [load=L] [restarts=N] [since=USEC] [hang]
+//        [restart=JOB_RESULT|never|denied] [signal-first]
 //
 // A unit not in the file is what systemd makes of a unit without a unit
 // file: LoadUnit gives it a path, its LoadState is not-found, and GetUnit
-// answers NoSuchUnit. `hang` makes LoadUnit and GetUnit of the unit never
-// answer. Prints "ready" once it owns the name.
+// and RestartUnit answer NoSuchUnit. `hang` makes LoadUnit and GetUnit of the
+// unit never answer. RestartUnit's job ends with `restart=` (default "done";
+// "failed", "canceled", "timeout"... as systemd's job results), or never
+// with `never`; `denied` answers AccessDenied instead of queueing a job.
+// `signal-first` emits JobRemoved before the reply (a race a client must
+// survive). Every RestartUnit call appends "NAME MODE" to STATE_FILE.restarts.
+// Prints "ready" once it owns the name.
 
 #include <systemd/sd-bus.h>
 
@@ -44,9 +52,12 @@ struct Unit {
   std::uint32_t restarts = 0;
   std::uint64_t since = 0;
   bool hang = false;
+  std::string restart = "done";  ///< the restart job's result, "never" or "denied"
+  bool signal_first = false;
 };
 
 std::string g_state_file;
+std::uint32_t g_last_job = 0;
 std::vector<sd_bus_message*> g_unanswered;  // calls of hanging units, kept so they stay open
 
 std::map<std::string, Unit> read_units() {
@@ -65,6 +76,8 @@ std::map<std::string, Unit> read_units() {
       if (w.starts_with("restarts="))
         u.restarts = static_cast<std::uint32_t>(std::stoul(w.substr(9)));
       if (w.starts_with("since=")) u.since = std::stoull(w.substr(6));
+      if (w.starts_with("restart=")) u.restart = w.substr(8);
+      if (w == "signal-first") u.signal_first = true;
     }
     units[name] = u;
   }
@@ -128,6 +141,45 @@ int get_unit(sd_bus_message* m, void*, sd_bus_error* error) {
   return reply_path(m, name);
 }
 
+int job_removed(sd_bus* bus, std::uint32_t id, const std::string& job, const char* unit,
+                const std::string& result) {
+  return sd_bus_emit_signal(bus, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                            "JobRemoved", "uoss", id, job.c_str(), unit, result.c_str());
+}
+
+int restart_unit(sd_bus_message* m, void*, sd_bus_error* error) {
+  const char* name = nullptr;
+  const char* mode = nullptr;
+  int r = sd_bus_message_read(m, "ss", &name, &mode);
+  if (r < 0) return r;
+  {
+    std::ofstream log(g_state_file + ".restarts", std::ios::app);
+    log << name << ' ' << mode << '\n';
+  }
+  auto units = read_units();
+  auto it = units.find(name);
+  if (it == units.end()) {
+    return sd_bus_error_setf(error, "org.freedesktop.systemd1.NoSuchUnit", "Unit %s not found.",
+                             name);
+  }
+  const Unit& u = it->second;
+  if (u.restart == "denied") {
+    return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                             "Access denied to restart %s (fake)", name);
+  }
+  const std::uint32_t id = ++g_last_job;
+  const std::string job = "/org/freedesktop/systemd1/job/" + std::to_string(id);
+  sd_bus* bus = sd_bus_message_get_bus(m);
+  if (u.signal_first && u.restart != "never" &&
+      (r = job_removed(bus, id, job, name, u.restart)) < 0) {
+    return r;
+  }
+  r = sd_bus_reply_method_return(m, "o", job.c_str());
+  if (r < 0) return r;
+  if (!u.signal_first && u.restart != "never") r = job_removed(bus, id, job, name, u.restart);
+  return r < 0 ? r : 1;
+}
+
 int find_unit(sd_bus*, const char* path, const char*, void* userdata, void** found, sd_bus_error*) {
   std::string name;
   Unit unit;
@@ -162,6 +214,8 @@ const sd_bus_vtable kManager[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD("GetUnit", "s", "o", get_unit, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD("LoadUnit", "s", "o", load_unit, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("RestartUnit", "ss", "o", restart_unit, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_SIGNAL("JobRemoved", "uoss", 0),
     SD_BUS_VTABLE_END,
 };
 
