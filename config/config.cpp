@@ -22,6 +22,9 @@ constexpr Section<Config> kAgentSections[] = {
     {"agent", Shape::table, &detail::read_agent},
     {"sync", Shape::table, &detail::read_sync},
     {"probe", Shape::array_of_tables, &detail::read_probes},
+    {"incidents", Shape::table, &detail::read_incidents},
+    {"remediation", Shape::array_of_tables, &detail::read_remediations},
+    {"silence", Shape::array_of_tables, &detail::read_silences},
 };
 
 constexpr Section<HqConfig> kHqSections[] = {
@@ -57,6 +60,7 @@ std::optional<toml::table> read_document(detail::Context& ctx, const std::filesy
 
 Loaded<Config> validate(detail::Context& ctx, const toml::table& root, Config config) {
   detail::read_sections<Config>(ctx, root, kAgentSections, config);
+  detail::check_references(ctx, root, config);
   return finish<Config>(ctx, std::move(config));
 }
 

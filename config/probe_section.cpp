@@ -199,6 +199,11 @@ void read_probe(Context& ctx, const toml::table& table, std::size_t number, Prob
        [&p](const Value& v) {
          if (auto labels = v.string_table()) p.labels = std::move(*labels);
        }},
+      // Checked against the [[remediation]]s once every section is read.
+      {"remediation",
+       [&p](const Value& v) {
+         if (auto name = v.identifier("remediation name", "_.-", 64)) p.remediation = *name;
+       }},
   };
   const std::size_t common_count = fields.size();
   if (schema != nullptr) {

@@ -33,14 +33,62 @@ std::optional<std::string> timezone(const Value& v) {
     v.error(fmt::format("\"{}\" is not a time zone name like \"America/Chicago\" or \"UTC\"", *tz));
     return std::nullopt;
   }
-  // Only a hint: the machine that checks the config may lack tzdata.
-  std::error_code ec;
-  if (std::filesystem::is_directory(kZoneInfo, ec) &&
-      !std::filesystem::exists(std::filesystem::path(kZoneInfo) / *tz, ec)) {
-    v.warning(fmt::format("time zone \"{}\" is not known on this machine (no {}/{})", *tz,
-                          kZoneInfo, *tz));
+  if (auto zone = TimeZone::locate(*tz); !zone) {
+    // A machine without the tz database (a build host, a slim container)
+    // cannot tell; the gateway that runs the agent has one.
+    std::error_code ec;
+    if (std::filesystem::is_directory(kZoneInfo, ec)) {
+      v.error(
+          fmt::format("unknown time zone \"{}\" (no {}/{}); use an IANA name like "
+                      "\"America/Chicago\"",
+                      *tz, kZoneInfo, *tz));
+      return std::nullopt;
+    }
+    v.warning(fmt::format("cannot check time zone \"{}\": this machine has no tz database ({})",
+                          *tz, kZoneInfo));
   }
   return tz;
+}
+
+constexpr Millis kMinRetention = 1h;
+constexpr std::int64_t kMinDbBytes = std::int64_t{1} << 20;
+
+/// "512KB", "256MB", "1GB", "1TB": 1024-based, at least 1MB.
+std::optional<std::int64_t> byte_size(const Value& v) {
+  const auto* s = v.node().as_string();
+  if (s == nullptr) {
+    v.error(fmt::format("expected a size string like \"256MB\" (KB, MB, GB or TB), got {}",
+                        type_name(v.node())));
+    return std::nullopt;
+  }
+  const std::string& text = s->get();
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  std::string unit = text.substr(digits);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  int shift = -1;
+  if (unit == "KB") shift = 10;
+  if (unit == "MB") shift = 20;
+  if (unit == "GB") shift = 30;
+  if (unit == "TB") shift = 40;
+  if (digits == 0 || digits > 12 || shift < 0) {
+    v.error(
+        fmt::format("\"{}\" is not a size: write a whole number and KB, MB, GB or TB "
+                    "(1024-based), e.g. \"256MB\" or \"1GB\"",
+                    text));
+    return std::nullopt;
+  }
+  const std::int64_t n = std::stoll(text.substr(0, digits));  // at most 12 digits: fits
+  if (n > (std::numeric_limits<std::int64_t>::max() >> shift)) {
+    v.error(fmt::format("\"{}\" is too large", text));
+    return std::nullopt;
+  }
+  const std::int64_t bytes = n << shift;
+  if (bytes < kMinDbBytes) {
+    v.error(fmt::format("must be at least 1MB, got \"{}\"", text));
+    return std::nullopt;
+  }
+  return bytes;
 }
 
 std::optional<std::string> topic_prefix(const Value& v) {
@@ -111,7 +159,14 @@ void read_store(Context& ctx, const toml::node* node, Config& out) {
        }},
       {"trading_hours",
        [&s](const Value& v) {
-         if (auto hours = v.string()) s.trading_hours = *hours;
+         auto hours = v.string();
+         if (!hours) return;
+         s.trading_hours = *hours;
+         if (auto schedule = WeeklySchedule::parse(*hours)) {
+           s.trading = std::move(*schedule);
+         } else {
+           v.error(schedule.error().message);
+         }
        }},
   };
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
@@ -149,6 +204,14 @@ void read_agent(Context& ctx, const toml::node* node, Config& out) {
       {"max_concurrent_checks",
        [&a](const Value& v) {
          if (auto n = v.integer(1, 10'000)) a.max_concurrent_checks = to_int(*n);
+       }},
+      {"retention",
+       [&a](const Value& v) {
+         if (auto d = v.duration(kMinRetention)) a.retention = *d;
+       }},
+      {"max_db_size",
+       [&a](const Value& v) {
+         if (auto bytes = byte_size(v)) a.max_db_bytes = *bytes;
        }},
   };
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));

@@ -19,6 +19,18 @@ void read_agent(Context& ctx, const toml::node* node, Config& out);
 void read_sync(Context& ctx, const toml::node* node, Config& out);
 /// [[probe]], then the checks across probes (unique names, depends_on).
 void read_probes(Context& ctx, const toml::node* node, Config& out);
+/// [incidents]: the lifecycle knobs.
+void read_incidents(Context& ctx, const toml::node* node, Config& out);
+/// [[remediation]], then unique names.
+void read_remediations(Context& ctx, const toml::node* node, Config& out);
+/// [[silence]]
+void read_silences(Context& ctx, const toml::node* node, Config& out);
+/// The checks across sections, once every section is read (remediations and
+/// probes may come in any order and from any file): a probe's `remediation`,
+/// a remediation's `precondition`, silences that match no probe,
+/// `only_outside_trading_hours` without trading hours. `root` is the merged
+/// document, for the positions of the values.
+void check_references(Context& ctx, const toml::table& root, const Config& config);
 /// HQ's [hq]: the broker keys plus the database.
 void read_hq(Context& ctx, const toml::node* node, HqConfig& out);
 

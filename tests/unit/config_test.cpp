@@ -448,6 +448,14 @@ TEST(ConfigLoad, UnknownKeyInEverySectionIsAnError) {
       {"[store]\nid = \"s\"\n[agent]\ncolour = \"red\"\n", "[agent]"},
       {"[store]\nid = \"s\"\n[sync]\ncolour = \"red\"\n", "[sync]"},
       {"[store]\nid = \"s\"\n" + probe + "colour = \"red\"\n", "[[probe]] \"p\""},
+      {"[store]\nid = \"s\"\n[incidents]\ncolour = \"red\"\n", "[incidents]"},
+      {"[store]\nid = \"s\"\n[[remediation]]\nname = \"r\"\ntype = \"http\"\n"
+       "url = \"http://h/\"\ncolour = \"red\"\n",
+       "[[remediation]] \"r\""},
+      {"[store]\nid = \"s\"\n" + probe +
+           "[[silence]]\nmatch = \"p\"\nschedule = \"daily 02:00-03:00\"\nreason = \"x\"\n"
+           "colour = \"red\"\n",
+       "[[silence]] #1"},
   };
   for (const Case& c : cases) {
     auto d = only_error(c.text);
@@ -466,12 +474,14 @@ TEST(ConfigLoad, UnknownProbeTypeKeyListsTheTypesKeys) {
 }
 
 TEST(ConfigLoad, UnknownTableIsAnError) {
-  auto d = only_error(std::string(kValid) + "\n[[remediation]]\nname = \"restart\"\n");
-  EXPECT_THAT(d.message, HasSubstr("unknown table [[remediation]]"));
-  EXPECT_THAT(d.message, HasSubstr("[store], [agent], [sync], [[probe]]"));
+  auto d = only_error(std::string(kValid) + "\n[[notify]]\nname = \"ops\"\n");
+  EXPECT_THAT(d.message, HasSubstr("unknown table [[notify]]"));
+  EXPECT_THAT(d.message,
+              HasSubstr("[store], [agent], [sync], [[probe]], [incidents], [[remediation]], "
+                        "[[silence]]"));
   EXPECT_EQ(d.where.line, 10);
-  d = only_error(std::string(kValid) + "\n[remediation]\nname = \"restart\"\n");
-  EXPECT_THAT(d.message, HasSubstr("unknown table [remediation]"));
+  d = only_error(std::string(kValid) + "\n[notify]\nname = \"ops\"\n");
+  EXPECT_THAT(d.message, HasSubstr("unknown table [notify]"));
   d = only_error("colour = \"red\"\n" + std::string(kValid));
   EXPECT_THAT(d.message, HasSubstr("unknown top-level key \"colour\""));
   EXPECT_EQ(d.where.line, 1);
