@@ -8,8 +8,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <optional>
 
+#include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/daemon.h"
 #include "agent/status.h"
@@ -385,6 +387,28 @@ int cmd_incidents(const Globals& g, bool all, const std::string& since, bool as_
   return kOk;
 }
 
+/// One line of what an event says: its note, reason, remediation outcome or
+/// the probe's message.
+std::string event_detail(const json& e) {
+  const json body = e.value("body", json::object());
+  std::string out;
+  auto add = [&out](const std::string& text) {
+    if (text.empty()) return;
+    out += (out.empty() ? "" : "; ") + text;
+  };
+  if (body.contains("remediation")) {
+    add(fmt::format("{} attempt {}/{}", body.value("remediation", ""), body.value("attempt", 0),
+                    body.value("max_attempts", 0)));
+  }
+  add(body.value("detail", ""));
+  add(body.value("reason", ""));
+  add(body.value("note", ""));
+  if (body.contains("retry_in")) add("retry in " + body.value("retry_in", ""));
+  if (out.empty()) add(body.value("message", ""));
+  if (body.contains("clock_synced")) add("clock not synchronised");
+  return out;
+}
+
 int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
@@ -403,7 +427,11 @@ int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
   for (const auto& e : *events) {
     json body = json::parse(e.body, nullptr, false);
     json item{{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}};
-    if (body.is_object() && body.contains("message")) item["message"] = body["message"];
+    if (body.is_object()) {
+      if (body.contains("message")) item["message"] = body["message"];
+      body.erase("incident_state");
+      item["body"] = std::move(body);  // the event's own fields
+    }
     timeline.push_back(std::move(item));
   }
   if (as_json) {
@@ -426,7 +454,7 @@ int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
   Table t({"SEQ", "AT", "EVENT", "BY", "DETAIL"});
   for (const auto& e : timeline) {
     t.add({std::to_string(e["seq"].get<std::int64_t>()), when(e["at"]), e["type"], e["actor"],
-           e.contains("message") ? text_of(e["message"]) : ""});
+           event_detail(e)});
   }
   std::cout << t.render(colour);
   return kOk;
@@ -518,6 +546,126 @@ int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_on
 
 }  // namespace
 
+// --- changes through the daemon ------------------------------------------
+
+/// Sends a change to the daemon (the one writer) and returns its answer, or
+/// prints why it could not and returns nullopt.
+std::optional<json> ask_daemon(const config::Config& cfg, json request) {
+  request["v"] = kControlVersion;
+  auto answer = control_request(cfg.agent.control_socket, request, std::chrono::seconds(10));
+  if (!answer) {
+    std::cerr << "storewatch: the daemon is not answering at " << cfg.agent.control_socket.string()
+              << " (" << answer.error().message
+              << "). Changes go through the running daemon: start it (systemctl start "
+                 "storewatch) and try again.\n";
+    return std::nullopt;
+  }
+  if (!answer->value("ok", false)) {
+    std::cerr << "storewatch: " << answer->value("error", std::string("the daemon refused"))
+              << "\n";
+    return std::nullopt;
+  }
+  return answer;
+}
+
+int cmd_incident_action(const Globals& g, const std::string& action, const std::string& uid,
+                        const std::string& by, const std::string& note, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json req{{"op", "incident"}, {"action", action}, {"incident", uid}, {"note", note}};
+  if (!by.empty()) req["by"] = by;
+  auto answer = ask_daemon(*cfg, std::move(req));
+  if (!answer) return kFailure;
+  const json& inc = (*answer)["incident"];
+  if (as_json) {
+    print_json(inc);
+    return kOk;
+  }
+  static const std::map<std::string, std::string> kDone = {
+      {"ack", "acknowledged"}, {"resolve", "resolved"}, {"close", "closed"}, {"note", "noted"}};
+  std::cout << kDone.at(action) << " " << inc.value("uid", "") << " (" << inc.value("probe", "")
+            << ", now " << inc.value("state", "") << "): " << inc.value("summary", "") << "\n";
+  return kOk;
+}
+
+int cmd_silence_add(const Globals& g, const std::string& match, const std::string& length,
+                    const std::string& reason, const std::string& by, bool as_json) {
+  auto d = parse_duration(length);
+  if (!d || *d <= Millis(0)) {
+    std::cerr << "storewatch: --for " << length
+              << " is not a duration; use a number and a unit (30m, 2h, 1d)\n";
+    return kUsage;
+  }
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json req{{"op", "silence_add"}, {"match", match}, {"for_ms", d->count()}, {"reason", reason}};
+  if (!by.empty()) req["by"] = by;
+  auto answer = ask_daemon(*cfg, std::move(req));
+  if (!answer) return kFailure;
+  const json& s = (*answer)["silence"];
+  if (as_json) {
+    print_json(s);
+    return kOk;
+  }
+  std::cout << "silence " << s.value("uid", "") << ": " << s.value("match", "") << " until "
+            << when(s["ends_at"]) << "\n";
+  return kOk;
+}
+
+int cmd_silence_remove(const Globals& g, const std::string& id, const std::string& by) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json req{{"op", "silence_remove"}, {"silence", id}};
+  if (!by.empty()) req["by"] = by;
+  auto answer = ask_daemon(*cfg, std::move(req));
+  if (!answer) return kFailure;
+  std::cout << "removed silence " << (*answer)["silence"].value("uid", "") << "\n";
+  return kOk;
+}
+
+int cmd_silence_list(const Globals& g, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json list;
+  auto live = control_request(cfg->agent.control_socket,
+                              json{{"v", kControlVersion}, {"op", "silence_list"}},
+                              std::chrono::seconds(3));
+  if (live && live->value("ok", false)) {
+    list = json{{"silences", (*live)["silences"]}, {"scheduled", (*live)["scheduled"]}};
+  } else {
+    auto store = open_agent_store(*cfg);
+    json rows = json::array();
+    if (store) {
+      auto active = store->silences(now());
+      if (!active) return fail(active.error());
+      for (const auto& r : *active) rows.push_back(r.to_json());
+    }
+    list = json{{"silences", std::move(rows)}, {"scheduled", scheduled_silences_json(*cfg, now())}};
+  }
+  if (as_json) {
+    print_json(list);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  Table t({"ID", "MATCH", "UNTIL", "BY", "REASON"});
+  for (const auto& s : list["silences"]) {
+    t.add({s.value("uid", "").substr(0, 13), s.value("match", ""), when(s["ends_at"]),
+           s.value("created_by", ""), s.value("reason", "")});
+  }
+  std::cout << (list["silences"].empty() ? std::string("no ad-hoc silences in force\n")
+                                         : t.render(colour));
+  if (!list["scheduled"].empty()) {
+    Table sched({"SCHEDULE", "MATCH", "IN FORCE", "NEXT CHANGE", "REASON"});
+    for (const auto& s : list["scheduled"]) {
+      sched.add({s.value("schedule", ""), s.value("match", ""),
+                 s.value("active", false) ? "yes" : "no", when(s["next_change"]),
+                 s.value("reason", "")});
+    }
+    std::cout << "\nfrom the config:\n" << sched.render(colour);
+  }
+  return kOk;
+}
+
 int run_cli(int argc, char** argv) {
   CLI::App app{
       "storewatch — watches a store's lanes, payment terminals, printers and network; opens "
@@ -577,6 +725,56 @@ int run_cli(int argc, char** argv) {
   show->add_option("UID", uid, "Incident uid (or a unique start of it)")->required();
   show->add_flag("--json", json_out, "Print JSON with an \"events\" array");
   show->callback([&] { rc = cmd_incident_show(g, uid, json_out); });
+
+  // Human actions: recorded as events with the actor, through the daemon.
+  std::string by;
+  std::string note;
+  struct ActionHelp {
+    const char* name;
+    const char* help;
+  };
+  static constexpr ActionHelp kActions[] = {
+      {"ack", "Acknowledge an unresolved incident: you are on it (stops further self-healing)"},
+      {"resolve", "Resolve an incident: it is fixed. A probe that still fails reopens it"},
+      {"close", "Close an incident for good"},
+      {"note", "Add a note to an incident's timeline (needs --note)"},
+  };
+  for (const auto& a : kActions) {
+    auto* cmd = sub(app, a.name, a.help);
+    cmd->add_option("UID", uid, "Incident uid (or a unique start of it)")->required();
+    cmd->add_option("--by", by, "Who you are (default: your login name); recorded as cli:NAME");
+    cmd->add_option("--note", note, "A note recorded with the action");
+    cmd->add_flag("--json", json_out, "Print the incident after the change as JSON");
+    const std::string action = a.name;
+    cmd->callback([&, action] { rc = cmd_incident_action(g, action, uid, by, note, json_out); });
+  }
+
+  auto* silence =
+      sub(app, "silence", "Silence probes for a while (maintenance): add, list, remove");
+  silence->require_subcommand(1);
+  std::string match;
+  std::string length;
+  std::string reason;
+  auto* silence_add =
+      sub(*silence, "add",
+          "Silence matching probes from now on: their failures are recorded in_maintenance and "
+          "notify nobody; what still fails when the silence ends becomes a normal incident");
+  silence_add
+      ->add_option("--match", match, "A glob on probe names (\"lane-*\") or a label (\"kind=pos\")")
+      ->required();
+  silence_add->add_option("--for", length, "How long (30m, 2h, 1d)")->required();
+  silence_add->add_option("--reason", reason, "Why (shown to everyone)")->required();
+  silence_add->add_option("--by", by, "Who you are (default: your login name)");
+  silence_add->add_flag("--json", json_out, "Print the silence as JSON");
+  silence_add->callback([&] { rc = cmd_silence_add(g, match, length, reason, by, json_out); });
+  auto* silence_list = sub(*silence, "list", "Silences in force, and the config's schedules");
+  silence_list->add_flag("--json", json_out, "Print JSON");
+  silence_list->callback([&] { rc = cmd_silence_list(g, json_out); });
+  std::string silence_id;
+  auto* silence_remove = sub(*silence, "remove", "End an ad-hoc silence now");
+  silence_remove->add_option("ID", silence_id, "Silence id (or a unique start of it)")->required();
+  silence_remove->add_option("--by", by, "Who you are (default: your login name)");
+  silence_remove->callback([&] { rc = cmd_silence_remove(g, silence_id, by); });
 
   auto* probe_cmd = sub(app, "probe", "Run probes now; list the probe types and their keys");
   probe_cmd->require_subcommand(1);
