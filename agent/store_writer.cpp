@@ -34,6 +34,11 @@ std::size_t StoreWriter::backlog() const {
   return queue_.size() + in_progress_;
 }
 
+StoreWriter::Stats StoreWriter::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
 void StoreWriter::stop() {
   {
     std::lock_guard lock(mutex_);
@@ -65,6 +70,9 @@ void StoreWriter::loop() {
       {
         std::lock_guard lock(mutex_);
         in_progress_ = 0;
+        ++stats_.batches;
+        stats_.changes += batch.size();
+        stats_.largest_batch = std::max(stats_.largest_batch, batch.size());
       }
       if (on_commit_) boost::asio::post(io_, on_commit_);
       continue;

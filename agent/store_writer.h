@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -40,6 +41,14 @@ class StoreWriter final : public ChangeSink {
   /// Changes queued but not yet committed.
   std::size_t backlog() const;
 
+  /// What the writer has committed so far: group commit at work.
+  struct Stats {
+    std::uint64_t batches = 0;  ///< transactions committed
+    std::uint64_t changes = 0;  ///< changes in them
+    std::size_t largest_batch = 0;
+  };
+  Stats stats() const;
+
  private:
   void loop();
 
@@ -50,6 +59,7 @@ class StoreWriter final : public ChangeSink {
   std::condition_variable wake_;
   std::deque<Change> queue_;
   std::size_t in_progress_ = 0;
+  Stats stats_;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -51,7 +50,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import free_port  # noqa: E402,F401
+from benchlib import free_port, loadavg, machine  # noqa: E402,F401
 
 
 def wait(pred, timeout, what):
@@ -239,16 +238,6 @@ def built_types(sw, work):
 def has_run_all(sw):
     r = subprocess.run([sw, "probe", "run", "--help"], capture_output=True, text=True, timeout=30)
     return "--all" in r.stdout + r.stderr
-
-
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.machine())
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
-def loadavg():
-    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 # --- processes --------------------------------------------------------------
@@ -687,20 +676,6 @@ def monit_version():
         return "?"
 
 
-def write_section(path, text):
-    old = open(path).read() if os.path.exists(path) else "# storewatch benchmarks\n"
-    start = old.find(SECTION)
-    if start >= 0:
-        nxt = re.search(r"^## ", old[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(old)
-        new = old[:start].rstrip("\n") + "\n" + text.rstrip("\n") + "\n" + \
-            ("\n" + old[end:] if end < len(old) else "")
-    else:
-        new = old.rstrip("\n") + "\n" + text.rstrip("\n") + "\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -747,7 +722,7 @@ def main():
     text = report(args, sw, a, b, b_skip, started, cmdline)
     print(text)
     if args.output:
-        write_section(args.output, text)
+        benchlib.write_section(args.output, SECTION, text)
         log(f"wrote the section to {args.output}")
     if args.keep:
         log(f"work directory kept: {work}")

@@ -1,0 +1,361 @@
+// The incident engine's two throughput figures (issue 4, docs/BENCHMARKS.md),
+// on real SQLite files:
+//
+//  (a) results per second that change nothing: Engine::on_result fed ok
+//      results for PROBES probes, round after round, the engine wired to a
+//      real StoreWriter on a real file, so any write it made would show (it
+//      must make none); and the same with failing results for probes whose
+//      incident is already open;
+//  (b) state-changing events committed per second with synchronous=FULL:
+//      IncidentChange rows (an incident opened, then resolved) pushed through
+//      the real StoreWriter as fast as it takes them, timed until the last
+//      commit; and one row per transaction (submit, wait for its commit) for
+//      the ratio. The writer's own counters give the batch sizes.
+//
+// Exits non-zero if (a) wrote anything or (b) lost an event. Prints one JSON
+// object on stdout (tests/bench/engine_load.py turns it into
+// the Markdown section) and a summary on stderr.
+//
+//   engine_bench [--probes 1000] [--rounds 300] [--events 200000]
+//                [--single-seconds 5] [--reps 3] [--dir DIR]
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/engine.h"
+#include "agent/incident.h"
+#include "agent/store.h"
+#include "agent/store_writer.h"
+#include "config/clock.h"
+#include "config/config.h"
+#include "config/log.h"
+#include "probes/registry.h"
+
+namespace storewatch::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Steady = std::chrono::steady_clock;
+
+double seconds_since(Steady::time_point t0) {
+  return std::chrono::duration<double>(Steady::now() - t0).count();
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "engine_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+/// A StoreWriter on a fresh file with its io_context running on a thread of
+/// its own (the daemon's loop), and a way to wait for its commits.
+class Writer {
+ public:
+  explicit Writer(const fs::path& file) {
+    fs::remove(file);
+    fs::remove(file.string() + "-wal");
+    fs::remove(file.string() + "-shm");
+    auto store = agent::Store::open(file, agent::Store::Mode::read_write);
+    if (!store) die(store.error().message);
+    // The writer's connection is this one: read back what Store::open set.
+    {
+      auto sync = store->database().prepare("PRAGMA synchronous");
+      if (!sync || !sync->step().value_or(false)) die("cannot read PRAGMA synchronous");
+      synchronous_ = sync->int64(0);
+    }
+    io_thread_ = std::thread([this] { io_.run(); });
+    writer_ = std::make_unique<agent::StoreWriter>(std::move(*store), io_, [this] {
+      {
+        std::lock_guard lock(mutex_);
+        ++commits_;
+      }
+      committed_.notify_all();
+    });
+  }
+  ~Writer() {
+    writer_->stop();
+    work_.reset();
+    io_thread_.join();
+  }
+
+  agent::StoreWriter& writer() { return *writer_; }
+  /// 2 = FULL.
+  std::int64_t synchronous() const { return synchronous_; }
+
+  /// Waits until everything submitted is committed.
+  void drain() {
+    std::unique_lock lock(mutex_);
+    committed_.wait(lock, [this] { return writer_->backlog() == 0; });
+  }
+  /// Waits for the commit after `commits` commits (one row per transaction).
+  void wait_commits(std::uint64_t commits) {
+    std::unique_lock lock(mutex_);
+    committed_.wait(lock, [&] { return commits_ >= commits; });
+  }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
+      boost::asio::make_work_guard(io_);
+  std::thread io_thread_;
+  std::unique_ptr<agent::StoreWriter> writer_;
+  std::int64_t synchronous_ = -1;
+  std::mutex mutex_;
+  std::condition_variable committed_;
+  std::uint64_t commits_ = 0;
+};
+
+/// A config of `n` tcp probes (through the real loader, like the daemon's).
+config::Config make_config(int n) {
+  std::string text = "[store]\nid = \"store-bench\"\n";
+  for (int i = 0; i < n; ++i) {
+    text += fmt::format(
+        "\n[[probe]]\nname = \"p{:04}\"\ntype = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\n"
+        "interval = \"10s\"\nfail_after = 3\nrecover_after = 2\nseverity = \"high\"\n",
+        i);
+  }
+  auto loaded = config::load_string(text, "bench.toml", probes::schemas());
+  if (!loaded.ok()) {
+    std::string errors;
+    for (const auto& d : loaded.diagnostics) errors += config::to_string(d) + "\n";
+    die("bench config: " + errors);
+  }
+  return std::move(*loaded.config);
+}
+
+/// The one place the engine is built: its constructor may gain parameters.
+std::unique_ptr<agent::Engine> make_engine(const config::Config& config, const Clock& clock,
+                                           agent::ChangeSink& sink) {
+  return std::make_unique<agent::Engine>(config, clock, sink);
+}
+
+probes::ProbeResult result_of(probes::ProbeStatus status) {
+  probes::ProbeResult r;
+  r.status = status;
+  r.latency = std::chrono::microseconds(1234);
+  r.message = status == probes::ProbeStatus::ok ? "connected to 127.0.0.1:9 in 1.2 ms"
+                                                : "connect to 127.0.0.1:9: connection refused";
+  r.metrics["connect_ms"] = 1.234;
+  return r;
+}
+
+/// (a): `rounds` rounds of one `status` result per probe after a warm-up that
+/// brings every probe to the level that status keeps it at.
+json results_without_change(const config::Config& config, const fs::path& dir, int rounds,
+                            probes::ProbeStatus status) {
+  Writer w(dir / "engine-a.db");
+  SystemClock clock;
+  auto engine = make_engine(config, clock, w.writer());
+  std::vector<std::string> names;
+  for (const auto& p : config.probes) names.push_back(p.name);
+  const probes::ProbeResult r = result_of(status);
+
+  // Warm-up: first results move every probe out of `unknown` (and, failing,
+  // to hard_fail with an open incident): those are state changes, written.
+  for (int i = 0; i < 5; ++i) {
+    for (const auto& n : names) engine->on_result(n, r);
+  }
+  w.drain();
+  const auto before = w.writer().stats();
+
+  const auto t0 = Steady::now();
+  for (int round = 0; round < rounds; ++round) {
+    for (const auto& n : names) engine->on_result(n, r);
+  }
+  const double elapsed = seconds_since(t0);
+  const std::size_t backlog = w.writer().backlog();
+  w.drain();
+  const auto after = w.writer().stats();
+  const double results = static_cast<double>(rounds) * static_cast<double>(names.size());
+  return json{{"results", results},
+              {"seconds", elapsed},
+              {"per_second", results / elapsed},
+              {"open_incidents", engine->unresolved().size()},
+              {"backlog_after", backlog},
+              {"changes_written", after.changes - before.changes},
+              {"warmup_changes", before.changes}};
+}
+
+/// The `i`-th of a stream of changes: incidents opened and resolved in turn
+/// over `probes` probes, each a full row plus its event.
+agent::IncidentChange change_of(std::size_t i, int probes, WallTime at) {
+  const std::size_t k = i / 2;
+  agent::Incident inc;
+  inc.uid = fmt::format("01900000-0000-7000-8000-{:012x}", k);
+  inc.probe = fmt::format("p{:04}", k % static_cast<std::size_t>(probes));
+  inc.dedup_key = "store-bench:" + inc.probe + ":down";
+  inc.condition = "down";
+  inc.severity = config::Severity::high;
+  inc.priority = agent::priority_for(inc.severity);
+  inc.t_fault = at - std::chrono::milliseconds(3000);
+  inc.t_detect = at;
+  inc.summary = inc.probe + " is down: connect to 127.0.0.1:9: connection refused";
+  std::string type = "opened";
+  if (i % 2 == 1) {
+    inc.state = agent::IncidentState::resolved;
+    inc.t_restored = at;
+    inc.t_resolved = at;
+    type = "resolved";
+  }
+  agent::IncidentEvent ev{agent::new_uid(at), type, at, "agent",
+                          json{{"message", "connect to 127.0.0.1:9: connection refused"}}};
+  return agent::IncidentChange{std::move(inc), std::move(ev)};
+}
+
+json writer_stats(const agent::StoreWriter::Stats& s) {
+  return json{{"batches", s.batches},
+              {"changes", s.changes},
+              {"largest_batch", s.largest_batch},
+              {"mean_batch", s.batches ? static_cast<double>(s.changes) / s.batches : 0.0}};
+}
+
+std::int64_t events_in(const fs::path& file) {
+  auto store = agent::Store::open(file, agent::Store::Mode::read_only);
+  if (!store) die(store.error().message);
+  return store->max_seq().value_or(-1);
+}
+
+/// (b) group commit: `n` changes submitted as fast as the writer takes them.
+json group_commit(const fs::path& dir, std::size_t n, int probes) {
+  const fs::path file = dir / "engine-b.db";
+  std::vector<agent::Change> changes;
+  changes.reserve(n);
+  const WallTime at = SystemClock().wall_now();
+  for (std::size_t i = 0; i < n; ++i) changes.emplace_back(change_of(i, probes, at));
+
+  json out;
+  {
+    Writer w(file);
+    const auto t0 = Steady::now();
+    for (auto& c : changes) w.writer().submit(std::move(c));
+    const double submitted = seconds_since(t0);
+    w.drain();
+    const double elapsed = seconds_since(t0);
+    out = json{{"changes", n},
+               {"seconds", elapsed},
+               {"submit_seconds", submitted},
+               {"per_second", static_cast<double>(n) / elapsed},
+               {"synchronous", w.synchronous()},
+               {"writer", writer_stats(w.writer().stats())}};
+  }
+  out["events_in_file"] = events_in(file);
+  return out;
+}
+
+/// (b) one row per transaction: submit one change, wait for its commit.
+json one_per_transaction(const fs::path& dir, double seconds, int probes) {
+  const fs::path file = dir / "engine-b1.db";
+  json out;
+  {
+    Writer w(file);
+    const WallTime at = SystemClock().wall_now();
+    std::size_t i = 0;
+    const auto t0 = Steady::now();
+    while (seconds_since(t0) < seconds) {
+      w.writer().submit(change_of(i, probes, at));
+      w.wait_commits(++i);
+    }
+    const double elapsed = seconds_since(t0);
+    out = json{{"changes", i},
+               {"seconds", elapsed},
+               {"per_second", static_cast<double>(i) / elapsed},
+               {"synchronous", w.synchronous()},
+               {"writer", writer_stats(w.writer().stats())}};
+  }
+  out["events_in_file"] = events_in(file);
+  return out;
+}
+
+int main_(int argc, char** argv) {
+  CLI::App app{"storewatch incident engine benchmark"};
+  int probes = 1000;
+  int rounds = 300;
+  std::size_t events = 200'000;
+  double single_seconds = 5;
+  int reps = 3;
+  fs::path dir = fs::temp_directory_path();
+  app.add_option("--probes", probes, "probes in the engine's config")->check(CLI::Range(1, 100000));
+  app.add_option("--rounds", rounds, "(a): results per probe measured")->check(CLI::PositiveNumber);
+  app.add_option("--events", events, "(b): changes pushed through the writer")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--single-seconds", single_seconds, "(b): seconds of one row per transaction")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reps", reps, "repetitions of each measure")->check(CLI::Range(1, 100));
+  app.add_option("--dir", dir, "where the database files go (a real disk: fsync is measured)")
+      ->check(CLI::ExistingDirectory);
+  CLI11_PARSE(app, argc, argv);
+  // The warm-up of the failing run opens an incident per probe: not news.
+  log::set_level(log::Level::error);
+
+  const fs::path work = dir / fmt::format("storewatch-engine-bench-{}", ::getpid());
+  fs::create_directories(work);
+  const config::Config config = make_config(probes);
+
+  json out{{"probes", probes},
+           {"rounds", rounds},
+           {"events", events},
+           {"single_seconds", single_seconds},
+           {"dir", dir.string()}};
+  for (int rep = 0; rep < reps; ++rep) {
+    json ok = results_without_change(config, work, rounds, probes::ProbeStatus::ok);
+    json failing = results_without_change(config, work, rounds, probes::ProbeStatus::fail);
+    json group = group_commit(work, events, probes);
+    json single = one_per_transaction(work, single_seconds, probes);
+    std::fprintf(
+        stderr,
+        "rep %d: (a) %.0f ok results/s (%llu written), %.0f failing results/s (%llu "
+        "written); (b) %.0f changes/s grouped (%llu batches, largest %llu), %.0f/s one "
+        "per transaction\n",
+        rep + 1, ok["per_second"].get<double>(), ok["changes_written"].get<unsigned long long>(),
+        failing["per_second"].get<double>(), failing["changes_written"].get<unsigned long long>(),
+        group["per_second"].get<double>(), group["writer"]["batches"].get<unsigned long long>(),
+        group["writer"]["largest_batch"].get<unsigned long long>(),
+        single["per_second"].get<double>());
+    // What the figures rest on: (a) wrote nothing, (b) wrote every event.
+    for (const json* a : {&ok, &failing}) {
+      if ((*a)["changes_written"] != 0) {
+        die(fmt::format("results that change nothing wrote {} changes",
+                        (*a)["changes_written"].dump()));
+      }
+    }
+    for (const json* b : {&group, &single}) {
+      if ((*b)["events_in_file"] != (*b)["changes"]) {
+        die(fmt::format("{} changes submitted but {} events in the file", (*b)["changes"].dump(),
+                        (*b)["events_in_file"].dump()));
+      }
+    }
+    out["ok_results"].push_back(std::move(ok));
+    out["failing_results"].push_back(std::move(failing));
+    out["group_commit"].push_back(std::move(group));
+    out["one_per_transaction"].push_back(std::move(single));
+  }
+  fs::remove_all(work);
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace storewatch::bench
+
+int main(int argc, char** argv) {
+  return storewatch::bench::main_(argc, argv);
+}
