@@ -14,6 +14,7 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/daemon.h"
+#include "agent/report.h"
 #include "agent/status.h"
 #include "agent/store.h"
 #include "agent/table.h"
@@ -460,6 +461,31 @@ int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
   return kOk;
 }
 
+// --- report --------------------------------------------------------------
+
+/// Always reads the database read-only, whether the daemon runs or not:
+/// every figure comes from committed incidents and events.
+int cmd_report(const Globals& g, const std::string& since, bool as_json) {
+  auto window = parse_duration(since);
+  if (!window || window->count() <= 0) {
+    std::cerr << "storewatch: --since " << since
+              << " is not a duration (use a number and ms|s|m|h|d, e.g. 7d)\n";
+    return kUsage;
+  }
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  auto store = open_agent_store(*cfg);
+  if (!store) return fail(store.error());
+  auto report = build_report(*store, now(), *window);
+  if (!report) return fail(report.error());
+  if (as_json) {
+    print_json(report->to_json());
+    return kOk;
+  }
+  std::cout << report->render(use_colour(stdout));
+  return kOk;
+}
+
 // --- config check -------------------------------------------------------
 
 int cmd_config_check(const Globals& g) {
@@ -775,6 +801,16 @@ int run_cli(int argc, char** argv) {
   silence_remove->add_option("ID", silence_id, "Silence id (or a unique start of it)")->required();
   silence_remove->add_option("--by", by, "Who you are (default: your login name)");
   silence_remove->callback([&] { rc = cmd_silence_remove(g, silence_id, by); });
+
+  std::string report_since = "7d";
+  auto* report = sub(app, "report",
+                     "MTTD, MTTA (human acks), MTTR with mean, median and p90; auto-heal rate and "
+                     "time to self-heal; the probes with most incidents and most downtime. Reads "
+                     "the database; see docs/METRICS.md for the definitions.");
+  report->add_option("--since", report_since,
+                     "Incidents detected within this long before now (default 7d)");
+  report->add_flag("--json", json_out, "Print JSON (docs/METRICS.md shape) instead of tables");
+  report->callback([&] { rc = cmd_report(g, report_since, json_out); });
 
   auto* probe_cmd = sub(app, "probe", "Run probes now; list the probe types and their keys");
   probe_cmd->require_subcommand(1);

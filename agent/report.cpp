@@ -1,0 +1,305 @@
+#include "agent/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "agent/table.h"
+
+namespace storewatch::agent {
+namespace {
+
+using nlohmann::json;
+
+/// One incident of the window, as the report needs it.
+struct Row {
+  std::string probe;
+  IncidentState state = IncidentState::open;
+  bool suppressed = false;
+  bool in_maintenance = false;
+  bool self_healed = false;
+  bool human_ack = false;
+  std::optional<WallTime> t_fault, t_detect, t_ack, t_restored, t_resolved, t_closed;
+};
+
+std::optional<WallTime> time_of(const db::Statement& s, int column) {
+  auto text = s.optional_text(column);
+  if (!text) return std::nullopt;
+  return parse_rfc3339(*text);
+}
+
+// t_detect is always written by format_rfc3339 (fixed width, UTC, "Z"), so
+// comparing the text compares the instants and the incidents_detect index
+// serves the window. An acknowledgement counts as a human's when an
+// `acknowledged` event of the incident has a cli: or hq: actor; t_ack alone
+// is not trusted to say who acknowledged.
+constexpr const char* kWindowSql = R"sql(
+SELECT i.probe, i.state, i.suppressed_by IS NOT NULL, i.in_maintenance, i.self_healed,
+       i.t_fault, i.t_detect, i.t_ack, i.t_restored, i.t_resolved, i.t_closed,
+       EXISTS (SELECT 1 FROM events e
+               WHERE e.incident_uid = i.uid AND e.type = 'acknowledged'
+                 AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:'))
+FROM incidents i
+WHERE i.t_detect >= ?1 AND i.t_detect <= ?2
+)sql";
+
+Result<std::vector<Row>> rows_in(Store& store, WallTime since, WallTime until) {
+  auto stmt = store.database().prepare(kWindowSql);
+  if (!stmt) return stmt.error();
+  stmt->bind(1, format_rfc3339(since)).bind(2, format_rfc3339(until));
+  std::vector<Row> rows;
+  auto st = stmt->each([&](const db::Statement& s) {
+    Row r;
+    r.probe = s.text(0);
+    r.state = parse_incident_state(s.text(1)).value_or(IncidentState::open);
+    r.suppressed = s.int64(2) != 0;
+    r.in_maintenance = s.int64(3) != 0;
+    r.self_healed = s.int64(4) != 0;
+    r.t_fault = time_of(s, 5);
+    r.t_detect = time_of(s, 6);
+    r.t_ack = time_of(s, 7);
+    r.t_restored = time_of(s, 8);
+    r.t_resolved = time_of(s, 9);
+    r.t_closed = time_of(s, 10);
+    r.human_ack = s.int64(11) != 0;
+    rows.push_back(std::move(r));
+    return true;
+  });
+  if (!st) return st.error();
+  return rows;
+}
+
+/// Seconds, rounded to the millisecond.
+double seconds(double ms) {
+  return std::round(ms) / 1000.0;
+}
+
+json stat_json(const std::optional<double>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+json stats_json(const DurationStats& s) {
+  return json{{"count", s.count},
+              {"mean_s", stat_json(s.mean_s)},
+              {"median_s", stat_json(s.median_s)},
+              {"p90_s", stat_json(s.p90_s)}};
+}
+
+std::string span_or_dash(const std::optional<double>& s) {
+  return s ? format_span(*s) : "-";
+}
+
+/// "2026-11-26 22:18Z".
+std::string short_time(WallTime t) {
+  std::string s = format_rfc3339(t);
+  return s.substr(0, 10) + " " + s.substr(11, 5) + "Z";
+}
+
+}  // namespace
+
+DurationStats summarise(std::vector<std::int64_t> ms) {
+  DurationStats s;
+  s.count = static_cast<std::int64_t>(ms.size());
+  if (ms.empty()) return s;
+  std::sort(ms.begin(), ms.end());
+  const std::size_t n = ms.size();
+  double sum = 0;
+  for (auto v : ms) sum += static_cast<double>(v);
+  s.mean_s = seconds(sum / static_cast<double>(n));
+  s.median_s =
+      n % 2 == 1
+          ? seconds(static_cast<double>(ms[n / 2]))
+          : seconds((static_cast<double>(ms[n / 2 - 1]) + static_cast<double>(ms[n / 2])) / 2.0);
+  // Nearest rank: the smallest value with at least 90 % of the values at or
+  // below it. Integer arithmetic, so 0.9 * n never rounds the wrong way.
+  const std::size_t rank = (9 * n + 9) / 10;  // ceil(0.9 n), 1-based
+  s.p90_s = seconds(static_cast<double>(ms[rank - 1]));
+  return s;
+}
+
+std::string format_span(double s) {
+  if (s < 0) s = 0;
+  if (s < 10) {
+    std::string t = fmt::format("{:.1f}", s);
+    if (t.ends_with(".0")) t.resize(t.size() - 2);
+    return t + "s";
+  }
+  const auto total = static_cast<std::int64_t>(std::llround(s));
+  const std::int64_t d = total / 86400, h = total % 86400 / 3600, m = total % 3600 / 60,
+                     sec = total % 60;
+  if (d > 0) return fmt::format("{}d {}h", d, h);
+  if (h > 0) return fmt::format("{}h {}m", h, m);
+  if (m > 0) return fmt::format("{}m {}s", m, sec);
+  return fmt::format("{}s", sec);
+}
+
+std::optional<double> Report::heal_rate() const {
+  if (resolved == 0) return std::nullopt;
+  return std::round(static_cast<double>(healed) / static_cast<double>(resolved) * 10000.0) /
+         10000.0;
+}
+
+Result<Report> build_report(Store& store, WallTime now, Millis since, std::size_t top) {
+  Report r;
+  r.until = now;
+  r.since = now - since;
+  auto rows = rows_in(store, r.since, r.until);
+  if (!rows) return rows.error();
+
+  std::vector<std::int64_t> mttd, mtta, mttr, heal;
+  std::map<std::string, std::int64_t> count_by_probe;
+  std::map<std::string, std::int64_t> downtime_ms_by_probe;
+  for (const Row& row : *rows) {
+    if (row.suppressed) {
+      ++r.suppressed;
+      continue;
+    }
+    if (row.in_maintenance) {
+      ++r.in_maintenance;
+      continue;
+    }
+    ++r.incidents;
+    ++count_by_probe[row.probe];
+
+    bool anomaly = false;
+    // b − a in milliseconds, clamped to 0 when the wall clock went backwards.
+    auto span = [&](WallTime a, WallTime b) -> std::int64_t {
+      const std::int64_t d = (b - a).count();
+      if (d < 0) anomaly = true;
+      return std::max<std::int64_t>(d, 0);
+    };
+    const bool resolved = !is_unresolved(row.state);
+    if (row.t_fault && row.t_detect) mttd.push_back(span(*row.t_fault, *row.t_detect));
+    if (row.human_ack && row.t_ack && row.t_detect) {
+      mtta.push_back(span(*row.t_detect, *row.t_ack));
+    }
+    if (resolved) {
+      ++r.resolved;
+      if (row.self_healed) ++r.healed;
+      if (row.t_restored && row.t_fault) {
+        (row.self_healed ? heal : mttr).push_back(span(*row.t_fault, *row.t_restored));
+      }
+    }
+
+    // Downtime: from the fault (or the detection, if the fault time is
+    // unknown) to the restore — or now while unresolved; an incident someone
+    // resolved or closed without a restore ends then — clipped to the window.
+    const std::optional<WallTime> start = row.t_fault ? row.t_fault : row.t_detect;
+    std::optional<WallTime> end;
+    if (!resolved) {
+      end = now;
+    } else if (row.t_restored) {
+      end = row.t_restored;
+    } else {
+      end = row.t_resolved ? row.t_resolved : row.t_closed;
+    }
+    if (start && end) {
+      span(*start, *end);  // flags a backwards clock, the clipped span below may hide it
+      const WallTime from = std::max(*start, r.since);
+      const WallTime to = std::min(*end, r.until);
+      downtime_ms_by_probe[row.probe] += std::max<std::int64_t>((to - from).count(), 0);
+    }
+    if (anomaly) ++r.clock_anomalies;
+  }
+  r.mttd = summarise(std::move(mttd));
+  r.mtta = summarise(std::move(mtta));
+  r.mttr = summarise(std::move(mttr));
+  r.heal = summarise(std::move(heal));
+
+  for (const auto& [probe, n] : count_by_probe) r.top_by_count.push_back({probe, n});
+  // Most first; ties by name, so the order is stable (std::map gave names in order).
+  std::stable_sort(r.top_by_count.begin(), r.top_by_count.end(),
+                   [](const auto& a, const auto& b) { return a.incidents > b.incidents; });
+  if (r.top_by_count.size() > top) r.top_by_count.resize(top);
+
+  std::vector<std::pair<std::string, std::int64_t>> downtime(downtime_ms_by_probe.begin(),
+                                                             downtime_ms_by_probe.end());
+  std::stable_sort(downtime.begin(), downtime.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  for (const auto& [probe, ms] : downtime) {
+    if (ms <= 0 || r.top_by_downtime.size() >= top) break;
+    r.top_by_downtime.push_back({probe, seconds(static_cast<double>(ms))});
+  }
+  return r;
+}
+
+json Report::to_json() const {
+  json by_count = json::array();
+  for (const auto& p : top_by_count) {
+    by_count.push_back(json{{"probe", p.probe}, {"incidents", p.incidents}});
+  }
+  json by_downtime = json::array();
+  for (const auto& p : top_by_downtime) {
+    by_downtime.push_back(json{{"probe", p.probe}, {"downtime_s", p.downtime_s}});
+  }
+  const auto rate = heal_rate();
+  return json{{"since", format_rfc3339(since)},
+              {"until", format_rfc3339(until)},
+              {"incidents", incidents},
+              {"suppressed", suppressed},
+              {"in_maintenance", in_maintenance},
+              {"clock_anomalies", clock_anomalies},
+              {"mttd", stats_json(mttd)},
+              {"mtta", stats_json(mtta)},
+              {"mttr", stats_json(mttr)},
+              {"self_heal",
+               {{"rate", rate ? json(*rate) : json(nullptr)},
+                {"healed", healed},
+                {"resolved", resolved},
+                {"count", heal.count},
+                {"mean_s", stat_json(heal.mean_s)},
+                {"median_s", stat_json(heal.median_s)},
+                {"p90_s", stat_json(heal.p90_s)}}},
+              {"top_by_count", std::move(by_count)},
+              {"top_by_downtime", std::move(by_downtime)}};
+}
+
+std::string Report::render(bool colour) const {
+  std::string out = paint(fmt::format("Incidents detected {} – {} ({})", short_time(since),
+                                      short_time(until), format_duration(until - since)),
+                          Colour::bold, colour) +
+                    "\n";
+  out += fmt::format(
+      "{} counted; not counted: {} suppressed by a parent's incident, {} in maintenance\n",
+      incidents, suppressed, in_maintenance);
+  if (incidents == 0) return out;
+
+  Table t({"METRIC", "COUNT", "MEAN", "MEDIAN", "P90", "MEASURED"});
+  auto add = [&](const char* name, const DurationStats& s, const char* what) {
+    t.add({name, std::to_string(s.count), span_or_dash(s.mean_s), span_or_dash(s.median_s),
+           span_or_dash(s.p90_s), what});
+  };
+  add("MTTD", mttd, "fault to detection");
+  add("MTTA", mtta, "detection to a human's ack");
+  add("MTTR", mttr, "fault to restore, not self-healed");
+  add("self-heal", heal, "fault to restore, self-healed");
+  out += "\n" + t.render(colour);
+
+  if (const auto rate = heal_rate()) {
+    out +=
+        fmt::format("\nAuto-heal rate: {:.0f}% ({} of {} resolved incidents healed themselves)\n",
+                    *rate * 100.0, healed, resolved);
+  } else {
+    out += "\nAuto-heal rate: - (nothing resolved yet)\n";
+  }
+  if (clock_anomalies > 0) {
+    out +=
+        paint(fmt::format("{} incident{} had the wall clock go backwards; those spans count as 0\n",
+                          clock_anomalies, clock_anomalies == 1 ? "" : "s"),
+              Colour::yellow, colour);
+  }
+
+  Table counts({"PROBE", "INCIDENTS"});
+  for (const auto& p : top_by_count) counts.add({p.probe, std::to_string(p.incidents)});
+  out += "\nMost incidents\n" + counts.render(colour);
+  if (!top_by_downtime.empty()) {
+    Table down({"PROBE", "DOWNTIME"});
+    for (const auto& p : top_by_downtime) down.add({p.probe, format_span(p.downtime_s)});
+    out += "\nMost downtime\n" + down.render(colour);
+  }
+  return out;
+}
+
+}  // namespace storewatch::agent
