@@ -591,7 +591,7 @@ std::optional<json> ask_daemon(const config::Config& cfg, json request) {
               << "\n";
     return std::nullopt;
   }
-  return answer;
+  return std::move(*answer);
 }
 
 int cmd_incident_action(const Globals& g, const std::string& action, const std::string& uid,

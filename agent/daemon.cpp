@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "agent/control_server.h"
 #include "agent/engine.h"
 #include "agent/remediation_runner.h"
+#include "agent/retention.h"
 #include "agent/scheduler.h"
 #include "agent/status.h"
 #include "agent/store.h"
@@ -40,6 +42,56 @@ namespace {
 constexpr auto kProbeStateFlush = std::chrono::seconds(60);
 constexpr auto kStopGrace = std::chrono::milliseconds(2000);
 constexpr auto kTick = std::chrono::seconds(1);
+constexpr auto kFirstPrune = std::chrono::seconds(30);
+constexpr auto kPruneEvery = std::chrono::minutes(10);
+constexpr auto kPruneAgain = std::chrono::seconds(1);
+
+/// What the last retention run measured, for `status` (written by the
+/// writer's thread, read on the loop).
+struct StorageFigures {
+  std::atomic<std::int64_t> used_bytes{0};
+  std::atomic<std::int64_t> cap_bytes{0};
+  std::atomic<bool> over_cap{false};
+
+  json to_json() const {
+    return json{{"used_bytes", used_bytes.load()},
+                {"cap_bytes", cap_bytes.load()},
+                {"over_cap", over_cap.load()}};
+  }
+};
+
+/// One bounded retention run; reports the storage condition and returns
+/// when to run again (soon while there is more to prune).
+std::chrono::milliseconds prune_once(
+    Pruner& pruner, Store& store, StorageFigures& figures,
+    const std::function<void(std::optional<std::string>)>& report) {
+  auto r = pruner.run(store, SystemClock().wall_now());
+  if (!r) {
+    log::error("retention: {}", r.error().message);
+    return kPruneEvery;
+  }
+  figures.used_bytes = r->used_bytes;
+  figures.cap_bytes = r->cap_bytes;
+  figures.over_cap = r->over_cap;
+  const auto pruned = r->expired_incidents + r->shed_incidents;
+  if (pruned > 0) {
+    log::info(
+        "retention: pruned {} closed incidents ({} past retention, {} shed for the cap) "
+        "and {} events; database {} KB of {} KB",
+        pruned, r->expired_incidents, r->shed_incidents, r->expired_events + r->shed_events,
+        r->used_bytes / 1024, r->cap_bytes / 1024);
+  }
+  if (r->stuck_over_cap()) {
+    report(
+        fmt::format("the database holds {} MB, over its {} MB cap (max_db_size), and all of it "
+                    "is unsynced events or open incidents, which are never dropped; the agent "
+                    "keeps writing",
+                    r->used_bytes / (1024 * 1024), r->cap_bytes / (1024 * 1024)));
+  } else if (!r->over_cap) {
+    report(std::nullopt);
+  }
+  return r->more ? std::chrono::milliseconds(kPruneAgain) : std::chrono::milliseconds(kPruneEvery);
+}
 
 /// One daemon per data directory: an flock on `<data_dir>/storewatch.lock`,
 /// held for the life of the process (the kernel drops it on any exit).
@@ -202,6 +254,18 @@ int run_daemon(const config::Config& cfg) {
   hooks.runner = runner.get();
   Engine engine(cfg, clock, writer, hooks);
   engine.restore(std::move(snapshot));
+
+  // Retention and the size cap, on the writer's thread between its batches;
+  // a database stuck over its cap is the agent's own critical incident.
+  Pruner pruner(
+      PrunePolicy{.retention = cfg.agent.retention, .max_db_bytes = cfg.agent.max_db_bytes});
+  StorageFigures storage;
+  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage](Store& s) {
+    return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
+      asio::post(io,
+                 [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });
+    });
+  });
   StoreOutbox outbox(*reader, writer, session);
 
   std::unique_ptr<sync::MqttTransport> transport;
@@ -250,6 +314,7 @@ int run_daemon(const config::Config& cfg) {
           {"version", STOREWATCH_VERSION},
           {"started_at", format_rfc3339(started)},
           {"store_backlog", writer.backlog()},
+          {"storage", storage.to_json()},
           {"schedule", schedule_json(scheduler.schedule_stats())}}},
     };
   };

@@ -540,7 +540,9 @@ void Engine::maybe_remediate(const std::string& probe) {
                                h.attempts.size(), describe(rem.window), probe));
     return;
   }
-  if (rem.only_outside_trading_hours && trading_now()) {
+  // With no trading_hours configured the store is never "in trading hours"
+  // for this rule (config check warns that the flag has no effect).
+  if (rem.only_outside_trading_hours && !config_.store.trading.empty() && trading_now()) {
     auto ends = config_.store.trading.next_change(wall, tz_);
     h.next_try = ends ? steady_of(wall) + (*ends - wall) : now + std::chrono::minutes(1);
     if (!h.trading_skip_reported) {

@@ -181,8 +181,10 @@ Result<Store> Store::open(const std::filesystem::path& path, Mode mode) {
     if (auto st = db::check_not_newer(*db, kMigrations); !st) return st.error();
     return Store(std::move(*db));
   }
-  for (const char* pragma :
-       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+  // auto_vacuum only takes on a database with no tables yet: new files get
+  // incremental vacuum, so retention can hand pages back (agent/retention.h).
+  for (const char* pragma : {"PRAGMA auto_vacuum=INCREMENTAL", "PRAGMA journal_mode=WAL",
+                             "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
     if (auto st = db->exec(pragma); !st) return st.error();
   }
   if (auto st = db::migrate(*db, kMigrations); !st) return st.error();

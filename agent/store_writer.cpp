@@ -39,6 +39,16 @@ StoreWriter::Stats StoreWriter::stats() const {
   return stats_;
 }
 
+void StoreWriter::schedule(std::chrono::milliseconds first,
+                           std::function<std::chrono::milliseconds(Store&)> task) {
+  {
+    std::lock_guard lock(mutex_);
+    task_ = std::move(task);
+    task_due_ = std::chrono::steady_clock::now() + first;
+  }
+  wake_.notify_one();
+}
+
 void StoreWriter::stop() {
   {
     std::lock_guard lock(mutex_);
@@ -54,10 +64,35 @@ void StoreWriter::loop() {
   int failures_while_stopping = 0;
   for (;;) {
     std::vector<Change> batch;
+    std::function<std::chrono::milliseconds(Store&)> task;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything is committed
+      auto task_is_due = [this] {
+        return task_ && !stopping_ && std::chrono::steady_clock::now() >= task_due_;
+      };
+      auto ready = [&] { return stopping_ || !queue_.empty() || task_is_due(); };
+      if (task_) {
+        wake_.wait_until(lock, task_due_, ready);
+      } else {
+        wake_.wait(lock, ready);
+      }
+      if (task_is_due()) {
+        task = task_;
+      } else if (queue_.empty()) {
+        if (stopping_) return;  // stopping, and everything is committed
+        continue;
+      }
+    }
+    if (task) {
+      // Between batches: changes queued meanwhile wait at most one bounded run.
+      const auto next = task(store_);
+      std::lock_guard lock(mutex_);
+      task_due_ = std::chrono::steady_clock::now() + next;
+      continue;
+    }
+    {
+      std::unique_lock lock(mutex_);
+      if (queue_.empty()) continue;
       std::size_t n = std::min(queue_.size(), kMaxBatch);
       batch.assign(std::make_move_iterator(queue_.begin()),
                    std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));

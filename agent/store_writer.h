@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -35,6 +36,13 @@ class StoreWriter final : public ChangeSink {
 
   void submit(Change change) override;
 
+  /// Runs `task` on the writer's thread and connection (between batches,
+  /// never inside one) first after `first`, then again after the delay each
+  /// run returns. Retention uses it: the writer is the database's one
+  /// writer. One task; a second call replaces the first.
+  void schedule(std::chrono::milliseconds first,
+                std::function<std::chrono::milliseconds(Store&)> task);
+
   /// Commits everything queued, then ends the thread. Idempotent.
   void stop();
 
@@ -61,6 +69,8 @@ class StoreWriter final : public ChangeSink {
   std::size_t in_progress_ = 0;
   Stats stats_;
   bool stopping_ = false;
+  std::function<std::chrono::milliseconds(Store&)> task_;
+  std::chrono::steady_clock::time_point task_due_{};
   std::thread thread_;
 };
 
