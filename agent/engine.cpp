@@ -221,6 +221,11 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
       break;
     case CheckState::Transition::recovered:
       if (r.held) release_hold(r);
+      if (r.heal.phase == Healing::Phase::verify_wait) {
+        // The action worked and the probe recovered before the verify was
+        // due: the recovery is the verify.
+        attempt_succeeded(probe, res);
+      }
       if (!r.flapping) {
         if (Incident* inc = unresolved_of(probe)) {
           resolve(*inc, "agent", "", r.heal.healed);
@@ -519,6 +524,17 @@ json Engine::attempt_json(const std::string& probe) const {
   return out;
 }
 
+json Engine::outcome_json(const std::string& probe, const std::string& detail) const {
+  const ActionOutcome& o = probes_.at(probe).heal.outcome;
+  json out = attempt_json(probe);
+  out["detail"] = detail;
+  if (o.exit_code) out["exit_code"] = *o.exit_code;
+  out["output"] = o.output;
+  out["output_truncated"] = o.output_truncated;
+  out["took_ms"] = o.took.count();
+  return out;
+}
+
 void Engine::maybe_remediate(const std::string& probe) {
   Runtime& r = rt(probe);
   if (r.remediation == nullptr) return;
@@ -629,6 +645,19 @@ void Engine::on_action_done(const std::string& probe, std::uint64_t generation,
   Healing& h = it->second.heal;
   if (h.generation != generation || h.phase != Healing::Phase::running) return;
   h.outcome = std::move(outcome);
+  const Incident* inc = unresolved_of(probe);
+  if (inc == nullptr || inc->uid != h.incident_uid) {
+    // The incident resolved (or a human closed it) while the action ran:
+    // record how the action went, nothing to verify.
+    h.phase = Healing::Phase::idle;
+    if (Incident* done = find_incident(h.incident_uid)) {
+      json extra = outcome_json(probe, h.outcome.detail);
+      extra["reason"] = "the incident was no longer open when the action ended";
+      emit(*done, h.outcome.ok ? "remediation_succeeded" : "remediation_failed", std::move(extra));
+    }
+    h.outcome = ActionOutcome{};
+    return;
+  }
   if (!h.outcome.ok) {
     attempt_failed(probe, h.outcome.detail);
     return;
@@ -649,12 +678,7 @@ void Engine::attempt_failed(const std::string& probe, const std::string& why) {
       std::min(rem.backoff * (1 << std::min(h.failures_in_row - 1, 20)), rem.backoff_max);
   h.next_try = clock_.steady_now() + wait;
   persist(probe, r);
-  json extra = attempt_json(probe);
-  extra["detail"] = why;
-  if (h.outcome.exit_code) extra["exit_code"] = *h.outcome.exit_code;
-  extra["output"] = h.outcome.output;
-  extra["output_truncated"] = h.outcome.output_truncated;
-  extra["took_ms"] = h.outcome.took.count();
+  json extra = outcome_json(probe, why);
   log::warn("remediation {} for {} failed (attempt {}): {}", rem.name, probe, h.attempt, why);
   Incident* inc = find_incident(h.incident_uid);
   if (inc == nullptr) return;
@@ -675,12 +699,7 @@ void Engine::attempt_succeeded(const std::string& probe, const probes::ProbeResu
   h.failures_in_row = 0;
   h.healed = true;
   persist(probe, r);
-  json extra = attempt_json(probe);
-  extra["detail"] = h.outcome.detail;
-  if (h.outcome.exit_code) extra["exit_code"] = *h.outcome.exit_code;
-  extra["output"] = h.outcome.output;
-  extra["output_truncated"] = h.outcome.output_truncated;
-  extra["took_ms"] = h.outcome.took.count();
+  json extra = outcome_json(probe, h.outcome.detail);
   extra["verify"] = verify.message;
   h.outcome = ActionOutcome{};
   log::info("remediation {} for {} worked (attempt {})", r.remediation->name, probe, h.attempt);

@@ -203,6 +203,8 @@ class Engine {
   void attempt_succeeded(const std::string& probe, const probes::ProbeResult& verify);
   void escalate(Incident& inc, const std::string& reason);
   nlohmann::json attempt_json(const std::string& probe) const;
+  /// attempt_json plus the action's outcome (exit status, first 4 KB of output).
+  nlohmann::json outcome_json(const std::string& probe, const std::string& detail) const;
   void run_now(const std::string& probe);
 
   void tick_closing(SteadyTime now);

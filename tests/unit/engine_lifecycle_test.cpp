@@ -859,6 +859,31 @@ TEST_F(Healing, NeverTwoAtOnceAndNoneWhileSuppressedOrAcknowledged) {
   EXPECT_EQ(events("remediation_failed").size(), 1u) << "the running attempt is still recorded";
 }
 
+TEST_F(Healing, ARecoveryBeforeTheVerifyIsDueCountsAsTheVerify) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  runner.finish(true, 0);
+  feed("pos", ProbeStatus::ok, 2);  // scheduled results, before verify_after
+  EXPECT_EQ(types_of("pos"),
+            (Types{"opened", "remediation_started", "remediation_succeeded", "resolved"}));
+  EXPECT_TRUE(events("resolved").at(0).incident.self_healed);
+}
+
+TEST_F(Healing, AnActionEndingAfterTheIncidentResolvedIsRecordedNotVerified) {
+  configure();
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  feed("pos", ProbeStatus::ok, 2);  // recovers while the action runs
+  runner.finish(true, 0, "done");
+  EXPECT_EQ(types_of("pos"),
+            (Types{"opened", "remediation_started", "resolved", "remediation_succeeded"}));
+  EXPECT_FALSE(events("resolved").at(0).incident.self_healed);
+  clock.advance(1min);
+  engine->tick();
+  EXPECT_TRUE(rechecks.empty()) << "nothing to verify";
+}
+
 TEST_F(Healing, ARecoveryDuringBackoffIsNotASelfHeal) {
   configure();
   start();

@@ -364,6 +364,9 @@ TEST_F(RetentionTest, IncrementalVacuumGivesPagesBackWhenTheFileIsOverTheCap) {
 }
 
 TEST_F(RetentionTest, NoVacuumWithoutIncrementalAutoVacuum) {
+  // A database made before new files got auto_vacuum=INCREMENTAL.
+  ASSERT_TRUE(static_cast<bool>(store().database().exec("PRAGMA auto_vacuum=NONE")));
+  ASSERT_TRUE(static_cast<bool>(store().database().exec("VACUUM")));
   for (int n = 0; n < 30; ++n) closed(fmt::format("i{:02}", n), days_ago(100 - n), 3000);
   set_acked(store(), 1000);
   ASSERT_EQ(scalar("PRAGMA auto_vacuum"), 0);
