@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -338,7 +339,16 @@ void add_incident_row(Table& t, const json& i, bool with_store) {
     colours.push_back(Colour::none);
   }
   std::string state = i.value("state", "");
-  if (i.value("flapping", false)) state += " (flapping)";
+  std::vector<std::string> flags;
+  if (i.value("flapping", false)) flags.push_back("flapping");
+  if (i.value("in_maintenance", false)) flags.push_back("maintenance");
+  if (i.contains("suppressed_by") && i["suppressed_by"].is_string()) {
+    flags.push_back("suppressed by " + i["suppressed_by"].get<std::string>().substr(0, 13));
+  }
+  if (i.value("self_healed", false)) flags.push_back("self-healed");
+  if (i.value("reopen_count", 0) > 0)
+    flags.push_back(fmt::format("reopened {}x", i.value("reopen_count", 0)));
+  if (!flags.empty()) state += fmt::format(" ({})", fmt::join(flags, ", "));
   cells.insert(cells.end(),
                {i.value("uid", ""), i.value("probe", ""), state, i.value("severity", ""),
                 i.value("priority", ""), when(i["t_detect"]), i.value("summary", "")});

@@ -42,7 +42,7 @@ namespace {
 constexpr auto kProbeStateFlush = std::chrono::seconds(60);
 constexpr auto kStopGrace = std::chrono::milliseconds(2000);
 constexpr auto kTick = std::chrono::seconds(1);
-constexpr auto kFirstPrune = std::chrono::seconds(30);
+constexpr auto kFirstPrune = std::chrono::seconds(5);
 constexpr auto kPruneEvery = std::chrono::minutes(10);
 constexpr auto kPruneAgain = std::chrono::seconds(1);
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <memory>
 
 #include "tests/support/store_lab.h"
@@ -311,6 +312,43 @@ TEST_F(DaemonIncidents, AnUplinkDownGivesOneIncidentWithItsLanesSuppressed) {
   json lane = incident_of("lane-03");
   auto t = timeline(lane["uid"]);
   EXPECT_EQ(t, (std::vector<std::string>{"suppressed", "opened"}));
+}
+
+TEST_F(DaemonIncidents, OverTheSizeCapWithNothingSyncedRaisesACriticalStorageIncident) {
+  lab_with({"lane-01"});
+  start(probe("lane-01") + "\n");
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  // 3,000 unsynced events of ~1 KB each: well over a 1 MB cap, and none of
+  // them may be dropped.
+  const auto db = (dir / "data" / "storewatch.db").string();
+  auto fill = run({"sqlite3", db,
+                   "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) "
+                   "INSERT INTO events (uid, incident_uid, type, at, actor, body) SELECT 'e' || x, "
+                   "'i', 'note', '2026-11-27T00:00:00.000Z', 'agent', "
+                   "json_object('pad', hex(zeroblob(500))) FROM c;"});
+  ASSERT_EQ(fill.exit_code, 0) << fill.err;
+  std::string text = read_file(config);
+  text.replace(text.find("[sync]"), 6, "max_db_size = \"1MB\"\n\n[sync]");
+  write_file(config, text);
+  daemon = std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
+                                   dir / "logs");
+  json storage;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (const auto& i : incidents()) {
+          if (i.value("probe", "") == "storewatch") storage = i;
+        }
+        return storage.is_object();
+      },
+      30s))
+      << daemon->err();
+  EXPECT_EQ(storage.value("severity", ""), "critical");
+  EXPECT_EQ(storage.value("state", ""), "open");
+  EXPECT_NE(storage.value("summary", "").find("cap"), std::string::npos) << storage.dump();
+  auto status = json::parse(cli({"status", "--json"}).out);
+  EXPECT_TRUE(status["agent"]["storage"].value("over_cap", false)) << status.dump();
+  auto count = run({"sqlite3", db, "SELECT count(*) FROM events WHERE incident_uid = 'i'"});
+  EXPECT_EQ(count.out, "3000\n") << "no unsynced event is dropped";
 }
 
 }  // namespace
