@@ -96,7 +96,7 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"\n{SECTION}\n",
         "Run it with `cmake --preset release && cmake --build --preset release --target "
         "engine_bench` and then `tests/bench/engine_load.py --output docs/BENCHMARKS.md` (about "
-        "a minute; it replaces this section).\n",
+        "2 minutes; it replaces this section).\n",
         f"{started} on {machine()}; load average (1/5/15 min) {load_start} at the start, "
         f"{load_end} at the end.\n",
         f"`{cmdline}`\n",
