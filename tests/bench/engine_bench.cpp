@@ -10,7 +10,9 @@
 //      IncidentChange rows (an incident opened, then resolved) pushed through
 //      the real StoreWriter as fast as it takes them, timed until the last
 //      commit; and one row per transaction (submit, wait for its commit) for
-//      the ratio. The writer's own counters give the batch sizes.
+//      the ratio. The writer's own counters give the batch sizes; plain SQLite
+//      inserts on the same disk (100 rows and 1 row per transaction) say what
+//      the disk allowed at that moment.
 //
 // Exits non-zero if (a) wrote anything or (b) lost an event. Prints one JSON
 // object on stdout (tests/bench/engine_load.py turns it into
@@ -19,6 +21,8 @@
 //   engine_bench [--probes 1000] [--rounds 300] [--events 200000]
 //                [--single-seconds 5] [--reps 3] [--dir DIR]
 
+#include <sqlite3.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -59,6 +63,14 @@ using Steady = std::chrono::steady_clock;
 
 double seconds_since(Steady::time_point t0) {
   return std::chrono::duration<double>(Steady::now() - t0).count();
+}
+
+/// CPU time of the whole process (every thread), user + system.
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
 }
 
 [[noreturn]] void die(const std::string& what) {
@@ -245,6 +257,7 @@ json group_commit(const fs::path& dir, std::size_t n, int probes) {
   json out;
   {
     Writer w(file);
+    const double cpu0 = cpu_seconds();
     const auto t0 = Steady::now();
     for (auto& c : changes) w.writer().submit(std::move(c));
     const double submitted = seconds_since(t0);
@@ -252,6 +265,7 @@ json group_commit(const fs::path& dir, std::size_t n, int probes) {
     const double elapsed = seconds_since(t0);
     out = json{{"changes", n},
                {"seconds", elapsed},
+               {"cpu_seconds", cpu_seconds() - cpu0},
                {"submit_seconds", submitted},
                {"per_second", static_cast<double>(n) / elapsed},
                {"synchronous", w.synchronous()},
@@ -269,6 +283,7 @@ json one_per_transaction(const fs::path& dir, double seconds, int probes) {
     Writer w(file);
     const WallTime at = SystemClock().wall_now();
     std::size_t i = 0;
+    const double cpu0 = cpu_seconds();
     const auto t0 = Steady::now();
     while (seconds_since(t0) < seconds) {
       w.writer().submit(change_of(i, probes, at));
@@ -277,12 +292,55 @@ json one_per_transaction(const fs::path& dir, double seconds, int probes) {
     const double elapsed = seconds_since(t0);
     out = json{{"changes", i},
                {"seconds", elapsed},
+               {"cpu_seconds", cpu_seconds() - cpu0},
                {"per_second", static_cast<double>(i) / elapsed},
                {"synchronous", w.synchronous()},
                {"writer", writer_stats(w.writer().stats())}};
   }
   out["events_in_file"] = events_in(file);
   return out;
+}
+
+/// What the disk allows at the moment, apart from storewatch's code: plain
+/// SQLite (WAL, synchronous=FULL) inserting rows of about an event's size,
+/// `per_tx` rows per transaction, for `seconds`.
+json sqlite_baseline(const fs::path& dir, int per_tx, double seconds) {
+  const fs::path file = dir / "baseline.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(file.string() + suffix);
+  sqlite3* db = nullptr;
+  auto check = [&](int rc) {
+    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+      die(std::string("sqlite baseline: ") + sqlite3_errmsg(db));
+    }
+  };
+  check(sqlite3_open(file.c_str(), &db));
+  check(sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                     "CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)",
+                     nullptr, nullptr, nullptr));
+  sqlite3_stmt* insert = nullptr;
+  check(sqlite3_prepare_v2(db, "INSERT INTO t (body) VALUES (?1)", -1, &insert, nullptr));
+  const std::string body(700, 'x');
+  std::size_t rows = 0;
+  const auto t0 = Steady::now();
+  while (seconds_since(t0) < seconds) {
+    check(sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr));
+    for (int i = 0; i < per_tx; ++i) {
+      sqlite3_bind_text(insert, 1, body.data(), static_cast<int>(body.size()), SQLITE_STATIC);
+      check(sqlite3_step(insert));
+      sqlite3_reset(insert);
+      ++rows;
+    }
+    check(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr));
+  }
+  const double elapsed = seconds_since(t0);
+  sqlite3_finalize(insert);
+  sqlite3_close(db);
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(file.string() + suffix);
+  return json{{"rows_per_transaction", per_tx},
+              {"rows", rows},
+              {"seconds", elapsed},
+              {"per_second", static_cast<double>(rows) / elapsed}};
 }
 
 int main_(int argc, char** argv) {
@@ -320,16 +378,20 @@ int main_(int argc, char** argv) {
     json failing = results_without_change(config, work, rounds, probes::ProbeStatus::fail);
     json group = group_commit(work, events, probes);
     json single = one_per_transaction(work, single_seconds, probes);
+    json base100 = sqlite_baseline(work, 100, single_seconds);
+    json base1 = sqlite_baseline(work, 1, single_seconds);
     std::fprintf(
         stderr,
         "rep %d: (a) %.0f ok results/s (%llu written), %.0f failing results/s (%llu "
         "written); (b) %.0f changes/s grouped (%llu batches, largest %llu), %.0f/s one "
-        "per transaction\n",
+        "per transaction; plain SQLite %.0f rows/s in 100-row transactions, %.0f/s one per "
+        "transaction\n",
         rep + 1, ok["per_second"].get<double>(), ok["changes_written"].get<unsigned long long>(),
         failing["per_second"].get<double>(), failing["changes_written"].get<unsigned long long>(),
         group["per_second"].get<double>(), group["writer"]["batches"].get<unsigned long long>(),
         group["writer"]["largest_batch"].get<unsigned long long>(),
-        single["per_second"].get<double>());
+        single["per_second"].get<double>(), base100["per_second"].get<double>(),
+        base1["per_second"].get<double>());
     // What the figures rest on: (a) wrote nothing, (b) wrote every event.
     for (const json* a : {&ok, &failing}) {
       if ((*a)["changes_written"] != 0) {
@@ -347,6 +409,8 @@ int main_(int argc, char** argv) {
     out["failing_results"].push_back(std::move(failing));
     out["group_commit"].push_back(std::move(group));
     out["one_per_transaction"].push_back(std::move(single));
+    out["sqlite_100_per_transaction"].push_back(std::move(base100));
+    out["sqlite_1_per_transaction"].push_back(std::move(base1));
   }
   fs::remove_all(work);
   std::printf("%s\n", out.dump(2).c_str());

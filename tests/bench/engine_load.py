@@ -76,6 +76,7 @@ def report(res, cmdline, started, load_start, load_end, fs):
     ok, failing = res["ok_results"], res["failing_results"]
     group, single = res["group_commit"], res["one_per_transaction"]
     reps = len(ok)
+    times = "once" if reps == 1 else f"{reps} times"
     ok_rate = med(ok, "per_second")
     fail_rate = med(failing, "per_second")
     group_rate = med(group, "per_second")
@@ -84,6 +85,9 @@ def report(res, cmdline, started, load_start, load_end, fs):
     mean_batch = med(group, "mean_batch", "writer")
     largest = max(g["writer"]["largest_batch"] for g in group)
     single_n = med(single, "changes")
+    cpu_per_change = statistics.median(g["cpu_seconds"] / g["changes"] for g in group) * 1e6
+    base100 = med(res["sqlite_100_per_transaction"], "per_second")
+    base1 = med(res["sqlite_1_per_transaction"], "per_second")
     sync = {g["synchronous"] for g in group + single}
     sync_text = "FULL" if sync == {2} else f"**{sorted(sync)}, not FULL (2)**"
     written = sum(r["changes_written"] for r in ok + failing)
@@ -92,12 +96,12 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"\n{SECTION}\n",
         "Run it with `cmake --preset release && cmake --build --preset release --target "
         "engine_bench` and then `tests/bench/engine_load.py --output docs/BENCHMARKS.md` (about "
-        "a minute; it replaces this section).\n",
+        "2 minutes; it replaces this section).\n",
         f"{started} on {machine()}; load average (1/5/15 min) {load_start} at the start, "
         f"{load_end} at the end.\n",
         f"`{cmdline}`\n",
         f"Database files on {fs[0]} ({fs[1]}, {fs[2]}), WAL, `synchronous` read back from the "
-        f"writer's connection: {sync_text}. Each measure ran {reps} times: median (min–max).\n",
+        f"writer's connection: {sync_text}. Each measure ran {times}: median (min–max).\n",
         "| measure | result | target | met |",
         "| --- | --- | --- | --- |",
         f"| (a) results processed, no state change: ok results, {res['probes']} probes × "
@@ -108,6 +112,9 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"| {spread(group_rate)} | ≥ 50k/s | {met(group_rate[0] >= TARGET_EVENTS)} |",
         f"| (b) … one change per transaction (submit, wait for its commit), "
         f"{res['single_seconds']:g} s | {spread(single_rate)} | — | — |",
+        f"| plain SQLite on the same disk, 700-byte rows, 100 per transaction | "
+        f"{spread(base100)} | — | — |",
+        f"| plain SQLite on the same disk, one row per transaction | {spread(base1)} | — | — |",
         "",
         f"Changes written by the engine during (a)'s measured rounds: {written} (the run fails "
         "otherwise; the warm-up's first results, which move each probe out of `unknown`, are "
@@ -120,6 +127,9 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"writer's cap per batch is 512); ratio grouped / one per transaction: "
         f"{group_rate[0] / single_rate[0]:,.0f}× ({single_n[0]:,.0f} single commits in "
         f"{res['single_seconds']:g} s).\n",
+        f"CPU (all threads, from getrusage) per change committed in group: "
+        f"{cpu_per_change:,.0f} µs, which alone caps the writer at "
+        f"{rate(1e6 / cpu_per_change)} on this machine whatever the disk.\n",
     ]
     if max(float(x) for x in load_start.split()[:1] + load_end.split()[:1]) > 1.0:
         lines.append("The machine was busy with other builds during the run (see the load "
