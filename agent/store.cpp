@@ -212,9 +212,9 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& chang
   return seqs;
 }
 
-Status Store::write(const IncidentChange& c, std::int64_t& seq) {
-  const Incident& i = c.incident;
-  auto up = db_.prepare(fmt::format(
+Result<Store::Prepared*> Store::prepared() {
+  if (prepared_) return prepared_.get();
+  auto incident = db_.prepare(fmt::format(
       "INSERT INTO incidents ({}, updated_at) VALUES "
       "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20) "
       "ON CONFLICT(uid) DO UPDATE SET severity=?5, priority=?6, state=?7, suppressed_by=?8, "
@@ -222,8 +222,29 @@ Status Store::write(const IncidentChange& c, std::int64_t& seq) {
       "t_restored=?15, t_resolved=?16, t_closed=?17, reopen_count=?18, summary=?19, "
       "updated_at=?20",
       kIncidentColumns));
-  if (!up) return up.error();
-  up->bind(1, i.uid)
+  if (!incident) return incident.error();
+  auto event = db_.prepare(
+      "INSERT INTO events (uid, incident_uid, type, at, actor, body) VALUES (?1,?2,?3,?4,?5,?6)");
+  if (!event) return event.error();
+  auto probe_state = db_.prepare(
+      "INSERT INTO probe_state (probe, level, failures, successes, t_fault, t_first_ok, "
+      "last_check, last_status, latency_ms, message, flap_history, flapping, attempts, "
+      "attempt_failures) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14) "
+      "ON CONFLICT(probe) DO UPDATE SET level=?2, failures=?3, successes=?4, t_fault=?5, "
+      "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10, "
+      "flap_history=?11, flapping=?12, attempts=?13, attempt_failures=?14");
+  if (!probe_state) return probe_state.error();
+  prepared_ = std::make_unique<Prepared>(
+      Prepared{std::move(*incident), std::move(*event), std::move(*probe_state)});
+  return prepared_.get();
+}
+
+Status Store::write(const IncidentChange& c, std::int64_t& seq) {
+  auto p = prepared();
+  if (!p) return p.error();
+  const Incident& i = c.incident;
+  db::Statement& up = (*p)->upsert_incident;
+  up.bind(1, i.uid)
       .bind(2, i.dedup_key)
       .bind(3, i.probe)
       .bind(4, i.condition)
@@ -243,33 +264,26 @@ Status Store::write(const IncidentChange& c, std::int64_t& seq) {
       .bind(18, i.reopen_count)
       .bind(19, i.summary)
       .bind(20, format_rfc3339(c.event.at));
-  if (auto st = up->run(); !st) return st;
+  if (auto st = up.run(); !st) return st;
 
   nlohmann::json body = c.event.extra.is_object() ? c.event.extra : nlohmann::json::object();
   body["incident_state"] = i.to_json();
-  auto ev = db_.prepare(
-      "INSERT INTO events (uid, incident_uid, type, at, actor, body) VALUES (?1,?2,?3,?4,?5,?6)");
-  if (!ev) return ev.error();
-  ev->bind(1, c.event.uid)
+  db::Statement& ev = (*p)->insert_event;
+  ev.bind(1, c.event.uid)
       .bind(2, i.uid)
       .bind(3, c.event.type)
       .bind(4, format_rfc3339(c.event.at))
       .bind(5, c.event.actor)
       .bind(6, body.dump());
-  if (auto st = ev->run(); !st) return st;
+  if (auto st = ev.run(); !st) return st;
   seq = db_.last_insert_rowid();
   return {};
 }
 
 Status Store::write(const ProbeStateRow& r) {
-  auto st = db_.prepare(
-      "INSERT INTO probe_state (probe, level, failures, successes, t_fault, t_first_ok, "
-      "last_check, last_status, latency_ms, message, flap_history, flapping, attempts, "
-      "attempt_failures) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14) "
-      "ON CONFLICT(probe) DO UPDATE SET level=?2, failures=?3, successes=?4, t_fault=?5, "
-      "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10, "
-      "flap_history=?11, flapping=?12, attempts=?13, attempt_failures=?14");
-  if (!st) return st.error();
+  auto p = prepared();
+  if (!p) return p.error();
+  db::Statement* st = &(*p)->upsert_probe_state;
   st->bind(1, r.probe)
       .bind(2, to_string(r.level))
       .bind(3, r.failures)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -89,6 +90,16 @@ class Store {
   /// read_only refuses a missing file or a newer schema.
   static Result<Store> open(const std::filesystem::path& path, Mode mode);
 
+  Store(Store&& other) noexcept : db_(std::move(other.db_)) { other.prepared_.reset(); }
+  Store& operator=(Store&& other) noexcept {
+    prepared_.reset();
+    other.prepared_.reset();
+    db_ = std::move(other.db_);
+    return *this;
+  }
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
   /// Commits the changes in one transaction. For each change, the seq of the
   /// event it wrote (0 for changes that write none).
   Result<std::vector<std::int64_t>> commit(const std::vector<Change>& changes);
@@ -119,12 +130,22 @@ class Store {
 
  private:
   explicit Store(db::Database db) : db_(std::move(db)) {}
+  /// The statements every change runs, prepared once per connection (the
+  /// writer commits tens of thousands of changes a second).
+  struct Prepared {
+    db::Statement upsert_incident;
+    db::Statement insert_event;
+    db::Statement upsert_probe_state;
+  };
+  Result<Prepared*> prepared();
   Status write(const IncidentChange& c, std::int64_t& seq);
   Status write(const ProbeStateRow& row);
   Status write(const SyncValue& v);
   Status write(const SilenceRow& v);
 
   db::Database db_;
+  /// Statements point at db_, so a moved Store prepares them again.
+  std::unique_ptr<Prepared> prepared_;
 };
 
 /// The stored event in wire form.

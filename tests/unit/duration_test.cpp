@@ -44,6 +44,17 @@ TEST(Rfc3339, RoundTripsMilliseconds) {
   EXPECT_FALSE(parse_rfc3339("2025-11-26T22:18:03.123Zjunk").has_value());
 }
 
+TEST(Rfc3339, FormatsEveryFieldPadded) {
+  EXPECT_EQ(format_rfc3339(WallTime{Millis(0)}), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339(WallTime{Millis(951'782'400'007)}), "2000-02-29T00:00:00.007Z");
+  EXPECT_EQ(format_rfc3339(WallTime{Millis(4'102'444'799'999)}), "2099-12-31T23:59:59.999Z");
+  // Round trips across a century of instants, a few hundred days apart.
+  for (std::int64_t ms = 0; ms < 3'000'000'000'000; ms += 17'000'000'123) {
+    const WallTime t{Millis(ms)};
+    EXPECT_EQ(parse_rfc3339(format_rfc3339(t)), t) << format_rfc3339(t);
+  }
+}
+
 TEST(Ago, SaysHowLongAgo) {
   WallTime now{Millis(10'000'000)};
   EXPECT_EQ(format_ago(now, now), "just now");
