@@ -512,10 +512,15 @@ int cmd_config_check(const Globals& g) {
     return kUsage;
   }
   const auto& c = *loaded.config;
-  std::cout << fmt::format("{}: ok — store {}, {} probe{}, {} file{} read\n",
-                           g.agent_config().string(), c.store.id, c.probes.size(),
-                           c.probes.size() == 1 ? "" : "s", c.files.size(),
-                           c.files.size() == 1 ? "" : "s");
+  auto count = [](std::size_t n, const char* what) {
+    return fmt::format("{} {}{}", n, what, n == 1 ? "" : "s");
+  };
+  std::string extra;
+  if (!c.remediations.empty()) extra += ", " + count(c.remediations.size(), "remediation");
+  if (!c.silences.empty()) extra += ", " + count(c.silences.size(), "silence");
+  std::cout << fmt::format("{}: ok — store {}, {}{}, {} read\n", g.agent_config().string(),
+                           c.store.id, count(c.probes.size(), "probe"), extra,
+                           count(c.files.size(), "file"));
   return kOk;
 }
 

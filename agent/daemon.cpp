@@ -385,6 +385,7 @@ int run_daemon(const config::Config& cfg) {
       log::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       ::sd_notify(0, "STOPPING=1");
       scheduler.stop();
+      engine.stop();
       runner->stop();
       (*control)->stop();
       flush_timer.cancel();

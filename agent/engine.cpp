@@ -77,6 +77,12 @@ Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sin
   }
 }
 
+void Engine::stop() {
+  // Actions cancelled by the shutdown are not failed attempts: the next start
+  // records them as interrupted (restore()) and the policy goes on from there.
+  stopping_ = true;
+}
+
 std::optional<Engine::Action> Engine::parse_action(std::string_view op) {
   if (op == "ack") return Action::ack;
   if (op == "resolve") return Action::resolve;
@@ -485,12 +491,20 @@ void Engine::after_root_gone(const std::string& root_uid) {
   }
   // Nearest the root first, so a middle node is itself again before its
   // own children look for a parent.
-  std::sort(children.begin(), children.end(), [&](const std::string& a, const std::string& b) {
-    return ancestors_.at(a).size() < ancestors_.at(b).size();
-  });
+  auto depth = [this](const std::string& p) {
+    auto it = ancestors_.find(p);
+    return it == ancestors_.end() ? std::size_t{0} : it->second.size();
+  };
+  std::sort(children.begin(), children.end(),
+            [&](const std::string& a, const std::string& b) { return depth(a) < depth(b); });
   for (const std::string& child : children) {
     Incident* inc = unresolved_of(child);
     if (inc == nullptr) continue;
+    if (!probes_.contains(child)) {
+      // Its probe has left the config since: nothing watches it any more.
+      resolve(*inc, "agent", "the probe is no longer configured", false);
+      continue;
+    }
     Ancestry a = ancestry(child);
     if (a.root && *a.root != root_uid) {
       inc->suppressed_by = a.root;
@@ -641,7 +655,7 @@ void Engine::start_action(const std::string& probe) {
 void Engine::on_action_done(const std::string& probe, std::uint64_t generation,
                             ActionOutcome outcome) {
   auto it = probes_.find(probe);
-  if (it == probes_.end()) return;
+  if (it == probes_.end() || stopping_) return;
   Healing& h = it->second.heal;
   if (h.generation != generation || h.phase != Healing::Phase::running) return;
   h.outcome = std::move(outcome);
@@ -799,7 +813,8 @@ void Engine::tick_maintenance() {
   std::erase_if(silences_, [&](const SilenceRow& s) { return s.ends_at <= clock_.wall_now(); });
   std::vector<std::string> ended;
   for (const auto& [key, inc] : unresolved_) {
-    if (inc.in_maintenance && inc.condition == kConditionDown && !silenced(inc.probe)) {
+    if (inc.in_maintenance && inc.condition == kConditionDown && probes_.contains(inc.probe) &&
+        !silenced(inc.probe)) {
       ended.push_back(inc.probe);
     }
   }

@@ -85,6 +85,10 @@ class Engine {
   /// follows trading hours.
   void tick();
 
+  /// The daemon is stopping: outcomes of actions it cancels are not
+  /// recorded as failures (the next start says they were interrupted).
+  void stop();
+
   /// Hands the probes whose state changed since the last flush to the sink
   /// (results are not written one by one: flash wears).
   void flush_probe_states();
@@ -228,6 +232,7 @@ class Engine {
   std::map<std::string, Resolved> resolved_;  ///< by uid
   std::vector<SilenceRow> silences_;
   std::optional<bool> trading_;  ///< at the last tick
+  bool stopping_ = false;
 };
 
 }  // namespace storewatch::agent

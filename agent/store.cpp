@@ -87,7 +87,6 @@ CREATE TABLE silences (
   removed_by  TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 
-CREATE INDEX incidents_state ON incidents(state);
 CREATE INDEX incidents_closed ON incidents(t_closed) WHERE state = 'closed';
 )sql"},
 };

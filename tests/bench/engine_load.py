@@ -124,7 +124,7 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"Group commit: the writer committed the {res['events']:,} changes in a median of "
         f"{batches[0]:,.0f} transactions ({batches[1]:,.0f}–{batches[2]:,.0f}), "
         f"{mean_batch[0]:,.0f} changes per transaction on average, {largest} at most (the "
-        f"writer's cap per batch is 512); ratio grouped / one per transaction: "
+        f"writer's cap per batch is 2,048); ratio grouped / one per transaction: "
         f"{group_rate[0] / single_rate[0]:,.0f}× ({single_n[0]:,.0f} single commits in "
         f"{res['single_seconds']:g} s).\n",
         f"CPU (all threads, from getrusage) per change committed in group: "
