@@ -338,20 +338,7 @@ class Runner final : public RemediationRunner {
 
   static bool configure(Action& a, const config::RemediationConfig& c) {
     CURL* e = a.easy.get();
-    const long timeout_ms = std::max<long>(1, static_cast<long>(c.timeout.count()));
-    bool ok = curl_easy_setopt(e, CURLOPT_URL, c.url.c_str()) == CURLE_OK;
-    // Only http and https, on redirects too (which are not followed anyway).
-    ok = ok && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_ERRORBUFFER, a.error) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
-    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
-    ok = ok && curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_USERAGENT, "storewatch") == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_WRITEDATA, &a) == CURLE_OK;
+    bool ok = probes::set_request_options(e, c.url, c.timeout, a.error, &on_body, &a);
     if (c.method == "HEAD") {
       ok = ok && curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK;
     } else if (c.method == "GET") {

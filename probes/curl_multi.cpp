@@ -1,5 +1,7 @@
 #include "probes/curl_multi.h"
 
+#include <algorithm>
+
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/prefer.hpp>
@@ -10,6 +12,24 @@
 #include <utility>
 
 namespace storewatch::probes {
+
+bool set_request_options(CURL* e, const std::string& url, std::chrono::milliseconds timeout,
+                         char* error_buffer, curl_write_callback write, void* data) {
+  const long timeout_ms = std::max<long>(1, static_cast<long>(timeout.count()));
+  bool ok = curl_easy_setopt(e, CURLOPT_URL, url.c_str()) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_buffer) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);  // older libcurl lacks it: not an error
+  ok = ok && curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_USERAGENT, "storewatch") == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write) == CURLE_OK;
+  ok = ok && curl_easy_setopt(e, CURLOPT_WRITEDATA, data) == CURLE_OK;
+  return ok;
+}
 
 namespace asio = boost::asio;
 

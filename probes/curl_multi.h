@@ -16,12 +16,24 @@
 
 #include <curl/curl.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 
 namespace storewatch::probes {
+
+/// The options every storewatch request shares (http probes, http
+/// remediations): the URL, http and https only, an error buffer, no signals,
+/// no connection reuse, `timeout` for the connect and for the whole transfer,
+/// our user agent, never a proxy from the environment (devices are reached
+/// directly), and the body handed to `write`(`data`). A resolver thread still
+/// running when a transfer is cancelled is left to finish on its own. false
+/// when libcurl refuses one of them.
+bool set_request_options(CURL* easy, const std::string& url, std::chrono::milliseconds timeout,
+                         char* error_buffer, curl_write_callback write, void* data);
 
 class CurlMulti final : public boost::asio::execution_context::service {
  public:

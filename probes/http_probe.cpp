@@ -204,26 +204,10 @@ class HttpProbe final : public Probe {
 
   bool configure(Attempt& a) {
     CURL* e = a.easy.get();
-    const long timeout_ms = std::max<long>(1, static_cast<long>(timeout_.count()));
-    bool ok = curl_easy_setopt(e, CURLOPT_URL, url_.c_str()) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_ERRORBUFFER, a.error) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
-    // A resolver thread still running when the check is cancelled is left
-    // to finish on its own instead of being joined on the loop.
-    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+    bool ok = set_request_options(e, url_, timeout_, a.error, &on_body, &a);
     // Every check opens its own connection: connect time is part of what
     // we measure, and a dead device must not hide behind a cached socket.
     ok = ok && curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_USERAGENT, "storewatch") == CURLE_OK;
-    // Devices are checked directly, never through an http_proxy from the
-    // environment.
-    ok = ok && curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_WRITEDATA, &a) == CURLE_OK;
     if (method_ == "HEAD") {
       ok = ok && curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK;
     } else if (method_ == "POST") {

@@ -143,11 +143,7 @@ Result<BusSlot> SystemBus::call(sd_bus_message* call, std::chrono::microseconds 
     delete pending;
     return Error{std::strerror(-r)};
   }
-  sd_bus_slot_set_destroy_callback(slot, &free_pending);
-  pending_.insert(pending);
-  ++in_flight_;
-  schedule_pump();
-  return BusSlot(slot);
+  return track(slot, pending);
 }
 
 Result<BusSlot> SystemBus::match(sd_bus* bus, const std::string& rule, SignalHandler handler) {
@@ -160,6 +156,10 @@ Result<BusSlot> SystemBus::match(sd_bus* bus, const std::string& rule, SignalHan
     delete pending;
     return Error{std::strerror(-r)};
   }
+  return track(slot, pending);
+}
+
+BusSlot SystemBus::track(sd_bus_slot* slot, Pending* pending) {
   sd_bus_slot_set_destroy_callback(slot, &free_pending);
   pending_.insert(pending);
   ++in_flight_;

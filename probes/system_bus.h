@@ -92,6 +92,8 @@ class SystemBus : public boost::asio::execution_context::service {
   void stop_waiting();
   void close();
   void schedule_pump();
+  /// Hands `pending` to `slot` (freed with it) and counts it in flight.
+  BusSlot track(sd_bus_slot* slot, Pending* pending);
   void pump();
   void arm();
 
