@@ -700,7 +700,10 @@ void Engine::attempt_failed(const std::string& probe, const std::string& why) {
   if (!exhausted) extra["retry_in"] = describe(wait);
   emit(*inc, "remediation_failed", std::move(extra));
   h.outcome = ActionOutcome{};
-  if (exhausted && is_unresolved(inc->state) && unresolved_of(probe) == inc) {
+  // Only the agent's own states escalate: a human who acknowledged the
+  // incident while the attempt ran keeps it.
+  const bool agents = inc->state == IncidentState::open || inc->state == IncidentState::remediating;
+  if (exhausted && agents && unresolved_of(probe) == inc) {
     escalate(*inc, fmt::format("{} failed {} of {} attempts within {}", rem.name, h.attempts.size(),
                                rem.max_attempts, describe(rem.window)));
   }

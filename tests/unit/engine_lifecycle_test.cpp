@@ -884,6 +884,16 @@ TEST_F(Healing, AnActionEndingAfterTheIncidentResolvedIsRecordedNotVerified) {
   EXPECT_TRUE(rechecks.empty()) << "nothing to verify";
 }
 
+TEST_F(Healing, TheLastAttemptFailingAfterAHumanAckDoesNotEscalate) {
+  configure(1);
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_TRUE(engine->act(Engine::Action::ack, open_of("pos")->uid, "cli:a", "", std::nullopt));
+  runner.finish(false, 1);
+  EXPECT_EQ(open_of("pos")->state, IncidentState::acknowledged);
+  EXPECT_TRUE(events("escalated").empty());
+}
+
 TEST_F(Healing, ARecoveryDuringBackoffIsNotASelfHeal) {
   configure();
   start();
