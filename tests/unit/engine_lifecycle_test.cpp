@@ -409,45 +409,56 @@ TEST(Flap, Hysteresis) {
   EXPECT_FALSE(next_flapping(true, 20.0, 30, 20));
 }
 
-TEST_F(Lifecycle, AFlappingProbeHoldsOneIncidentAndDoesNotChurn) {
-  config.probes = {probe("link")};
-  config.probes[0].fail_after = 1;
-  config.probes[0].recover_after = 1;
+class Flapping : public Lifecycle {
+ protected:
+  /// A link that fails and recovers on a single result.
+  void jumpy_link() {
+    config.probes = {probe("link")};
+    config.probes[0].fail_after = 1;
+    config.probes[0].recover_after = 1;
+  }
+  /// fail, ok, fail, ok, … `n` results.
+  void alternate(int n) {
+    for (int i = 0; i < n; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  }
+};
+
+TEST_F(Flapping, AFlappingProbeHoldsOneIncidentAndDoesNotChurn) {
+  jumpy_link();
   start();
-  // fail, ok, fail, ok, …: each failure would open (or reopen) and each
-  // success resolve, were it not for flap detection.
-  for (int i = 0; i < 30; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
-  EXPECT_EQ(events("flapping_started").size(), 1u);
+  // Each failure would open (or reopen) and each success resolve, were it
+  // not for flap detection.
+  alternate(30);
+  ASSERT_EQ(events("flapping_started").size(), 1u);
   ASSERT_NE(open_of("link"), nullptr);
   EXPECT_TRUE(open_of("link")->flapping);
+  const std::string uid = open_of("link")->uid;
+  const int reopens = open_of("link")->reopen_count;
   const auto churn_before = events().size();
-  for (int i = 0; i < 4; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  alternate(4);
   EXPECT_EQ(events().size(), churn_before) << "no resolve/reopen per change while flapping";
 
-  // Steady ok long enough: flapping stops and the incident resolves.
+  // Steady ok long enough: flapping stops and that same incident resolves.
   feed("link", ProbeStatus::ok, 21);
   EXPECT_EQ(events("flapping_stopped").size(), 1u);
   EXPECT_EQ(open_of("link"), nullptr);
-  auto t = types_of("link");
-  EXPECT_EQ(std::count(t.begin(), t.end(), "opened") + std::count(t.begin(), t.end(), "reopened"),
-            events("opened").size() + events("reopened").size());
-  EXPECT_EQ(t.back(), "resolved");
+  ASSERT_EQ(types_of("link").back(), "resolved");
+  EXPECT_EQ(events("resolved").back().incident.uid, uid);
+  EXPECT_EQ(events("resolved").back().incident.reopen_count, reopens);
 }
 
-TEST_F(Lifecycle, FlappingWithoutEverHardFailingStillRaisesOneIncident) {
+TEST_F(Flapping, FlappingWithoutEverHardFailingStillRaisesOneIncident) {
   config.probes = {probe("link")};  // fail_after 3: alternating never reaches it
   start();
-  for (int i = 0; i < 21; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  alternate(21);
   EXPECT_EQ(types_of("link"), (Types{"opened", "flapping_started"}));
   EXPECT_TRUE(open_of("link")->flapping);
 }
 
-TEST_F(Lifecycle, FlappingThatStopsWhileFailingLeavesANormalIncident) {
-  config.probes = {probe("link")};
-  config.probes[0].fail_after = 1;
-  config.probes[0].recover_after = 1;
+TEST_F(Flapping, FlappingThatStopsWhileFailingLeavesANormalIncident) {
+  jumpy_link();
   start();
-  for (int i = 0; i < 21; ++i) feed("link", i % 2 == 0 ? ProbeStatus::fail : ProbeStatus::ok);
+  alternate(21);
   feed("link", ProbeStatus::fail, 21);
   ASSERT_NE(open_of("link"), nullptr);
   EXPECT_FALSE(open_of("link")->flapping);
