@@ -99,6 +99,16 @@ class Lifecycle : public ::testing::Test {
     ASSERT_TRUE(rechecks.empty()) << "re-checks never settled";
   }
 
+  /// A [[silence]] of lane-* every day 12:00-12:30 UTC (the clock starts
+  /// at noon).
+  void silence_lanes_at_noon() {
+    config::SilenceConfig s;
+    s.match = config::ProbeMatch::parse("lane-*").value();
+    s.schedule = config::WeeklySchedule::parse("daily 12:00-12:30").value();
+    s.reason = "POS update";
+    config.silences.push_back(s);
+  }
+
   std::vector<IncidentChange> events(const std::string& type = "") const {
     std::vector<IncidentChange> out;
     for (const auto& c : sink.incident_changes()) {
@@ -591,11 +601,7 @@ TEST_F(Lifecycle, AHoldEndsWhenTheAncestorsNeverAnswer) {
 
 TEST_F(Lifecycle, AFailureInsideASilenceIsMaintenanceAndBecomesNormalWhenItEnds) {
   config.probes = {probe("lane-01"), probe("printer")};
-  config::SilenceConfig s;
-  s.match = config::ProbeMatch::parse("lane-*").value();
-  s.schedule = config::WeeklySchedule::parse("daily 12:00-12:30").value();
-  s.reason = "POS update";
-  config.silences.push_back(s);
+  silence_lanes_at_noon();
   start();
   feed("lane-01", ProbeStatus::fail, 3);
   feed("printer", ProbeStatus::fail, 3);
@@ -617,11 +623,7 @@ TEST_F(Lifecycle, AFailureInsideASilenceIsMaintenanceAndBecomesNormalWhenItEnds)
 
 TEST_F(Lifecycle, AFailureThatRecoversInsideTheSilenceNeverBecomesNormal) {
   config.probes = {probe("lane-01")};
-  config::SilenceConfig s;
-  s.match = config::ProbeMatch::parse("lane-*").value();
-  s.schedule = config::WeeklySchedule::parse("daily 12:00-12:30").value();
-  s.reason = "POS update";
-  config.silences.push_back(s);
+  silence_lanes_at_noon();
   start();
   feed("lane-01", ProbeStatus::fail, 3);
   feed("lane-01", ProbeStatus::ok, 2);
