@@ -40,6 +40,18 @@ class Statement {
     return bind(index, std::string_view(value));
   }
   Statement& bind_null(int index);
+  /// Binds text that SQLite reads in place, without a copy: it must stay
+  /// alive and unchanged until run() or reset(). For hot paths only.
+  Statement& bind_ref(int index, std::string_view value);
+  Statement& bind_ref(int index, const std::string& value) {
+    return bind_ref(index, std::string_view(value));
+  }
+  Statement& bind_ref(int index, const std::optional<std::string>& value) {
+    return value ? bind_ref(index, *value) : bind_null(index);
+  }
+  // A temporary would be gone before the statement runs.
+  Statement& bind_ref(int index, std::string&& value) = delete;
+  Statement& bind_ref(int index, std::optional<std::string>&& value) = delete;
   template <class T>
   Statement& bind(int index, const std::optional<T>& value) {
     return value ? bind(index, *value) : bind_null(index);
