@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <random>
 
+#include "config/json_text.h"
+
 namespace storewatch::agent {
 
 std::string_view to_string(IncidentState s) {
@@ -34,34 +36,40 @@ std::string priority_for(config::Severity severity, bool urgent) {
   return fmt::format("P{}", p);
 }
 
-namespace {
-nlohmann::json time_or_null(const std::optional<WallTime>& t) {
-  return t ? nlohmann::json(format_rfc3339(*t)) : nlohmann::json(nullptr);
+void Incident::append_json(std::string& out) const {
+  // Written straight into text: the store writer puts this snapshot into
+  // every event it commits. to_json() parses it, so the two never differ.
+  auto time = [](const std::optional<WallTime>& t) -> std::optional<std::string> {
+    if (!t) return std::nullopt;
+    return format_rfc3339(*t);
+  };
+  json_text::Object o(out);
+  o.string("uid", uid)
+      .string("probe", probe)
+      .string("state", to_string(state))
+      .string("severity", config::to_string(severity))
+      .string("priority", priority)
+      .string_or_null("t_fault", time(t_fault))
+      .string_or_null("t_detect", time(t_detect))
+      .string_or_null("t_ack", time(t_ack))
+      .string_or_null("t_restored", time(t_restored))
+      .string_or_null("t_resolved", time(t_resolved))
+      .string_or_null("t_closed", time(t_closed))
+      .boolean("self_healed", self_healed)
+      .string_or_null("suppressed_by", suppressed_by)
+      .boolean("flapping", flapping)
+      .boolean("in_maintenance", in_maintenance)
+      .integer("reopen_count", reopen_count)
+      .string("summary", summary)
+      .string("dedup_key", dedup_key)
+      .string("condition", condition)
+      .close();
 }
-}  // namespace
 
 nlohmann::json Incident::to_json() const {
-  return nlohmann::json{
-      {"uid", uid},
-      {"probe", probe},
-      {"state", to_string(state)},
-      {"severity", config::to_string(severity)},
-      {"priority", priority},
-      {"t_fault", time_or_null(t_fault)},
-      {"t_detect", time_or_null(t_detect)},
-      {"t_ack", time_or_null(t_ack)},
-      {"t_restored", time_or_null(t_restored)},
-      {"t_resolved", time_or_null(t_resolved)},
-      {"t_closed", time_or_null(t_closed)},
-      {"self_healed", self_healed},
-      {"suppressed_by", suppressed_by ? nlohmann::json(*suppressed_by) : nlohmann::json(nullptr)},
-      {"flapping", flapping},
-      {"in_maintenance", in_maintenance},
-      {"reopen_count", reopen_count},
-      {"summary", summary},
-      {"dedup_key", dedup_key},
-      {"condition", condition},
-  };
+  std::string text;
+  append_json(text);
+  return nlohmann::json::parse(text);
 }
 
 std::string new_uid(WallTime now) {

@@ -56,6 +56,9 @@ struct Incident {
 
   /// The DESIGN §7 `incidents --json` object (times RFC 3339 or null).
   nlohmann::json to_json() const;
+  /// The same object as JSON text, appended to `out` (the hot path: every
+  /// event carries this snapshot).
+  void append_json(std::string& out) const;
 };
 
 /// An event of DESIGN §6 before it has a seq: what happened to an incident.

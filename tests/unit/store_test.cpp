@@ -170,6 +170,61 @@ TEST(StoreOpen, RefusesADatabaseFromANewerRelease) {
   }
 }
 
+TEST_F(StoreTest, EventBodyCarriesItsFieldsAndTheIncidentSnapshot) {
+  Incident i = incident("u1", "lane-01", IncidentState::open);
+  i.summary = "bad bytes \xff\xfe and \"quotes\"\n";
+  i.suppressed_by = "u0";
+  IncidentEvent ev{new_uid(at(3)), "opened", at(3), "agent",
+                   nlohmann::json{{"message", "refused"}, {"incident_state", "stale"}}};
+  ASSERT_TRUE(store.commit({IncidentChange{i, ev}}));
+  auto body_of = [&](std::int64_t seq) {
+    auto st = store.database().prepare("SELECT body FROM events WHERE seq = ?1");
+    st->bind(1, seq);
+    EXPECT_TRUE(st->step().value_or(false));
+    return nlohmann::json::parse(st->text(0));
+  };
+  const nlohmann::json body = body_of(1);
+  EXPECT_EQ(body["message"], "refused");
+  // The snapshot replaces whatever the extra fields called incident_state.
+  EXPECT_EQ(body["incident_state"], i.to_json());
+  EXPECT_EQ(body["incident_state"]["summary"],
+            "bad bytes \xEF\xBF\xBD\xEF\xBF\xBD and \"quotes\"\n");
+}
+
+TEST(StoreOpen, MigratesSchema2IncidentsWithTheirRowsAndIndexes) {
+  test::TempDir dir;
+  const auto path = dir / "storewatch.db";
+  {
+    auto s = Store::open(path, Store::Mode::read_write);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(
+        s->commit({change(incident("u1", "lane-01", IncidentState::open), "opened", 3),
+                   change(incident("u2", "lane-02", IncidentState::resolved), "opened", 4)}));
+    // Back to schema 2: the next open runs migration 3 over these rows.
+    ASSERT_TRUE(s->database().exec("PRAGMA user_version = 2"));
+  }
+  auto s = Store::open(path, Store::Mode::read_write);
+  ASSERT_TRUE(s) << s.error().message;
+  auto all = s->incidents(false, std::nullopt);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+  auto open = s->incidents(true, std::nullopt);
+  ASSERT_EQ(open->size(), 1u);
+  EXPECT_EQ(open->at(0).uid, "u1");
+  EXPECT_EQ(open->at(0).t_detect, at(3));
+  // The state check and the one-unresolved-per-key index hold after it.
+  EXPECT_FALSE(s->database().exec("UPDATE incidents SET state = 'nonsense' WHERE uid = 'u2'"));
+  EXPECT_FALSE(s->commit({change(incident("u3", "lane-01", IncidentState::open), "opened", 5)}));
+  auto sql = s->database().prepare(
+      "SELECT group_concat(name) FROM sqlite_master WHERE tbl_name = 'incidents' AND "
+      "type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name");
+  ASSERT_TRUE(sql && sql->step().value_or(false));
+  const std::string names = sql->text(0);
+  for (const char* index : {"incidents_unresolved_key", "incidents_detect", "incidents_closed"}) {
+    EXPECT_NE(names.find(index), std::string::npos) << names;
+  }
+}
+
 TEST(StoreOpen, ReadOnlyNeedsAnExistingFileAndCreatesNothing) {
   test::TempDir dir;
   auto s = Store::open(dir / "storewatch.db", Store::Mode::read_only);
