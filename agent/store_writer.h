@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent/store.h"
+#include "db/checkpoint.h"
 
 namespace storewatch::agent {
 
@@ -54,6 +55,7 @@ class StoreWriter final : public ChangeSink {
     std::uint64_t batches = 0;  ///< transactions committed
     std::uint64_t changes = 0;  ///< changes in them
     std::size_t largest_batch = 0;
+    std::uint64_t checkpoints = 0;  ///< WAL checkpoints, off the writer's thread
   };
   Stats stats() const;
 
@@ -61,6 +63,8 @@ class StoreWriter final : public ChangeSink {
   void loop();
 
   Store store_;
+  // Declared after store_: stops before the connection it watches closes.
+  std::unique_ptr<db::BackgroundCheckpoint> checkpoint_;
   boost::asio::io_context& io_;
   std::function<void()> on_commit_;
   mutable std::mutex mutex_;

@@ -237,6 +237,7 @@ json writer_stats(const agent::StoreWriter::Stats& s) {
   return json{{"batches", s.batches},
               {"changes", s.changes},
               {"largest_batch", s.largest_batch},
+              {"checkpoints", s.checkpoints},
               {"mean_batch", s.batches ? static_cast<double>(s.changes) / s.batches : 0.0}};
 }
 
