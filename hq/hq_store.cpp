@@ -174,7 +174,8 @@ Status HqStore::Impl::prepare_all() {
        "SET online = excluded.online, session = excluded.session, version = excluded.version, "
        "open_json = excluded.open_json, queued = excluded.queued, status_at = excluded.status_at, "
        "last_seen = max(COALESCE(stores.last_seen, 0), excluded.last_seen) "
-       "WHERE stores.session IS NULL OR excluded.session >= stores.session"},
+       "WHERE stores.session IS NULL OR excluded.session > stores.session OR "
+       "(excluded.session = stores.session AND (stores.online IS NOT 0 OR excluded.online = 0))"},
       {&list_stores, list_stores_sql},
       {&list_incidents, list_incidents_sql},
       {&list_acked, "SELECT store, acked_seq FROM stores ORDER BY store"},
@@ -378,8 +379,8 @@ Status HqStore::record_status(const wire::StoreStatus& status, WallTime received
       .bind(8, to_ms(received));
   if (auto st = s.upsert_status.run(); !st) return st;
   if (s.db.changes() == 0) {
-    log::debug("hq: ignoring a status of store {} from the older session {}", status.store,
-               status.session);
+    log::debug("hq: ignoring a status of store {} (session {}): older than the one recorded",
+               status.store, status.session);
   }
   return {};
 }

@@ -64,8 +64,10 @@ class IngestStore {
 
   /// Records a birth or last-will `status`. One from an older session than
   /// the one stored is ignored (a will retained from an earlier connection
-  /// must not mark a store offline that has reconnected since); `last_seen`
-  /// never goes backwards.
+  /// must not mark a store offline that has reconnected since). Within one
+  /// session offline is final: the birth comes before the will, so a birth
+  /// that a slower worker records after the will changes nothing.
+  /// `last_seen` never goes backwards.
   virtual Status record_status(const wire::StoreStatus& status, WallTime received) = 0;
 
   /// Every store's acked seq, sorted by store (to re-publish retained acks).

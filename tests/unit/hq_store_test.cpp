@@ -455,6 +455,22 @@ TEST_F(HqStoreTest, AStatusFromAnOlderSessionIsIgnored) {
   ASSERT_TRUE(stores.ok());
   EXPECT_EQ((*stores)[0]["online"], false);
   EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:05.123Z");
+
+  // A second worker records the same birth late: the will of its session
+  // already came, so the store stays offline.
+  ASSERT_TRUE(store.record_status(birth, kNow + 3s).ok());
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], false);
+
+  // Its next session's birth brings it back.
+  wire::StoreStatus next = birth;
+  next.session = 9;
+  ASSERT_TRUE(store.record_status(next, kNow + 4s).ok());
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], true);
+  EXPECT_EQ((*stores)[0]["session"], 9);
 }
 
 TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
