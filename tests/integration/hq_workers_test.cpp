@@ -139,6 +139,10 @@ class Stores final : public sync::TransportListener {
     std::lock_guard lock(mu_);
     return subscribed_;
   }
+  std::int64_t in_flight() {
+    std::lock_guard lock(mu_);
+    return sent_ - pubacked_ - failed_;
+  }
   /// The highest ack seen for `store` (0 when none).
   std::int64_t highest_ack(const std::string& store) {
     std::lock_guard lock(mu_);
@@ -156,28 +160,34 @@ class Stores final : public sync::TransportListener {
     return commands_;
   }
 
-  /// Publishes without waiting; counts the outcome.
+  /// Publishes without waiting for the PUBACK, with at most 64 in flight
+  /// (as the agent keeps a window); counts the outcome.
   void publish(std::string topic, std::string payload, bool retained = false) {
+    EXPECT_TRUE(wait_until([this] { return in_flight() < 64; }, 20s)) << outcome();
     on_io([&] {
-      ++sent_;
+      {
+        std::lock_guard lock(mu_);
+        ++sent_;
+      }
       transport_->publish(sync::Message{std::move(topic), std::move(payload), 1, retained},
                           [this](const Status& st) {
                             std::lock_guard lock(mu_);
                             ++(st ? pubacked_ : failed_);
+                            if (!st && first_failure_.empty()) first_failure_ = st.error().message;
                           });
       return 0;
     });
   }
   /// Waits until every publish so far was PUBACKed or failed; true if none failed.
-  bool settled(std::chrono::milliseconds timeout = 20s) {
-    bool done = wait_until(
-        [this] {
-          std::lock_guard lock(mu_);
-          return pubacked_ + failed_ == sent_;
-        },
-        timeout);
+  bool settled(std::chrono::milliseconds timeout = 30s) {
+    bool done = wait_until([this] { return in_flight() == 0; }, timeout);
     std::lock_guard lock(mu_);
     return done && failed_ == 0;
+  }
+  std::string outcome() {
+    std::lock_guard lock(mu_);
+    return fmt::format("{} sent, {} PUBACKed, {} failed (first: {})", sent_, pubacked_, failed_,
+                       first_failure_);
   }
 
  private:
@@ -189,6 +199,7 @@ class Stores final : public sync::TransportListener {
   std::mutex mu_;
   bool subscribed_ = false;
   std::int64_t sent_ = 0, pubacked_ = 0, failed_ = 0;
+  std::string first_failure_;
   std::map<std::string, std::vector<std::int64_t>> acks_;
   std::vector<Command> commands_;
 };
@@ -311,7 +322,7 @@ TEST_F(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {
     stores.publish(messages[i].first, messages[i].second);
     if (i % 50 == 0) sample();
   }
-  ASSERT_TRUE(stores.settled());
+  ASSERT_TRUE(stores.settled()) << stores.outcome();
 
   auto complete = [&] {
     return std::all_of(ids.begin(), ids.end(),
@@ -385,7 +396,7 @@ TEST_F(HqWorkersTest, APersistingGapGetsTheStoreAResyncCommand) {
   // 3 and 4 are lost on the way.
   const auto hole_sent = std::chrono::steady_clock::now();
   stores.publish(topics_.events(id), batch(id, 5, 6));
-  ASSERT_TRUE(stores.settled());
+  ASSERT_TRUE(stores.settled()) << stores.outcome();
 
   ASSERT_TRUE(wait_until([&] { return !stores.commands().empty(); }, 10s)) << hq->err();
   auto first = stores.commands().front();
@@ -484,7 +495,7 @@ TEST_F(HqWorkersTest, HqKilledWhileStoresPublishCatchesUpFromItsSession) {
   for (std::int64_t from = 11; from <= 200; from += 10) {
     for (const auto& id : ids) stores.publish(topics_.events(id), batch(id, from, from + 9));
   }
-  ASSERT_TRUE(stores.settled());
+  ASSERT_TRUE(stores.settled()) << stores.outcome();
   EXPECT_EQ(committed_acks()[ids[0]], 10);
 
   // Back, with the same client id: the broker hands over what it queued in
@@ -518,7 +529,7 @@ TEST_F(HqWorkersTest, AWorkerKilledMidLoadLosesNothingOnceStoresResend) {
       ASSERT_EQ(one->stop(SIGKILL), 128 + SIGKILL);
     }
   }
-  ASSERT_TRUE(stores.settled());
+  ASSERT_TRUE(stores.settled()) << stores.outcome();
   one = start_worker(cfg1);
 
   auto complete = [&] {
