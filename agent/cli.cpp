@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "config/log.h"
 #include "hq/hq_store.h"
+#include "hq/report.h"
 #include "hq/run.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
@@ -552,13 +553,15 @@ int cmd_hq_stores(const Globals& g, bool as_json) {
       return kOk;
     }
     const bool colour = use_colour(stdout);
-    Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN"});
+    Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN", "MISSING FROM"});
     for (const auto& s : *list) {
       bool online = s.value("online", false);
+      const json& gap = s["gap_from"];
       t.add({s.value("store", ""), online ? "online" : "offline",
              std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
-             when(s["last_seen"])},
-            {Colour::none, online ? Colour::green : Colour::red});
+             when(s["last_seen"]), gap.is_number() ? std::to_string(gap.get<std::int64_t>()) : "-"},
+            {Colour::none, online ? Colour::green : Colour::red, Colour::none, Colour::none,
+             Colour::none, gap.is_number() ? Colour::yellow : Colour::none});
     }
     std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
     return kOk;
@@ -581,6 +584,27 @@ int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_on
     Table t(incident_headers(true));
     for (const auto& i : *list) add_incident_row(t, i, true);
     std::cout << t.render(use_colour(stdout));
+    return kOk;
+  });
+}
+
+int cmd_hq_report(const Globals& g, const std::string& store_id, const std::string& since,
+                  bool as_json) {
+  auto window = parse_duration(since);
+  if (!window || window->count() <= 0) {
+    std::cerr << "storewatch: --since " << since
+              << " is not a duration (use a number and ms|s|m|h|d, e.g. 7d)\n";
+    return kUsage;
+  }
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto report = hq::build_fleet_report(store, now(), *window,
+                                         store_id.empty() ? std::nullopt : std::optional(store_id));
+    if (!report) return fail(report.error());
+    if (as_json) {
+      print_json(report->to_json());
+      return kOk;
+    }
+    std::cout << report->render(use_colour(stdout));
     return kOk;
   });
 }
@@ -872,6 +896,16 @@ int run_cli(int argc, char** argv) {
   hq_incidents->add_flag("--open", open_only, "Only incidents not resolved or closed");
   hq_incidents->add_flag("--json", json_out, "Print a JSON array instead of a table");
   hq_incidents->callback([&] { rc = cmd_hq_incidents(g, hq_store, open_only, json_out); });
+  std::string hq_since = "7d";
+  auto* hq_report =
+      sub(*hq_cmd, "report",
+          "MTTD, MTTA, MTTR and auto-heal rate per store and fleet-wide, from the "
+          "incidents the stores sent (docs/METRICS.md definitions, docs/HQ.md shape)");
+  hq_report->add_option("--store", hq_store, "Only this store");
+  hq_report->add_option("--since", hq_since,
+                        "Incidents detected within this long before now (default 7d)");
+  hq_report->add_flag("--json", json_out, "Print JSON instead of tables");
+  hq_report->callback([&] { rc = cmd_hq_report(g, hq_store, hq_since, json_out); });
 
   try {
     app.parse(argc, argv);

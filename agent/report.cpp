@@ -13,16 +13,7 @@ namespace {
 
 using nlohmann::json;
 
-/// One incident of the window, as the report needs it.
-struct Row {
-  std::string probe;
-  IncidentState state = IncidentState::open;
-  bool suppressed = false;
-  bool in_maintenance = false;
-  bool self_healed = false;
-  bool human_ack = false;
-  std::optional<WallTime> t_fault, t_detect, t_ack, t_restored, t_resolved, t_closed;
-};
+using Row = ReportRow;
 
 std::optional<WallTime> time_of(const db::Statement& s, int column) {
   auto text = s.optional_text(column);
@@ -142,16 +133,21 @@ std::optional<double> Report::heal_rate() const {
 }
 
 Result<Report> build_report(Store& store, WallTime now, Millis since, std::size_t top) {
+  auto rows = rows_in(store, now - since, now);
+  if (!rows) return rows.error();
+  return report_from_rows(*rows, now, since, top);
+}
+
+Report report_from_rows(const std::vector<ReportRow>& rows, WallTime now, Millis since,
+                        std::size_t top) {
   Report r;
   r.until = now;
   r.since = now - since;
-  auto rows = rows_in(store, r.since, r.until);
-  if (!rows) return rows.error();
 
   std::vector<std::int64_t> mttd, mtta, mttr, heal;
   std::map<std::string, std::int64_t> count_by_probe;
   std::map<std::string, std::int64_t> downtime_ms_by_probe;
-  for (const Row& row : *rows) {
+  for (const Row& row : rows) {
     if (row.suppressed) {
       ++r.suppressed;
       continue;

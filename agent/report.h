@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/incident.h"
 #include "agent/store.h"
 #include "config/clock.h"
 #include "config/duration.h"
@@ -69,12 +70,30 @@ struct Report {
   std::string render(bool colour) const;
 };
 
+/// One incident as the report needs it (the agent's `incidents` row, or the
+/// snapshot HQ keeps of it).
+struct ReportRow {
+  std::string probe;
+  IncidentState state = IncidentState::open;
+  bool suppressed = false;
+  bool in_maintenance = false;
+  bool self_healed = false;
+  /// An `acknowledged` event with a `cli:` or `hq:` actor exists.
+  bool human_ack = false;
+  std::optional<WallTime> t_fault, t_detect, t_ack, t_restored, t_resolved, t_closed;
+};
+
 /// How many probes each "top" list shows.
 inline constexpr std::size_t kReportTopProbes = 5;
 
 /// The report of the incidents detected in [now − since, now].
 Result<Report> build_report(Store& store, WallTime now, Millis since,
                             std::size_t top = kReportTopProbes);
+
+/// The report of `rows`, the incidents detected in [now − since, now] (the
+/// caller selects them by `t_detect`).
+Report report_from_rows(const std::vector<ReportRow>& rows, WallTime now, Millis since,
+                        std::size_t top = kReportTopProbes);
 
 /// A duration for people: "0.4s", "45s", "2m 10s", "3h 5m", "2d 4h".
 std::string format_span(double seconds);

@@ -298,6 +298,9 @@ struct HqConfig : BrokerConfig {
   std::filesystem::path database = "/var/lib/storewatch-hq/hq.db";
   std::string share_group;  ///< optional: $share/GROUP/… so workers split the stores
   std::string client_id;    ///< default "storewatch-hq-<hostname>"
+  /// A store's gap above its acked seq that lasts this long gets a `resync`
+  /// command (again at most once per this interval while it lasts).
+  Millis resync_after = 30s;
 };
 
 Loaded<HqConfig> load_hq(const std::filesystem::path& file);

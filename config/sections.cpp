@@ -294,6 +294,9 @@ void read_hq(Context& ctx, const toml::node* node, HqConfig& out) {
   fields.push_back({"client_id", [&h](const Value& v) {
                       if (auto id = v.identifier("client id", "_.-", 128)) h.client_id = *id;
                     }});
+  fields.push_back({"resync_after", [&h](const Value& v) {
+                      if (auto d = v.duration(Millis(100))) h.resync_after = *d;
+                    }});
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
   if (h.client_id.empty()) h.client_id = default_hq_client_id();
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <string_view>
@@ -16,7 +17,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // Times are stored as milliseconds since the Unix epoch (UTC).
-constexpr std::array<db::Migration, 1> kMigrations{{
+constexpr std::array<db::Migration, 2> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store      TEXT PRIMARY KEY,
@@ -53,6 +54,15 @@ CREATE TABLE incidents (
   snapshot     TEXT NOT NULL,
   PRIMARY KEY (store, uid)
 ) WITHOUT ROWID;
+)sql"},
+    // Gap tracking for resync requests, and which worker stored each event.
+    {2, R"sql(
+ALTER TABLE stores ADD COLUMN gap_from INTEGER;
+ALTER TABLE stores ADD COLUMN gap_since INTEGER;
+ALTER TABLE stores ADD COLUMN resync_at INTEGER;
+ALTER TABLE stores ADD COLUMN resyncs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN worker TEXT;
+CREATE INDEX incidents_detect ON incidents (t_detect_ms);
 )sql"},
 }};
 
@@ -93,8 +103,15 @@ struct HqStore::Impl {
 
   Status prepare_all();
 
+  /// Within the open write transaction: stores the events of one batch.
+  Status insert_batch(const wire::Batch& batch, std::int64_t now, Ingested& out);
+  /// Within the open write transaction: walks `acked_seq` up and updates the
+  /// gap state of one store.
+  Status settle(Ingested& out, std::int64_t acked_before, std::int64_t now);
+
   // The database first: statements are finalized before it closes.
   db::Database db;
+  std::string worker;
   db::Statement touch_store;
   db::Statement get_acked;
   db::Statement set_acked;
@@ -106,6 +123,10 @@ struct HqStore::Impl {
   db::Statement list_stores;
   db::Statement list_incidents;
   db::Statement list_acked;
+  db::Statement set_gap;
+  db::Statement due_resyncs;
+  db::Statement claim_resync;
+  db::Statement report_rows;
 };
 
 Status HqStore::Impl::prepare_all() {
@@ -120,10 +141,16 @@ Status HqStore::Impl::prepare_all() {
       kNotOpen);
   const std::string list_stores_sql = fmt::format(
       "SELECT s.store, s.online, s.acked_seq, s.last_seen, s.session, s.version, s.queued, "
-      "(SELECT count(*) FROM incidents i WHERE i.store = s.store AND {}) "
+      "(SELECT count(*) FROM incidents i WHERE i.store = s.store AND {}), s.gap_from, s.resyncs "
       "FROM stores s ORDER BY s.store",
       kNotOpen);
-  const std::array<Sql, 11> all{{
+  const std::string report_sql =
+      "SELECT i.store, i.snapshot, EXISTS (SELECT 1 FROM events e WHERE e.store = i.store "
+      "AND e.incident_uid = i.uid AND e.type = 'acknowledged' "
+      "AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:')) "
+      "FROM incidents i WHERE i.t_detect_ms >= ?1 AND i.t_detect_ms <= ?2 "
+      "ORDER BY i.store, i.t_detect_ms, i.uid";
+  const std::array<Sql, 15> all{{
       {&touch_store,
        "INSERT INTO stores (store, last_seen) VALUES (?1, ?2) ON CONFLICT (store) DO UPDATE "
        "SET last_seen = max(COALESCE(last_seen, 0), excluded.last_seen)"},
@@ -131,7 +158,7 @@ Status HqStore::Impl::prepare_all() {
       {&set_acked, "UPDATE stores SET acked_seq = ?2 WHERE store = ?1"},
       {&insert_event,
        "INSERT OR IGNORE INTO events (store, seq, uid, incident_uid, type, at, actor, body, "
-       "received) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+       "received, worker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
       {&event_uid, "SELECT uid FROM events WHERE store = ?1 AND seq = ?2"},
       {&upsert_incident,
        "INSERT INTO incidents (store, uid, seq, state, probe, severity, t_detect_ms, first_seen, "
@@ -147,10 +174,24 @@ Status HqStore::Impl::prepare_all() {
        "SET online = excluded.online, session = excluded.session, version = excluded.version, "
        "open_json = excluded.open_json, queued = excluded.queued, status_at = excluded.status_at, "
        "last_seen = max(COALESCE(stores.last_seen, 0), excluded.last_seen) "
-       "WHERE stores.session IS NULL OR excluded.session >= stores.session"},
+       "WHERE stores.session IS NULL OR excluded.session > stores.session OR "
+       "(excluded.session = stores.session AND (stores.online IS NOT 0 OR excluded.online = 0))"},
       {&list_stores, list_stores_sql},
       {&list_incidents, list_incidents_sql},
       {&list_acked, "SELECT store, acked_seq FROM stores ORDER BY store"},
+      // A gap is known by its first missing seq: while that stays the same
+      // the gap keeps its age; a new one starts afresh. RHS values are the
+      // row's values before the update.
+      {&set_gap,
+       "UPDATE stores SET gap_from = CASE WHEN ?2 THEN ?3 END, "
+       "gap_since = CASE WHEN NOT ?2 THEN NULL WHEN gap_from IS ?3 THEN gap_since ELSE ?4 END, "
+       "resync_at = CASE WHEN ?2 AND gap_from IS ?3 THEN resync_at END "
+       "WHERE store = ?1"},
+      {&due_resyncs,
+       "SELECT store, gap_from FROM stores WHERE gap_from IS NOT NULL AND gap_since <= ?1 "
+       "AND (resync_at IS NULL OR resync_at <= ?1) ORDER BY store"},
+      {&claim_resync, "UPDATE stores SET resync_at = ?2, resyncs = resyncs + 1 WHERE store = ?1"},
+      {&report_rows, report_sql},
   }};
   for (const Sql& s : all) {
     auto stmt = db.prepare(s.sql);
@@ -208,29 +249,15 @@ Result<HqStore> HqStore::open(const fs::path& path, db::Database::Mode mode) {
   return HqStore(std::move(impl));
 }
 
-Result<Ingested> HqStore::ingest(const wire::Batch& batch, WallTime received) {
-  Impl& s = *impl_;
-  const std::int64_t now = to_ms(received);
-  auto tx = db::Transaction::begin(s.db);
-  if (!tx) return tx.error();
+void HqStore::set_worker(std::string worker) {
+  impl_->worker = std::move(worker);
+}
 
-  if (auto st = s.touch_store.bind(1, batch.store).bind(2, now).run(); !st) return st.error();
-
-  Ingested out;
-  {
-    s.get_acked.bind(1, batch.store);
-    auto row = s.get_acked.step();
-    if (!row) {
-      s.get_acked.reset();
-      return row.error();
-    }
-    out.acked_seq = *row ? s.get_acked.int64(0) : 0;
-    s.get_acked.reset();
-  }
-  const std::int64_t acked_before = out.acked_seq;
-
+Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, Ingested& out) {
+  const std::optional<std::string> who =
+      worker.empty() ? std::nullopt : std::optional<std::string>(worker);
   for (const wire::Event& e : batch.events) {
-    s.insert_event.bind(1, batch.store)
+    insert_event.bind(1, batch.store)
         .bind(2, e.seq)
         .bind(3, e.uid)
         .bind(4, e.incident)
@@ -238,19 +265,20 @@ Result<Ingested> HqStore::ingest(const wire::Batch& batch, WallTime received) {
         .bind(6, e.at)
         .bind(7, e.actor)
         .bind(8, dump(e.to_json()))
-        .bind(9, now);
-    if (auto st = s.insert_event.run(); !st) return st.error();
+        .bind(9, now)
+        .bind(10, who);
+    if (auto st = insert_event.run(); !st) return st;
 
-    if (s.db.changes() == 0) {
+    if (db.changes() == 0) {
       ++out.duplicates;
-      s.event_uid.bind(1, batch.store).bind(2, e.seq);
-      auto row = s.event_uid.step();
+      event_uid.bind(1, batch.store).bind(2, e.seq);
+      auto row = event_uid.step();
       if (!row) {
-        s.event_uid.reset();
+        event_uid.reset();
         return row.error();
       }
-      if (*row && s.event_uid.text(0) != e.uid) ++out.conflicts;
-      s.event_uid.reset();
+      if (*row && event_uid.text(0) != e.uid) ++out.conflicts;
+      event_uid.reset();
       continue;
     }
     ++out.inserted;
@@ -265,7 +293,7 @@ Result<Ingested> HqStore::ingest(const wire::Batch& batch, WallTime received) {
     }
     json snapshot = state;
     if (!snapshot.contains("uid")) snapshot["uid"] = e.incident;
-    s.upsert_incident.bind(1, batch.store)
+    upsert_incident.bind(1, batch.store)
         .bind(2, e.incident)
         .bind(3, e.seq)
         .bind(4, string_field(state, "state"))
@@ -274,24 +302,66 @@ Result<Ingested> HqStore::ingest(const wire::Batch& batch, WallTime received) {
         .bind(7, t_detect)
         .bind(8, now)
         .bind(9, dump(snapshot));
-    if (auto st = s.upsert_incident.run(); !st) return st.error();
+    if (auto st = upsert_incident.run(); !st) return st;
   }
+  return {};
+}
 
+Status HqStore::Impl::settle(Ingested& out, std::int64_t acked_before, std::int64_t now) {
   // Walk up from the current ack through the seqs stored; the first gap stops
   // it. Reading inside the write transaction sees what other workers committed.
-  s.seqs_after.bind(1, batch.store).bind(2, out.acked_seq);
-  auto walked = s.seqs_after.each([&](const db::Statement& row) {
-    if (row.int64(0) != out.acked_seq + 1) return false;
+  out.acked_seq = acked_before;
+  out.gap = false;
+  seqs_after.bind(1, out.store).bind(2, out.acked_seq);
+  auto walked = seqs_after.each([&](const db::Statement& row) {
+    if (row.int64(0) != out.acked_seq + 1) {
+      out.gap = true;
+      return false;
+    }
     ++out.acked_seq;
     return true;
   });
-  if (!walked) return walked.error();
+  if (!walked) return walked;
 
   out.acked_changed = out.acked_seq != acked_before;
   if (out.acked_changed) {
-    if (auto st = s.set_acked.bind(1, batch.store).bind(2, out.acked_seq).run(); !st) {
-      return st.error();
+    if (auto st = set_acked.bind(1, out.store).bind(2, out.acked_seq).run(); !st) return st;
+  }
+  return set_gap.bind(1, out.store).bind(2, out.gap).bind(3, out.acked_seq + 1).bind(4, now).run();
+}
+
+Result<std::vector<Ingested>> HqStore::ingest(std::span<const wire::Batch> batches,
+                                              WallTime received) {
+  Impl& s = *impl_;
+  const std::int64_t now = to_ms(received);
+  auto tx = db::Transaction::begin(s.db);
+  if (!tx) return tx.error();
+
+  std::vector<Ingested> out;
+  std::vector<std::int64_t> acked_before;
+  for (const wire::Batch& batch : batches) {
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const Ingested& i) { return i.store == batch.store; });
+    if (it == out.end()) {
+      if (auto st = s.touch_store.bind(1, batch.store).bind(2, now).run(); !st) {
+        return st.error();
+      }
+      s.get_acked.bind(1, batch.store);
+      auto row = s.get_acked.step();
+      if (!row) {
+        s.get_acked.reset();
+        return row.error();
+      }
+      acked_before.push_back(*row ? s.get_acked.int64(0) : 0);
+      s.get_acked.reset();
+      out.push_back(Ingested{batch.store});
+      out.back().acked_seq = acked_before.back();
+      it = out.end() - 1;
     }
+    if (auto st = s.insert_batch(batch, now, *it); !st) return st.error();
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (auto st = s.settle(out[i], acked_before[i], now); !st) return st.error();
   }
   if (auto st = tx->commit(); !st) return st.error();
   return out;
@@ -309,8 +379,8 @@ Status HqStore::record_status(const wire::StoreStatus& status, WallTime received
       .bind(8, to_ms(received));
   if (auto st = s.upsert_status.run(); !st) return st;
   if (s.db.changes() == 0) {
-    log::debug("hq: ignoring a status of store {} from the older session {}", status.store,
-               status.session);
+    log::debug("hq: ignoring a status of store {} (session {}): older than the one recorded",
+               status.store, status.session);
   }
   return {};
 }
@@ -330,6 +400,9 @@ Result<json> HqStore::stores_json() {
     if (auto v = q.optional_int64(4)) store["session"] = *v;
     if (auto v = q.optional_text(5); v && !v->empty()) store["version"] = *v;
     if (auto v = q.optional_int64(6)) store["queued"] = *v;
+    store["gap_from"] = nullptr;
+    if (auto v = q.optional_int64(8)) store["gap_from"] = *v;
+    store["resyncs"] = q.int64(9);
     out.push_back(std::move(store));
     return true;
   });
@@ -365,6 +438,68 @@ Result<std::vector<std::pair<std::string, std::int64_t>>> HqStore::acked_seqs() 
     return true;
   });
   if (!st) return st.error();
+  return out;
+}
+
+Result<std::int64_t> HqStore::acked_seq(const std::string& store) {
+  db::Statement& q = impl_->get_acked;
+  q.bind(1, store);
+  auto row = q.step();
+  std::int64_t seq = row.ok() && *row ? q.int64(0) : 0;
+  q.reset();
+  if (!row) return row.error();
+  return seq;
+}
+
+Result<std::vector<ResyncDue>> HqStore::claim_resyncs(WallTime now, Millis after) {
+  Impl& s = *impl_;
+  const std::int64_t now_ms = to_ms(now);
+  const std::int64_t due_before = now_ms - after.count();
+  // Cheap check first, outside any write transaction: most of the time no
+  // store has a gap, and the workers should not queue for the write lock.
+  bool any = false;
+  s.due_resyncs.bind(1, due_before);
+  auto peek = s.due_resyncs.each([&](const db::Statement&) {
+    any = true;
+    return false;
+  });
+  if (!peek) return peek.error();
+  if (!any) return std::vector<ResyncDue>{};
+
+  auto tx = db::Transaction::begin(s.db);
+  if (!tx) return tx.error();
+  std::vector<ResyncDue> due;
+  s.due_resyncs.bind(1, due_before);
+  auto st = s.due_resyncs.each([&](const db::Statement& q) {
+    due.push_back({q.text(0), q.int64(1)});
+    return true;
+  });
+  if (!st) return st.error();
+  for (const ResyncDue& d : due) {
+    if (auto claimed = s.claim_resync.bind(1, d.store).bind(2, now_ms).run(); !claimed) {
+      return claimed.error();
+    }
+  }
+  if (auto done = tx->commit(); !done) return done.error();
+  return due;
+}
+
+Result<std::vector<ReportIncident>> HqStore::report_incidents(WallTime since, WallTime until) {
+  std::vector<ReportIncident> out;
+  std::optional<Error> damaged;
+  impl_->report_rows.bind(1, to_ms(since)).bind(2, to_ms(until));
+  auto st = impl_->report_rows.each([&](const db::Statement& q) {
+    json snapshot = json::parse(q.text(1), nullptr, /*allow_exceptions=*/false);
+    if (!snapshot.is_object()) {
+      damaged = Error{fmt::format("HQ database {}: an incident snapshot of store {} is damaged",
+                                  path().string(), q.text(0))};
+      return false;
+    }
+    out.push_back({q.text(0), std::move(snapshot), q.int64(2) != 0});
+    return true;
+  });
+  if (!st) return st.error();
+  if (damaged) return *damaged;
   return out;
 }
 

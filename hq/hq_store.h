@@ -19,26 +19,22 @@
 #include "config/clock.h"
 #include "config/result.h"
 #include "db/sqlite.h"
+#include "hq/ingest_store.h"
 #include "sync/wire.h"
 
 namespace storewatch::hq {
 
-/// What one batch changed.
-struct Ingested {
-  /// The store's highest contiguous seq stored at HQ, after the batch.
-  std::int64_t acked_seq = 0;
-  /// Whether the batch raised `acked_seq` (a new ack is due).
-  bool acked_changed = false;
-  /// Events stored for the first time.
-  int inserted = 0;
-  /// Events HQ already had (a re-send after a lost ack or a reconnect).
-  int duplicates = 0;
-  /// Duplicates whose event uid differs from the stored one: the store reused
-  /// seqs, which happens when its database was replaced. They are not stored.
-  int conflicts = 0;
+/// One incident for `hq report`: its latest snapshot and whether a human
+/// (actor `cli:` or `hq:`) acknowledged it.
+struct ReportIncident {
+  std::string store;
+  nlohmann::json snapshot;
+  bool human_ack = false;
 };
 
-class HqStore {
+/// The SQLite backend of IngestStore, and the read side of `hq stores`,
+/// `hq incidents` and `hq report`. Each worker opens its own connection.
+class HqStore final : public IngestStore {
  public:
   /// Opens the database. read_write creates the file and its directory, sets
   /// WAL and `synchronous=FULL`, and migrates the schema. read_only (the
@@ -49,24 +45,28 @@ class HqStore {
 
   HqStore(HqStore&&) noexcept;
   HqStore& operator=(HqStore&&) noexcept;
-  ~HqStore();
+  ~HqStore() override;
 
-  /// Stores a batch in one transaction: each event once by (store, seq), each
-  /// incident's state from its highest seq seen (events may come out of order
-  /// or twice), and the store's `acked_seq` raised to the highest seq below
-  /// which nothing is missing. Nothing is visible unless everything is.
-  Result<Ingested> ingest(const wire::Batch& batch, WallTime received);
+  /// Names the worker in every event it stores (`events.worker`), so an
+  /// operator can see how a shared subscription split the load.
+  void set_worker(std::string worker);
 
-  /// Records a birth or last-will message. A status from an older session than
-  /// the one stored is ignored: a will retained from an earlier connection must
-  /// not mark a store offline that has reconnected since. `last_seen` never
-  /// goes backwards.
-  Status record_status(const wire::StoreStatus& status, WallTime received);
+  // IngestStore
+  using IngestStore::ingest;
+  Result<std::vector<Ingested>> ingest(std::span<const wire::Batch> batches,
+                                       WallTime received) override;
+  Status record_status(const wire::StoreStatus& status, WallTime received) override;
+  Result<std::vector<std::pair<std::string, std::int64_t>>> acked_seqs() override;
+  Result<std::int64_t> acked_seq(const std::string& store) override;
+  Result<std::vector<ResyncDue>> claim_resyncs(WallTime now, Millis after) override;
 
   /// `hq stores --json`: `[{"store","online","acked_seq","open_incidents",
-  /// "last_seen","session","version","queued"}]` sorted by store. `online` is
-  /// false for a store never heard from on its status topic; `last_seen`,
-  /// `session`, `version` and `queued` are null when unknown.
+  /// "last_seen","session","version","queued","gap_from","resyncs"}]` sorted
+  /// by store. `online` is false for a store never heard from on its status
+  /// topic; `last_seen`, `session`, `version` and `queued` are null when
+  /// unknown; `gap_from` is the first missing seq while seqs above
+  /// `acked_seq` are stored (else null); `resyncs` counts the resync
+  /// commands HQ sent the store.
   Result<nlohmann::json> stores_json();
 
   /// `hq incidents --json`: each incident's latest snapshot exactly as its
@@ -75,8 +75,8 @@ class HqStore {
   /// first saw the incident when it has none), then uid.
   Result<nlohmann::json> incidents_json(const std::optional<std::string>& store, bool open_only);
 
-  /// Every store's acked seq, sorted by store (to re-publish retained acks).
-  Result<std::vector<std::pair<std::string, std::int64_t>>> acked_seqs();
+  /// Every incident detected in [since, until] (by `t_detect`), for `hq report`.
+  Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until);
 
   const std::filesystem::path& path() const;
 

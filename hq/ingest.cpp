@@ -1,19 +1,35 @@
 #include "hq/ingest.h"
 
+#include <fmt/format.h>
+
+#include <boost/asio/post.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
+#include "config/duration.h"
 #include "config/log.h"
 
 namespace storewatch::hq {
 
-Ingest::Ingest(const config::HqConfig& config, HqStore& store, sync::Transport& transport,
-               const Clock& clock)
+std::string encode_resync(const std::string& id, std::int64_t from_seq) {
+  return nlohmann::json{
+      {"v", 1}, {"id", id}, {"op", "resync"}, {"from_seq", from_seq}, {"by", "hq:gap"}}
+      .dump();
+}
+
+Ingest::Ingest(const config::HqConfig& config, IngestStore& store, sync::Transport& transport,
+               const Clock& clock, boost::asio::any_io_executor executor)
     : topics_(config.topic_prefix),
       share_group_(config.share_group),
+      resync_after_(config.resync_after),
       store_(store),
       transport_(transport),
-      clock_(clock) {}
+      clock_(clock),
+      gap_timer_(std::move(executor)) {}
 
 Ingest::~Ingest() {
   stop(std::chrono::milliseconds(0));
@@ -26,6 +42,10 @@ void Ingest::start() {
 void Ingest::stop(std::chrono::milliseconds grace) {
   if (shared_->stopping) return;
   shared_->stopping = true;
+  gap_timer_.cancel();
+  // Paho acknowledged these to the broker when they arrived: stored now, or
+  // only when their store sends them again.
+  flush(static_cast<std::size_t>(-1));
   transport_.stop(grace);
 }
 
@@ -42,15 +62,22 @@ std::vector<std::string> Ingest::subscriptions() const {
 }
 
 void Ingest::on_connected() {
-  transport_.subscribe(subscriptions(), [shared = shared_](const Status& st) {
-    shared->stats.subscribed = st.ok();
-    if (st || shared->stopping) return;
-    shared->stats.last_error = "subscribe: " + st.error().message;
-    log::error("hq: cannot subscribe to the stores' topics: {}", st.error().message);
-  });
+  published_.clear();
+  transport_.subscribe(
+      subscriptions(), [shared = shared_, filters = subscriptions()](const Status& st) {
+        shared->stats.subscribed = st.ok();
+        if (st) {
+          log::info("hq: subscribed to {} and {}", filters[0], filters[1]);
+          return;
+        }
+        if (shared->stopping) return;
+        shared->stats.last_error = "subscribe: " + st.error().message;
+        log::error("hq: cannot subscribe to the stores' topics: {}", st.error().message);
+      });
   // The broker may have restarted and lost every retained message: without
   // its ack a store that reconnects would send its whole backlog again.
   republish_acks();
+  arm_gap_timer();
 }
 
 void Ingest::on_disconnected(const std::string& reason) {
@@ -84,34 +111,62 @@ void Ingest::on_events(const sync::Message& message, const std::string& store) {
     drop(message, "the batch says it is from store \"" + batch->store + "\"");
     return;
   }
-  auto r = store_.ingest(*batch, clock_.wall_now());
-  if (!r) {
-    // Not acknowledged, so the store sends the batch again after its ack
-    // timeout; nothing is lost.
-    ++shared_->stats.dropped;
-    shared_->stats.last_error = r.error().message;
-    log::error("hq: cannot store the events of store {}: {}", store, r.error().message);
-    return;
+  pending_.push_back(std::move(*batch));
+  // Messages already waiting on the io_context are handled before the flush
+  // runs, so under load they share its commit; idle, it runs at once.
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  boost::asio::post(gap_timer_.get_executor(), [this, shared = shared_] {
+    if (shared->stopping) return;
+    flush_posted_ = false;
+    flush(1);
+  });
+}
+
+void Ingest::flush(std::size_t max_groups) {
+  for (std::size_t g = 0; g < max_groups && !pending_.empty(); ++g) {
+    const std::size_t n = std::min(pending_.size(), kMaxGroup);
+    std::vector<wire::Batch> group(std::make_move_iterator(pending_.begin()),
+                                   std::make_move_iterator(pending_.begin() + n));
+    pending_.erase(pending_.begin(), pending_.begin() + n);
+
+    auto r = store_.ingest(std::span<const wire::Batch>(group), clock_.wall_now());
+    if (!r) {
+      // Not acknowledged, so the stores send the batches again after their
+      // ack timeout; nothing is lost.
+      shared_->stats.dropped += static_cast<std::int64_t>(n);
+      shared_->stats.last_error = r.error().message;
+      log::error("hq: cannot store {} batch(es) of events: {}", n, r.error().message);
+      continue;
+    }
+    shared_->stats.batches += static_cast<std::int64_t>(n);
+    ++shared_->stats.commits;
+    for (const Ingested& i : *r) {
+      shared_->stats.inserted += i.inserted;
+      shared_->stats.duplicates += i.duplicates;
+      log::debug("hq: store {}: {} new, {} duplicate; acked {}{}", i.store, i.inserted,
+                 i.duplicates, i.acked_seq, i.gap ? " (a gap above it)" : "");
+      if (i.conflicts > 0) {
+        log::warn(
+            "hq: store {} sent {} event(s) whose seq HQ already holds for other events; was "
+            "its database replaced? They were not stored",
+            i.store, i.conflicts);
+      }
+      // A duplicate means the store re-sent something HQ had stored: it has
+      // not seen the ack (lost, or overwritten by a lower one from another
+      // worker), so it gets the current one again even though nothing changed.
+      if (i.acked_seq > 0 && (i.acked_changed || i.duplicates > 0)) {
+        publish_ack(i.store, i.acked_seq);
+      }
+    }
   }
-  ++shared_->stats.batches;
-  shared_->stats.inserted += r->inserted;
-  shared_->stats.duplicates += r->duplicates;
-  if (!batch->events.empty()) {
-    log::debug("hq: store {} events {}..{}: {} new, {} duplicate; acked {}", store,
-               batch->events.front().seq, batch->events.back().seq, r->inserted, r->duplicates,
-               r->acked_seq);
-  }
-  if (r->conflicts > 0) {
-    log::warn(
-        "hq: store {} sent {} event(s) whose seq HQ already holds for other events; was its "
-        "database replaced? They were not stored",
-        store, r->conflicts);
-  }
-  // A duplicate means the store re-sent something HQ had stored: it has not
-  // seen the ack (lost, or overwritten by a lower one from another worker),
-  // so it gets the current one again even though nothing changed.
-  if (r->acked_seq > 0 && (r->acked_changed || r->duplicates > 0)) {
-    publish_ack(store, r->acked_seq);
+  if (!pending_.empty() && !flush_posted_ && !shared_->stopping) {
+    flush_posted_ = true;
+    boost::asio::post(gap_timer_.get_executor(), [this, shared = shared_] {
+      if (shared->stopping) return;
+      flush_posted_ = false;
+      flush(1);
+    });
   }
 }
 
@@ -140,19 +195,37 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
 }
 
 void Ingest::publish_ack(const std::string& store, std::int64_t acked_seq) {
+  std::int64_t& last = published_[store];
+  if (acked_seq < last) return;
+  last = acked_seq;
   transport_.publish(sync::Message{topics_.ack(store), wire::encode_ack(acked_seq), 1, true},
-                     [shared = shared_, store, acked_seq](const Status& st) {
+                     [this, shared = shared_, store, acked_seq](const Status& st) {
                        if (st) {
                          ++shared->stats.acks_published;
+                         if (!shared->stopping) recheck_ack(store, acked_seq);
                          return;
                        }
                        if (shared->stopping) return;
                        shared->stats.last_error = "ack: " + st.error().message;
-                       // The next connect re-publishes it; a store that
-                       // sends again meanwhile gets it too.
+                       // The next connect re-publishes it; a store that sends again
+                       // meanwhile gets it too.
                        log::warn("hq: ack {} for store {} not delivered: {}", acked_seq, store,
                                  st.error().message);
                      });
+}
+
+// Another worker may have committed and published a higher ack that the
+// broker took before this one, leaving the lower one retained. Every ack it
+// committed was committed before its publish reached the broker, so before
+// this PUBACK: reading the database now finds it, and publishing it again
+// leaves the highest ack retained. Acks only rise, so this settles.
+void Ingest::recheck_ack(const std::string& store, std::int64_t published) {
+  auto now = store_.acked_seq(store);
+  if (!now) {
+    log::warn("hq: cannot re-read the ack of store {}: {}", store, now.error().message);
+    return;
+  }
+  if (*now > published) publish_ack(store, *now);
 }
 
 void Ingest::republish_acks() {
@@ -171,9 +244,55 @@ void Ingest::republish_acks() {
   if (n > 0) log::info("hq: re-publishing the acks of {} store(s)", n);
 }
 
+void Ingest::arm_gap_timer() {
+  if (gap_timer_armed_ || shared_->stopping) return;
+  gap_timer_armed_ = true;
+  const Millis period = std::clamp<Millis>(resync_after_ / 4, Millis(50), Millis(5000));
+  gap_timer_.expires_after(period);
+  gap_timer_.async_wait([this, shared = shared_](const boost::system::error_code& ec) {
+    if (ec || shared->stopping) return;
+    gap_timer_armed_ = false;
+    check_gaps();
+    arm_gap_timer();
+  });
+}
+
+void Ingest::check_gaps() {
+  if (!transport_.connected() || !shared_->stats.subscribed) return;
+  auto due = store_.claim_resyncs(clock_.wall_now(), resync_after_);
+  if (!due) {
+    shared_->stats.last_error = due.error().message;
+    log::error("hq: cannot check the stores for gaps: {}", due.error().message);
+    return;
+  }
+  for (const ResyncDue& d : *due) {
+    const std::string id = new_command_id();
+    log::warn(
+        "hq: store {} has had events missing from seq {} for over {}: asking it to resync "
+        "(command {})",
+        d.store, d.from_seq, format_duration(resync_after_), id);
+    ++shared_->stats.resyncs_requested;
+    transport_.publish(sync::Message{topics_.cmd(d.store), encode_resync(id, d.from_seq), 1, false},
+                       [shared = shared_, store = d.store](const Status& st) {
+                         if (st || shared->stopping) return;
+                         // Claimed but not sent: asked again after another resync_after.
+                         log::warn("hq: resync command for store {} not delivered: {}", store,
+                                   st.error().message);
+                       });
+  }
+}
+
 void Ingest::drop(const sync::Message& message, const std::string& why) {
   ++shared_->stats.dropped;
   log::warn("hq: dropping a message on {}: {}", message.topic, why);
+}
+
+std::string Ingest::new_command_id() {
+  // A random (version 4) UUID.
+  const std::uint64_t hi = (rng_() & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+  const std::uint64_t lo = (rng_() & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff,
+                     hi & 0xffff, lo >> 48, lo & 0xffffffffffffULL);
 }
 
 }  // namespace storewatch::hq

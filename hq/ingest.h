@@ -1,20 +1,27 @@
 #pragma once
 /// \file
 /// The ingest loop of `storewatch hq`: takes every store's event batches and
-/// status messages off the broker, stores them in the HqStore, and answers
-/// each batch that moves a store's contiguous seq with the store's retained
-/// `ack`, published only after the commit. Everything runs on the thread of
-/// the io_context the transport was created on.
+/// status messages off the broker, stores them through an IngestStore, and
+/// answers each commit that moves a store's contiguous seq with the store's
+/// retained `ack`, published only after the commit. Batches that arrive
+/// together are committed together (one transaction, one fsync). A gap that
+/// persists gets the store a `resync` command. Everything runs on the thread
+/// of the io_context the transport was created on.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "config/clock.h"
 #include "config/config.h"
-#include "hq/hq_store.h"
+#include "hq/ingest_store.h"
 #include "sync/transport.h"
 #include "sync/wire.h"
 
@@ -24,19 +31,29 @@ namespace storewatch::hq {
 struct IngestStats {
   bool connected = false;
   bool subscribed = false;      ///< the subscriptions of this connection are in place
-  std::int64_t batches = 0;     ///< event batches committed
+  std::int64_t batches = 0;     ///< event batches (messages) committed
+  std::int64_t commits = 0;     ///< transactions that committed them
   std::int64_t inserted = 0;    ///< events stored for the first time
   std::int64_t duplicates = 0;  ///< events HQ already had
   std::int64_t dropped = 0;     ///< messages dropped: malformed, wrong store, or not stored
   std::int64_t acks_published = 0;
+  std::int64_t resyncs_requested = 0;  ///< `resync` commands published
   std::string last_error;
 };
 
+/// The `resync` command HQ sends a store with a persisting gap:
+/// `{"v":1,"id":ID,"op":"resync","from_seq":N,"by":"hq:gap"}`.
+std::string encode_resync(const std::string& id, std::int64_t from_seq);
+
 class Ingest final : public sync::TransportListener {
  public:
-  /// `store`, `transport` and `clock` must outlive the Ingest.
-  Ingest(const config::HqConfig& config, HqStore& store, sync::Transport& transport,
-         const Clock& clock);
+  /// Most batches committed in one transaction.
+  static constexpr std::size_t kMaxGroup = 256;
+
+  /// `store`, `transport` and `clock` must outlive the Ingest; `executor` is
+  /// the one of the transport's io_context (for the gap timer).
+  Ingest(const config::HqConfig& config, IngestStore& store, sync::Transport& transport,
+         const Clock& clock, boost::asio::any_io_executor executor);
   ~Ingest() override;
   Ingest(const Ingest&) = delete;
   Ingest& operator=(const Ingest&) = delete;
@@ -44,7 +61,8 @@ class Ingest final : public sync::TransportListener {
   /// Connects; subscribes and re-publishes the acks on every (re)connect.
   void start();
 
-  /// Disconnects within `grace`. No message is handled after it returns.
+  /// Commits what was received and not yet stored, then disconnects within
+  /// `grace`. No message is handled after it returns.
   void stop(std::chrono::milliseconds grace);
 
   IngestStats stats() const;
@@ -63,15 +81,30 @@ class Ingest final : public sync::TransportListener {
  private:
   void on_events(const sync::Message& message, const std::string& store);
   void on_status(const sync::Message& message, const std::string& store);
+  /// Commits the pending batches, at most kMaxGroup per transaction.
+  void flush(std::size_t max_groups);
   void publish_ack(const std::string& store, std::int64_t acked_seq);
+  void recheck_ack(const std::string& store, std::int64_t published);
   void republish_acks();
+  void arm_gap_timer();
+  void check_gaps();
   void drop(const sync::Message& message, const std::string& why);
+  std::string new_command_id();
 
   const wire::Topics topics_;
   const std::string share_group_;
-  HqStore& store_;
+  const Millis resync_after_;
+  IngestStore& store_;
   sync::Transport& transport_;
   const Clock& clock_;
+  boost::asio::steady_timer gap_timer_;
+  bool gap_timer_armed_ = false;
+  std::vector<wire::Batch> pending_;
+  bool flush_posted_ = false;
+  /// Per store, the highest ack this worker published on this connection:
+  /// it never publishes a lower one after it.
+  std::map<std::string, std::int64_t> published_;
+  std::mt19937_64 rng_{std::random_device{}()};
   /// Shared with the transport's callbacks, which may run after the Ingest
   /// is gone (the failure of a publish made while disconnected is posted).
   struct Shared {

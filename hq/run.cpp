@@ -46,7 +46,8 @@ int run(const config::HqConfig& config) {
   }
 
   SystemClock clock;
-  Ingest ingest(config, *store, **transport, clock);
+  store->set_worker(config.client_id.empty() ? default_client_id() : config.client_id);
+  Ingest ingest(config, *store, **transport, clock, io.get_executor());
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&ingest](const boost::system::error_code& ec, int signal) {
     if (ec) return;
@@ -55,7 +56,10 @@ int run(const config::HqConfig& config) {
     ingest.stop(2s);
   });
 
-  log::info("hq: storing into {}, broker {}", store->path().string(), config.broker);
+  log::info("hq: storing into {}, broker {}{}", store->path().string(), config.broker,
+            config.share_group.empty()
+                ? ""
+                : ", sharing the stores' events in group " + config.share_group);
   ingest.start();
   io.run();
   log::info("hq: stopped");

@@ -171,7 +171,8 @@ class HqIngestTest : public testing::Test {
       ingest_.reset();
       hq_transport_ = make_transport(config_.client_id, true);
       if (!hq_transport_) return false;
-      ingest_ = std::make_unique<Ingest>(config_, *store_, *hq_transport_, clock_);
+      ingest_ =
+          std::make_unique<Ingest>(config_, *store_, *hq_transport_, clock_, io_.get_executor());
       ingest_->start();
       return true;
     });
@@ -275,7 +276,8 @@ class HqIngestTest : public testing::Test {
       EXPECT_TRUE(store.ok());
       worker->store.emplace(std::move(*store));
       worker->transport = make_transport(config.client_id, true);
-      worker->ingest = std::make_unique<Ingest>(config, *worker->store, *worker->transport, clock_);
+      worker->ingest = std::make_unique<Ingest>(config, *worker->store, *worker->transport, clock_,
+                                                io_.get_executor());
       worker->ingest->start();
       workers_.push_back(std::move(worker));
       return workers_.back().get();

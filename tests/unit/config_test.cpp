@@ -1039,6 +1039,18 @@ TEST(ConfigLoadHq, ClientIdDefaultsToTheHostName) {
   EXPECT_TRUE(loaded.config->share_group.empty());
 }
 
+TEST(ConfigLoadHq, ResyncAfter) {
+  auto loaded = load_hq_string("[hq]\ndatabase = \"/tmp/hq.db\"\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->resync_after, Millis(30s));
+  loaded = load_hq_string("[hq]\nresync_after = \"2m\"\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->resync_after, Millis(2min));
+  loaded = load_hq_string("[hq]\nresync_after = \"10ms\"\n", "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("resync_after"));
+}
+
 TEST(ConfigLoadHq, ErrorsAreCollected) {
   auto loaded = load_hq_string(R"([hq]
 broker = "mqtt://broker"

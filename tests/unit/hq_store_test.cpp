@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -183,6 +184,141 @@ TEST_F(HqStoreTest, WorkersSharingTheFileComputeContiguityTogether) {
   EXPECT_EQ(r->acked_seq, 2);
 }
 
+TEST_F(HqStoreTest, AGroupOfBatchesIsOneCommitWithOneResultPerStore) {
+  HqStore store = open_rw();
+  const std::vector<wire::Batch> group{
+      batch("s1", {event(3, "a", "open")}),
+      batch("s2", {event(1, "b", "open")}),
+      batch("s1", {event(1, "a", "open"), event(2, "a", "remediating")}),
+      batch("s1", {event(2, "a", "remediating")}),
+  };
+  auto r = store.ingest(std::span<const wire::Batch>(group), kNow);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].store, "s1");
+  EXPECT_EQ((*r)[0].acked_seq, 3);
+  EXPECT_TRUE((*r)[0].acked_changed);
+  EXPECT_EQ((*r)[0].inserted, 3);
+  EXPECT_EQ((*r)[0].duplicates, 1);
+  EXPECT_FALSE((*r)[0].gap);
+  EXPECT_EQ((*r)[1].store, "s2");
+  EXPECT_EQ((*r)[1].acked_seq, 1);
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 4);
+}
+
+TEST_F(HqStoreTest, AGroupThatFailsStoresNothingOfIt) {
+  HqStore store = open_rw();
+  {
+    // Makes the insert of seq 99 fail, as a full disk or an I/O error would.
+    auto db = Database::open(path_, Database::Mode::read_write);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->exec("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.seq = 99 "
+                         "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+                    .ok());
+  }
+  const std::vector<wire::Batch> group{batch("s1", {event(1, "a", "open")}),
+                                       batch("s2", {event(99, "b", "open")})};
+  auto r = store.ingest(std::span<const wire::Batch>(group), kNow);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.error().message, HasSubstr("boom"));
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM stores"), 0);
+  // The connection is usable afterwards.
+  auto again = store.ingest(batch("s1", {event(1, "a", "open")}), kNow);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->acked_seq, 1);
+}
+
+TEST_F(HqStoreTest, TracksAGapAndItsAgeUntilItFills) {
+  HqStore store = open_rw();
+  auto r = store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->gap);
+  r = store.ingest(batch("s1", {event(5, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->gap);
+  EXPECT_EQ(r->acked_seq, 2);
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["gap_from"], 3);
+  EXPECT_EQ((*stores)[0]["resyncs"], 0);
+
+  // Part of the gap arrives: the same first missing seq keeps its age.
+  ASSERT_TRUE(store.ingest(batch("s1", {event(4, "a", "open")}), kNow + 10s).ok());
+  auto due = store.claim_resyncs(kNow + 29s, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+  due = store.claim_resyncs(kNow + 30s, 30s);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].store, "s1");
+  EXPECT_EQ((*due)[0].from_seq, 3);
+
+  // Once per interval, and a second worker does not claim it too.
+  HqStore other = open_rw();
+  due = other.claim_resyncs(kNow + 31s, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+  due = other.claim_resyncs(kNow + 60s, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_EQ(due->size(), 1u);
+  due = store.claim_resyncs(kNow + 60s, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+
+  r = store.ingest(batch("s1", {event(3, "a", "open")}), kNow + 61s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->gap);
+  EXPECT_EQ(r->acked_seq, 5);
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_TRUE((*stores)[0]["gap_from"].is_null());
+  EXPECT_EQ((*stores)[0]["resyncs"], 2);
+  due = store.claim_resyncs(kNow + 1h, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+}
+
+TEST_F(HqStoreTest, ANewGapStartsItsOwnClock) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open"), event(3, "a", "open")}), kNow).ok());
+  // 2 arrives, 4 is missing now: a different gap, 20 s younger.
+  auto r = store.ingest(batch("s1", {event(2, "a", "open"), event(5, "a", "open")}), kNow + 20s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 3);
+  EXPECT_TRUE(r->gap);
+  auto due = store.claim_resyncs(kNow + 30s, 30s);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+  due = store.claim_resyncs(kNow + 50s, 30s);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].from_seq, 4);
+}
+
+TEST_F(HqStoreTest, AckedSeqReadsWhatAnyWorkerCommitted) {
+  HqStore a = open_rw();
+  HqStore b = open_rw();
+  ASSERT_TRUE(a.ingest(batch("s1", {event(1, "x", "open"), event(2, "x", "open")}), kNow).ok());
+  auto seq = b.acked_seq("s1");
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 2);
+  seq = b.acked_seq("nobody");
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 0);
+}
+
+TEST_F(HqStoreTest, RecordsWhichWorkerStoredEachEvent) {
+  HqStore a = open_rw();
+  HqStore b = open_rw();
+  a.set_worker("hq-1");
+  b.set_worker("hq-2");
+  ASSERT_TRUE(a.ingest(batch("s1", {event(1, "x", "open")}), kNow).ok());
+  ASSERT_TRUE(b.ingest(batch("s1", {event(2, "x", "open"), event(1, "x", "open")}), kNow).ok());
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE worker = 'hq-1'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE worker = 'hq-2'"), 1);
+}
+
 TEST_F(HqStoreTest, AReusedSeqIsAConflictNotAnUpdate) {
   HqStore store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
@@ -319,6 +455,22 @@ TEST_F(HqStoreTest, AStatusFromAnOlderSessionIsIgnored) {
   ASSERT_TRUE(stores.ok());
   EXPECT_EQ((*stores)[0]["online"], false);
   EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:05.123Z");
+
+  // A second worker records the same birth late: the will of its session
+  // already came, so the store stays offline.
+  ASSERT_TRUE(store.record_status(birth, kNow + 3s).ok());
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], false);
+
+  // Its next session's birth brings it back.
+  wire::StoreStatus next = birth;
+  next.session = 9;
+  ASSERT_TRUE(store.record_status(next, kNow + 4s).ok());
+  stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], true);
+  EXPECT_EQ((*stores)[0]["session"], 9);
 }
 
 TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
