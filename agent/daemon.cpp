@@ -22,6 +22,7 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/engine.h"
+#include "agent/hq_commands.h"
 #include "agent/remediation_runner.h"
 #include "agent/retention.h"
 #include "agent/scheduler.h"
@@ -252,7 +253,10 @@ int run_daemon(const config::Config& cfg) {
     });
   };
   hooks.runner = runner.get();
-  Engine engine(cfg, clock, writer, hooks);
+  // HQ's commands reach the engine as the CLI's do; what a command changes
+  // is committed with its id (agent/hq_commands.h).
+  CommandSink command_sink(writer);
+  Engine engine(cfg, clock, command_sink, hooks);
   engine.restore(std::move(snapshot));
 
   // Retention and the size cap, on the writer's thread between its batches;
@@ -260,7 +264,11 @@ int run_daemon(const config::Config& cfg) {
   Pruner pruner(
       PrunePolicy{.retention = cfg.agent.retention, .max_db_bytes = cfg.agent.max_db_bytes});
   StorageFigures storage;
-  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage](Store& s) {
+  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage, &cfg](Store& s) {
+    // HQ command ids are kept as long as closed history.
+    if (auto r = s.prune_commands(SystemClock().wall_now() - cfg.agent.retention, 1000); !r) {
+      log::error("retention: command ids: {}", r.error().message);
+    }
     return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
       asio::post(io,
                  [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });
@@ -287,9 +295,27 @@ int run_daemon(const config::Config& cfg) {
     }
   }
 
-  Scheduler scheduler(io, cfg, [&engine](const std::string& probe, const probes::ProbeResult& r) {
-    engine.on_result(probe, r);
-  });
+  HqCommandHooks command_hooks;
+  if (publisher) {
+    command_hooks.answer = [&publisher](std::string payload) {
+      publisher->answer_command(std::move(payload));
+    };
+    command_hooks.resync = [&publisher](std::int64_t from_seq) { publisher->resync(from_seq); };
+  }
+  command_hooks.run_probe = [&scheduler_ptr](const std::string& probe) {
+    return scheduler_ptr != nullptr && scheduler_ptr->run_now(probe);
+  };
+  HqCommands hq_commands(cfg, clock, engine, *reader, command_sink, std::move(command_hooks));
+  if (publisher) {
+    publisher->on_command(
+        [&hq_commands](const std::string& payload) { hq_commands.on_command(payload); });
+  }
+
+  Scheduler scheduler(
+      io, cfg, [&engine, &hq_commands](const std::string& probe, const probes::ProbeResult& r) {
+        engine.on_result(probe, r);
+        hq_commands.on_probe_result(probe, r);
+      });
   scheduler_ptr = &scheduler;
 
   auto live_status = [&]() {
