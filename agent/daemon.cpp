@@ -174,6 +174,13 @@ class StoreOutbox final : public sync::Outbox {
   std::int64_t session_;
 };
 
+json commands_json(const HqCommands::Stats& s) {
+  return json{{"received", s.received},
+              {"applied", s.applied},
+              {"refused", s.refused},
+              {"duplicates", s.duplicates}};
+}
+
 Status read_snapshot(Store& store, WallTime now, EngineSnapshot& out, std::int64_t& session) {
   auto states = store.probe_states();
   if (!states) return states.error();
@@ -332,7 +339,8 @@ int run_daemon(const config::Config& cfg) {
           {"hq_acked_seq", ps.hq_acked_seq},
           {"broker", cfg.sync.broker},
           {"session", ps.session},
-          {"last_error", ps.last_error}}},
+          {"last_error", ps.last_error},
+          {"commands", commands_json(hq_commands.stats())}}},
         {"incidents", {{"open", outbox.open_by_severity()}}},
         {"agent",
          {{"running", true},

@@ -80,6 +80,15 @@ bool read_string(std::string_view s, std::size_t& i, std::string_view* raw = nul
   return false;
 }
 
+/// Identifiers that end up in logs and error messages: no control
+/// characters, quotes or backslashes.
+bool plain_text(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
@@ -262,7 +271,9 @@ ParsedCommand parse_command(std::string_view payload) {
     case CommandOp::note: {
       auto incident = string_field(j, "incident", true, kMaxUid, error);
       if (!incident) return refuse(error);
-      if (incident->empty()) return refuse("\"incident\" is empty");
+      if (!valid_command_id(*incident)) {
+        return refuse("\"incident\" must be an incident's uid");
+      }
       cmd.incident = std::move(*incident);
       auto note = string_field(j, "note", cmd.op == CommandOp::note, 0, error);
       if (!note && !error.empty()) return refuse(error);
@@ -276,6 +287,9 @@ ParsedCommand parse_command(std::string_view payload) {
       if (!length) return refuse(error);
       auto reason = string_field(j, "reason", true, 0, error);
       if (!reason) return refuse(error);
+      if (match->empty() || !plain_text(*match)) {
+        return refuse("\"match\" must be probe names or labels, as for --match");
+      }
       auto d = parse_duration(*length);
       if (!d) {
         return refuse(
@@ -289,6 +303,7 @@ ParsedCommand parse_command(std::string_view payload) {
     case CommandOp::probe_run: {
       auto probe = string_field(j, "probe", true, kMaxProbe, error);
       if (!probe) return refuse(error);
+      if (probe->empty() || !plain_text(*probe)) return refuse("\"probe\" must be a probe's name");
       cmd.probe = std::move(*probe);
       break;
     }

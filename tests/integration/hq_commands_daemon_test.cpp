@@ -461,6 +461,7 @@ TEST(HqCommands, HostileCommandsAreRefusedAndTheDaemonKeepsSyncing) {
   json status = site.cli({"status", "--json"});
   ASSERT_TRUE(status.is_object());
   EXPECT_EQ(status["sync"]["connected"], true);
+  EXPECT_EQ(status["sync"]["commands"]["refused"], flood.size()) << status.dump();
   site.device.down();
   json incident;
   ASSERT_TRUE(wait_until([&] {

@@ -227,6 +227,22 @@ TEST(CommandRefused, FieldsTheOpDoesNotTake) {
   expect_refused(parse(l), kId, "is not a field");
 }
 
+TEST(CommandRefused, IdentifiersWithControlCharactersOrQuotes) {
+  for (std::string bad : {"a\nb"s, "a\"b"s, ""s, "a\\b"s, "a\0b"s, "\x1b[31m"s}) {
+    json ack = base("ack");
+    ack["incident"] = bad;
+    expect_refused(parse(ack), kId, "\"incident\"");
+    json run = base("probe_run");
+    run["probe"] = bad;
+    expect_refused(parse(run), kId, "\"probe\"");
+    json s = base("silence");
+    s["match"] = bad;
+    s["for"] = "1h";
+    s["reason"] = "r";
+    expect_refused(parse(s), kId, "\"match\"");
+  }
+}
+
 TEST(CommandRefused, BadIds) {
   for (json id : {json(""), json(std::string(kMaxCommandId + 1, 'a')), json("has space"),
                   json("quote\"d"), json("new\nline"), json(std::string("nul\0x", 5)), json("é"),
