@@ -245,8 +245,10 @@ int run_daemon(const config::Config& cfg) {
   }
 
   sync::Publisher* publisher_ptr = nullptr;
-  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr] {
+  HqCommands* commands_ptr = nullptr;
+  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr, &commands_ptr] {
     if (publisher_ptr != nullptr) publisher_ptr->notify();
+    if (commands_ptr != nullptr) commands_ptr->on_commit();
   });
   SystemClock clock;
   std::unique_ptr<RemediationRunner> runner = make_remediation_runner(io);
@@ -313,6 +315,7 @@ int run_daemon(const config::Config& cfg) {
     return scheduler_ptr != nullptr && scheduler_ptr->run_now(probe);
   };
   HqCommands hq_commands(cfg, clock, engine, *reader, command_sink, std::move(command_hooks));
+  commands_ptr = &hq_commands;
   if (publisher) {
     publisher->on_command(
         [&hq_commands](const std::string& payload) { hq_commands.on_command(payload); });

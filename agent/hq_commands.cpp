@@ -95,8 +95,10 @@ void HqCommands::on_command(std::string_view payload) {
     }
   }
   std::optional<std::string> answer;
+  bool committed = true;
   if (auto it = recent_.find(cmd.id); it != recent_.end()) {
     answer = it->second;
+    committed = false;  // perhaps not yet: it waits like the first answer
   } else {
     auto known = reader_.command(cmd.id);
     if (!known) {
@@ -119,7 +121,11 @@ void HqCommands::on_command(std::string_view payload) {
       again["duplicate"] = true;
       *answer = again.dump(-1, ' ', false, json::error_handler_t::replace);
     }
-    if (hooks_.answer) hooks_.answer(*answer);
+    if (committed) {
+      if (hooks_.answer) hooks_.answer(*answer);
+    } else {
+      send_after_commit(cmd.id, std::move(*answer));
+    }
     return;
   }
   apply(cmd);
@@ -218,7 +224,28 @@ void HqCommands::finish(const sync::Command& cmd, const Result<json>& outcome) {
     recent_.erase(recent_order_.front());
     recent_order_.pop_front();
   }
-  if (hooks_.answer) hooks_.answer(std::move(answer));
+  send_after_commit(cmd.id, std::move(answer));
+}
+
+void HqCommands::send_after_commit(const std::string& id, std::string answer) {
+  unsent_.emplace_back(id, std::move(answer));
+  if (unsent_.size() > kMaxUnsent) {
+    log::warn("sync: {} answers to HQ commands wait for a commit; dropping the oldest ({})",
+              unsent_.size(), unsent_.front().first);
+    unsent_.pop_front();
+  }
+  on_commit();
+}
+
+void HqCommands::on_commit() {
+  // The writer commits in the order changes were handed to it: once one
+  // answer's row is not there yet, the later ones are not either.
+  while (!unsent_.empty()) {
+    auto row = reader_.command(unsent_.front().first);
+    if (!row || !*row) return;
+    if (hooks_.answer) hooks_.answer(std::move(unsent_.front().second));
+    unsent_.pop_front();
+  }
 }
 
 }  // namespace storewatch::agent

@@ -4,6 +4,8 @@
 /// the loop through the same path as the CLI's (agent/control_ops.h) with
 /// the actor `hq:NAME`, once per command id, and answered on `cmd/result`.
 ///
+/// An answer is sent once its command's row is committed (on_commit).
+///
 /// Once per id: the answer is kept in the `commands` table, written in the
 /// same transaction as the change the command made (CommandSink gathers the
 /// engine's changes while a command is applied), so a command delivered
@@ -70,6 +72,11 @@ class HqCommands {
   /// One message from `P/stores/S/cmd`, as received.
   void on_command(std::string_view payload);
 
+  /// The store writer committed a batch: answers whose command is now
+  /// durable are sent. An answer never says "done" before its commit
+  /// (DESIGN §2: nothing reaches HQ before it is committed).
+  void on_commit();
+
   /// Every probe result, so a pending probe_run can answer with it.
   void on_probe_result(const std::string& probe, const probes::ProbeResult& result);
 
@@ -86,12 +93,15 @@ class HqCommands {
   /// Answers kept in memory until their commit is surely done (the database
   /// has them after that).
   static constexpr std::size_t kRecentAnswers = 1024;
+  /// Answers waiting for their commit, at most.
+  static constexpr std::size_t kMaxUnsent = 1024;
 
  private:
   void apply(const sync::Command& cmd);
   /// Keeps the answer (fields of a success, or why it was refused) with the
   /// changes gathered for it, and sends it.
   void finish(const sync::Command& cmd, const Result<nlohmann::json>& outcome);
+  void send_after_commit(const std::string& id, std::string answer);
 
   const config::Config& config_;
   const Clock& clock_;
@@ -103,6 +113,8 @@ class HqCommands {
   /// Answers given lately, before their commit may be done.
   std::map<std::string, std::string> recent_;
   std::deque<std::string> recent_order_;
+  /// Answers (by command id) whose command's row is not committed yet.
+  std::deque<std::pair<std::string, std::string>> unsent_;
   /// probe_run commands by probe, waiting for a result.
   std::map<std::string, std::vector<sync::Command>> probe_runs_;
   std::size_t pending_probe_runs_ = 0;

@@ -18,19 +18,33 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-/// Commits every change at once into the store, and remembers it.
+/// Commits every change at once into the store, and remembers it; or,
+/// while `hold` is set, keeps changes back until release(), as a busy writer
+/// would.
 class CommitSink final : public ChangeSink {
  public:
   explicit CommitSink(Store& store) : store_(store) {}
   void submit(Change change) override {
+    changes.push_back(change);
+    if (hold) {
+      held_.push_back(std::move(change));
+      return;
+    }
     auto r = store_.commit({change});
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-    changes.push_back(std::move(change));
+  }
+  void release() {
+    hold = false;
+    auto r = store_.commit(held_);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    held_.clear();
   }
   std::vector<Change> changes;
+  bool hold = false;
 
  private:
   Store& store_;
+  std::vector<Change> held_;
 };
 
 probes::ProbeResult fail() {
@@ -172,6 +186,33 @@ TEST_F(HqCommandsTest, AckIsAppliedOnceWithTheHqActorAndKeptWithItsId) {
   EXPECT_EQ(later["ok"], true);
   EXPECT_EQ(events(uid).size(), opened_events + 1);
   EXPECT_EQ(commands->stats().duplicates, 1u);
+}
+
+TEST_F(HqCommandsTest, AnAnswerWaitsForItsCommit) {
+  const std::string uid = open_incident();
+  commit_sink->hold = true;
+  commands->on_command(cmd("w-1", "ack", {{"incident", uid}}).dump());
+  commands->on_command(cmd("w-1", "ack", {{"incident", uid}}).dump());
+  commands->on_command(cmd("w-2", "note", {{"incident", uid}, {"note", "n"}}).dump());
+  commands->on_commit();
+  EXPECT_TRUE(answers.empty()) << "nothing is said before the commit";
+  // A malformed command changes nothing: its refusal needs no commit.
+  commands->on_command("{broken");
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0]["ok"], false);
+
+  commit_sink->release();
+  commands->on_commit();
+  ASSERT_EQ(answers.size(), 4u);
+  EXPECT_EQ(answers[1]["id"], "w-1");
+  EXPECT_EQ(answers[1]["ok"], true);
+  EXPECT_EQ(answers[2]["id"], "w-1");
+  EXPECT_EQ(answers[2]["duplicate"], true);
+  EXPECT_EQ(answers[3]["id"], "w-2");
+  EXPECT_EQ(answers[3]["ok"], true);
+  std::size_t acks = 0;
+  for (const auto& e : events(uid)) acks += e.type == "acknowledged";
+  EXPECT_EQ(acks, 1u);
 }
 
 TEST_F(HqCommandsTest, ResolveCloseAndNoteGoThroughTheEngine) {
