@@ -45,15 +45,54 @@ Result<std::optional<Incident>> find_incident(Engine& engine, Store& reader,
 
 }  // namespace
 
+Result<std::string> actor_named(std::string_view prefix, const std::string& name) {
+  bool ok = !name.empty() && name.size() <= kMaxActorName;
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\') ok = false;
+  }
+  if (!ok) {
+    return Error{
+        fmt::format("the name (--by) must be 1 to {} characters without spaces", kMaxActorName)};
+  }
+  return std::string(prefix) + name;
+}
+
 Result<std::string> actor_of(const json& request, const Peer& peer) {
   std::string by = string_field(request, "by");
   if (by.empty()) by = peer.user;
-  if (by.empty() || by.size() > kMaxActorName ||
-      by.find_first_of(" \t\r\n\"\\") != std::string::npos) {
-    return Error{
-        fmt::format("--by must be a name of 1 to {} characters without spaces", kMaxActorName)};
+  return actor_named("cli:", by);
+}
+
+Result<Incident> apply_incident_action(Engine& engine, Store& reader, Engine::Action action,
+                                       const std::string& incident, bool allow_prefix,
+                                       const std::string& actor, const std::string& note) {
+  if (note.size() > kMaxNote) {
+    return Error{fmt::format("the note (--note) is {} bytes; at most {}", note.size(), kMaxNote)};
   }
-  return "cli:" + by;
+  if (action == Engine::Action::note && note.empty()) {
+    return Error{"a note needs its text (--note TEXT)"};
+  }
+  auto found = find_incident(engine, reader, incident);
+  if (!found) return found.error();
+  const std::string uid = (*found)->uid;
+  if (!allow_prefix && uid != incident) {
+    return Error{fmt::format("no incident {}", incident)};
+  }
+  return engine.act(action, uid, actor, note, *found);
+}
+
+Result<SilenceRow> apply_silence_add(Engine& engine, const std::string& match, Millis length,
+                                     const std::string& reason, const std::string& actor) {
+  if (length <= Millis(0)) return Error{"the length (--for) must be a positive duration"};
+  if (length > kMaxSilence) {
+    return Error{fmt::format("a silence lasts at most {} (--for {} asked)",
+                             format_duration(kMaxSilence), format_duration(length))};
+  }
+  if (reason.size() > kMaxNote) {
+    return Error{
+        fmt::format("the reason (--reason) is {} bytes; at most {}", reason.size(), kMaxNote)};
+  }
+  return engine.add_silence(match, length, reason, actor);
 }
 
 json scheduled_silences_json(const config::Config& config, WallTime now) {
@@ -78,17 +117,8 @@ void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
     if (!action) return fail("\"action\" must be ack, resolve, close or note");
     auto actor = actor_of(req, peer);
     if (!actor) return fail(actor.error().message);
-    const std::string note = string_field(req, "note");
-    if (note.size() > kMaxNote) {
-      return fail(fmt::format("--note is {} bytes; at most {}", note.size(), kMaxNote));
-    }
-    if (*action == Engine::Action::note && note.empty()) {
-      return fail("a note needs --note TEXT");
-    }
-    auto found = find_incident(engine, reader, string_field(req, "incident"));
-    if (!found) return fail(found.error().message);
-    const std::string uid = (*found)->uid;
-    auto done = engine.act(*action, uid, *actor, note, *found);
+    auto done = apply_incident_action(engine, reader, *action, string_field(req, "incident"),
+                                      /*allow_prefix=*/true, *actor, string_field(req, "note"));
     if (!done) return fail(done.error().message);
     return json{{"incident", done->to_json()}};
   });
@@ -100,10 +130,9 @@ void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
     if (ms == req.end() || !ms->is_number_integer() || ms->get<std::int64_t>() <= 0) {
       return fail("\"for_ms\" must be a positive number of milliseconds");
     }
-    const std::string reason = string_field(req, "reason");
-    if (reason.size() > kMaxNote) return fail("--reason is too long");
-    auto row = engine.add_silence(string_field(req, "match"), Millis(ms->get<std::int64_t>()),
-                                  reason, *actor);
+    auto row =
+        apply_silence_add(engine, string_field(req, "match"), Millis(ms->get<std::int64_t>()),
+                          string_field(req, "reason"), *actor);
     if (!row) return fail(row.error().message);
     return json{{"silence", row->to_json()}};
   });

@@ -15,14 +15,35 @@
 #include "agent/control_server.h"
 #include "agent/engine.h"
 #include "agent/store.h"
+#include "config/duration.h"
 
 namespace storewatch::agent {
 
 /// A note or reason longer than this is refused.
 inline constexpr std::size_t kMaxNote = 4096;
+/// A silence longer than this is refused (a forgotten one hides faults).
+inline constexpr Millis kMaxSilence = std::chrono::hours(24 * 366);
 
 /// `cli:NAME` from a request's "by", or the peer's login name.
 Result<std::string> actor_of(const nlohmann::json& request, const Peer& peer);
+
+/// `PREFIX` + `name` ("cli:", "hq:"), or why the name is refused: 1 to 64
+/// characters, no spaces, quotes, backslashes or control characters.
+Result<std::string> actor_named(std::string_view prefix, const std::string& name);
+
+// The changes a human may make, shared by the control socket (the CLI) and
+// HQ's commands (agent/hq_commands.h) so both are checked alike and reach
+// the engine the same way.
+
+/// Applies ack|resolve|close|note to the incident `incident` names: its full
+/// uid, or (`allow_prefix`, the CLI) its first characters.
+Result<Incident> apply_incident_action(Engine& engine, Store& reader, Engine::Action action,
+                                       const std::string& incident, bool allow_prefix,
+                                       const std::string& actor, const std::string& note);
+
+/// Adds an ad-hoc silence of `length` from now.
+Result<SilenceRow> apply_silence_add(Engine& engine, const std::string& match, Millis length,
+                                     const std::string& reason, const std::string& actor);
 
 void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
                            const config::Config& config);

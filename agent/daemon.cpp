@@ -22,6 +22,7 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/engine.h"
+#include "agent/hq_commands.h"
 #include "agent/remediation_runner.h"
 #include "agent/retention.h"
 #include "agent/scheduler.h"
@@ -173,6 +174,13 @@ class StoreOutbox final : public sync::Outbox {
   std::int64_t session_;
 };
 
+json commands_json(const HqCommands::Stats& s) {
+  return json{{"received", s.received},
+              {"applied", s.applied},
+              {"refused", s.refused},
+              {"duplicates", s.duplicates}};
+}
+
 Status read_snapshot(Store& store, WallTime now, EngineSnapshot& out, std::int64_t& session) {
   auto states = store.probe_states();
   if (!states) return states.error();
@@ -237,8 +245,10 @@ int run_daemon(const config::Config& cfg) {
   }
 
   sync::Publisher* publisher_ptr = nullptr;
-  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr] {
+  HqCommands* commands_ptr = nullptr;
+  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr, &commands_ptr] {
     if (publisher_ptr != nullptr) publisher_ptr->notify();
+    if (commands_ptr != nullptr) commands_ptr->on_commit();
   });
   SystemClock clock;
   std::unique_ptr<RemediationRunner> runner = make_remediation_runner(io);
@@ -252,7 +262,10 @@ int run_daemon(const config::Config& cfg) {
     });
   };
   hooks.runner = runner.get();
-  Engine engine(cfg, clock, writer, hooks);
+  // HQ's commands reach the engine as the CLI's do; what a command changes
+  // is committed with its id (agent/hq_commands.h).
+  CommandSink command_sink(writer);
+  Engine engine(cfg, clock, command_sink, hooks);
   engine.restore(std::move(snapshot));
 
   // Retention and the size cap, on the writer's thread between its batches;
@@ -260,7 +273,11 @@ int run_daemon(const config::Config& cfg) {
   Pruner pruner(
       PrunePolicy{.retention = cfg.agent.retention, .max_db_bytes = cfg.agent.max_db_bytes});
   StorageFigures storage;
-  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage](Store& s) {
+  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage, &cfg](Store& s) {
+    // HQ command ids are kept as long as closed history.
+    if (auto r = s.prune_commands(SystemClock().wall_now() - cfg.agent.retention, 1000); !r) {
+      log::error("retention: command ids: {}", r.error().message);
+    }
     return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
       asio::post(io,
                  [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });
@@ -287,9 +304,28 @@ int run_daemon(const config::Config& cfg) {
     }
   }
 
-  Scheduler scheduler(io, cfg, [&engine](const std::string& probe, const probes::ProbeResult& r) {
-    engine.on_result(probe, r);
-  });
+  HqCommandHooks command_hooks;
+  if (publisher) {
+    command_hooks.answer = [&publisher](std::string payload) {
+      publisher->answer_command(std::move(payload));
+    };
+    command_hooks.resync = [&publisher](std::int64_t from_seq) { publisher->resync(from_seq); };
+  }
+  command_hooks.run_probe = [&scheduler_ptr](const std::string& probe) {
+    return scheduler_ptr != nullptr && scheduler_ptr->run_now(probe);
+  };
+  HqCommands hq_commands(cfg, clock, engine, *reader, command_sink, std::move(command_hooks));
+  commands_ptr = &hq_commands;
+  if (publisher) {
+    publisher->on_command(
+        [&hq_commands](const std::string& payload) { hq_commands.on_command(payload); });
+  }
+
+  Scheduler scheduler(
+      io, cfg, [&engine, &hq_commands](const std::string& probe, const probes::ProbeResult& r) {
+        engine.on_result(probe, r);
+        hq_commands.on_probe_result(probe, r);
+      });
   scheduler_ptr = &scheduler;
 
   auto live_status = [&]() {
@@ -306,7 +342,8 @@ int run_daemon(const config::Config& cfg) {
           {"hq_acked_seq", ps.hq_acked_seq},
           {"broker", cfg.sync.broker},
           {"session", ps.session},
-          {"last_error", ps.last_error}}},
+          {"last_error", ps.last_error},
+          {"commands", commands_json(hq_commands.stats())}}},
         {"incidents", {{"open", outbox.open_by_severity()}}},
         {"agent",
          {{"running", true},

@@ -131,6 +131,17 @@ CREATE UNIQUE INDEX incidents_unresolved_key ON incidents(dedup_key)
 CREATE INDEX incidents_detect ON incidents(t_detect);
 CREATE INDEX incidents_closed ON incidents(t_closed) WHERE state = 'closed';
 )sql"},
+    {4, R"sql(
+-- HQ commands applied, by id, with the answer given: a command delivered
+-- again is answered alike and not applied twice. Pruned after retention.
+CREATE TABLE commands (
+  id          TEXT PRIMARY KEY,
+  op          TEXT NOT NULL,
+  applied_at  TEXT NOT NULL,
+  result      TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX commands_applied ON commands(applied_at);
+)sql"},
 };
 
 constexpr const char* kIncidentColumns =
@@ -272,7 +283,7 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& chang
     Status st = std::visit(
         [&](const auto& c) -> Status {
           using T = std::decay_t<decltype(c)>;
-          if constexpr (std::is_same_v<T, IncidentChange>) {
+          if constexpr (std::is_same_v<T, IncidentChange> || std::is_same_v<T, AppliedCommand>) {
             return write(c, seqs[i]);
           } else {
             return write(c);
@@ -387,6 +398,32 @@ Status Store::write(const SilenceRow& v) {
       .bind(6, v.created_by)
       .bind(7, time_text(v.removed_at))
       .bind(8, v.removed_by);
+  return st->run();
+}
+
+Status Store::write(const AppliedCommand& c, std::int64_t& seq) {
+  for (const EngineChange& change : c.changes) {
+    Status st = std::visit(
+        [&](const auto& x) -> Status {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, IncidentChange>) {
+            return write(x, seq);
+          } else {
+            return write(x);
+          }
+        },
+        change);
+    if (!st) return st;
+  }
+  // An id already there was applied before: keep its first answer.
+  auto st = db_.prepare(
+      "INSERT INTO commands (id, op, applied_at, result) VALUES (?1,?2,?3,?4) "
+      "ON CONFLICT(id) DO NOTHING");
+  if (!st) return st.error();
+  st->bind(1, c.command.id)
+      .bind(2, c.command.op)
+      .bind(3, format_rfc3339(c.command.applied_at))
+      .bind(4, c.command.result);
   return st->run();
 }
 
@@ -561,6 +598,27 @@ Result<std::map<std::string, std::int64_t>> Store::open_by_severity() {
   });
   if (!st) return st.error();
   return out;
+}
+
+Result<std::optional<CommandRow>> Store::command(const std::string& id) {
+  auto stmt = db_.prepare("SELECT id, op, applied_at, result FROM commands WHERE id = ?1");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, id);
+  auto row = stmt->step();
+  if (!row) return row.error();
+  if (!*row) return std::optional<CommandRow>();
+  return std::optional<CommandRow>(CommandRow{
+      stmt->text(0), stmt->text(1), time_of(*stmt, 2).value_or(WallTime{}), stmt->text(3)});
+}
+
+Result<std::int64_t> Store::prune_commands(WallTime before, std::int64_t limit) {
+  auto stmt = db_.prepare(
+      "DELETE FROM commands WHERE id IN "
+      "(SELECT id FROM commands WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, format_rfc3339(before)).bind(2, limit);
+  if (auto st = stmt->run(); !st) return st.error();
+  return db_.changes();
 }
 
 Result<wire::Event> to_wire(const StoredEvent& e) {

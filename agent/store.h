@@ -69,7 +69,27 @@ struct SyncValue {
   bool only_if_higher = false;
 };
 
-using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow>;
+/// What the engine writes.
+using EngineChange = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow>;
+
+/// An HQ command applied (DESIGN §6): its id and its answer, kept so a
+/// command delivered twice is applied once and answered alike.
+struct CommandRow {
+  std::string id;
+  std::string op;
+  WallTime applied_at;
+  std::string result;  ///< the JSON answered on cmd/result
+};
+
+/// An HQ command's row and the changes it made, committed in one
+/// transaction: after a crash either both are there or neither is, so a
+/// command HQ sends again is applied exactly once.
+struct AppliedCommand {
+  CommandRow command;
+  std::vector<EngineChange> changes;
+};
+
+using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow, AppliedCommand>;
 
 /// An event as stored, with its seq.
 struct StoredEvent {
@@ -123,6 +143,11 @@ class Store {
   Result<std::int64_t> queued();
   /// Unresolved incidents by severity.
   Result<std::map<std::string, std::int64_t>> open_by_severity();
+  /// The HQ command applied under `id`, if any.
+  Result<std::optional<CommandRow>> command(const std::string& id);
+  /// Forgets at most `limit` command ids applied before `before`, oldest
+  /// first; returns how many.
+  Result<std::int64_t> prune_commands(WallTime before, std::int64_t limit);
 
   const std::filesystem::path& path() const { return db_.path(); }
   /// The connection, for modules that own their own SQL (retention, report).
@@ -142,6 +167,7 @@ class Store {
   Status write(const ProbeStateRow& row);
   Status write(const SyncValue& v);
   Status write(const SilenceRow& v);
+  Status write(const AppliedCommand& c, std::int64_t& seq);
 
   db::Database db_;
   /// Statements point at db_, so a moved Store prepares them again.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "config/clock.h"
@@ -41,9 +42,11 @@ void Publisher::on_connected() {
                        if (!st)
                          log::warn("sync: birth message not delivered: {}", st.error().message);
                      });
-  transport_.subscribe({topics_.ack(store_)}, [this](const Status& st) {
+  std::vector<std::string> filters{topics_.ack(store_)};
+  if (command_handler_) filters.push_back(topics_.cmd(store_));
+  transport_.subscribe(std::move(filters), [this](const Status& st) {
     if (!st) {
-      last_error_ = "subscribe to acks: " + st.error().message;
+      last_error_ = "subscribe to acks and commands: " + st.error().message;
       log::warn("sync: {}", last_error_);
     }
   });
@@ -56,7 +59,12 @@ void Publisher::on_disconnected(const std::string& reason) {
 
 void Publisher::on_message(const Message& message) {
   auto parsed = topics_.parse(message.topic);
-  if (!parsed || parsed->store != store_ || parsed->kind != "ack") return;
+  if (!parsed || parsed->store != store_) return;
+  if (parsed->kind == "cmd") {
+    if (command_handler_ && !stopping_) command_handler_(message.payload);
+    return;
+  }
+  if (parsed->kind != "ack") return;
   if (message.payload.empty()) return;  // a cleared retained ack
   auto seq = wire::decode_ack(message.payload);
   if (!seq) {
@@ -194,6 +202,37 @@ void Publisher::stop(std::chrono::milliseconds grace, std::function<void()> then
   stop_timer_.async_wait([run_once](const boost::system::error_code& ec) {
     if (!ec) run_once();
   });
+}
+
+void Publisher::on_command(std::function<void(const std::string&)> handler) {
+  command_handler_ = std::move(handler);
+}
+
+void Publisher::answer_command(std::string payload) {
+  if (stopping_ || !transport_.connected()) {
+    log::warn("sync: offline; dropping the answer to an HQ command");
+    return;
+  }
+  if (answers_in_flight_ >= kMaxAnswersInFlight) {
+    log::warn("sync: {} command answers are waiting for the broker; dropping one",
+              answers_in_flight_);
+    return;
+  }
+  ++answers_in_flight_;
+  transport_.publish(Message{topics_.cmd_result(store_), std::move(payload), 1, false},
+                     [this](const Status& st) {
+                       --answers_in_flight_;
+                       if (!st)
+                         log::warn("sync: command answer not delivered: {}", st.error().message);
+                     });
+}
+
+void Publisher::resync(std::int64_t from_seq) {
+  // Only ever rewinds: what was not sent yet goes out in order anyway.
+  const std::int64_t from = std::max<std::int64_t>(from_seq, 1) - 1;
+  if (from < sent_) sent_ = from;
+  arm_ack_timer();
+  drain();
 }
 
 PublisherStats Publisher::stats() const {

@@ -46,6 +46,22 @@ class Publisher final : public TransportListener {
 
   PublisherStats stats() const;
 
+  // --- HQ commands (sync/commands.h, agent/hq_commands.h) -------------------
+
+  /// Where the payloads of `P/stores/S/cmd` go; set before start(). With a
+  /// handler the publisher subscribes to that topic on every connect.
+  void on_command(std::function<void(const std::string& payload)> handler);
+
+  /// Publishes a command's answer on `P/stores/S/cmd/result`. Offline, or
+  /// with kMaxAnswersInFlight answers not yet PUBACKed, it is dropped (HQ
+  /// asks again; an applied command is answered from its kept answer).
+  void answer_command(std::string payload);
+  static constexpr int kMaxAnswersInFlight = 256;
+
+  /// HQ asks for every stored event from `from_seq` again: whatever was sent
+  /// at or above it is sent again (events pruned by retention are absent).
+  void resync(std::int64_t from_seq);
+
   // TransportListener
   std::optional<Message> will_for_next_connect() override;
   void on_connected() override;
@@ -74,6 +90,8 @@ class Publisher final : public TransportListener {
   bool stopping_ = false;
   bool ack_timer_armed_ = false;
   std::string last_error_;
+  std::function<void(const std::string&)> command_handler_;
+  int answers_in_flight_ = 0;
 };
 
 }  // namespace storewatch::sync
