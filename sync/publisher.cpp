@@ -162,9 +162,7 @@ void Publisher::drain() {
                          if (!st) {
                            // Not re-sent at once (a broker that refuses would
                            // make that a hot loop): the ack timer rewinds.
-                           set_error("events " + std::to_string(first) + ".." +
-                                     std::to_string(last) + ": " + st.error().message);
-                           log::warn("sync: {}", last_error_);
+                           on_publish_failed(first, last, st.error().message);
                            return;
                          }
                          last_puback_ = clock_.wall_now();
@@ -172,6 +170,22 @@ void Publisher::drain() {
                        });
     arm_ack_timer();
   }
+}
+
+void Publisher::on_publish_failed(std::int64_t first, std::int64_t last, const std::string& why) {
+  if (why.find("(reason 0x87)") != std::string::npos) {
+    // The broker's ACL: this store may not write under this id (a store id
+    // that is not the certificate's or user's, or a wrong ACL at HQ).
+    set_error(fmt::format(
+        "events {}..{}: not authorized by the broker to publish as store {} on {} (reason "
+        "0x87); they stay queued",
+        first, last, store_, topics_.events(store_)));
+    log::error("sync: {}; check [store] id against the client certificate or username",
+               last_error_);
+    return;
+  }
+  set_error(fmt::format("events {}..{}: {}", first, last, why));
+  log::warn("sync: {}; they stay queued", last_error_);
 }
 
 void Publisher::arm_ack_timer() {

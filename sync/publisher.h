@@ -76,6 +76,7 @@ class Publisher final : public TransportListener {
   void drain();
   void on_ack(std::int64_t seq);
   void arm_ack_timer();
+  void on_publish_failed(std::int64_t first, std::int64_t last, const std::string& why);
   std::string status_payload(bool online, const std::string& reason = "");
   void set_error(std::string error);
 

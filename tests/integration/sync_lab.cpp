@@ -83,8 +83,9 @@ severity = "high"
 broker = "{}"
 database = "{}"
 reconnect_max = "1s"
+{}
 )",
-                                    hq_broker, hq_db.string()));
+                                    hq_broker, hq_db.string(), hq_extra));
 }
 
 RunResult SyncLab::agent(std::vector<std::string> args) {

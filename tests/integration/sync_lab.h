@@ -53,6 +53,8 @@ struct SyncLab {
   std::filesystem::path hq_db = dir / "hq" / "hq.db";
   /// Prefix of the agent's command line (e.g. `ip netns exec NS`).
   std::vector<std::string> agent_prefix;
+  /// Extra keys for HQ's [hq] (TLS files).
+  std::string hq_extra;
 
   /// Writes both configs. `agent_broker` is what the agent dials, `hq_broker`
   /// what HQ dials; `sync_extra` lands in [sync].

@@ -191,6 +191,127 @@ TEST(SyncTransport, AgentReachesHqOverWebsockets) {
   EXPECT_EQ(lab.hq_difference(), "");
 }
 
+// --- TLS and identity ------------------------------------------------------------
+
+/// A test CA and certificates made with openssl: server.pem for 127.0.0.1,
+/// and one client certificate per name (CN = the name).
+class TestPki {
+ public:
+  explicit TestPki(const std::vector<std::string>& clients) {
+    const auto d = dir_.path().string();
+    must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+          "-nodes", "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
+          "/CN=storewatch-sync-test-ca"});
+    issue("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\n");
+    for (const auto& c : clients) issue(c, c, "basicConstraints=CA:FALSE\n");
+  }
+  std::string ca() const { return (dir_ / "ca.pem").string(); }
+  std::string cert(const std::string& name) const { return (dir_ / (name + ".pem")).string(); }
+  std::string key(const std::string& name) const { return (dir_ / (name + ".key")).string(); }
+  /// [sync] or [hq] keys presenting `name`'s certificate.
+  std::string keys(const std::string& name) const {
+    return fmt::format("ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n", ca(),
+                       cert(name), key(name));
+  }
+
+ private:
+  void must(const std::vector<std::string>& argv) {
+    auto r = run(argv);
+    if (r.exit_code != 0) throw std::runtime_error(fmt::format("{}: {}", argv[0], r.err));
+  }
+  void issue(const std::string& name, const std::string& cn, const std::string& ext) {
+    const auto d = dir_.path().string();
+    write_file(dir_ / (name + ".ext"), ext);
+    must({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+          "-keyout", d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj",
+          "/CN=" + cn});
+    must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/ca.pem", "-CAkey",
+          d + "/ca.key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
+          "-extfile", d + "/" + name + ".ext"});
+  }
+  TempDir dir_;
+};
+
+// mosquitto with a TLS listener that requires a client certificate, takes
+// its CN as the user name, and lets each store write only under its own id
+// (pattern ACL %u). A store configured with another store's id is refused
+// every publish (PUBACK 0x87), keeps its events and says so.
+TEST(SyncTls, AStoreCanPublishOnlyUnderItsOwnId) {
+  TestPki pki({"store-a", "hq"});
+  const int port = free_port();
+  TempDir conf;
+  write_file(conf / "acl",
+             "user hq\ntopic readwrite storewatch/v1/#\n\n"
+             "pattern readwrite storewatch/v1/stores/%u/#\n");
+  // `user root`: a broker started as root would otherwise drop to the
+  // mosquitto user, which cannot read the test's private key.
+  OwnBroker broker(
+      fmt::format("listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n"
+                  "require_certificate true\nuse_identity_as_username true\n"
+                  "acl_file {}\nuser root",
+                  port, pki.ca(), pki.cert("server"), pki.key("server"), (conf / "acl").string()),
+      port);
+  const std::string uri = fmt::format("ssl://127.0.0.1:{}", port);
+
+  // store-a with its own id: delivered.
+  SyncLab good;
+  good.store = "store-a";
+  good.hq_extra = pki.keys("hq");
+  good.configure(uri, uri, pki.keys("store-a"));
+  auto hq = good.start_hq();
+  auto agent_a = good.start_agent();
+  good.device.down();
+  ASSERT_TRUE(wait_until([&] { return good.hq_acked() == 1; }))
+      << logs_of(*agent_a) << logs_of(*hq) << broker.log();
+  EXPECT_EQ(good.hq_difference(), "");
+
+  // store-a's certificate, but configured as store-b: every publish denied.
+  SyncLab bad;
+  bad.store = "store-b";
+  bad.configure(uri, uri, pki.keys("store-a"));
+  auto agent_b = bad.start_agent();
+  bad.device.down();
+  json s;
+  ASSERT_TRUE(wait_until([&] {
+    s = bad.sync_status();
+    return s.is_object() && s["connected"] == true && s["queued"] == 1 &&
+           s["last_error"].get<std::string>().find("0x87") != std::string::npos;
+  })) << s.dump()
+      << logs_of(*agent_b);
+  EXPECT_NE(s["last_error"].get<std::string>().find("not authorized"), std::string::npos)
+      << s.dump();
+  EXPECT_EQ(s["hq_acked_seq"], 0);
+  EXPECT_NE(agent_b->err().find("not authorized"), std::string::npos) << logs_of(*agent_b);
+  // Nothing of store-b reached HQ, and its event is still in its outbox.
+  EXPECT_TRUE(bad.hq_events().empty());
+  EXPECT_EQ(bad.agent_events().size(), 1u);
+  // After ack_timeout it tries again, and is refused again: still kept.
+  auto refusals = [&] {
+    const std::string log = agent_b->err();
+    const std::string needle = "not authorized by the broker to publish as store store-b";
+    int n = 0;
+    for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(wait_until([&] { return refusals() >= 2; }, 15s)) << logs_of(*agent_b);
+  EXPECT_EQ(bad.sync_status()["queued"], 1);
+
+  // Server verification is on by default: without the CA the store does not
+  // connect at all.
+  SyncLab unverified;
+  unverified.store = "store-a";
+  unverified.configure(uri, uri,
+                       fmt::format("cert_file = \"{}\"\nkey_file = \"{}\"\n", pki.cert("store-a"),
+                                   pki.key("store-a")));
+  auto agent_c = unverified.start_agent();
+  ASSERT_TRUE(wait_until([&] {
+    s = unverified.sync_status();
+    return s.is_object() && s["reconnect_attempts"] >= 1;
+  })) << logs_of(*agent_c);
+  EXPECT_EQ(s["connected"], false);
+  EXPECT_NE(s["last_error"], "");
+}
+
 // --- fault tests ------------------------------------------------------------------
 
 // (a) The broker stops while incidents open and resolve, and comes back with
