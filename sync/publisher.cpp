@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 
@@ -65,6 +66,7 @@ void Publisher::on_connected() {
   connected_ = true;
   since_ = clock_.wall_now();
   failed_attempts_ = 0;
+  overdue_rounds_ = 0;
   ++connects_;
   // Whatever was in flight on the old connection may be lost: start again
   // from HQ's acknowledgement; HQ drops what it already has.
@@ -122,6 +124,7 @@ void Publisher::on_ack(std::int64_t seq) {
   }
   log::debug("sync: HQ acknowledged up to seq {}", seq);
   acked_ = seq;
+  overdue_rounds_ = 0;
   last_ack_ = clock_.wall_now();
   outbox_.record_hq_acked_seq(seq);
   if (sent_ < acked_) sent_ = acked_;
@@ -191,13 +194,18 @@ void Publisher::on_publish_failed(std::int64_t first, std::int64_t last, const s
 void Publisher::arm_ack_timer() {
   if (ack_timer_armed_) return;
   ack_timer_armed_ = true;
-  ack_timer_.expires_after(sync_.ack_timeout);
-  ack_timer_.async_wait([this](const boost::system::error_code& ec) {
+  // Each overdue round in a row waits twice as long (up to 8 × ack_timeout):
+  // with HQ down for hours a store re-sends its backlog a few times an hour,
+  // not every ack_timeout.
+  const auto wait = sync_.ack_timeout * (1 << std::min(overdue_rounds_, 3));
+  ack_timer_.expires_after(wait);
+  ack_timer_.async_wait([this, wait](const boost::system::error_code& ec) {
     if (ec) return;
     ack_timer_armed_ = false;
     if (stopping_ || sent_ <= acked_) return;
+    ++overdue_rounds_;
     log::info("sync: HQ has not acknowledged events after seq {} within {}; sending them again",
-              acked_, format_duration(sync_.ack_timeout));
+              acked_, format_duration(wait));
     sent_ = acked_;
     drain();
   });

@@ -106,6 +106,7 @@ class Publisher final : public TransportListener {
   std::optional<WallTime> last_error_at_;
   std::int64_t failed_attempts_ = 0;
   std::int64_t connects_ = 0;
+  int overdue_rounds_ = 0;  ///< ack timeouts in a row without progress
 };
 
 }  // namespace storewatch::sync

@@ -180,6 +180,37 @@ TEST_F(PublisherTest, AnOverdueAckResendsAfterTheTimeout) {
   EXPECT_EQ(seqs_sent(), (std::vector<std::int64_t>{1, 2, 3, 1, 2, 3}));
 }
 
+TEST_F(PublisherTest, OverdueRoundsInARowWaitLonger) {
+  outbox.add(1);
+  start();
+  transport.puback_oldest();
+  using Clock = std::chrono::steady_clock;
+  std::vector<Clock::time_point> sends{Clock::now()};
+  auto deadline = Clock::now() + 10s;
+  // Sends at 0, then after 200 ms, 400 ms, 800 ms (each overdue round doubles).
+  while (sends.size() < 4 && Clock::now() < deadline) {
+    io.run_for(10ms);
+    if (seqs_sent().size() > sends.size()) {
+      sends.push_back(Clock::now());
+      transport.puback_oldest();
+    }
+  }
+  ASSERT_EQ(sends.size(), 4u);
+  EXPECT_GE(sends[2] - sends[1], 400ms);
+  EXPECT_GE(sends[3] - sends[2], 800ms);
+  // An ack that moves resets the wait.
+  outbox.add(1);
+  ack(1);
+  publisher->notify();
+  const auto before = seqs_sent().size();
+  const auto t0 = Clock::now();
+  while (seqs_sent().size() < before + 1 && Clock::now() < deadline) io.run_for(10ms);
+  transport.puback_oldest();
+  while (seqs_sent().size() < before + 2 && Clock::now() < deadline) io.run_for(10ms);
+  EXPECT_EQ(seqs_sent().size(), before + 2);
+  EXPECT_LT(Clock::now() - t0, 1200ms);  // not the 1600 ms of a fourth round
+}
+
 TEST_F(PublisherTest, NewEventsGoOutOnNotify) {
   start();
   EXPECT_TRUE(seqs_sent().empty());
