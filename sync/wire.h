@@ -85,10 +85,10 @@ struct StoreStatus {
   std::string at;
   /// "sha256:<hex>" of the running config's files (main file, then conf.d in
   /// name order); "" when unknown.
-  std::string config_hash;
+  std::string config_hash = {};
   /// Why the store is offline: "shutdown" (sent by the agent as it stops) or
   /// "connection_lost" (the last will, sent by the broker); "" when online.
-  std::string reason;
+  std::string reason = {};
 };
 std::string encode_status(const StoreStatus& s);
 Result<StoreStatus> decode_status(std::string_view payload);
