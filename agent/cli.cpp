@@ -170,6 +170,61 @@ int cmd_status(const Globals& g, bool as_json) {
   return kOk;
 }
 
+// --- sync status ---------------------------------------------------------
+
+int cmd_sync_status(const Globals& g, bool as_json) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) return kUsage;
+  json sync;
+  auto live =
+      control_request(cfg->agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
+                      std::chrono::seconds(3));
+  if (live && live->value("ok", false) && live->contains("status")) {
+    sync = (*live)["status"]["sync"];
+  } else {
+    auto store = open_agent_store(*cfg);
+    if (!store) return fail(store.error());
+    auto s = sync_json_from_store(*cfg, *store, now());
+    if (!s) return fail(s.error());
+    sync = std::move(*s);
+  }
+  if (as_json) {
+    print_json(sync);
+    return kOk;
+  }
+  const bool colour = use_colour(stdout);
+  auto number = [](const json& v) { return v.is_number() ? v.dump() : std::string("-"); };
+  const bool running = sync.value("daemon_running", false);
+  std::cout << "broker   " << sync.value("broker", std::string("?")) << "\n";
+  if (!running) {
+    std::cout << "daemon   " << paint("not running", Colour::red, colour)
+              << " (what the database knows)\n";
+  } else if (sync.value("connected", false)) {
+    std::cout << "state    " << paint("connected", Colour::green, colour) << " since "
+              << when(sync["since"]) << ", session " << number(sync["session"]) << "\n";
+  } else {
+    std::cout << "state    " << paint("offline", Colour::yellow, colour) << " since "
+              << when(sync["since"]) << ", " << number(sync["reconnect_attempts"])
+              << " reconnect attempts\n";
+  }
+  std::cout << "queued   " << number(sync["queued"]) << " events";
+  if (sync["oldest_queued_age_s"].is_number()) {
+    std::cout << ", oldest from " << when(sync["oldest_queued_at"]);
+  }
+  std::cout << "\nHQ acked seq " << number(sync["hq_acked_seq"]);
+  if (running) std::cout << ", last ack " << when(sync["last_ack"]);
+  std::cout << "\n";
+  if (running) {
+    std::cout << "last PUBACK " << when(sync["last_puback"]) << ", " << number(sync["connects"])
+              << " connects since start\n";
+  }
+  const std::string error = sync.value("last_error", std::string());
+  if (!error.empty()) {
+    std::cout << "last error " << when(sync["last_error_at"]) << ": " << error << "\n";
+  }
+  return kOk;
+}
+
 // --- probe run -----------------------------------------------------------
 
 json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r) {
@@ -774,6 +829,16 @@ int run_cli(int argc, char** argv) {
                      "Asks the daemon, or reads the database when it is down.");
   status->add_flag("--json", json_out, "Print JSON (DESIGN §7 shape) instead of a table");
   status->callback([&] { rc = cmd_status(g, json_out); });
+
+  auto* sync_cmd = sub(app, "sync", "The link to HQ");
+  sync_cmd->require_subcommand(1);
+  auto* sync_status =
+      sub(*sync_cmd, "status",
+          "Connected or not and since when, broker, last PUBACK, HQ's acked seq, queued events "
+          "and the age of the oldest, reconnect attempts, last error. Asks the daemon, or reads "
+          "the database when it is down.");
+  sync_status->add_flag("--json", json_out, "Print JSON (docs/SYNC.md shape) instead of text");
+  sync_status->callback([&] { rc = cmd_sync_status(g, json_out); });
 
   bool all = false;
   std::string since;

@@ -332,18 +332,20 @@ int run_daemon(const config::Config& cfg) {
     json probes = json::array();
     for (const auto& p : engine.probes()) probes.push_back(probe_json(p));
     sync::PublisherStats ps = publisher ? publisher->stats() : sync::PublisherStats{};
-    if (!publisher) ps.last_error = sync_error;
+    if (!publisher) {
+      ps.last_error = sync_error;
+      ps.queued = outbox.queued();
+      ps.hq_acked_seq = outbox.hq_acked_seq();
+    }
     return json{
         {"store", cfg.store.id},
         {"probes", std::move(probes)},
         {"sync",
-         {{"connected", ps.connected},
-          {"queued", outbox.queued()},
-          {"hq_acked_seq", ps.hq_acked_seq},
-          {"broker", cfg.sync.broker},
-          {"session", ps.session},
-          {"last_error", ps.last_error},
-          {"commands", commands_json(hq_commands.stats())}}},
+         [&] {
+           json s = sync_json(cfg, ps, SystemClock().wall_now());
+           s["commands"] = commands_json(hq_commands.stats());
+           return s;
+         }()},
         {"incidents", {{"open", outbox.open_by_severity()}}},
         {"agent",
          {{"running", true},

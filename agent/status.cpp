@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include <algorithm>
 #include <map>
 
 namespace storewatch::agent {
@@ -32,6 +33,76 @@ json schedule_json(const ScheduleStats& s) {
   };
 }
 
+namespace {
+
+json time_or_null(const std::optional<WallTime>& t) {
+  return t ? json(format_rfc3339(*t)) : json(nullptr);
+}
+
+json age_s(const std::optional<WallTime>& t, WallTime now) {
+  if (!t) return nullptr;
+  auto ms = std::max<std::int64_t>((now - *t).count(), 0);
+  return static_cast<double>(ms) / 1000.0;
+}
+
+}  // namespace
+
+json sync_json(const config::Config& config, const sync::PublisherStats& s, WallTime now) {
+  return json{
+      {"daemon_running", true},
+      {"connected", s.connected},
+      {"since", time_or_null(s.since)},
+      {"broker", config.sync.broker},
+      {"session", s.session},
+      {"last_puback", time_or_null(s.last_puback)},
+      {"last_ack", time_or_null(s.last_ack)},
+      {"hq_acked_seq", s.hq_acked_seq},
+      {"sent_seq", s.sent_seq},
+      {"inflight_batches", s.inflight_batches},
+      {"queued", s.queued},
+      {"oldest_queued_at", time_or_null(s.oldest_queued_at)},
+      {"oldest_queued_age_s", age_s(s.oldest_queued_at, now)},
+      {"reconnect_attempts", s.reconnect_attempts},
+      {"connects", s.connects},
+      {"last_error", s.last_error},
+      {"last_error_at", time_or_null(s.last_error_at)},
+  };
+}
+
+Result<json> sync_json_from_store(const config::Config& config, Store& store, WallTime now) {
+  auto queued = store.queued();
+  if (!queued) return queued.error();
+  auto acked = store.sync_value(kHqAckedSeq);
+  if (!acked) return acked.error();
+  auto session = store.sync_value(kSession);
+  if (!session) return session.error();
+  std::optional<WallTime> oldest;
+  if (*queued > 0) {
+    auto first = store.events_after(*acked, 1);
+    if (!first) return first.error();
+    if (!first->empty()) oldest = parse_rfc3339(first->front().at);
+  }
+  return json{
+      {"daemon_running", false},
+      {"connected", false},
+      {"since", nullptr},
+      {"broker", config.sync.broker},
+      {"session", *session},
+      {"last_puback", nullptr},
+      {"last_ack", nullptr},
+      {"hq_acked_seq", *acked},
+      {"sent_seq", nullptr},
+      {"inflight_batches", nullptr},
+      {"queued", *queued},
+      {"oldest_queued_at", time_or_null(oldest)},
+      {"oldest_queued_age_s", age_s(oldest, now)},
+      {"reconnect_attempts", nullptr},
+      {"connects", nullptr},
+      {"last_error", ""},
+      {"last_error_at", nullptr},
+  };
+}
+
 Result<json> status_from_store(const config::Config& config, Store& store) {
   auto rows = store.probe_states();
   if (!rows) return rows.error();
@@ -52,20 +123,14 @@ Result<json> status_from_store(const config::Config& config, Store& store) {
     }
     probes.push_back(probe_json(v));
   }
-  auto queued = store.queued();
-  if (!queued) return queued.error();
-  auto acked = store.sync_value(kHqAckedSeq);
-  if (!acked) return acked.error();
+  auto sync = sync_json_from_store(config, store, SystemClock().wall_now());
+  if (!sync) return sync.error();
   auto open = store.open_by_severity();
   if (!open) return open.error();
   return json{
       {"store", config.store.id},
       {"probes", std::move(probes)},
-      {"sync",
-       {{"connected", false},
-        {"queued", *queued},
-        {"hq_acked_seq", *acked},
-        {"broker", config.sync.broker}}},
+      {"sync", std::move(*sync)},
       {"incidents", {{"open", *open}}},
       {"agent", {{"running", false}, {"version", STOREWATCH_VERSION}}},
   };

@@ -10,7 +10,9 @@
 #include "agent/engine.h"
 #include "agent/scheduler.h"
 #include "agent/store.h"
+#include "config/clock.h"
 #include "config/config.h"
+#include "sync/publisher.h"
 
 namespace storewatch::agent {
 
@@ -21,6 +23,15 @@ nlohmann::json probe_json(const ProbeView& p);
 /// {"checks", "skipped", "queued", "window", "late_p50_ms", "late_p99_ms",
 /// "late_max_ms"} (milliseconds with microsecond precision).
 nlohmann::json schedule_json(const ScheduleStats& s);
+
+/// The `sync` object of `status --json`, also what `sync status --json`
+/// prints (docs/SYNC.md has the shape), from the running publisher.
+nlohmann::json sync_json(const config::Config& config, const sync::PublisherStats& s, WallTime now);
+
+/// The same object from the database alone, for when no daemon answers:
+/// `daemon_running` false and null for what only the daemon knows.
+Result<nlohmann::json> sync_json_from_store(const config::Config& config, Store& store,
+                                            WallTime now);
 
 /// From the database, for when no daemon answers: probe levels as last
 /// persisted, `sync.connected` false, `agent.running` false.

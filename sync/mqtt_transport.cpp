@@ -36,6 +36,16 @@ bool uses_tls(const std::string& uri) {
 
 }  // namespace
 
+std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds base,
+                                          std::chrono::milliseconds cap, std::mt19937_64& rng) {
+  using std::chrono::milliseconds;
+  auto ceiling = std::max<milliseconds>(base, milliseconds(1));
+  for (unsigned i = 0; i < attempt && ceiling < cap; ++i) ceiling *= 2;
+  ceiling = std::min<milliseconds>(ceiling, std::max<milliseconds>(cap, milliseconds(1)));
+  std::uniform_int_distribution<std::int64_t> pick(0, ceiling.count());
+  return milliseconds(pick(rng));
+}
+
 /// Everything the transport owns. Paho's threads reach it only through
 /// weak pointers captured in handlers posted to the io_context.
 struct MqttTransport::State : std::enable_shared_from_this<State>,
@@ -142,16 +152,10 @@ struct MqttTransport::State : std::enable_shared_from_this<State>,
   }
 
   void schedule_reconnect() {
-    // Full jitter: uniform in [0, min(cap, min * 2^attempt)], so thousands of
-    // stores that lost the same broker do not come back in lockstep.
-    using std::chrono::milliseconds;
-    auto cap = options.broker.reconnect_max;
-    auto ceiling = options.reconnect_min;
-    for (unsigned i = 0; i < attempt && ceiling < cap; ++i) ceiling *= 2;
-    ceiling = std::min<milliseconds>(ceiling, cap);
+    auto delay = reconnect_delay(attempt, options.reconnect_min, options.broker.reconnect_max, rng);
     ++attempt;
-    std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(ceiling.count(), 1));
-    timer.expires_after(milliseconds(pick(rng)));
+    log::debug("mqtt: next attempt in {} ms", delay.count());
+    timer.expires_after(delay);
     timer.async_wait([w = weak_from_this()](const boost::system::error_code& ec) {
       if (ec) return;
       if (auto s = w.lock()) s->connect();

@@ -6,7 +6,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <memory>
+#include <random>
 
 #include "config/config.h"
 #include "sync/transport.h"
@@ -23,6 +25,13 @@ struct MqttOptions {
   /// Delay before the first reconnect attempt; doubles up to reconnect_max.
   std::chrono::milliseconds reconnect_min{500};
 };
+
+/// The wait before reconnect attempt `attempt` (0 for the first after a
+/// loss): full-jitter exponential backoff, uniform in
+/// [0, min(cap, base * 2^attempt)], so stores that lost the same broker spread
+/// their reconnects instead of coming back in lockstep.
+std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds base,
+                                          std::chrono::milliseconds cap, std::mt19937_64& rng);
 
 class MqttTransport final : public Transport {
  public:

@@ -11,9 +11,13 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "config/clock.h"
 #include "config/config.h"
 #include "sync/outbox.h"
 #include "sync/transport.h"
@@ -27,7 +31,23 @@ struct PublisherStats {
   std::int64_t sent_seq = 0;  ///< highest seq published on this connection
   std::int64_t session = 0;
   std::string last_error;
+  /// When the current connection came up (connected) or the last one went
+  /// down / the publisher started (not connected).
+  std::optional<WallTime> since;
+  std::optional<WallTime> last_puback;  ///< the broker's last PUBACK of an event batch
+  std::optional<WallTime> last_ack;     ///< HQ's last ack that raised hq_acked_seq
+  std::optional<WallTime> last_error_at;
+  /// Connection attempts that failed since the last successful connect.
+  std::int64_t reconnect_attempts = 0;
+  std::int64_t connects = 0;                 ///< successful connects since start
+  int inflight_batches = 0;                  ///< published, not yet PUBACKed
+  std::int64_t queued = 0;                   ///< events above hq_acked_seq
+  std::optional<WallTime> oldest_queued_at;  ///< `at` of the oldest of them
 };
+
+/// "sha256:<hex>" of the bytes of `files` in order (each file's length is
+/// hashed before its bytes); "sha256:unreadable" when one cannot be read.
+std::string config_digest(const std::vector<std::filesystem::path>& files);
 
 class Publisher final : public TransportListener {
  public:
@@ -72,7 +92,9 @@ class Publisher final : public TransportListener {
   void drain();
   void on_ack(std::int64_t seq);
   void arm_ack_timer();
-  std::string status_payload(bool online);
+  void on_publish_failed(std::int64_t first, std::int64_t last, const std::string& why);
+  std::string status_payload(bool online, const std::string& reason = "");
+  void set_error(std::string error);
 
   boost::asio::io_context& io_;
   const std::string store_;
@@ -92,6 +114,17 @@ class Publisher final : public TransportListener {
   std::string last_error_;
   std::function<void(const std::string&)> command_handler_;
   int answers_in_flight_ = 0;
+
+  const std::string config_hash_;
+  SystemClock clock_;
+  bool connected_ = false;
+  std::optional<WallTime> since_;
+  std::optional<WallTime> last_puback_;
+  std::optional<WallTime> last_ack_;
+  std::optional<WallTime> last_error_at_;
+  std::int64_t failed_attempts_ = 0;
+  std::int64_t connects_ = 0;
+  int overdue_rounds_ = 0;  ///< ack timeouts in a row without progress
 };
 
 }  // namespace storewatch::sync

@@ -121,10 +121,11 @@ std::size_t batch_overhead(std::string_view store) {
 }
 
 std::string encode_status(const StoreStatus& s) {
-  return json{
-      {"v", kVersion},        {"store", s.store}, {"online", s.online}, {"session", s.session},
-      {"version", s.version}, {"open", s.open},   {"queued", s.queued}, {"at", s.at}}
-      .dump();
+  json j{{"v", kVersion},        {"store", s.store}, {"online", s.online}, {"session", s.session},
+         {"version", s.version}, {"open", s.open},   {"queued", s.queued}, {"at", s.at}};
+  if (!s.config_hash.empty()) j["config_hash"] = s.config_hash;
+  if (!s.reason.empty()) j["reason"] = s.reason;
+  return j.dump();
 }
 
 Result<StoreStatus> decode_status(std::string_view payload) {
@@ -139,6 +140,8 @@ Result<StoreStatus> decode_status(std::string_view payload) {
   get_field(*j, "version", s.version);
   get_field(*j, "queued", s.queued);
   get_field(*j, "at", s.at);
+  get_field(*j, "config_hash", s.config_hash);
+  get_field(*j, "reason", s.reason);
   if (auto open = j->find("open"); open != j->end() && open->is_object()) {
     for (const auto& [k, v] : open->items()) {
       if (v.is_number_integer()) s.open[k] = v.get<std::int64_t>();

@@ -83,6 +83,12 @@ struct StoreStatus {
   std::map<std::string, std::int64_t> open;  ///< open incidents by severity
   std::int64_t queued = 0;                   ///< events not yet acked by HQ
   std::string at;
+  /// "sha256:<hex>" of the running config's files (main file, then conf.d in
+  /// name order); "" when unknown.
+  std::string config_hash = {};
+  /// Why the store is offline: "shutdown" (sent by the agent as it stops) or
+  /// "connection_lost" (the last will, sent by the broker); "" when online.
+  std::string reason = {};
 };
 std::string encode_status(const StoreStatus& s);
 Result<StoreStatus> decode_status(std::string_view payload);

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <set>
+
+#include "sync/mqtt_transport.h"
 #include "tests/fakes/fake_transport.h"
 
 namespace storewatch::sync {
@@ -176,6 +180,38 @@ TEST_F(PublisherTest, AnOverdueAckResendsAfterTheTimeout) {
   EXPECT_EQ(seqs_sent(), (std::vector<std::int64_t>{1, 2, 3, 1, 2, 3}));
 }
 
+TEST_F(PublisherTest, OverdueRoundsInARowWaitLonger) {
+  outbox.add(1);
+  start();
+  transport.puback_oldest();
+  using Clock = std::chrono::steady_clock;
+  std::vector<Clock::time_point> sends{Clock::now()};
+  auto deadline = Clock::now() + 10s;
+  // Sends at 0, then after 200 ms, 400 ms, 800 ms (each overdue round doubles).
+  while (sends.size() < 4 && Clock::now() < deadline) {
+    io.run_for(10ms);
+    if (seqs_sent().size() > sends.size()) {
+      sends.push_back(Clock::now());
+      transport.puback_oldest();
+    }
+  }
+  ASSERT_EQ(sends.size(), 4u);
+  // Seen by the loop up to a few polls late: between one round and the next.
+  EXPECT_GE(sends[2] - sends[1], 300ms);
+  EXPECT_GE(sends[3] - sends[2], 600ms);
+  // An ack that moves resets the wait.
+  outbox.add(1);
+  ack(1);
+  publisher->notify();
+  const auto before = seqs_sent().size();
+  const auto t0 = Clock::now();
+  while (seqs_sent().size() < before + 1 && Clock::now() < deadline) io.run_for(10ms);
+  transport.puback_oldest();
+  while (seqs_sent().size() < before + 2 && Clock::now() < deadline) io.run_for(10ms);
+  EXPECT_EQ(seqs_sent().size(), before + 2);
+  EXPECT_LT(Clock::now() - t0, 1200ms);  // not the 1600 ms of a fourth round
+}
+
 TEST_F(PublisherTest, NewEventsGoOutOnNotify) {
   start();
   EXPECT_TRUE(seqs_sent().empty());
@@ -195,6 +231,105 @@ TEST_F(PublisherTest, StopSaysOfflineThenDisconnects) {
   transport.puback_oldest();  // the goodbye
   EXPECT_TRUE(stopped);
   EXPECT_FALSE(transport.connected());
+}
+
+TEST_F(PublisherTest, TheGoodbyeSaysShutdownAndTheWillSaysConnectionLost) {
+  start();
+  EXPECT_EQ(wire::decode_status(transport.wills[0].payload)->reason, "connection_lost");
+  auto birth = wire::decode_status(transport.on("storewatch/v1/stores/store-1/status")[0].payload);
+  EXPECT_EQ(birth->reason, "");
+  publisher->stop(1s, [] {});
+  auto bye = wire::decode_status(transport.on("storewatch/v1/stores/store-1/status")[1].payload);
+  EXPECT_FALSE(bye->online);
+  EXPECT_EQ(bye->reason, "shutdown");
+  EXPECT_EQ(bye->session, birth->session);
+}
+
+TEST_F(PublisherTest, StatusCarriesTheHashOfTheConfigFiles) {
+  char tmpl[] = "/tmp/publisher-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::filesystem::path dir(tmpl);
+  auto write = [](const std::filesystem::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary) << text;
+  };
+  write(dir / "a.toml", "[store]\nid = \"store-1\"\n");
+  write(dir / "b.toml", "");
+  config.files = {dir / "a.toml", dir / "b.toml"};
+  const std::string first = config_digest(config.files);
+  EXPECT_TRUE(first.starts_with("sha256:")) << first;
+  EXPECT_EQ(first.size(), 7u + 64u);
+  start();
+  auto birth = wire::decode_status(transport.on("storewatch/v1/stores/store-1/status")[0].payload);
+  EXPECT_EQ(birth->config_hash, first);
+  // A changed byte, or bytes moved from one file to the next, change it.
+  write(dir / "a.toml", "[store]\nid = \"store-2\"\n");
+  EXPECT_NE(config_digest(config.files), first);
+  write(dir / "a.toml", "[store]\nid = \"store-1\"");
+  write(dir / "b.toml", "\n");
+  EXPECT_NE(config_digest(config.files), first);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(config_digest(config.files), "sha256:unreadable");
+}
+
+TEST_F(PublisherTest, StatsCountFailedAttemptsAndRememberPubacksAndAcks) {
+  outbox.add(3);
+  start();
+  PublisherStats s = publisher->stats();
+  EXPECT_TRUE(s.connected);
+  EXPECT_EQ(s.connects, 1);
+  EXPECT_TRUE(s.since.has_value());
+  EXPECT_FALSE(s.last_puback.has_value());
+  EXPECT_EQ(s.queued, 3);
+  ASSERT_TRUE(s.oldest_queued_at.has_value());
+  EXPECT_EQ(format_rfc3339(*s.oldest_queued_at), "2026-11-26T22:18:03.123Z");
+  EXPECT_EQ(s.inflight_batches, 1);
+  transport.puback_oldest();
+  s = publisher->stats();
+  EXPECT_TRUE(s.last_puback.has_value());
+  EXPECT_EQ(s.inflight_batches, 0);
+  ack(3);
+  s = publisher->stats();
+  EXPECT_TRUE(s.last_ack.has_value());
+  EXPECT_EQ(s.queued, 0);
+  EXPECT_FALSE(s.oldest_queued_at.has_value());
+
+  transport.drop();
+  // Two failed attempts while offline.
+  transport.listener->on_disconnected("connect: refused");
+  transport.listener->on_disconnected("connect: refused");
+  s = publisher->stats();
+  EXPECT_FALSE(s.connected);
+  EXPECT_EQ(s.reconnect_attempts, 2);
+  EXPECT_EQ(s.last_error, "connect: refused");
+  EXPECT_TRUE(s.last_error_at.has_value());
+  transport.connect();
+  s = publisher->stats();
+  EXPECT_EQ(s.reconnect_attempts, 0);
+  EXPECT_EQ(s.connects, 2);
+}
+
+TEST(ReconnectDelay, IsFullJitterUnderADoublingCeilingAndTheCap) {
+  std::mt19937_64 rng(42);
+  const auto base = std::chrono::milliseconds(500);
+  const auto cap = std::chrono::milliseconds(300'000);
+  for (unsigned attempt = 0; attempt < 40; ++attempt) {
+    const std::int64_t ceiling =
+        std::min<std::int64_t>(cap.count(), base.count() << std::min(attempt, 20u));
+    std::set<std::int64_t> seen;
+    std::int64_t low = ceiling, high = 0;
+    for (int i = 0; i < 200; ++i) {
+      auto d = reconnect_delay(attempt, base, cap, rng).count();
+      ASSERT_GE(d, 0);
+      ASSERT_LE(d, ceiling) << "attempt " << attempt;
+      seen.insert(d);
+      low = std::min(low, d);
+      high = std::max(high, d);
+    }
+    // Spread over the whole range, not clustered at the ceiling.
+    EXPECT_GT(seen.size(), 100u) << "attempt " << attempt;
+    EXPECT_LT(low, ceiling / 10) << "attempt " << attempt;
+    EXPECT_GT(high, ceiling * 9 / 10) << "attempt " << attempt;
+  }
 }
 
 }  // namespace

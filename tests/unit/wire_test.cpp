@@ -75,13 +75,31 @@ TEST(Ack, RoundTripsAndRejectsNegatives) {
 }
 
 TEST(Status, RoundTrips) {
-  StoreStatus s{"store-1", true, 7, "0.1.0", {{"critical", 1}}, 3, "2026-11-26T22:18:03.123Z"};
+  StoreStatus s{"store-1", true, 7, "0.1.0", {{"critical", 1}}, 3, "2026-11-26T22:18:03.123Z",
+                "",        ""};
   auto back = decode_status(encode_status(s));
   ASSERT_TRUE(back);
   EXPECT_TRUE(back->online);
   EXPECT_EQ(back->session, 7);
   EXPECT_EQ(back->open.at("critical"), 1);
   EXPECT_EQ(back->queued, 3);
+}
+
+TEST(Status, CarriesTheConfigHashAndTheOfflineReason) {
+  StoreStatus s{"store-1", false, 7, "0.1.0", {}, 0, "2026-11-26T22:18:03.123Z", "", ""};
+  s.config_hash = "sha256:ab";
+  s.reason = "shutdown";
+  auto j = nlohmann::json::parse(encode_status(s));
+  EXPECT_EQ(j["config_hash"], "sha256:ab");
+  EXPECT_EQ(j["reason"], "shutdown");
+  auto back = decode_status(encode_status(s));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->config_hash, "sha256:ab");
+  EXPECT_EQ(back->reason, "shutdown");
+  // An online status has no reason; the field is left out.
+  s.online = true;
+  s.reason.clear();
+  EXPECT_FALSE(nlohmann::json::parse(encode_status(s)).contains("reason"));
 }
 
 TEST(Sizes, EncodedSizeAddsUpToThePayload) {
