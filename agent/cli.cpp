@@ -117,15 +117,21 @@ Result<Store> open_agent_store(const config::Config& cfg) {
 
 // --- status --------------------------------------------------------------
 
+/// The daemon's live `status` document, or nullopt when no daemon answers.
+std::optional<json> live_status(const config::Config& cfg) {
+  auto live =
+      control_request(cfg.agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
+                      std::chrono::seconds(3));
+  if (live && live->value("ok", false) && live->contains("status")) return (*live)["status"];
+  return std::nullopt;
+}
+
 int cmd_status(const Globals& g, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
   json status;
-  auto live =
-      control_request(cfg->agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
-                      std::chrono::seconds(3));
-  if (live && live->value("ok", false) && live->contains("status")) {
-    status = (*live)["status"];
+  if (auto live = live_status(*cfg)) {
+    status = std::move(*live);
   } else {
     auto store = open_agent_store(*cfg);
     if (!store) return fail(store.error());
@@ -176,11 +182,8 @@ int cmd_sync_status(const Globals& g, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
   json sync;
-  auto live =
-      control_request(cfg->agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
-                      std::chrono::seconds(3));
-  if (live && live->value("ok", false) && live->contains("status")) {
-    sync = (*live)["status"]["sync"];
+  if (auto live = live_status(*cfg)) {
+    sync = std::move((*live)["sync"]);
   } else {
     auto store = open_agent_store(*cfg);
     if (!store) return fail(store.error());
@@ -226,17 +229,6 @@ int cmd_sync_status(const Globals& g, bool as_json) {
 }
 
 // --- probe run -----------------------------------------------------------
-
-json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r) {
-  json metrics = json::object();
-  for (const auto& [label, value] : r.metrics) metrics[label] = value;
-  return json{{"name", p.name},
-              {"type", p.type},
-              {"status", probes::to_string(r.status)},
-              {"latency_ms", static_cast<double>(r.latency.count()) / 1000.0},
-              {"message", r.message},
-              {"metrics", std::move(metrics)}};
-}
 
 bool answered(probes::ProbeStatus s) {
   return s == probes::ProbeStatus::ok || s == probes::ProbeStatus::warn;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "agent/control_ops.h"
+#include "agent/status.h"
 #include "config/log.h"
 
 namespace storewatch::agent {
@@ -41,17 +42,6 @@ void CommandSink::finish(CommandRow row) {
 // --- HqCommands ----------------------------------------------------------------
 
 namespace {
-
-json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r) {
-  json metrics = json::object();
-  for (const auto& [label, value] : r.metrics) metrics[label] = value;
-  return json{{"name", p.name},
-              {"type", p.type},
-              {"status", probes::to_string(r.status)},
-              {"latency_ms", static_cast<double>(r.latency.count()) / 1000.0},
-              {"message", r.message},
-              {"metrics", std::move(metrics)}};
-}
 
 std::optional<Engine::Action> action_of(sync::CommandOp op) {
   switch (op) {

@@ -136,4 +136,15 @@ Result<json> status_from_store(const config::Config& config, Store& store) {
   };
 }
 
+json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r) {
+  json metrics = json::object();
+  for (const auto& [label, value] : r.metrics) metrics[label] = value;
+  return json{{"name", p.name},
+              {"type", p.type},
+              {"status", probes::to_string(r.status)},
+              {"latency_ms", static_cast<double>(r.latency.count()) / 1000.0},
+              {"message", r.message},
+              {"metrics", std::move(metrics)}};
+}
+
 }  // namespace storewatch::agent

@@ -19,6 +19,10 @@ namespace storewatch::agent {
 /// One probe's entry of the document.
 nlohmann::json probe_json(const ProbeView& p);
 
+/// A probe's result as `probe run NAME --json` prints it (DESIGN §7), also
+/// the `result` of an HQ `probe_run` command.
+nlohmann::json probe_result_json(const config::ProbeConfig& p, const probes::ProbeResult& r);
+
 /// The scheduler's lateness figures, `agent.schedule` of the live document:
 /// {"checks", "skipped", "queued", "window", "late_p50_ms", "late_p99_ms",
 /// "late_max_ms"} (milliseconds with microsecond precision).

@@ -367,9 +367,10 @@ TEST(SyncFault, KillNineWhileDrainingABacklogLosesNothing) {
   constexpr int kKills = 10;
   SyncLab lab;
   Broker broker;
-  // Small batches and a small window, so the drain takes many round trips
+  // One event per batch and one batch in flight, so the drain takes 3,000
+  // round trips (about a second on a quiet machine, longer on a busy one)
   // and the kills land in the middle of it.
-  lab.configure(broker.uri(), broker.uri(), "batch_max_events = 5\ninflight_batches = 2");
+  lab.configure(broker.uri(), broker.uri(), "batch_max_events = 1\ninflight_batches = 1");
   lab.seed_backlog(kEvents);
   const std::int64_t n = static_cast<std::int64_t>(lab.agent_events().size());
   ASSERT_EQ(n, kEvents);
@@ -383,7 +384,7 @@ TEST(SyncFault, KillNineWhileDrainingABacklogLosesNothing) {
     auto agent = lab.start_agent();
     // Kill once HQ has moved on in this run (or at once when it is done).
     wait_until([&] { return lab.hq_acked() > before || lab.hq_acked() >= n; }, 20s);
-    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 150));
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
     const std::int64_t at_kill = lab.hq_acked();
     ASSERT_EQ(agent->stop(SIGKILL), 128 + SIGKILL);
     if (at_kill < n) ++mid_drain;
