@@ -81,7 +81,7 @@ TEST(JsonText, InvalidUtf8BecomesReplacementCharacters) {
     EXPECT_NO_THROW(nlohmann::json(back).dump()) << text;
   }
   EXPECT_EQ(as_json("a\xff"
-                   "b"),
+                    "b"),
             "\"a\xEF\xBF\xBD"
             "b\"");
 }
