@@ -26,6 +26,7 @@
 #include "agent/store.h"
 #include "sync/mqtt_transport.h"
 #include "sync/wire.h"
+#include "tests/support/run_on.h"
 #include "tests/support/support.h"
 #include "tests/support/tcp_device.h"
 
@@ -134,10 +135,7 @@ class HqClient final : public sync::TransportListener {
  private:
   template <class F>
   auto on_io(F f) -> decltype(f()) {
-    auto task = std::make_shared<std::packaged_task<decltype(f())()>>(std::move(f));
-    auto result = task->get_future();
-    boost::asio::post(io_, [task] { (*task)(); });
-    return result.get();
+    return test::run_on(io_, std::move(f));
   }
 
   boost::asio::io_context io_;

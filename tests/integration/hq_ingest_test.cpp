@@ -21,6 +21,7 @@
 #include "hq/ingest.h"
 #include "hq/run.h"
 #include "sync/mqtt_transport.h"
+#include "tests/support/run_on.h"
 #include "tests/support/support.h"
 
 namespace storewatch::hq {
@@ -144,10 +145,7 @@ class HqIngestTest : public testing::Test {
   /// Runs `f` on the io_context thread and returns its result.
   template <class F>
   auto on_io(F f) -> decltype(f()) {
-    auto task = std::make_shared<std::packaged_task<decltype(f())()>>(std::move(f));
-    auto result = task->get_future();
-    boost::asio::post(io_, [task] { (*task)(); });
-    return result.get();
+    return test::run_on(io_, std::move(f));
   }
 
   /// Call on the io_context thread.

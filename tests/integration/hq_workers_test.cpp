@@ -26,6 +26,7 @@
 #include "hq/hq_store.h"
 #include "sync/mqtt_transport.h"
 #include "sync/wire.h"
+#include "tests/support/run_on.h"
 #include "tests/support/support.h"
 
 namespace storewatch::hq {
@@ -104,10 +105,7 @@ class Stores final : public sync::TransportListener {
 
   template <class F>
   auto on_io(F f) -> decltype(f()) {
-    auto task = std::make_shared<std::packaged_task<decltype(f())()>>(std::move(f));
-    auto result = task->get_future();
-    boost::asio::post(io_, [task] { (*task)(); });
-    return result.get();
+    return test::run_on(io_, std::move(f));
   }
 
   void on_connected() override {
