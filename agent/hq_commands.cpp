@@ -20,7 +20,7 @@ void CommandSink::submit(Change change) {
   std::visit(
       [this](auto&& c) {
         using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, AppliedCommand>) {
+        if constexpr (std::is_same_v<T, AppliedCommand> || std::is_same_v<T, IncidentRows>) {
           next_.submit(std::move(c));  // not the engine's; never nested
         } else {
           gathered_.emplace_back(std::move(c));

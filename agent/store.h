@@ -29,6 +29,26 @@ struct IncidentChange {
   IncidentEvent event;
 };
 
+/// An IncidentChange rendered into the texts of its two rows: times in
+/// RFC 3339, the event body as JSON. StoreWriter::submit renders on the
+/// caller's thread (the loop), so the writer's thread only binds and steps.
+struct IncidentRows {
+  static IncidentRows of(IncidentChange&& c);
+
+  std::string uid, dedup_key, probe, condition;
+  std::string_view severity, state;  // static text of the enums
+  std::string priority;
+  std::optional<std::string> suppressed_by;
+  bool in_maintenance = false, flapping = false, self_healed = false;
+  /// t_fault, t_detect, t_ack, t_restored, t_resolved, t_closed
+  std::optional<std::string> times[6];
+  int reopen_count = 0;
+  std::string summary;
+  std::string event_uid, event_type, event_actor;
+  std::string at;    ///< the event's time, also the row's updated_at
+  std::string body;  ///< the event body (DESIGN §6): extra fields + incident_state
+};
+
 /// A probe's persisted state, so a restart resumes where it left off.
 struct ProbeStateRow {
   std::string probe;
@@ -89,7 +109,8 @@ struct AppliedCommand {
   std::vector<EngineChange> changes;
 };
 
-using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow, AppliedCommand>;
+using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow, AppliedCommand,
+                            IncidentRows>;
 
 /// An event as stored, with its seq.
 struct StoredEvent {
@@ -164,6 +185,7 @@ class Store {
   };
   Result<Prepared*> prepared();
   Status write(const IncidentChange& c, std::int64_t& seq);
+  Status write(const IncidentRows& r, std::int64_t& seq);
   Status write(const ProbeStateRow& row);
   Status write(const SyncValue& v);
   Status write(const SilenceRow& v);

@@ -36,6 +36,11 @@ StoreWriter::~StoreWriter() {
 }
 
 void StoreWriter::submit(Change change) {
+  // Rendered here, on the caller's thread: the writer's thread is the
+  // bottleneck of a burst, so it only binds and steps.
+  if (auto* c = std::get_if<IncidentChange>(&change)) {
+    change = IncidentRows::of(std::move(*c));
+  }
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(change));
@@ -128,7 +133,11 @@ void StoreWriter::loop() {
         stats_.changes += batch.size();
         stats_.largest_batch = std::max(stats_.largest_batch, batch.size());
       }
-      if (on_commit_) boost::asio::post(io_, on_commit_);
+      // The batch is freed on the loop too: its thousands of strings are the
+      // writer's time otherwise.
+      boost::asio::post(io_, [done = std::move(batch), on_commit = on_commit_] {
+        if (on_commit) on_commit();
+      });
       continue;
     }
     // Never drop a change: put the batch back and try again. A full disk or a

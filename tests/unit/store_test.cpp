@@ -191,6 +191,60 @@ TEST_F(StoreTest, EventBodyCarriesItsFieldsAndTheIncidentSnapshot) {
             "bad bytes \xEF\xBF\xBD\xEF\xBF\xBD and \"quotes\"\n");
 }
 
+TEST_F(StoreTest, PreRenderedRowsStoreWhatTheChangeWould) {
+  // StoreWriter::submit renders on the caller's thread (IncidentRows); a
+  // change committed directly renders in Store::commit. Both must agree.
+  Incident a = incident("ua", "lane-01", IncidentState::escalated);
+  a.suppressed_by = "u0";
+  a.t_ack = at(5);
+  a.reopen_count = 2;
+  a.flapping = true;
+  Incident b = a;
+  b.uid = "ub";
+  b.dedup_key = "s:lane-02:down";
+  const nlohmann::json extra{{"message", "refused"}, {"attempt", 3}};
+  ASSERT_TRUE(
+      store.commit({IncidentChange{a, IncidentEvent{"ea", "escalated", at(6), "ops", extra}}}));
+  ASSERT_TRUE(store.commit({IncidentRows::of(
+      IncidentChange{b, IncidentEvent{"eb", "escalated", at(6), "ops", extra}})}));
+  auto stored_a = store.incident("ua");
+  auto stored_b = store.incident("ub");
+  ASSERT_TRUE(stored_a && *stored_a && stored_b && *stored_b);
+  nlohmann::json ja = (*stored_a)->to_json();
+  nlohmann::json jb = (*stored_b)->to_json();
+  EXPECT_EQ(ja, a.to_json());
+  ja.erase("uid");
+  ja.erase("dedup_key");
+  jb.erase("uid");
+  jb.erase("dedup_key");
+  EXPECT_EQ(ja, jb);
+  auto st = store.database().prepare(
+      "SELECT type, at, actor, json_remove(body, '$.incident_state.uid', "
+      "'$.incident_state.dedup_key') FROM events ORDER BY seq");
+  ASSERT_TRUE(st);
+  std::vector<std::string> rows;
+  while (st->step().value_or(false)) {
+    rows.push_back(st->text(0) + "|" + st->text(1) + "|" + st->text(2) + "|" + st->text(3));
+  }
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0], rows[1]);
+  EXPECT_NE(rows[0].find("\"attempt\":3"), std::string::npos) << rows[0];
+}
+
+TEST_F(StoreTest, AnUpdateKeepsTheDetectionTime) {
+  // t_detect is written when the incident opens; later changes leave it.
+  ASSERT_TRUE(store.commit({change(incident("u1", "lane-01", IncidentState::open), "opened", 3)}));
+  Incident later = incident("u1", "lane-01", IncidentState::resolved);
+  later.t_detect = at(99);
+  later.t_resolved = at(20);
+  ASSERT_TRUE(store.commit({change(later, "resolved", 20)}));
+  auto stored = store.incident("u1");
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_EQ((*stored)->t_detect, at(3));
+  EXPECT_EQ((*stored)->t_resolved, at(20));
+  EXPECT_EQ((*stored)->state, IncidentState::resolved);
+}
+
 TEST(StoreOpen, MigratesSchema2IncidentsWithTheirRowsAndIndexes) {
   test::TempDir dir;
   const auto path = dir / "storewatch.db";
