@@ -333,10 +333,10 @@ Result<bool> MqttTransport::reload_tls(const config::BrokerConfig& files) {
   if (auto st = s.apply_credentials(files); !st) return st.error();
   s.tls_digest = std::move(digest);
   if (s.stopping) return true;
-  // Paho C keeps the TLS session of a connection and resumes it on the next
-  // connect of the same client, and with a resumed session the broker sees
-  // the identity of the old certificate. A new client starts clean: it reads
-  // the files again and does a full handshake.
+  // Paho C reads the files on each connect (a new SSL_CTX every time), but
+  // it keeps the first TLS session of a client and offers it on the
+  // client's later connects; a broker that resumed it would see the old
+  // certificate's identity. A new client has no session: full handshake.
   const bool started = s.listener != nullptr;
   const bool was_connected = s.is_connected;
   s.timer.cancel();
