@@ -225,6 +225,20 @@ int cmd_sync_status(const Globals& g, bool as_json) {
   if (!error.empty()) {
     std::cout << "last error " << when(sync["last_error_at"]) << ": " << error << "\n";
   }
+  if (const json& cert = sync["client_cert"]; cert.is_object()) {
+    std::cout << "client cert " << cert.value("file", std::string());
+    if (cert["not_after"].is_string()) {
+      std::cout << " (" << cert.value("subject", std::string()) << "), valid until "
+                << cert["not_after"].get<std::string>() << ", " << number(cert["days_left"])
+                << " days left\n";
+    } else {
+      std::cout << ": " << paint(cert.value("error", std::string()), Colour::red, colour) << "\n";
+    }
+    if (cert["warning"].is_string()) {
+      std::cout << "warning  " << paint(cert["warning"].get<std::string>(), Colour::yellow, colour)
+                << "\n";
+    }
+  }
   return kOk;
 }
 

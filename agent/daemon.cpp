@@ -46,6 +46,7 @@ constexpr auto kTick = std::chrono::seconds(1);
 constexpr auto kFirstPrune = std::chrono::seconds(5);
 constexpr auto kPruneEvery = std::chrono::minutes(10);
 constexpr auto kPruneAgain = std::chrono::seconds(1);
+constexpr auto kCertCheckEvery = std::chrono::hours(24);
 
 /// What the last retention run measured, for `status` (written by the
 /// writer's thread, read on the loop).
@@ -200,6 +201,59 @@ Status read_snapshot(Store& store, WallTime now, EngineSnapshot& out, std::int64
   return {};
 }
 
+/// The client certificate the link to HQ uses, and the warning before it
+/// expires: a log line, `sync status` and the agent's own incident.
+class ClientCertWatch {
+ public:
+  ClientCertWatch(const config::SyncConfig& sync, Engine& engine) : sync_(sync), engine_(engine) {}
+
+  /// Reads cert_file as it is now: at start, and after a reload was accepted.
+  void load() {
+    if (sync_.cert_file.empty()) {
+      // No certificate (any more): an incident of an earlier run is over.
+      engine_.set_client_cert_problem(std::nullopt, config::Severity::high);
+      return;
+    }
+    auto cert = sync::read_cert(sync_.cert_file);
+    if (!cert) {
+      error_ = cert.error().message;
+      log::warn("sync: cannot read the client certificate's expiry: {}", error_);
+      return;
+    }
+    error_.clear();
+    info_ = std::move(*cert);
+    log::info("sync: client certificate {} ({}) valid until {}", info_->file.string(),
+              info_->subject, format_rfc3339(info_->not_after));
+    check();
+  }
+
+  /// Compares the expiry of the certificate in use with now (daily, and
+  /// after each load).
+  void check() {
+    if (!info_) return;
+    const WallTime now = SystemClock().wall_now();
+    auto problem = sync::expiry_problem(*info_, sync_.cert_warn_days, now);
+    if (problem) {
+      log::warn("sync: {}", *problem);
+    } else if (warned_) {
+      log::info("sync: the client certificate in use is valid until {}; expiry warning cleared",
+                format_rfc3339(info_->not_after));
+    }
+    warned_ = problem.has_value();
+    engine_.set_client_cert_problem(
+        problem, info_->not_after <= now ? config::Severity::critical : config::Severity::high);
+  }
+
+  json to_json() const { return client_cert_json(sync_, info_, error_, SystemClock().wall_now()); }
+
+ private:
+  const config::SyncConfig& sync_;
+  Engine& engine_;
+  std::optional<sync::CertInfo> info_;
+  std::string error_;
+  bool warned_ = false;
+};
+
 }  // namespace
 
 int run_daemon(const config::Config& cfg) {
@@ -304,6 +358,9 @@ int run_daemon(const config::Config& cfg) {
     }
   }
 
+  ClientCertWatch cert_watch(cfg.sync, engine);
+  cert_watch.load();
+
   HqCommandHooks command_hooks;
   if (publisher) {
     command_hooks.answer = [&publisher](std::string payload) {
@@ -344,6 +401,7 @@ int run_daemon(const config::Config& cfg) {
          [&] {
            json s = sync_json(cfg, ps, SystemClock().wall_now());
            s["commands"] = commands_json(hq_commands.stats());
+           s["client_cert"] = cert_watch.to_json();
            return s;
          }()},
         {"incidents", {{"open", outbox.open_by_severity()}}},
@@ -407,15 +465,50 @@ int run_daemon(const config::Config& cfg) {
     });
   };
 
+  asio::steady_timer cert_timer(io);
+  std::function<void()> arm_cert_check = [&]() {
+    cert_timer.expires_after(kCertCheckEvery);
+    cert_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      cert_watch.check();
+      arm_cert_check();
+    });
+  };
+
+  // SIGHUP re-reads the sync TLS files; the rest of the config needs a
+  // restart (a full reload is not done yet).
+  auto reload = [&]() {
+    log::info(
+        "SIGHUP: re-reading the sync TLS files (ca_file, cert_file, key_file, password_file)");
+    if (!transport) {
+      log::warn("SIGHUP: sync is disabled ({}); restart the service to apply new files",
+                sync_error);
+      cert_watch.load();
+    } else if (auto r = transport->reload_tls(cfg.sync); !r) {
+      const std::string why =
+          "SIGHUP: new TLS files refused, the connection keeps the old ones: " + r.error().message;
+      log::error("{}", why);
+      publisher->note_error(why);
+      cert_watch.check();
+    } else if (*r) {
+      log::info("SIGHUP: TLS files reloaded; reconnecting to {} with them", cfg.sync.broker);
+      cert_watch.load();
+    } else {
+      log::info("SIGHUP: TLS files unchanged; the connection is kept");
+      cert_watch.check();
+    }
+    log::warn(
+        "SIGHUP: only the sync TLS files are re-read; restart the service to apply other config "
+        "changes");
+  };
+
   bool stopping = false;
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   std::function<void()> wait_signal = [&]() {
     signals.async_wait([&](const boost::system::error_code& e, int sig) {
       if (e) return;
       if (sig == SIGHUP) {
-        log::warn(
-            "SIGHUP: reloading the config is not supported yet; restart the service to apply "
-            "changes");
+        if (!stopping) reload();
         wait_signal();
         return;
       }
@@ -430,6 +523,7 @@ int run_daemon(const config::Config& cfg) {
       flush_timer.cancel();
       tick_timer.cancel();
       watchdog_timer.cancel();
+      cert_timer.cancel();
       engine.flush_probe_states();
       if (publisher) publisher->stop(kStopGrace, [] {});
     });
@@ -442,6 +536,7 @@ int run_daemon(const config::Config& cfg) {
   arm_flush();
   engine.tick();
   arm_tick();
+  arm_cert_check();
   if (watchdog) arm_watchdog();
   log::info("storewatch {} running for store {}: {} probes, database {}, control socket {}",
             STOREWATCH_VERSION, cfg.store.id, cfg.probes.size(), db_path.string(),

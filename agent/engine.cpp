@@ -19,6 +19,8 @@ namespace {
 constexpr const char* kConditionDown = "down";
 // The agent's own storage condition (DESIGN §5).
 constexpr const char* kConditionStorage = "storage";
+// The agent's client certificate for the link to HQ expires soon, or has.
+constexpr const char* kConditionClientCert = "client_cert";
 // Slack on top of a probe's timeout before a re-run counts as unanswered.
 constexpr auto kAnswerSlack = std::chrono::seconds(5);
 
@@ -1021,7 +1023,17 @@ Result<SilenceRow> Engine::remove_silence(const std::string& uid_or_prefix,
 // --- the agent's own condition ----------------------------------------------
 
 void Engine::set_storage_problem(const std::optional<std::string>& problem) {
-  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, kConditionStorage);
+  set_own_problem(kConditionStorage, config::Severity::critical, problem);
+}
+
+void Engine::set_client_cert_problem(const std::optional<std::string>& problem,
+                                     config::Severity severity) {
+  set_own_problem(kConditionClientCert, severity, problem);
+}
+
+void Engine::set_own_problem(const char* condition, config::Severity severity,
+                             const std::optional<std::string>& problem) {
+  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, condition);
   auto it = unresolved_.find(key);
   if (problem && it == unresolved_.end()) {
     const WallTime at = clock_.wall_now();
@@ -1029,12 +1041,12 @@ void Engine::set_storage_problem(const std::optional<std::string>& problem) {
     inc.uid = new_uid(at);
     inc.dedup_key = key;
     inc.probe = kAgentProbe;
-    inc.condition = kConditionStorage;
-    inc.severity = config::Severity::critical;
+    inc.condition = condition;
+    inc.severity = severity;
     inc.priority = priority_now(inc.severity);
     inc.t_fault = at;
     inc.t_detect = at;
-    inc.summary = fmt::format("storage: {}", *problem);
+    inc.summary = fmt::format("{}: {}", condition, *problem);
     log::error("incident {} opened: {}", inc.uid, inc.summary);
     emit(inc, "opened", json{{"message", *problem}});
     unresolved_.emplace(key, std::move(inc));

@@ -123,6 +123,12 @@ class Engine {
   /// critical incident, nullopt resolves it.
   void set_storage_problem(const std::optional<std::string>& problem);
 
+  /// The agent's own client certificate for the link to HQ: `problem` set
+  /// (it expires soon, or has) raises an incident of `severity` (or keeps the
+  /// open one), nullopt (a fresh certificate was loaded) resolves it.
+  void set_client_cert_problem(const std::optional<std::string>& problem,
+                               config::Severity severity);
+
   // --- views ---------------------------------------------------------------
 
   std::vector<ProbeView> probes() const;
@@ -210,6 +216,10 @@ class Engine {
   /// attempt_json plus the action's outcome (exit status, first 4 KB of output).
   nlohmann::json outcome_json(const std::string& probe, const std::string& detail) const;
   void run_now(const std::string& probe);
+  /// One incident per condition of the agent itself (probe kAgentProbe):
+  /// outside probes_, so no check levels, flapping or root cause apply.
+  void set_own_problem(const char* condition, config::Severity severity,
+                       const std::optional<std::string>& problem);
 
   void tick_closing(SteadyTime now);
   void tick_holds(SteadyTime now);

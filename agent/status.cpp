@@ -69,6 +69,25 @@ json sync_json(const config::Config& config, const sync::PublisherStats& s, Wall
   };
 }
 
+json client_cert_json(const config::SyncConfig& sync, const std::optional<sync::CertInfo>& info,
+                      const std::string& error, WallTime now) {
+  if (sync.cert_file.empty()) return nullptr;
+  json out{{"file", sync.cert_file.string()},
+           {"subject", nullptr},
+           {"not_after", nullptr},
+           {"days_left", nullptr},
+           {"warn_days", sync.cert_warn_days},
+           {"warning", nullptr},
+           {"error", error}};
+  if (info) {
+    out["subject"] = info->subject;
+    out["not_after"] = format_rfc3339(info->not_after);
+    out["days_left"] = sync::days_left(info->not_after, now);
+    if (auto w = sync::expiry_problem(*info, sync.cert_warn_days, now)) out["warning"] = *w;
+  }
+  return out;
+}
+
 Result<json> sync_json_from_store(const config::Config& config, Store& store, WallTime now) {
   auto queued = store.queued();
   if (!queued) return queued.error();
@@ -100,6 +119,13 @@ Result<json> sync_json_from_store(const config::Config& config, Store& store, Wa
       {"connects", nullptr},
       {"last_error", ""},
       {"last_error_at", nullptr},
+      {"client_cert",
+       [&] {
+         if (config.sync.cert_file.empty()) return json(nullptr);
+         auto cert = sync::read_cert(config.sync.cert_file);
+         return cert ? client_cert_json(config.sync, *cert, "", now)
+                     : client_cert_json(config.sync, std::nullopt, cert.error().message, now);
+       }()},
   };
 }
 

@@ -12,6 +12,7 @@
 #include "agent/store.h"
 #include "config/clock.h"
 #include "config/config.h"
+#include "sync/client_cert.h"
 #include "sync/publisher.h"
 
 namespace storewatch::agent {
@@ -36,6 +37,14 @@ nlohmann::json sync_json(const config::Config& config, const sync::PublisherStat
 /// `daemon_running` false and null for what only the daemon knows.
 Result<nlohmann::json> sync_json_from_store(const config::Config& config, Store& store,
                                             WallTime now);
+
+/// The `client_cert` member of the `sync` object: null without cert_file,
+/// else {"file", "subject", "not_after", "days_left", "warn_days",
+/// "warning", "error"} of `info` (the certificate in use), or of `error`
+/// when it could not be read.
+nlohmann::json client_cert_json(const config::SyncConfig& sync,
+                                const std::optional<sync::CertInfo>& info, const std::string& error,
+                                WallTime now);
 
 /// From the database, for when no daemon answers: probe levels as last
 /// persisted, `sync.connected` false, `agent.running` false.

@@ -175,6 +175,9 @@ struct SyncConfig : BrokerConfig {
   int batch_max_events = 100;  ///< events per MQTT message (also capped at 64 KB)
   int inflight_batches = 4;    ///< batches published but not yet PUBACKed
   Millis ack_timeout = 30s;    ///< re-send un-acked events when HQ's ack is this late
+  /// Warn (log, `sync status`, an incident) when the client certificate
+  /// expires within this many days; 0 = never.
+  int cert_warn_days = 21;
 };
 
 struct ProbeConfig {

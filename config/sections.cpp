@@ -277,6 +277,9 @@ void read_sync(Context& ctx, const toml::node* node, Config& out) {
   fields.push_back({"ack_timeout", [&s](const Value& v) {
                       if (auto d = v.duration(Millis(1))) s.ack_timeout = *d;
                     }});
+  fields.push_back({"cert_warn_days", [&s](const Value& v) {
+                      if (auto n = v.integer(0, 3650)) s.cert_warn_days = to_int(*n);
+                    }});
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
 }
 

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "config/log.h"
+#include "sync/client_cert.h"
 
 namespace storewatch::sync {
 
@@ -30,6 +31,8 @@ std::string reason_text(const mqtt::token& tok) {
   return "failed";
 }
 
+constexpr auto kReloadGrace = std::chrono::milliseconds(500);
+
 bool uses_tls(const std::string& uri) {
   return uri.starts_with("ssl://") || uri.starts_with("wss://") || uri.starts_with("mqtts://");
 }
@@ -46,22 +49,53 @@ std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::millise
   return milliseconds(pick(rng));
 }
 
+/// What Paho calls on its own threads. One per Paho client: a client
+/// replaced by a TLS reload keeps calling its own adapter, whose generation
+/// is no longer the state's, so whatever it still reports is ignored.
+struct PahoCallbacks final : mqtt::callback, mqtt::iaction_listener {
+  PahoCallbacks(asio::io_context& io, std::weak_ptr<MqttTransport::State> state,
+                std::uint64_t generation)
+      : io(io), state(std::move(state)), generation(generation) {}
+
+  asio::io_context& io;
+  std::weak_ptr<MqttTransport::State> state;
+  const std::uint64_t generation;
+
+  // --- Paho threads: post and return ---------------------------------------
+  template <class F>
+  void post(F f);
+
+  void connection_lost(const std::string& cause) override;
+  void message_arrived(mqtt::const_message_ptr msg) override;
+  // Connect, publish and subscribe results; the user context is the id of
+  // the pending operation (or of the connect attempt).
+  void on_success(const mqtt::token& tok) override;
+  void on_failure(const mqtt::token& tok) override;
+};
+
 /// Everything the transport owns. Paho's threads reach it only through
 /// weak pointers captured in handlers posted to the io_context.
-struct MqttTransport::State : std::enable_shared_from_this<State>,
-                              mqtt::callback,
-                              mqtt::iaction_listener {
+struct MqttTransport::State : std::enable_shared_from_this<State> {
   State(asio::io_context& io, MqttOptions o) : io(io), options(std::move(o)), timer(io) {}
 
   asio::io_context& io;
   MqttOptions options;
   asio::steady_timer timer;
   mqtt::connect_options connect_options;
+  // The adapters outlive the clients that call them (declared first,
+  // destroyed last). The client a reload replaced is kept, disconnected,
+  // until the next reload, so a callback Paho is still running on it never
+  // meets a destroyed object.
+  std::unique_ptr<PahoCallbacks> callbacks;
+  std::unique_ptr<PahoCallbacks> retired_callbacks;
   std::unique_ptr<mqtt::async_client> client;
+  std::unique_ptr<mqtt::async_client> retired_client;
+  std::uint64_t generation = 0;
+  std::string tls_digest;
 
   TransportListener* listener = nullptr;
   bool is_connected = false;
-  bool connecting = false;
+  std::uint64_t connect_id = 0;  ///< the attempt in progress, 0 = none
   bool stopping = false;
   unsigned attempt = 0;
   std::uint64_t next_id = 1;
@@ -70,41 +104,52 @@ struct MqttTransport::State : std::enable_shared_from_this<State>,
   std::string logged_error;
   std::mt19937_64 rng{std::random_device{}()};
 
-  // --- Paho threads: post and return ---------------------------------------
-  template <class F>
-  void post(F f) {
-    asio::post(io, [w = weak_from_this(), f = std::move(f)]() mutable {
-      if (auto s = w.lock()) f(*s);
-    });
+  /// A new Paho client for the broker with its own callback adapter; every
+  /// callback is set before its first connect.
+  Status make_client() {
+    try {
+      auto c = std::make_unique<mqtt::async_client>(options.broker.broker, options.client_id,
+                                                    mqtt::create_options(MQTTVERSION_5), nullptr);
+      auto cb = std::make_unique<PahoCallbacks>(io, weak_from_this(), ++generation);
+      c->set_callback(*cb);
+      retired_client = std::move(client);
+      retired_callbacks = std::move(callbacks);
+      client = std::move(c);
+      callbacks = std::move(cb);
+    } catch (const mqtt::exception& e) {
+      return Error{fmt::format("broker {}: {}", options.broker.broker, e.what())};
+    }
+    return {};
   }
 
-  void connection_lost(const std::string& cause) override {
-    post([cause](State& s) { s.on_lost(cause.empty() ? "connection lost" : cause); });
-  }
-  void message_arrived(mqtt::const_message_ptr msg) override {
-    Message m{msg->get_topic(), msg->to_string(), msg->get_qos(), msg->is_retained()};
-    post([m = std::move(m)](State& s) {
-      if (s.listener != nullptr && !s.stopping) s.listener->on_message(m);
-    });
-  }
-  // Connect, publish and subscribe results; the user context is the id of
-  // the pending operation (0 = the connect attempt).
-  void on_success(const mqtt::token& tok) override {
-    auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-    post([id](State& s) { s.complete(id, Status::success()); });
-  }
-  void on_failure(const mqtt::token& tok) override {
-    auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
-    std::string why = reason_text(tok);
-    post([id, why](State& s) { s.complete(id, Error{why}); });
+  /// Points the long-lived connect options at the files of `b` as they are
+  /// now (Paho copies the paths and reads the files on each connect).
+  Status apply_credentials(const config::BrokerConfig& b) {
+    mqtt::connect_options& co = connect_options;
+    if (!b.username.empty()) co.set_user_name(b.username);
+    if (!b.password_file.empty()) {
+      auto pw = config::read_secret(b.password_file);
+      if (!pw) return Error{"password_file: " + pw.error().message};
+      co.set_password(*pw);
+    }
+    if (uses_tls(b.broker)) {
+      mqtt::ssl_options ssl;
+      if (!b.ca_file.empty()) ssl.set_trust_store(b.ca_file.string());
+      if (!b.cert_file.empty()) ssl.set_key_store(b.cert_file.string());
+      if (!b.key_file.empty()) ssl.set_private_key(b.key_file.string());
+      ssl.set_enable_server_cert_auth(true);
+      ssl.set_verify(true);
+      co.set_ssl(std::move(ssl));
+    }
+    return {};
   }
 
   // --- io_context thread -----------------------------------------------------
   void complete(std::uint64_t id, Status st) {
-    if (id == 0) {
-      // Paho C 1.3.12 may report one connect success twice.
-      if (!connecting) return;
-      connecting = false;
+    if (connect_id != 0 && id == connect_id) {
+      // Paho C 1.3.12 may report one connect success twice: the second
+      // finds connect_id reset and is dropped below.
+      connect_id = 0;
       if (stopping) return;
       if (st) {
         on_connected();
@@ -163,33 +208,73 @@ struct MqttTransport::State : std::enable_shared_from_this<State>,
   }
 
   void connect() {
-    if (stopping || is_connected || connecting) return;
+    if (stopping || is_connected || connect_id != 0) return;
     if (listener != nullptr) {
       if (auto will = listener->will_for_next_connect()) {
         connect_options.set_will(mqtt::will_options(
             will->topic, will->payload.data(), will->payload.size(), will->qos, will->retained));
       }
     }
-    connecting = true;
+    connect_id = next_id++;
     try {
-      client->connect(connect_options, nullptr, *this);
+      client->connect(connect_options,
+                      reinterpret_cast<void*>(static_cast<std::uintptr_t>(connect_id)), *callbacks);
     } catch (const mqtt::exception& e) {
-      connecting = false;
+      connect_id = 0;
       on_lost(std::string("connect: ") + e.what());
     }
   }
+
+  /// Disconnects the current client (briefly blocking: a reload is rare and
+  /// Paho's callbacks only post) and retires it.
+  void drop_client(std::chrono::milliseconds grace) {
+    if (!client) return;
+    if (is_connected || connect_id != 0) {
+      try {
+        auto tok = client->disconnect(static_cast<int>(grace.count()));
+        tok->wait_for(grace + std::chrono::seconds(1));
+      } catch (const mqtt::exception& e) {
+        log::debug("mqtt: disconnect: {}", e.what());
+      }
+    }
+  }
 };
+
+template <class F>
+void PahoCallbacks::post(F f) {
+  asio::post(io, [w = state, g = generation, f = std::move(f)]() mutable {
+    auto s = w.lock();
+    if (s && s->generation == g) f(*s);
+  });
+}
+
+void PahoCallbacks::connection_lost(const std::string& cause) {
+  post([cause](MqttTransport::State& s) { s.on_lost(cause.empty() ? "connection lost" : cause); });
+}
+
+void PahoCallbacks::message_arrived(mqtt::const_message_ptr msg) {
+  Message m{msg->get_topic(), msg->to_string(), msg->get_qos(), msg->is_retained()};
+  post([m = std::move(m)](MqttTransport::State& s) {
+    if (s.listener != nullptr && !s.stopping) s.listener->on_message(m);
+  });
+}
+
+void PahoCallbacks::on_success(const mqtt::token& tok) {
+  auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+  post([id](MqttTransport::State& s) { s.complete(id, Status::success()); });
+}
+
+void PahoCallbacks::on_failure(const mqtt::token& tok) {
+  auto id = reinterpret_cast<std::uintptr_t>(tok.get_user_context());
+  std::string why = reason_text(tok);
+  post([id, why](MqttTransport::State& s) { s.complete(id, Error{why}); });
+}
 
 Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& io,
                                                              MqttOptions options) {
   auto s = std::make_shared<State>(io, std::move(options));
   const config::BrokerConfig& b = s->options.broker;
-  try {
-    s->client = std::make_unique<mqtt::async_client>(b.broker, s->options.client_id,
-                                                     mqtt::create_options(MQTTVERSION_5), nullptr);
-  } catch (const mqtt::exception& e) {
-    return Error{fmt::format("broker {}: {}", b.broker, e.what())};
-  }
+  if (auto st = s->make_client(); !st) return st.error();
 
   // Everything that points into memory of its own (credentials, TLS,
   // properties) is set on the object that lives on, not through the builder:
@@ -203,28 +288,13 @@ Result<std::unique_ptr<MqttTransport>> MqttTransport::create(asio::io_context& i
            .connect_timeout(std::chrono::seconds(10))
            .automatic_reconnect(false)
            .finalize();
-  if (!b.username.empty()) co.set_user_name(b.username);
-  if (!b.password_file.empty()) {
-    auto pw = config::read_secret(b.password_file);
-    if (!pw) return Error{"password_file: " + pw.error().message};
-    co.set_password(*pw);
-  }
-  if (uses_tls(b.broker)) {
-    mqtt::ssl_options ssl;
-    if (!b.ca_file.empty()) ssl.set_trust_store(b.ca_file.string());
-    if (!b.cert_file.empty()) ssl.set_key_store(b.cert_file.string());
-    if (!b.key_file.empty()) ssl.set_private_key(b.key_file.string());
-    ssl.set_enable_server_cert_auth(true);
-    ssl.set_verify(true);
-    co.set_ssl(std::move(ssl));
-  }
+  if (auto st = s->apply_credentials(b); !st) return st.error();
+  s->tls_digest = tls_files_digest(b);
   if (s->options.persistent_session) {
     co.set_properties(
         mqtt::properties{{mqtt::property::SESSION_EXPIRY_INTERVAL,
                           static_cast<std::int32_t>(s->options.session_expiry.count())}});
   }
-  // Every callback is set once, before the first connect.
-  s->client->set_callback(*s);
   return std::unique_ptr<MqttTransport>(new MqttTransport(std::move(s)));
 }
 
@@ -234,6 +304,7 @@ MqttTransport::~MqttTransport() {
   stop(std::chrono::milliseconds(0));
   // Destroying the client joins Paho's threads; after that no callback runs.
   state_->client.reset();
+  state_->retired_client.reset();
 }
 
 void MqttTransport::start(TransportListener& listener) {
@@ -246,18 +317,46 @@ void MqttTransport::stop(std::chrono::milliseconds grace) {
   if (s.stopping) return;
   s.stopping = true;
   s.timer.cancel();
-  if (s.is_connected || s.connecting) {
-    try {
-      // Blocking here is fine: we are shutting down and Paho's callbacks only post.
-      auto tok = s.client->disconnect(static_cast<int>(grace.count()));
-      tok->wait_for(grace + std::chrono::seconds(1));
-    } catch (const mqtt::exception& e) {
-      log::debug("mqtt: disconnect: {}", e.what());
-    }
-  }
+  // Blocking here is fine: we are shutting down and Paho's callbacks only post.
+  s.drop_client(grace);
   s.is_connected = false;
+  s.connect_id = 0;
   s.fail_pending("transport stopped");
   s.listener = nullptr;
+}
+
+Result<bool> MqttTransport::reload_tls(const config::BrokerConfig& files) {
+  State& s = *state_;
+  if (auto st = check_tls_files(files); !st) return st.error();
+  std::string digest = tls_files_digest(files);
+  if (digest == s.tls_digest) return false;
+  if (auto st = s.apply_credentials(files); !st) return st.error();
+  s.tls_digest = std::move(digest);
+  if (s.stopping) return true;
+  // Paho C reads the files on each connect (a new SSL_CTX every time), but
+  // it keeps the first TLS session of a client and offers it on the
+  // client's later connects; a broker that resumed it would see the old
+  // certificate's identity. A new client has no session: full handshake.
+  const bool started = s.listener != nullptr;
+  const bool was_connected = s.is_connected;
+  s.timer.cancel();
+  s.drop_client(kReloadGrace);
+  s.is_connected = false;
+  s.connect_id = 0;
+  s.attempt = 0;
+  auto made = s.make_client();
+  const std::string why = "reconnecting with the reloaded TLS files";
+  s.fail_pending(why);
+  if (!started) return made ? Result<bool>(true) : Result<bool>(made.error());
+  if (was_connected && s.listener != nullptr) s.listener->on_disconnected(why);
+  if (!made) {
+    s.error = made.error().message;
+    s.schedule_reconnect();
+    return made.error();
+  }
+  log::info("mqtt: {}", why);
+  s.connect();
+  return true;
 }
 
 bool MqttTransport::connected() const {
@@ -280,7 +379,7 @@ void MqttTransport::publish(Message m, Done done) {
   s.pending.emplace(id, std::move(done));
   try {
     auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retained);
-    s.client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), s);
+    s.client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), *s.callbacks);
   } catch (const mqtt::exception& e) {
     s.complete(id, Error{std::string("publish: ") + e.what()});
   }
@@ -297,7 +396,8 @@ void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
   try {
     auto topics = mqtt::string_collection::create(filters);
     std::vector<int> qos(filters.size(), 1);
-    s.client->subscribe(topics, qos, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), s);
+    s.client->subscribe(topics, qos, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)),
+                        *s.callbacks);
   } catch (const mqtt::exception& e) {
     s.complete(id, Error{std::string("subscribe: ") + e.what()});
   }

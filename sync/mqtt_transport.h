@@ -47,6 +47,14 @@ class MqttTransport final : public Transport {
   void subscribe(std::vector<std::string> filters, Done done) override;
   std::string last_error() const override;
 
+  /// Re-reads the TLS files and password file of `files` (the same paths as
+  /// at create). Refused, changing nothing, when one is missing, unreadable,
+  /// not PEM, or the key does not belong to the certificate. When their
+  /// contents changed, the connection is replaced by one of a new Paho client
+  /// that uses them (what was in flight fails and is sent again); returns
+  /// false when nothing changed (the connection is kept).
+  Result<bool> reload_tls(const config::BrokerConfig& files);
+
   struct State;
 
  private:

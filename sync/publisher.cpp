@@ -62,6 +62,10 @@ void Publisher::set_error(std::string error) {
   last_error_at_ = clock_.wall_now();
 }
 
+void Publisher::note_error(std::string error) {
+  set_error(std::move(error));
+}
+
 void Publisher::on_connected() {
   connected_ = true;
   since_ = clock_.wall_now();
@@ -176,6 +180,10 @@ void Publisher::drain() {
                            return;
                          }
                          last_puback_ = clock_.wall_now();
+                         // Events get through again: an earlier problem
+                         // (a refusal, a lost link) is over.
+                         last_error_.clear();
+                         last_error_at_.reset();
                          drain();
                        });
     arm_ack_timer();

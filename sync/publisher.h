@@ -66,6 +66,10 @@ class Publisher final : public TransportListener {
 
   PublisherStats stats() const;
 
+  /// Records a sync problem found outside the publisher (a TLS reload that
+  /// was refused) as `last_error`.
+  void note_error(std::string error);
+
   // --- HQ commands (sync/commands.h, agent/hq_commands.h) -------------------
 
   /// Where the payloads of `P/stores/S/cmd` go; set before start(). With a

@@ -234,4 +234,36 @@ std::string logs_of(Child& c) {
   return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
 }
 
+// --- TestPki ------------------------------------------------------------------
+
+TestPki::TestPki(const std::vector<std::string>& clients) {
+  const auto d = dir_.path().string();
+  must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "3650", "-subj",
+        "/CN=storewatch-sync-test-ca"});
+  // A year: far outside the agent's expiry warning (cert_warn_days).
+  issue("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\n", 365);
+  for (const auto& c : clients) issue_client(c, c, 365);
+}
+
+void TestPki::issue_client(const std::string& name, const std::string& cn, int days) {
+  issue(name, cn, "basicConstraints=CA:FALSE\n", days);
+}
+
+void TestPki::must(const std::vector<std::string>& argv) {
+  auto r = run(argv);
+  if (r.exit_code != 0) throw std::runtime_error(fmt::format("{}: {}", argv[0], r.err));
+}
+
+void TestPki::issue(const std::string& name, const std::string& cn, const std::string& ext,
+                    int days) {
+  const auto d = dir_.path().string();
+  write_file(dir_ / (name + ".ext"), ext);
+  must({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
+  must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/ca.pem", "-CAkey",
+        d + "/ca.key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days",
+        std::to_string(days), "-extfile", d + "/" + name + ".ext"});
+}
+
 }  // namespace storewatch::test

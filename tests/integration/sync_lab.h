@@ -86,4 +86,27 @@ struct SyncLab {
 
 std::string logs_of(Child& c);
 
+/// A test CA and certificates made with openssl: server.pem for 127.0.0.1,
+/// and one client certificate per name (CN = the name), valid for a year.
+class TestPki {
+ public:
+  explicit TestPki(const std::vector<std::string>& clients);
+  std::string ca() const { return (dir_ / "ca.pem").string(); }
+  std::string cert(const std::string& name) const { return (dir_ / (name + ".pem")).string(); }
+  std::string key(const std::string& name) const { return (dir_ / (name + ".key")).string(); }
+  /// [sync] or [hq] keys presenting `name`'s certificate.
+  std::string keys(const std::string& name) const {
+    return fmt::format("ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n", ca(),
+                       cert(name), key(name));
+  }
+  /// Issues (again) the client certificate `name` with CN `cn`, valid for
+  /// `days` days from now, with a new key.
+  void issue_client(const std::string& name, const std::string& cn, int days);
+
+ private:
+  void must(const std::vector<std::string>& argv);
+  void issue(const std::string& name, const std::string& cn, const std::string& ext, int days);
+  TempDir dir_;
+};
+
 }  // namespace storewatch::test

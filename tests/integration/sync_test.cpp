@@ -193,45 +193,6 @@ TEST(SyncTransport, AgentReachesHqOverWebsockets) {
 
 // --- TLS and identity ------------------------------------------------------------
 
-/// A test CA and certificates made with openssl: server.pem for 127.0.0.1,
-/// and one client certificate per name (CN = the name).
-class TestPki {
- public:
-  explicit TestPki(const std::vector<std::string>& clients) {
-    const auto d = dir_.path().string();
-    must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-          "-nodes", "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
-          "/CN=storewatch-sync-test-ca"});
-    issue("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\n");
-    for (const auto& c : clients) issue(c, c, "basicConstraints=CA:FALSE\n");
-  }
-  std::string ca() const { return (dir_ / "ca.pem").string(); }
-  std::string cert(const std::string& name) const { return (dir_ / (name + ".pem")).string(); }
-  std::string key(const std::string& name) const { return (dir_ / (name + ".key")).string(); }
-  /// [sync] or [hq] keys presenting `name`'s certificate.
-  std::string keys(const std::string& name) const {
-    return fmt::format("ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n", ca(),
-                       cert(name), key(name));
-  }
-
- private:
-  void must(const std::vector<std::string>& argv) {
-    auto r = run(argv);
-    if (r.exit_code != 0) throw std::runtime_error(fmt::format("{}: {}", argv[0], r.err));
-  }
-  void issue(const std::string& name, const std::string& cn, const std::string& ext) {
-    const auto d = dir_.path().string();
-    write_file(dir_ / (name + ".ext"), ext);
-    must({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-          "-keyout", d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj",
-          "/CN=" + cn});
-    must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/ca.pem", "-CAkey",
-          d + "/ca.key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
-          "-extfile", d + "/" + name + ".ext"});
-  }
-  TempDir dir_;
-};
-
 // mosquitto with a TLS listener that requires a client certificate, takes
 // its CN as the user name, and lets each store write only under its own id
 // (pattern ACL %u). A store configured with another store's id is refused

@@ -187,6 +187,7 @@ TEST(ConfigLoad, MinimalConfigGetsTheDefaults) {
   EXPECT_EQ(c.sync.topic_prefix, "storewatch/v1");
   EXPECT_EQ(c.sync.keepalive, Millis(30s));
   EXPECT_EQ(c.sync.batch_max_events, 100);
+  EXPECT_EQ(c.sync.cert_warn_days, 21);
   ASSERT_EQ(c.probes.size(), 1u);
   const ProbeConfig& p = c.probes[0];
   EXPECT_EQ(p.name, "lan-switch");
@@ -225,6 +226,7 @@ reconnect_max = "10m"
 batch_max_events = 10000
 inflight_batches = 1000
 ack_timeout = "45s"
+cert_warn_days = 0
 
 [[probe]]
 name = "a"
@@ -262,6 +264,7 @@ depends_on = ["a"]
   EXPECT_EQ(c.sync.batch_max_events, 10000);
   EXPECT_EQ(c.sync.inflight_batches, 1000);
   EXPECT_EQ(c.sync.ack_timeout, Millis(45s));
+  EXPECT_EQ(c.sync.cert_warn_days, 0);
   const ProbeConfig* a = c.find_probe("a");
   ASSERT_NE(a, nullptr);
   EXPECT_EQ(a->interval, Millis(90min));
@@ -750,15 +753,17 @@ reconnect_max = "0ms"
 ack_timeout = 30
 batch_max_events = 0
 inflight_batches = 1001
+cert_warn_days = -1
 )");
   const auto e = errors(loaded.diagnostics);
-  ASSERT_EQ(e.size(), 5u) << dump(loaded.diagnostics);
+  ASSERT_EQ(e.size(), 6u) << dump(loaded.diagnostics);
   const std::string all = dump(e);
   EXPECT_THAT(all, HasSubstr("keepalive: must be at least 1s"));
   EXPECT_THAT(all, HasSubstr("reconnect_max: must be longer than 0s"));
   EXPECT_THAT(all, HasSubstr("ack_timeout: expected a duration string"));
   EXPECT_THAT(all, HasSubstr("batch_max_events: must be between 1 and 10000, got 0"));
   EXPECT_THAT(all, HasSubstr("inflight_batches: must be between 1 and 1000, got 1001"));
+  EXPECT_THAT(all, HasSubstr("cert_warn_days: must be between 0 and 3650, got -1"));
 }
 
 TEST(ConfigLoad, MissingSecretFileIsAWarningAndStillOk) {

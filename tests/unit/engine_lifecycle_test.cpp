@@ -932,5 +932,22 @@ TEST_F(Lifecycle, StorageProblemIsOneCriticalIncident) {
   EXPECT_EQ(events("resolved").size(), 1u);
 }
 
+TEST_F(Lifecycle, AnExpiringClientCertificateIsOneIncidentUntilAFreshOneIsLoaded) {
+  config.probes = {probe("pos")};
+  start();
+  engine->set_client_cert_problem("expires in 5 days", config::Severity::high);
+  engine->set_client_cert_problem("expires in 4 days", config::Severity::high);
+  // The storage condition is another incident of the same agent probe.
+  engine->set_storage_problem(std::nullopt);
+  ASSERT_EQ(events("opened").size(), 1u);
+  EXPECT_EQ(events("opened")[0].incident.probe, kAgentProbe);
+  EXPECT_EQ(events("opened")[0].incident.condition, "client_cert");
+  EXPECT_EQ(events("opened")[0].incident.severity, config::Severity::high);
+  EXPECT_TRUE(events("resolved").empty());
+  engine->set_client_cert_problem(std::nullopt, config::Severity::high);
+  EXPECT_EQ(events("resolved").size(), 1u);
+  EXPECT_TRUE(engine->unresolved().empty());
+}
+
 }  // namespace
 }  // namespace storewatch::agent

@@ -158,6 +158,20 @@ TEST_F(PublisherTest, AnAckBeyondTheNewestEventIsRefused) {
   EXPECT_NE(publisher->stats().last_error.find("500"), std::string::npos);
 }
 
+TEST_F(PublisherTest, AnErrorClearsOnceEventsGetThroughAgain) {
+  outbox.add(3);
+  start();
+  ack(500);
+  ASSERT_NE(publisher->stats().last_error, "");
+  publisher->note_error("SIGHUP: new TLS files refused");
+  EXPECT_EQ(publisher->stats().last_error, "SIGHUP: new TLS files refused");
+  EXPECT_TRUE(publisher->stats().last_error_at.has_value());
+  for (int i = 0; i < 3; ++i) transport.puback_oldest();
+  EXPECT_TRUE(publisher->stats().last_puback.has_value());
+  EXPECT_EQ(publisher->stats().last_error, "");
+  EXPECT_FALSE(publisher->stats().last_error_at.has_value());
+}
+
 TEST_F(PublisherTest, ReconnectResendsEverythingAboveTheAck) {
   outbox.add(5);
   start();
