@@ -180,8 +180,7 @@ void Engine::restore(EngineSnapshot snap) {
   }
   for (auto& inc : snap.resolved) {
     const SteadyTime at = steady_of(inc.t_resolved.value_or(clock_.wall_now()));
-    std::string uid = inc.uid;
-    resolved_.emplace(std::move(uid), Resolved{std::move(inc), at});
+    keep_resolved(std::move(inc), at);
   }
   silences_ = std::move(snap.silences);
 }
@@ -393,16 +392,17 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
 
   // The newest resolved incident of this key, if it resolved recently.
   std::optional<std::string> reopen;
-  for (const auto& [uid, res] : resolved_) {
-    if (res.incident.dedup_key != key) continue;
+  for (auto [k, end] = resolved_by_key_.equal_range(key); k != end; ++k) {
+    const Resolved& res = resolved_.at(k->second);
     if (now - res.at > config_.incidents.reopen_window) continue;
-    if (!reopen || res.at > resolved_.at(*reopen).at) reopen = uid;
+    if (!reopen || res.at > resolved_.at(*reopen).at) reopen = k->second;
   }
 
   Incident inc;
   std::string type;
   json extra{{"message", r.message}};
   if (reopen) {
+    unindex_resolved(key, *reopen);
     inc = std::move(resolved_.at(*reopen).incident);
     resolved_.erase(*reopen);
     ++inc.reopen_count;
@@ -479,7 +479,7 @@ void Engine::resolve(Incident inc_in, const std::string& actor, const std::strin
   emit(inc, final_state == IncidentState::closed ? "closed" : "resolved", std::move(extra), actor);
   const std::string uid = inc.uid;
   if (final_state == IncidentState::resolved) {
-    resolved_.insert_or_assign(uid, Resolved{std::move(inc), clock_.steady_now()});
+    keep_resolved(std::move(inc), clock_.steady_now());
   }
   after_root_gone(uid);
 }
@@ -742,6 +742,22 @@ void Engine::escalate(Incident& inc, const std::string& reason) {
 
 // --- waiting work --------------------------------------------------------------
 
+void Engine::keep_resolved(Incident inc, SteadyTime at) {
+  std::string uid = inc.uid;
+  std::string key = inc.dedup_key;
+  auto [it, inserted] = resolved_.insert_or_assign(uid, Resolved{std::move(inc), at});
+  if (inserted) resolved_by_key_.emplace(std::move(key), std::move(uid));
+}
+
+void Engine::unindex_resolved(const std::string& key, const std::string& uid) {
+  for (auto [k, end] = resolved_by_key_.equal_range(key); k != end; ++k) {
+    if (k->second == uid) {
+      resolved_by_key_.erase(k);
+      return;
+    }
+  }
+}
+
 void Engine::tick() {
   const SteadyTime now = clock_.steady_now();
   tick_closing(now);
@@ -757,6 +773,7 @@ void Engine::tick_closing(SteadyTime now) {
       ++it;
       continue;
     }
+    unindex_resolved(it->second.incident.dedup_key, it->first);
     Incident inc = std::move(it->second.incident);
     it = resolved_.erase(it);
     inc.state = IncidentState::closed;
@@ -905,6 +922,7 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
       if (inc->state == IncidentState::resolved) {
         // Closing a resolved incident.
         Incident closed = std::move(*inc);
+        unindex_resolved(closed.dedup_key, uid);
         resolved_.erase(uid);
         closed.state = IncidentState::closed;
         closed.t_closed = clock_.wall_now();

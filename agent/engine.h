@@ -240,6 +240,11 @@ class Engine {
   std::map<std::string, std::vector<std::string>> precondition_of_;
   std::map<std::string, Incident> unresolved_;
   std::map<std::string, Resolved> resolved_;  ///< by uid
+  /// resolved_'s uids by dedup key: a new failure finds the incident it may
+  /// reopen without scanning every incident resolved within close_after.
+  std::multimap<std::string, std::string> resolved_by_key_;
+  void keep_resolved(Incident inc, SteadyTime at);
+  void unindex_resolved(const std::string& key, const std::string& uid);
   std::vector<SilenceRow> silences_;
   std::optional<bool> trading_;  ///< at the last tick
   bool stopping_ = false;

@@ -218,6 +218,40 @@ TEST_F(Lifecycle, ReopensWithinTheWindowAndOpensAnewAfterIt) {
   EXPECT_EQ(events("opened").size(), 2u);
 }
 
+TEST_F(Lifecycle, ReopensTheNewestResolvedIncidentOfItsOwnKey) {
+  config.probes = {probe("pos"), probe("lane")};
+  config.incidents.reopen_window = 30min;
+  config.incidents.close_after = 2h;
+  start();
+  feed("lane", ProbeStatus::fail, 3);
+  feed("lane", ProbeStatus::ok, 2);
+  const std::string lane = events("resolved").back().incident.uid;
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string a = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(31min);  // a is out of the window, still resolved (not closed)
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string b = open_of("pos")->uid;
+  EXPECT_NE(b, a);
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(10min);
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_EQ(open_of("pos")->uid, b) << "the newest of its key, not a or lane's";
+  EXPECT_EQ(open_of("pos")->reopen_count, 1);
+  feed("pos", ProbeStatus::ok, 2);
+  // b closes by hand; a closes by time; a failure then opens a new incident.
+  ASSERT_TRUE(engine->act(Engine::Action::close, b, "cli:tech", "", std::nullopt));
+  clock.advance(2h);
+  engine->tick();
+  EXPECT_EQ(events("closed").size(), 3u);  // b, a and lane
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_NE(open_of("pos")->uid, a);
+  EXPECT_NE(open_of("pos")->uid, b);
+  EXPECT_NE(open_of("pos")->uid, lane);
+  EXPECT_EQ(open_of("pos")->reopen_count, 0);
+}
+
 TEST_F(Lifecycle, ReopeningResetsTheCloseTimer) {
   config.probes = {probe("pos")};
   config.incidents.close_after = 1h;
