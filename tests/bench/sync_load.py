@@ -67,6 +67,20 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
 
 
+def cpu_pressure():
+    """The share of the last 60 s in which some runnable task waited for a CPU
+    (/proc/pressure/cpu, "some avg60"), or "?"."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return re.search(r"some avg10=\S+ avg60=(\S+)", f.read()).group(1) + " %"
+    except (OSError, AttributeError):
+        return "?"
+
+
+def busy():
+    return f"load average {loadavg()}, CPU pressure {cpu_pressure()}"
+
+
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -591,6 +605,9 @@ def drain_once(procs, sw, work, backlog_db, events, batch, inflight, workers, ta
     last = agent_max_seq(db)
     problems = hq_completeness(hq_db, {store: last})
     span = query(hq_db, "SELECT MIN(received), MAX(received), COUNT(*) FROM events")[0]
+    # Every event of one HQ commit carries that commit's `received`: the
+    # groups HQ committed, as the database tells them.
+    groups = [r[0] for r in query(hq_db, "SELECT COUNT(*) FROM events GROUP BY received, worker")]
     stats = query(db, "SELECT MAX(LENGTH(body)), AVG(LENGTH(body)) FROM events")[0]
     procs.stop_named({f"hq-{tag}-{w}" for w in range(workers)} | {f"mosq-{tag}"})
     cpu = {k: (m.cpu_pct, m.rss_peak) for k, m in meters.items()}
@@ -599,6 +616,7 @@ def drain_once(procs, sw, work, backlog_db, events, batch, inflight, workers, ta
     return {"batch": batch, "inflight": inflight, "workers": workers, "events": events, "last_seq": last,
             "seconds": t1 - t0, "per_second": events / (t1 - t0),
             "hq_span_s": (span[1] - span[0]) / 1000.0 if span[2] else None,
+            "commits": len(groups), "group_max": max(groups, default=0),
             "body_avg": stats[1], "problems": problems,
             "cpu": cpu}
 
@@ -615,13 +633,14 @@ def run_drain(args, procs, sw, work):
         raise SystemExit(f"sync_load: sync_backlog failed:\n{r.stdout}{r.stderr}")
     events = agent_max_seq(backlog_db)
     log(f"(a) backlog: {events} events in {time.monotonic() - t:.1f} s")
-    out = {"events": events, "probes": nprobes, "runs": [], "load": [loadavg()]}
+    out = {"events": events, "probes": nprobes, "runs": [], "load": [busy()]}
     for batch, inflight, workers in args.drain_settings:
         for rep in range(args.drain_reps):
             tag = f"d{batch}x{inflight}w{workers}r{rep}"
             res = drain_once(procs, sw, work, backlog_db, events, batch, inflight, workers, tag)
             log(f"(a) batch {batch}, inflight {inflight}, {workers} HQ worker(s): "
-                f"{res['per_second']:,.0f} events/s "
+                f"{res['per_second']:,.0f} events/s, {res['commits']} HQ commits (largest "
+                f"{res['group_max']} events) "
                 f"({res['seconds']:.2f} s){' INCOMPLETE' if res['problems'] else ''}")
             out["runs"].append(res)
     out["body_avg"] = out["runs"][0]["body_avg"]
@@ -630,7 +649,7 @@ def run_drain(args, procs, sw, work):
     out["alone"] = broker_alone(procs, work, events, int(out["body_avg"]))
     log(f"(a) broker alone: {out['alone_pub']['per_second']:,.0f} messages/s PUBACKed, "
         f"{out['alone']['per_second']:,.0f}/s to a subscriber")
-    out["load"].append(loadavg())
+    out["load"].append(busy())
     return out
 
 
@@ -651,7 +670,7 @@ def run_latency(args, procs, sw, work):
     # resolving and reopening it. Every down opens (or reopens) one.
     cfg, db = agent_config(work, "agent-lat", store, port, probes=probes,
                            incidents='[incidents]\nflap_high = 100\nflap_low = 100\n')
-    load0 = loadavg()
+    load0 = busy()
     try:
         flapper.start()
         procs.start("agent-lat", [sw, "--config", cfg, "run"])
@@ -690,7 +709,7 @@ def run_latency(args, procs, sw, work):
         problems.append(f"{len(rows) - len(to_ack)} incidents have no ack seen covering them")
     procs.stop_named({"acksub", "hq-lat", "mosq-lat"})
     return {"incidents": len(rows), "events": agent_max_seq(db), "to_received": to_received,
-            "to_ack": to_ack, "problems": problems, "load": [load0, loadavg()]}
+            "to_ack": to_ack, "problems": problems, "load": [load0, busy()]}
 
 
 # --- (c) fleet ----------------------------------------------------------------------
@@ -714,7 +733,7 @@ def run_fleet(args, procs, sw, work):
         cfg, db = agent_config(work, f"fleet/{store}", store, port, probes=probes)
         agents[store] = (cfg, db)
     meters = {"hq run": Meter(hq.pid), "mosquitto": Meter(mosq.pid)}
-    load0 = loadavg()
+    load0 = busy()
     try:
         flapper.start()
         log(f"(c) starting {len(agents)} agents")
@@ -736,7 +755,7 @@ def run_fleet(args, procs, sw, work):
         for name, p in procs.procs:
             if name in names:
                 peak_agent_rss = max(peak_agent_rss, status_kb(p.pid, "VmRSS"))
-        load_mid = loadavg()
+        load_mid = busy()
         flapper.all_up()
         log("(c) devices up; waiting for every agent to drain")
         t_drain = time.monotonic()
@@ -771,7 +790,7 @@ def run_fleet(args, procs, sw, work):
             "median": statistics.median(counts), "window": window, "drain": drain,
             "drain_s": drain_s, "hq_hwm": hq_hwm, "mosq_hwm": mosq_hwm,
             "agent_rss": peak_agent_rss, "problems": problems, "load": [load0, load_mid,
-                                                                        loadavg()]}
+                                                                        busy()]}
 
 
 # --- report -----------------------------------------------------------------------
@@ -800,16 +819,17 @@ def report(args, started, cmdline, a, b, c):
         d = [r for r in a["runs"] if (r["batch"], r["inflight"], r["workers"]) == (100, 4, 1)]
         lines.append(f"""### (a) Drain a backlog of {a['events']:,} events
 
-Load average {a['load'][0]} at the start, {a['load'][1]} at the end. The backlog: `sync_backlog`
+At the start {a['load'][0]}; at the end {a['load'][1]}. The backlog: `sync_backlog`
 (tests/bench) has the real incident engine and StoreWriter write {a['events']:,} events
 (incidents of {a['probes']} flapping tcp probes opened or reopened, and resolved; {a['body_avg']:.0f} bytes of
 JSON per event on average) into a fresh agent database; each run copies it. Time = from
 starting `storewatch run` on the copy (broker and `hq run` up) until HQ's database has
 `acked_seq` = {a['events']:,} (HQ commits before it acks); every run checked complete.
-CPU = % of one core over that time; RSS = peak of 0.5 s samples.
+CPU = % of one core over that time; RSS = peak of 0.5 s samples. HQ's commits are
+counted from its database (the events of one commit share its `received` time).
 
-| `batch_max_events` / `inflight_batches` | HQ workers | time | events/s end to end | HQ's first → last receive | CPU agent / hq (all workers) / mosquitto | RSS agent / hq (largest worker) | target | met |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| `batch_max_events` / `inflight_batches` | HQ workers | time | events/s end to end | HQ's first → last commit | HQ commits (largest, events) | CPU agent / hq (all workers) / mosquitto | RSS agent / hq (largest worker) | target | met |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """)
         rows = []
         for r in a["runs"]:
@@ -817,7 +837,8 @@ CPU = % of one core over that time; RSS = peak of 0.5 s samples.
             rows.append(
                 f"| {r['batch']} / {r['inflight']}{' (default)' if (r['batch'], r['inflight']) == (100, 4) else ''} "
                 f"| {r['workers']} | {r['seconds']:.2f} s | {r['per_second']:,.0f} "
-                f"| {r['hq_span_s']:.2f} s | {cpu['storewatch run'][0]:.0f} / {cpu['hq run'][0]:.0f} / "
+                f"| {r['hq_span_s']:.2f} s | {r['commits']} ({r['group_max']:,}) "
+                f"| {cpu['storewatch run'][0]:.0f} / {cpu['hq run'][0]:.0f} / "
                 f"{cpu['mosquitto'][0]:.0f} % | {mb(cpu['storewatch run'][1])} / {mb(cpu['hq run'][1])} "
                 f"| ≥ 20,000/s | {yes(r['per_second'] >= 20000 and not r['problems'])} |\n")
         lines[-1] = lines[-1].rstrip("\n") + "\n" + "".join(rows)
@@ -866,7 +887,7 @@ CPU = % of one core over that time; RSS = peak of 0.5 s samples.
         lines.append(f"""
 ### (b) Latency: incident opened → committed at HQ
 
-Load average {b['load'][0]} at the start, {b['load'][1]} at the end. One agent connected
+At the start {b['load'][0]}; at the end {b['load'][1]}. One agent connected
 to HQ, {args.latency_probes} tcp probes (interval {args.latency_interval_ms} ms, fail_after 1,
 recover_after 1, flapping off) on devices that this script takes down and
 up every {args.latency_period / 2:g} s, each on its own phase; {b['incidents']} incidents opened or reopened
@@ -887,8 +908,8 @@ first `ack` covering the event's seq (published after the commit). One machine, 
         lines.append(f"""
 ### (c) Fleet: {c['agents']} agents, {args.fleet_seconds} s
 
-Load average {c['load'][0]} at the start, {c['load'][1]} at the end of the window,
-{c['load'][2]} after the drain. {c['agents']} `storewatch run` processes, each its own store id,
+At the start {c['load'][0]}; at the end of the window {c['load'][1]};
+after the drain {c['load'][2]}. {c['agents']} `storewatch run` processes, each its own store id,
 data dir and database, 3 tcp probes (interval {args.fleet_interval} s, fail_after 1,
 recover_after 1, default flap detection) on 30 shared devices that go down and up every
 {args.fleet_period / 2:g} s, each on its own phase; one mosquitto, one `hq run`. After the
