@@ -1004,8 +1004,9 @@ counted from its database (the events of one commit share its `received` time).
             f"event (`dump(e.to_json())`) and copying and re-encoding its incident snapshot.")
         if best["per_second"] < 20000:
             lines.append(
-                f"Target missed: the end-to-end rate is bounded by HQ's ingest CPU, not by "
-                f"the broker or the publisher's window (more in flight or bigger batches do "
+                f"Target missed: the end-to-end rate is bounded by "
+                f"{'HQ' if hq_us >= ag_us else 'the agent'}'s CPU per event (the larger of the "
+                f"two above), not by the broker or the publisher's window (more in flight or bigger batches do "
                 f"not help: a batch is cut at 64 KB, about {65536 // max(1, int(a['body_avg']))} "
                 f"events of this size, so `batch_max_events` above that only makes the agent "
                 f"read rows it then leaves for the next batch). HQ does not push back: "
