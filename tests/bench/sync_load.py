@@ -112,6 +112,7 @@ class Procs:
     def __init__(self, work):
         self.work = work
         self.procs = []
+        self.bad_exits = []  # storewatch processes that did not exit 0 on SIGTERM
 
     def start(self, name, argv, stdout=None, **kw):
         out = stdout if stdout is not None else open(f"{self.work}/{name}.log", "w")
@@ -143,6 +144,9 @@ class Procs:
                 log(f"{name} ignored SIGTERM for 15 s; killing it")
                 p.kill()
                 p.wait(timeout=5)
+            if name.startswith(("agent-", "hq-")) and p.returncode != 0:
+                self.bad_exits.append(f"{name} exited with {p.returncode}: "
+                                      f"{self.log_tail(name, 300)!r}")
 
     def stop_named(self, names):
         mine = [(n, p) for n, p in self.procs if n in names]
@@ -1183,13 +1187,13 @@ def main():
         benchlib.write_section(args.output, SECTION, text)
         log(f"wrote the section to {args.output}")
     problems = [p for r in (a["runs"] if a else []) for p in r["problems"]] + \
-        (b["problems"] if b else []) + (c["problems"] if c else [])
+        (b["problems"] if b else []) + (c["problems"] if c else []) + procs.bad_exits
     if args.keep or problems:
         log(f"work directory kept: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
     if problems:
-        log("HQ is incomplete: " + "; ".join(problems[:10]))
+        log("problems: " + "; ".join(problems[:10]))
         return 1
     return 0
 
