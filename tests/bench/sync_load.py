@@ -1016,7 +1016,9 @@ counted from its database (the events of one commit share its `received` time).
                 f"read rows it then leaves for the next batch). HQ does not push back: "
                 f"what it has not committed yet waits decoded in its memory (its RSS above), "
                 f"so the broker sees a fast consumer while HQ's queue grows. The machine's load "
-                f"(above) takes its share of the two cores from all three processes.")
+                f"(above) takes its share of the two cores from all three processes; at such a CPU "
+                f"pressure the same run varies by about a third from one run to the next, so "
+                f"the rows compare the settings only roughly.")
         probs = [p for r in a["runs"] for p in r["problems"]]
         if probs:
             lines.append("\n**HQ incomplete:** " + "; ".join(probs[:10]) + "\n")
