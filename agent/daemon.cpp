@@ -317,6 +317,15 @@ int run_daemon(const config::Config& cfg) {
     if (auto r = s.prune_commands(SystemClock().wall_now() - cfg.agent.retention, 1000); !r) {
       log::error("retention: command ids: {}", r.error().message);
     }
+    // So are notifications sent or dropped; queued ones never go.
+    const auto before = SystemClock().wall_now() - cfg.agent.retention;
+    if (auto r = s.prune_notifications(
+            std::chrono::duration_cast<std::chrono::milliseconds>(before.time_since_epoch())
+                .count(),
+            1000);
+        !r) {
+      log::error("retention: notifications: {}", r.error().message);
+    }
     return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
       asio::post(io,
                  [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });

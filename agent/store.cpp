@@ -495,6 +495,16 @@ Result<std::optional<std::int64_t>> Store::next_notice_due() {
   return *row ? stmt->optional_int64(0) : std::nullopt;
 }
 
+Result<std::int64_t> Store::prune_notifications(std::int64_t before_ms, std::int64_t limit) {
+  auto stmt = db_.prepare(
+      "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE state != "
+      "'queued' AND done_ms < ?1 ORDER BY id LIMIT ?2)");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, before_ms).bind(2, limit);
+  if (auto st = stmt->run(); !st) return st.error();
+  return static_cast<std::int64_t>(db_.changes());
+}
+
 Result<std::vector<nlohmann::json>> Store::notifications(const std::string& incident_uid) {
   auto stmt = db_.prepare(
       "SELECT id, channel, incident_uid, kind, state, attempts, last_error, created_at "

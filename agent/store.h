@@ -179,6 +179,9 @@ class Store {
   Result<std::vector<sync::Notice>> due_notices(std::int64_t now_ms, int limit);
   /// The earliest next try of the oldest queued notification of a channel.
   Result<std::optional<std::int64_t>> next_notice_due();
+  /// Forgets at most `limit` notifications sent or dropped before `before_ms`,
+  /// oldest first; returns how many. Queued ones are never pruned.
+  Result<std::int64_t> prune_notifications(std::int64_t before_ms, std::int64_t limit);
   /// Every notification of one incident (or all when empty), oldest first,
   /// as JSON objects (channel, kind, state, attempts, last_error, …).
   Result<std::vector<nlohmann::json>> notifications(const std::string& incident_uid);

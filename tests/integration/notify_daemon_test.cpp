@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <memory>
 
 #include "sync/notify_payload.h"
@@ -64,6 +65,10 @@ severity = "high"
                                    free_port(), port, notify));
     auto check = cli({"config", "check"});
     ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
+    launch();
+  }
+
+  void launch() {
     // No proxy from the test's environment between the daemon and loopback.
     daemon = std::make_unique<Child>(
         storewatch_command({"--config", config.string(), "run"}), dir / "logs",
@@ -188,6 +193,24 @@ TEST_F(DaemonNotifies, AChannelThatWasDownGetsTheNoticeWhenItComesBack) {
   EXPECT_EQ(json::parse(accepted(r, "/hook")[0]["body"].get<std::string>())["kind"], "opened");
   lab->fault("lane-01", "none");
   ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 2; }, 30s)) << daemon->err();
+}
+
+TEST_F(DaemonNotifies, QueuedNoticesSurviveARestart) {
+  NotifyReceiver r(/*start_now=*/false);
+  start(fmt::format("[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = \"{}\"\n",
+                    secret("hook", r.url("/hook"))));
+  lab->fault("lane-01", "down");
+  ASSERT_TRUE(wait_until([&] { return notify_status().value("failed_attempts", 0) >= 1; }, 30s))
+      << daemon->err();
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  // The notice waits in the database; the channel comes back while the daemon is down.
+  r.start();
+  launch();
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 1; }, 30s)) << daemon->err();
+  const json n = json::parse(accepted(r, "/hook")[0]["body"].get<std::string>());
+  EXPECT_EQ(n["kind"], "opened");
+  EXPECT_EQ(n["incident"]["uid"], incident()["uid"]);
+  EXPECT_EQ(r.requests().size(), 1u);
 }
 
 TEST_F(DaemonNotifies, TeamsErrorBodiesAndThrottlingAreRetried) {

@@ -299,11 +299,21 @@ TEST(NotifyOutbox, NoticesCommitWithTheirEventAndResolutionsNeedAnOpening) {
   ASSERT_EQ(due->size(), 2u);
   EXPECT_EQ((*due)[0].channel, "critical-only");
   EXPECT_EQ((*due)[0].kind, "opened");
+
   all = store->notifications("0193-inc");
   EXPECT_EQ((*all)[0]["state"], "sent");
   EXPECT_EQ((*all)[1]["state"], "queued");
   EXPECT_EQ((*all)[1]["last_error"], "HTTP 503");
   EXPECT_EQ((*all)[1]["attempts"], 1);
+
+  // Retention forgets what was sent or dropped, never what is queued.
+  auto pruned = store->prune_notifications(now + 1, 100);
+  ASSERT_TRUE(pruned) << pruned.error().message;
+  EXPECT_EQ(*pruned, 1);
+  pruned = store->prune_notifications(now + 10'000'000, 100);
+  ASSERT_TRUE(pruned);
+  EXPECT_EQ(*pruned, 0);
+  EXPECT_EQ(store->notifications("")->size(), 3u);
 }
 
 // --- payloads -------------------------------------------------------------------
