@@ -15,6 +15,7 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/daemon.h"
+#include "agent/notices.h"
 #include "agent/report.h"
 #include "agent/status.h"
 #include "agent/store.h"
@@ -943,6 +944,20 @@ int run_cli(int argc, char** argv) {
                           "each key is for");
   probe_types->add_flag("--json", json_out, "Print a JSON array instead of tables");
   probe_types->callback([&] { rc = cmd_probe_types(json_out); });
+
+  auto* notify_cmd = sub(app, "notify", "The [[notify]] channels (Slack, Teams, email, webhook)");
+  notify_cmd->require_subcommand(1);
+  std::string channel;
+  auto* notify_test_cmd =
+      sub(*notify_cmd, "test",
+          "Send a test notice through one channel now and print what happened (needs no "
+          "daemon; exit 0 sent, 1 failed, 2 unknown channel)");
+  notify_test_cmd->add_option("NAME", channel, "The [[notify]] name")->required();
+  notify_test_cmd->add_flag("--json", json_out, "Print JSON instead of text");
+  notify_test_cmd->callback([&] {
+    auto cfg = load_agent_config(g);
+    rc = cfg ? notify_test(*cfg, channel, json_out) : kUsage;
+  });
 
   auto* config_cmd = sub(app, "config", "Work with the config file");
   config_cmd->require_subcommand(1);

@@ -23,6 +23,7 @@
 #include "agent/control_server.h"
 #include "agent/engine.h"
 #include "agent/hq_commands.h"
+#include "agent/notices.h"
 #include "agent/remediation_runner.h"
 #include "agent/retention.h"
 #include "agent/scheduler.h"
@@ -31,6 +32,7 @@
 #include "agent/store_writer.h"
 #include "config/log.h"
 #include "sync/mqtt_transport.h"
+#include "sync/notifier.h"
 #include "sync/publisher.h"
 
 namespace storewatch::agent {
@@ -175,6 +177,32 @@ class StoreOutbox final : public sync::Outbox {
   std::int64_t session_;
 };
 
+/// The notifier's view of the store: reads through the loop's connection,
+/// writes through the writer; a dropped notice is a note on its incident.
+class StoreNotifyOutbox final : public sync::NotifyOutbox {
+ public:
+  StoreNotifyOutbox(Store& reader, StoreWriter& writer, Engine& engine)
+      : reader_(reader), writer_(writer), engine_(engine) {}
+
+  Result<std::vector<sync::Notice>> due(std::int64_t now_ms, int limit) override {
+    return reader_.due_notices(now_ms, limit);
+  }
+  Result<std::optional<std::int64_t>> next_due() override { return reader_.next_notice_due(); }
+  void update(sync::NoticeUpdate u) override { writer_.submit(std::move(u)); }
+  void dropped(const sync::Notice& n, const std::string& why) override {
+    auto stored = reader_.incident(n.incident_uid);
+    auto r = engine_.act(Engine::Action::note, n.incident_uid, "notify",
+                         fmt::format("{} notice to channel {} dropped: {}", n.kind, n.channel, why),
+                         stored ? *stored : std::nullopt);
+    if (!r) log::error("notify: recording the dropped notice: {}", r.error().message);
+  }
+
+ private:
+  Store& reader_;
+  StoreWriter& writer_;
+  Engine& engine_;
+};
+
 json commands_json(const HqCommands::Stats& s) {
   return json{{"received", s.received},
               {"applied", s.applied},
@@ -300,9 +328,11 @@ int run_daemon(const config::Config& cfg) {
 
   sync::Publisher* publisher_ptr = nullptr;
   HqCommands* commands_ptr = nullptr;
-  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr, &commands_ptr] {
+  sync::Notifier* notifier_ptr = nullptr;
+  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr, &commands_ptr, &notifier_ptr] {
     if (publisher_ptr != nullptr) publisher_ptr->notify();
     if (commands_ptr != nullptr) commands_ptr->on_commit();
+    if (notifier_ptr != nullptr) notifier_ptr->kick();
   });
   SystemClock clock;
   std::unique_ptr<RemediationRunner> runner = make_remediation_runner(io);
@@ -316,10 +346,19 @@ int run_daemon(const config::Config& cfg) {
     });
   };
   hooks.runner = runner.get();
+  // Notices ride with the change that causes them (agent/notices.h).
+  Engine* engine_ptr = nullptr;
+  if (!cfg.notify.empty()) {
+    hooks.notices = [&cfg, &engine_ptr](const Incident& inc, const IncidentEvent& ev) {
+      const bool silenced = engine_ptr != nullptr && engine_ptr->silenced(inc.probe).has_value();
+      return notices_for(cfg, inc, ev, silenced);
+    };
+  }
   // HQ's commands reach the engine as the CLI's do; what a command changes
   // is committed with its id (agent/hq_commands.h).
   CommandSink command_sink(writer);
   Engine engine(cfg, clock, command_sink, hooks);
+  engine_ptr = &engine;
   engine.restore(std::move(snapshot));
 
   // Retention and the size cap, on the writer's thread between its batches;
@@ -332,12 +371,27 @@ int run_daemon(const config::Config& cfg) {
     if (auto r = s.prune_commands(SystemClock().wall_now() - cfg.agent.retention, 1000); !r) {
       log::error("retention: command ids: {}", r.error().message);
     }
+    // So are notifications sent or dropped; queued ones never go.
+    const auto before = SystemClock().wall_now() - cfg.agent.retention;
+    if (auto r = s.prune_notifications(
+            std::chrono::duration_cast<std::chrono::milliseconds>(before.time_since_epoch())
+                .count(),
+            1000);
+        !r) {
+      log::error("retention: notifications: {}", r.error().message);
+    }
     return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
       asio::post(io,
                  [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });
     });
   });
   StoreOutbox outbox(*reader, writer, session);
+  StoreNotifyOutbox notify_outbox(*reader, writer, engine);
+  std::optional<sync::Notifier> notifier;
+  if (!cfg.notify.empty()) {
+    notifier.emplace(io, cfg, notify_outbox);
+    notifier_ptr = &*notifier;
+  }
 
   std::unique_ptr<sync::MqttTransport> transport;
   std::optional<sync::Publisher> publisher;
@@ -405,6 +459,12 @@ int run_daemon(const config::Config& cfg) {
            return s;
          }()},
         {"incidents", {{"open", outbox.open_by_severity()}}},
+        {"notify", notifier ? json{{"channels", cfg.notify.size()},
+                                   {"sent", notifier->stats().sent},
+                                   {"failed_attempts", notifier->stats().failed_attempts},
+                                   {"dropped", notifier->stats().dropped},
+                                   {"last_error", notifier->stats().last_error}}
+                            : json{{"channels", 0}}},
         {"agent",
          {{"running", true},
           {"pid", ::getpid()},
@@ -526,6 +586,7 @@ int run_daemon(const config::Config& cfg) {
       cert_timer.cancel();
       engine.flush_probe_states();
       if (publisher) publisher->stop(kStopGrace, [] {});
+      if (notifier) notifier->stop();
     });
   };
   wait_signal();
@@ -533,6 +594,7 @@ int run_daemon(const config::Config& cfg) {
   scheduler.start();
   (*control)->start();
   if (publisher) publisher->start();
+  if (notifier) notifier->start();
   arm_flush();
   engine.tick();
   arm_tick();

@@ -129,8 +129,10 @@ std::string Engine::priority_now(config::Severity severity) const {
 void Engine::emit(const Incident& inc, std::string type, json extra, const std::string& actor) {
   const WallTime at = clock_.wall_now();
   if (!clock_.wall_synced()) extra["clock_synced"] = false;
-  sink_.submit(IncidentChange{
-      inc, IncidentEvent{new_uid(at), std::move(type), at, actor, std::move(extra)}});
+  IncidentChange change{inc,
+                        IncidentEvent{new_uid(at), std::move(type), at, actor, std::move(extra)}};
+  if (hooks_.notices) change.notices = hooks_.notices(change.incident, change.event);
+  sink_.submit(std::move(change));
 }
 
 void Engine::run_now(const std::string& probe) {

@@ -54,6 +54,9 @@ struct EngineHooks {
   /// Runs remediation actions; nullptr = remediations are recorded as
   /// failed ("no runner").
   RemediationRunner* runner = nullptr;
+  /// The notices a change queues (agent/notices.h), written with its event;
+  /// nullptr = none.
+  std::function<std::vector<sync::NoticeRow>(const Incident&, const IncidentEvent&)> notices;
 };
 
 /// What the engine resumes from (agent/store.h reads it at start).

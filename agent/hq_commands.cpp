@@ -20,7 +20,8 @@ void CommandSink::submit(Change change) {
   std::visit(
       [this](auto&& c) {
         using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, AppliedCommand> || std::is_same_v<T, IncidentRows>) {
+        if constexpr (std::is_same_v<T, AppliedCommand> || std::is_same_v<T, IncidentRows> ||
+                      std::is_same_v<T, sync::NoticeUpdate>) {
           next_.submit(std::move(c));  // not the engine's; never nested
         } else {
           gathered_.emplace_back(std::move(c));

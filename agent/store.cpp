@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <system_error>
 
 #include "config/json_text.h"
@@ -141,6 +142,28 @@ CREATE TABLE commands (
   result      TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX commands_applied ON commands(applied_at);
+)sql"},
+    {5, R"sql(
+-- The notifications outbox: one row per notice per channel, queued in the
+-- transaction of the event that caused it, sent from the loop with retries.
+-- Times in *_ms are wall-clock milliseconds since the epoch.
+CREATE TABLE notifications (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel      TEXT NOT NULL,
+  incident_uid TEXT NOT NULL,
+  event_uid    TEXT NOT NULL,
+  kind         TEXT NOT NULL,
+  body         TEXT NOT NULL,
+  state        TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued','sent','dropped')),
+  created_at   TEXT NOT NULL,
+  created_ms   INTEGER NOT NULL,
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  next_try_ms  INTEGER NOT NULL,
+  last_error   TEXT NOT NULL DEFAULT '',
+  done_ms      INTEGER
+);
+CREATE INDEX notifications_queued ON notifications(channel, id) WHERE state = 'queued';
+CREATE INDEX notifications_incident ON notifications(incident_uid, channel);
 )sql"},
 };
 
@@ -354,6 +377,7 @@ IncidentRows IncidentRows::of(IncidentChange&& c) {
   r.event_uid = std::move(c.event.uid);
   r.event_type = std::move(c.event.type);
   r.event_actor = std::move(c.event.actor);
+  r.notices = std::move(c.notices);
   return r;
 }
 
@@ -391,7 +415,108 @@ Status Store::write(const IncidentRows& r, std::int64_t& seq) {
       .bind_ref(6, r.body);
   if (auto st = ev.run(); !st) return st;
   seq = db_.last_insert_rowid();
+  if (!r.notices.empty()) return write_notices(r);
   return {};
+}
+
+Status Store::write_notices(const IncidentRows& r) {
+  // A resolution is queued only for channels that heard of the opening.
+  auto st = db_.prepare(
+      "INSERT INTO notifications (channel, incident_uid, event_uid, kind, body, created_at, "
+      "created_ms, next_try_ms) SELECT ?1,?2,?3,?4,?5,?6,?7,?7 WHERE ?8 = 0 OR EXISTS "
+      "(SELECT 1 FROM notifications WHERE incident_uid = ?2 AND channel = ?1 AND "
+      "kind NOT IN ('resolved','flapping_stopped') AND state != 'dropped')");
+  if (!st) return st.error();
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  for (const sync::NoticeRow& n : r.notices) {
+    st->bind_ref(1, n.channel)
+        .bind_ref(2, r.uid)
+        .bind_ref(3, r.event_uid)
+        .bind_ref(4, n.kind)
+        .bind_ref(5, n.body)
+        .bind_ref(6, r.at)
+        .bind(7, now_ms)
+        .bind(8, n.only_if_opening_notified);
+    if (auto s = st->run(); !s) return s;
+  }
+  return {};
+}
+
+Status Store::write(const sync::NoticeUpdate& u) {
+  auto st = db_.prepare(
+      "UPDATE notifications SET state = ?2, attempts = ?3, next_try_ms = ?4, last_error = ?5, "
+      "done_ms = ?6 WHERE id = ?1");
+  if (!st) return st.error();
+  const char* state = u.state == sync::NoticeState::sent      ? "sent"
+                      : u.state == sync::NoticeState::dropped ? "dropped"
+                                                              : "queued";
+  st->bind(1, u.id).bind(2, state).bind(3, u.attempts).bind(4, u.next_try_ms).bind(5, u.last_error);
+  if (u.state == sync::NoticeState::queued) {
+    st->bind_null(6);
+  } else {
+    st->bind(6, u.at_ms);
+  }
+  return st->run();
+}
+
+Result<std::vector<sync::Notice>> Store::due_notices(std::int64_t now_ms, int limit) {
+  auto stmt = db_.prepare(
+      "SELECT id, channel, kind, incident_uid, event_uid, body, attempts, created_ms, "
+      "next_try_ms FROM notifications n WHERE state = 'queued' AND next_try_ms <= ?1 "
+      "AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.state = 'queued' AND "
+      "o.channel = n.channel AND o.id < n.id) ORDER BY id LIMIT ?2");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, now_ms).bind(2, limit);
+  return collect<sync::Notice>(*stmt, [](const db::Statement& s) {
+    sync::Notice n;
+    n.id = s.int64(0);
+    n.channel = s.text(1);
+    n.kind = s.text(2);
+    n.incident_uid = s.text(3);
+    n.event_uid = s.text(4);
+    n.body = s.text(5);
+    n.attempts = static_cast<int>(s.int64(6));
+    n.created_ms = s.int64(7);
+    n.next_try_ms = s.int64(8);
+    return n;
+  });
+}
+
+Result<std::optional<std::int64_t>> Store::next_notice_due() {
+  auto stmt = db_.prepare(
+      "SELECT min(next_try_ms) FROM notifications n WHERE state = 'queued' AND NOT EXISTS "
+      "(SELECT 1 FROM notifications o WHERE o.state = 'queued' AND o.channel = n.channel AND "
+      "o.id < n.id)");
+  if (!stmt) return stmt.error();
+  auto row = stmt->step();
+  if (!row) return row.error();
+  return *row ? stmt->optional_int64(0) : std::nullopt;
+}
+
+Result<std::int64_t> Store::prune_notifications(std::int64_t before_ms, std::int64_t limit) {
+  auto stmt = db_.prepare(
+      "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE state != "
+      "'queued' AND done_ms < ?1 ORDER BY id LIMIT ?2)");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, before_ms).bind(2, limit);
+  if (auto st = stmt->run(); !st) return st.error();
+  return static_cast<std::int64_t>(db_.changes());
+}
+
+Result<std::vector<nlohmann::json>> Store::notifications(const std::string& incident_uid) {
+  auto stmt = db_.prepare(
+      "SELECT id, channel, incident_uid, kind, state, attempts, last_error, created_at "
+      "FROM notifications WHERE ?1 = '' OR incident_uid = ?1 ORDER BY id");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, incident_uid);
+  return collect<nlohmann::json>(*stmt, [](const db::Statement& s) {
+    return nlohmann::json{{"id", s.int64(0)},          {"channel", s.text(1)},
+                          {"incident_uid", s.text(2)}, {"kind", s.text(3)},
+                          {"state", s.text(4)},        {"attempts", s.int64(5)},
+                          {"last_error", s.text(6)},   {"created_at", s.text(7)}};
+  });
 }
 
 Status Store::write(const ProbeStateRow& r) {

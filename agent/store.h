@@ -18,6 +18,7 @@
 #include "agent/incident.h"
 #include "config/result.h"
 #include "db/sqlite.h"
+#include "sync/notify_outbox.h"
 #include "sync/wire.h"
 
 namespace storewatch::agent {
@@ -27,6 +28,9 @@ namespace storewatch::agent {
 struct IncidentChange {
   Incident incident;
   IncidentEvent event;
+  /// The notices this change queues (DESIGN §5 `notifications`); empty for
+  /// almost every change.
+  std::vector<sync::NoticeRow> notices = {};
 };
 
 /// An IncidentChange rendered into the texts of its two rows: times in
@@ -47,6 +51,7 @@ struct IncidentRows {
   std::string event_uid, event_type, event_actor;
   std::string at;    ///< the event's time, also the row's updated_at
   std::string body;  ///< the event body (DESIGN §6): extra fields + incident_state
+  std::vector<sync::NoticeRow> notices;
 };
 
 /// A probe's persisted state, so a restart resumes where it left off.
@@ -110,7 +115,7 @@ struct AppliedCommand {
 };
 
 using Change = std::variant<IncidentChange, ProbeStateRow, SyncValue, SilenceRow, AppliedCommand,
-                            IncidentRows>;
+                            IncidentRows, sync::NoticeUpdate>;
 
 /// An event as stored, with its seq.
 struct StoredEvent {
@@ -169,6 +174,17 @@ class Store {
   /// Forgets at most `limit` command ids applied before `before`, oldest
   /// first; returns how many.
   Result<std::int64_t> prune_commands(WallTime before, std::int64_t limit);
+  /// The oldest queued notification of each channel, when due at `now_ms`
+  /// (a channel's notices go out in order, across restarts too), oldest first.
+  Result<std::vector<sync::Notice>> due_notices(std::int64_t now_ms, int limit);
+  /// The earliest next try of the oldest queued notification of a channel.
+  Result<std::optional<std::int64_t>> next_notice_due();
+  /// Forgets at most `limit` notifications sent or dropped before `before_ms`,
+  /// oldest first; returns how many. Queued ones are never pruned.
+  Result<std::int64_t> prune_notifications(std::int64_t before_ms, std::int64_t limit);
+  /// Every notification of one incident (or all when empty), oldest first,
+  /// as JSON objects (channel, kind, state, attempts, last_error, …).
+  Result<std::vector<nlohmann::json>> notifications(const std::string& incident_uid);
 
   const std::filesystem::path& path() const { return db_.path(); }
   /// The connection, for modules that own their own SQL (retention, report).
@@ -190,6 +206,8 @@ class Store {
   Status write(const SyncValue& v);
   Status write(const SilenceRow& v);
   Status write(const AppliedCommand& c, std::int64_t& seq);
+  Status write(const sync::NoticeUpdate& u);
+  Status write_notices(const IncidentRows& r);
 
   db::Database db_;
   /// Statements point at db_, so a moved Store prepares them again.

@@ -25,6 +25,7 @@ constexpr Section<Config> kAgentSections[] = {
     {"incidents", Shape::table, &detail::read_incidents},
     {"remediation", Shape::array_of_tables, &detail::read_remediations},
     {"silence", Shape::array_of_tables, &detail::read_silences},
+    {"notify", Shape::array_of_tables, &detail::read_notify},
 };
 
 constexpr Section<HqConfig> kHqSections[] = {

@@ -256,6 +256,52 @@ struct SilenceConfig {
   SourcePos where;
 };
 
+enum class NotifyType { slack, teams, teams_legacy, webhook, email };
+std::string_view to_string(NotifyType t);
+
+/// The incident transitions a [[notify]] channel can be told about (`on`).
+enum class NotifyOn : unsigned {
+  opened = 1,  ///< opened, reopened, or still failing when a maintenance ends
+  escalated = 2,
+  acknowledged = 4,
+  flapping_started = 8,
+  flapping_stopped = 16,
+  resolved = 32,  ///< only when the channel was told of the opening
+};
+std::string_view to_string(NotifyOn on);
+std::optional<NotifyOn> parse_notify_on(std::string_view s);
+inline constexpr unsigned kDefaultNotifyOn =
+    static_cast<unsigned>(NotifyOn::opened) | static_cast<unsigned>(NotifyOn::escalated) |
+    static_cast<unsigned>(NotifyOn::flapping_started) | static_cast<unsigned>(NotifyOn::resolved);
+
+/// [[notify]]: one channel people hear about incidents through (DESIGN §7).
+struct NotifyConfig {
+  std::string name;  ///< unique; [A-Za-z0-9_.-]{1,64}
+  NotifyType type = NotifyType::webhook;
+  /// slack, teams, teams-legacy, webhook: the file holding the URL (a secret).
+  std::filesystem::path url_file;
+  /// webhook: the file holding the HMAC-SHA256 key; empty = unsigned.
+  std::filesystem::path secret_file;
+  /// email
+  std::string smtp_url;
+  std::string starttls = "required";  ///< required|optional|off
+  std::string from;
+  std::vector<std::string> to;
+  std::string username;
+  std::filesystem::path password_file;
+  /// Incidents below this severity are not notified.
+  Severity min_severity = Severity::info;
+  /// Only probes matching one of these (globs or label=value); empty = all.
+  std::vector<ProbeMatch> match;
+  unsigned on = kDefaultNotifyOn;  ///< NotifyOn bits
+  Millis group_wait = std::chrono::seconds(0);
+  int rate_limit = 0;  ///< messages per hour at most; 0 = no limit
+  std::string proxy;   ///< http(s)://host:port; empty = https_proxy from the environment
+  Millis timeout = std::chrono::seconds(10);
+  Millis notify_ttl = std::chrono::hours(24);  ///< undelivered notices are dropped after this
+  SourcePos where;
+};
+
 struct Config {
   StoreConfig store;
   AgentConfig agent;
@@ -264,11 +310,13 @@ struct Config {
   std::vector<ProbeConfig> probes;
   std::vector<RemediationConfig> remediations;
   std::vector<SilenceConfig> silences;
+  std::vector<NotifyConfig> notify;
   /// Every file that was read, main file first.
   std::vector<std::filesystem::path> files;
 
   const ProbeConfig* find_probe(std::string_view name) const;
   const RemediationConfig* find_remediation(std::string_view name) const;
+  const NotifyConfig* find_notify(std::string_view name) const;
 };
 
 struct LoadOptions {

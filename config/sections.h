@@ -25,6 +25,8 @@ void read_incidents(Context& ctx, const toml::node* node, Config& out);
 void read_remediations(Context& ctx, const toml::node* node, Config& out);
 /// [[silence]]
 void read_silences(Context& ctx, const toml::node* node, Config& out);
+/// [[notify]], then unique names.
+void read_notify(Context& ctx, const toml::node* node, Config& out);
 /// The checks across sections, once every section is read (remediations and
 /// probes may come in any order and from any file): a probe's `remediation`,
 /// a remediation's `precondition`, silences that match no probe,

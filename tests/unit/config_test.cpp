@@ -477,14 +477,14 @@ TEST(ConfigLoad, UnknownProbeTypeKeyListsTheTypesKeys) {
 }
 
 TEST(ConfigLoad, UnknownTableIsAnError) {
-  auto d = only_error(std::string(kValid) + "\n[[notify]]\nname = \"ops\"\n");
-  EXPECT_THAT(d.message, HasSubstr("unknown table [[notify]]"));
+  auto d = only_error(std::string(kValid) + "\n[[alert]]\nname = \"ops\"\n");
+  EXPECT_THAT(d.message, HasSubstr("unknown table [[alert]]"));
   EXPECT_THAT(d.message,
               HasSubstr("[store], [agent], [sync], [[probe]], [incidents], [[remediation]], "
-                        "[[silence]]"));
+                        "[[silence]], [[notify]]"));
   EXPECT_EQ(d.where.line, 10);
-  d = only_error(std::string(kValid) + "\n[notify]\nname = \"ops\"\n");
-  EXPECT_THAT(d.message, HasSubstr("unknown table [notify]"));
+  d = only_error(std::string(kValid) + "\n[alert]\nname = \"ops\"\n");
+  EXPECT_THAT(d.message, HasSubstr("unknown table [alert]"));
   d = only_error("colour = \"red\"\n" + std::string(kValid));
   EXPECT_THAT(d.message, HasSubstr("unknown top-level key \"colour\""));
   EXPECT_EQ(d.where.line, 1);
@@ -898,7 +898,7 @@ interval = "5"
 severity = "urgent"
 depends_on = ["nope"]
 
-[[notify]]
+[[alert]]
 name = "ops"
 )");
   EXPECT_FALSE(loaded.ok());
@@ -910,7 +910,7 @@ name = "ops"
     EXPECT_EQ(e[i].where.line, expected[i].first) << dump(e);
     EXPECT_EQ(e[i].where.column, expected[i].second) << dump(e);
   }
-  EXPECT_THAT(dump(e), HasSubstr("unknown table [[notify]]"));
+  EXPECT_THAT(dump(e), HasSubstr("unknown table [[alert]]"));
 }
 
 // ---------------------------------------------------------------------------

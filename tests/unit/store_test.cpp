@@ -254,8 +254,9 @@ TEST(StoreOpen, MigratesSchema2IncidentsWithTheirRowsAndIndexes) {
     ASSERT_TRUE(
         s->commit({change(incident("u1", "lane-01", IncidentState::open), "opened", 3),
                    change(incident("u2", "lane-02", IncidentState::resolved), "opened", 4)}));
-    // Back to schema 2: the next open runs migrations 3 and 4 over these rows.
-    ASSERT_TRUE(s->database().exec("DROP TABLE commands; PRAGMA user_version = 2"));
+    // Back to schema 2: the next open runs migrations 3 to 5 over these rows.
+    ASSERT_TRUE(s->database().exec(
+        "DROP TABLE commands; DROP TABLE notifications; PRAGMA user_version = 2"));
   }
   auto s = Store::open(path, Store::Mode::read_write);
   ASSERT_TRUE(s) << s.error().message;

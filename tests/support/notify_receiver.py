@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""A local HTTP receiver for the notification tests: records every request
+(method, path, headers, body, the answer given) as one JSON line in --log,
+and answers as --behaviour (a JSON file re-read on every request) says:
+{"status": 200, "body": "ok", "retry_after": "2", "delay_ms": 0}. Stopping
+the process is how a test takes the receiver down; the log survives it."""
+import argparse
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--behaviour", required=True)
+    args = ap.parse_args()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length).decode("utf-8", "replace")
+            try:
+                with open(args.behaviour) as f:
+                    b = json.load(f)
+            except (OSError, ValueError):
+                b = {}
+            status = int(b.get("status", 200))
+            answer = b.get("body", "ok").encode()
+            if b.get("delay_ms"):
+                time.sleep(b["delay_ms"] / 1000.0)
+            record = {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body,
+                "status": status,
+                "at": time.time(),
+            }
+            with open(args.log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                self.send_response(status)
+                if b.get("retry_after") is not None:
+                    self.send_header("Retry-After", str(b["retry_after"]))
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, fmt, *a):
+            sys.stderr.write("receiver: " + (fmt % a) + "\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
