@@ -53,6 +53,7 @@
 #include "config/config.h"
 #include "config/log.h"
 #include "probes/registry.h"
+#include "tests/bench/bench_config.h"
 
 namespace storewatch::bench {
 namespace {
@@ -138,20 +139,7 @@ class Writer {
 
 /// A config of `n` tcp probes (through the real loader, like the daemon's).
 config::Config make_config(int n) {
-  std::string text = "[store]\nid = \"store-bench\"\n";
-  for (int i = 0; i < n; ++i) {
-    text += fmt::format(
-        "\n[[probe]]\nname = \"p{:04}\"\ntype = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\n"
-        "interval = \"10s\"\nfail_after = 3\nrecover_after = 2\nseverity = \"high\"\n",
-        i);
-  }
-  auto loaded = config::load_string(text, "bench.toml", probes::schemas());
-  if (!loaded.ok()) {
-    std::string errors;
-    for (const auto& d : loaded.diagnostics) errors += config::to_string(d) + "\n";
-    die("bench config: " + errors);
-  }
-  return std::move(*loaded.config);
+  return tcp_probes_config("[store]\nid = \"store-bench\"\n", n, 3, 2);
 }
 
 /// The one place the engine is built: its constructor may gain parameters.

@@ -42,6 +42,7 @@
 #include "config/config.h"
 #include "config/log.h"
 #include "probes/registry.h"
+#include "tests/bench/bench_config.h"
 
 namespace storewatch::bench {
 namespace {
@@ -69,21 +70,9 @@ class CountingSink final : public agent::ChangeSink {
 };
 
 config::Config make_config(const std::string& store, int n) {
-  std::string text =
-      fmt::format("[store]\nid = \"{}\"\n[incidents]\nflap_high = 100\nflap_low = 100\n", store);
-  for (int i = 0; i < n; ++i) {
-    text += fmt::format(
-        "\n[[probe]]\nname = \"p{:04}\"\ntype = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\n"
-        "interval = \"10s\"\nfail_after = 1\nrecover_after = 1\nseverity = \"high\"\n",
-        i);
-  }
-  auto loaded = config::load_string(text, "sync_backlog.toml", probes::schemas());
-  if (!loaded.ok()) {
-    std::string errors;
-    for (const auto& d : loaded.diagnostics) errors += config::to_string(d) + "\n";
-    die("config: " + errors);
-  }
-  return std::move(*loaded.config);
+  return tcp_probes_config(
+      fmt::format("[store]\nid = \"{}\"\n[incidents]\nflap_high = 100\nflap_low = 100\n", store), n,
+      1, 1);
 }
 
 probes::ProbeResult result_of(probes::ProbeStatus status) {

@@ -230,6 +230,23 @@ std::string SyncLab::hq_difference() {
   return "";
 }
 
+std::string SyncLab::one_incident_reaches_hq(const OwnBroker& broker) {
+  auto hq_child = start_hq();
+  auto agent_child = start_agent();
+  device.down();
+  if (!wait_until([&] {
+        nlohmann::json s = sync_status();
+        return s.is_object() && s["connected"] == true && s["hq_acked_seq"] == 1;
+      })) {
+    return "the opening never reached HQ\n" + logs_of(*agent_child) + broker.log();
+  }
+  device.up();
+  if (!wait_until([&] { return hq_acked() == 2; })) {
+    return "the resolution never reached HQ\n" + logs_of(*agent_child);
+  }
+  return hq_difference();
+}
+
 std::string logs_of(Child& c) {
   return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
 }

@@ -82,6 +82,11 @@ struct SyncLab {
   /// HQ holds exactly the agent's events: seq 1..N once each, same uids.
   /// Returns a description of the first difference, or "" when complete.
   std::string hq_difference();
+
+  /// Starts HQ and the agent, takes the device down and up, and waits for
+  /// both events to reach HQ through `broker`. "" when they did, else what
+  /// went wrong, with the logs.
+  std::string one_incident_reaches_hq(const OwnBroker& broker);
 };
 
 std::string logs_of(Child& c);

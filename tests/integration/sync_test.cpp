@@ -178,17 +178,7 @@ TEST(SyncTransport, AgentReachesHqOverWebsockets) {
   SyncLab lab;
   lab.configure(fmt::format("ws://127.0.0.1:{}", ws_port),
                 fmt::format("tcp://127.0.0.1:{}", tcp_port));
-  auto hq = lab.start_hq();
-  auto agent = lab.start_agent();
-  lab.device.down();
-  ASSERT_TRUE(wait_until([&] {
-    json s = lab.sync_status();
-    return s.is_object() && s["connected"] == true && s["hq_acked_seq"] == 1;
-  })) << logs_of(*agent)
-      << broker.log();
-  lab.device.up();
-  ASSERT_TRUE(wait_until([&] { return lab.hq_acked() == 2; })) << logs_of(*agent);
-  EXPECT_EQ(lab.hq_difference(), "");
+  EXPECT_EQ(lab.one_incident_reaches_hq(broker), "");
 }
 
 // --- TLS and identity ------------------------------------------------------------
