@@ -148,16 +148,6 @@ std::unique_ptr<agent::Engine> make_engine(const config::Config& config, const C
   return std::make_unique<agent::Engine>(config, clock, sink);
 }
 
-probes::ProbeResult result_of(probes::ProbeStatus status) {
-  probes::ProbeResult r;
-  r.status = status;
-  r.latency = std::chrono::microseconds(1234);
-  r.message = status == probes::ProbeStatus::ok ? "connected to 127.0.0.1:9 in 1.2 ms"
-                                                : "connect to 127.0.0.1:9: connection refused";
-  r.metrics["connect_ms"] = 1.234;
-  return r;
-}
-
 /// (a): `rounds` rounds of one `status` result per probe after a warm-up that
 /// brings every probe to the level that status keeps it at.
 json results_without_change(const config::Config& config, const fs::path& dir, int rounds,

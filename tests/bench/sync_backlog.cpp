@@ -75,16 +75,6 @@ config::Config make_config(const std::string& store, int n) {
       1, 1);
 }
 
-probes::ProbeResult result_of(probes::ProbeStatus status) {
-  probes::ProbeResult r;
-  r.status = status;
-  r.latency = std::chrono::microseconds(1234);
-  r.message = status == probes::ProbeStatus::ok ? "connected to 127.0.0.1:9 in 1.2 ms"
-                                                : "connect to 127.0.0.1:9: connection refused";
-  r.metrics["connect_ms"] = 1.234;
-  return r;
-}
-
 int run(const fs::path& db, const std::string& store_id, std::uint64_t want, int probes) {
   if (fs::exists(db)) die(db.string() + " exists; give a fresh path");
   fs::create_directories(db.parent_path());
