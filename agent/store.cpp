@@ -167,6 +167,10 @@ CREATE INDEX notifications_incident ON notifications(incident_uid, channel);
 )sql"},
 };
 
+// Parameters per row of the incident upsert and of the event insert.
+constexpr int kIncidentParams = 20;
+constexpr int kEventParams = 6;
+
 constexpr const char* kIncidentColumns =
     "uid, dedup_key, probe, condition, severity, priority, state, suppressed_by, "
     "in_maintenance, flapping, self_healed, t_fault, t_detect, t_ack, t_restored, t_resolved, "
@@ -302,7 +306,25 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& chang
   auto tx = db::Transaction::begin(db_);
   if (!tx) return tx.error();
   std::vector<std::int64_t> seqs(changes.size(), 0);
-  for (std::size_t i = 0; i < changes.size(); ++i) {
+  std::vector<std::size_t> run;
+  for (std::size_t i = 0; i < changes.size();) {
+    if (std::holds_alternative<IncidentRows>(changes[i])) {
+      // A run of incident changes goes in multi-row statements. Probe states
+      // within the run are written as they come: they are another table, and
+      // the transaction makes the order between the two invisible.
+      run.clear();
+      for (; i < changes.size(); ++i) {
+        if (std::holds_alternative<IncidentRows>(changes[i])) {
+          run.push_back(i);
+        } else if (const auto* ps = std::get_if<ProbeStateRow>(&changes[i])) {
+          if (auto st = write(*ps); !st) return st.error();
+        } else {
+          break;
+        }
+      }
+      if (auto st = write_run(changes, run, seqs); !st) return st.error();
+      continue;
+    }
     Status st = std::visit(
         [&](const auto& c) -> Status {
           using T = std::decay_t<decltype(c)>;
@@ -315,6 +337,7 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& chang
         },
         changes[i]);
     if (!st) return st.error();
+    ++i;
   }
   if (auto st = tx->commit(); !st) return st.error();
   return seqs;
@@ -322,21 +345,46 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<Change>& chang
 
 Result<Store::Prepared*> Store::prepared() {
   if (prepared_) return prepared_.get();
+  // `rows` placeholder groups of `per_row` numbered parameters: (?1,…),(?N+1,…)…
+  const auto values = [](std::size_t rows, int per_row) {
+    std::string out;
+    for (std::size_t r = 0; r < rows; ++r) {
+      out += r == 0 ? "(" : ",(";
+      for (int k = 1; k <= per_row; ++k) {
+        out += fmt::format("{}?{}", k == 1 ? "" : ",", static_cast<int>(r) * per_row + k);
+      }
+      out += ')';
+    }
+    return out;
+  };
   // t_detect is set when an incident opens and never changes (a reopen keeps
   // it), so the update leaves it, and its index entry, alone: rewriting that
   // index on every change cost the writer about 7 % of its instructions.
-  auto incident = db_.prepare(fmt::format(
-      "INSERT INTO incidents ({}, updated_at) VALUES "
-      "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20) "
-      "ON CONFLICT(uid) DO UPDATE SET severity=?5, priority=?6, state=?7, suppressed_by=?8, "
-      "in_maintenance=?9, flapping=?10, self_healed=?11, t_fault=?12, t_ack=?14, "
-      "t_restored=?15, t_resolved=?16, t_closed=?17, reopen_count=?18, summary=?19, "
-      "updated_at=?20",
-      kIncidentColumns));
+  const auto upsert = [&](std::size_t rows) {
+    return db_.prepare(fmt::format(
+        "INSERT INTO incidents ({}, updated_at) VALUES {} "
+        "ON CONFLICT(uid) DO UPDATE SET severity=excluded.severity, priority=excluded.priority, "
+        "state=excluded.state, suppressed_by=excluded.suppressed_by, "
+        "in_maintenance=excluded.in_maintenance, flapping=excluded.flapping, "
+        "self_healed=excluded.self_healed, t_fault=excluded.t_fault, t_ack=excluded.t_ack, "
+        "t_restored=excluded.t_restored, t_resolved=excluded.t_resolved, "
+        "t_closed=excluded.t_closed, reopen_count=excluded.reopen_count, "
+        "summary=excluded.summary, updated_at=excluded.updated_at",
+        kIncidentColumns, values(rows, kIncidentParams)));
+  };
+  const auto insert = [&](std::size_t rows) {
+    return db_.prepare(
+        fmt::format("INSERT INTO events (uid, incident_uid, type, at, actor, body) VALUES {}",
+                    values(rows, kEventParams)));
+  };
+  auto incident = upsert(1);
   if (!incident) return incident.error();
-  auto event = db_.prepare(
-      "INSERT INTO events (uid, incident_uid, type, at, actor, body) VALUES (?1,?2,?3,?4,?5,?6)");
+  auto event = insert(1);
   if (!event) return event.error();
+  auto incidents = upsert(kRowsPerStatement);
+  if (!incidents) return incidents.error();
+  auto events = insert(kRowsPerStatement);
+  if (!events) return events.error();
   auto probe_state = db_.prepare(
       "INSERT INTO probe_state (probe, level, failures, successes, t_fault, t_first_ok, "
       "last_check, last_status, latency_ms, message, flap_history, flapping, attempts, "
@@ -345,8 +393,9 @@ Result<Store::Prepared*> Store::prepared() {
       "t_first_ok=?6, last_check=?7, last_status=?8, latency_ms=?9, message=?10, "
       "flap_history=?11, flapping=?12, attempts=?13, attempt_failures=?14");
   if (!probe_state) return probe_state.error();
-  prepared_ = std::make_unique<Prepared>(
-      Prepared{std::move(*incident), std::move(*event), std::move(*probe_state)});
+  prepared_ = std::make_unique<Prepared>(Prepared{std::move(*incident), std::move(*event),
+                                                  std::move(*incidents), std::move(*events),
+                                                  std::move(*probe_state)});
   return prepared_.get();
 }
 
@@ -385,37 +434,83 @@ Status Store::write(const IncidentChange& c, std::int64_t& seq) {
   return write(IncidentRows::of(IncidentChange(c)), seq);
 }
 
+namespace {
+
+/// Binds an incident row's parameters, the row's first being `base` + 1.
+void bind_incident(db::Statement& up, int base, const IncidentRows& r) {
+  up.bind_ref(base + 1, r.uid)
+      .bind_ref(base + 2, r.dedup_key)
+      .bind_ref(base + 3, r.probe)
+      .bind_ref(base + 4, r.condition)
+      .bind_ref(base + 5, r.severity)
+      .bind_ref(base + 6, r.priority)
+      .bind_ref(base + 7, r.state)
+      .bind_ref(base + 8, r.suppressed_by)
+      .bind(base + 9, r.in_maintenance)
+      .bind(base + 10, r.flapping)
+      .bind(base + 11, r.self_healed)
+      .bind(base + 18, r.reopen_count)
+      .bind_ref(base + 19, r.summary)
+      .bind_ref(base + 20, r.at);
+  for (int k = 0; k < 6; ++k) up.bind_ref(base + 12 + k, r.times[k]);
+}
+
+void bind_event(db::Statement& ev, int base, const IncidentRows& r) {
+  ev.bind_ref(base + 1, r.event_uid)
+      .bind_ref(base + 2, r.uid)
+      .bind_ref(base + 3, r.event_type)
+      .bind_ref(base + 4, r.at)
+      .bind_ref(base + 5, r.event_actor)
+      .bind_ref(base + 6, r.body);
+}
+
+}  // namespace
+
 Status Store::write(const IncidentRows& r, std::int64_t& seq) {
   auto p = prepared();
   if (!p) return p.error();
-  db::Statement& up = (*p)->upsert_incident;
-  up.bind_ref(1, r.uid)
-      .bind_ref(2, r.dedup_key)
-      .bind_ref(3, r.probe)
-      .bind_ref(4, r.condition)
-      .bind_ref(5, r.severity)
-      .bind_ref(6, r.priority)
-      .bind_ref(7, r.state)
-      .bind_ref(8, r.suppressed_by)
-      .bind(9, r.in_maintenance)
-      .bind(10, r.flapping)
-      .bind(11, r.self_healed)
-      .bind(18, r.reopen_count)
-      .bind_ref(19, r.summary)
-      .bind_ref(20, r.at);
-  for (int k = 0; k < 6; ++k) up.bind_ref(12 + k, r.times[k]);
-  if (auto st = up.run(); !st) return st;
-
-  db::Statement& ev = (*p)->insert_event;
-  ev.bind_ref(1, r.event_uid)
-      .bind_ref(2, r.uid)
-      .bind_ref(3, r.event_type)
-      .bind_ref(4, r.at)
-      .bind_ref(5, r.event_actor)
-      .bind_ref(6, r.body);
-  if (auto st = ev.run(); !st) return st;
+  bind_incident((*p)->upsert_incident, 0, r);
+  if (auto st = (*p)->upsert_incident.run(); !st) return st;
+  bind_event((*p)->insert_event, 0, r);
+  if (auto st = (*p)->insert_event.run(); !st) return st;
   seq = db_.last_insert_rowid();
   if (!r.notices.empty()) return write_notices(r);
+  return {};
+}
+
+Status Store::write_run(const std::vector<Change>& changes, const std::vector<std::size_t>& run,
+                        std::vector<std::int64_t>& seqs) {
+  auto p = prepared();
+  if (!p) return p.error();
+  const auto rows = [&](std::size_t k) -> const IncidentRows& {
+    return std::get<IncidentRows>(changes[run[k]]);
+  };
+  std::size_t k = 0;
+  // Whole groups of kRowsPerStatement in one statement per table: SQLite's
+  // cost per statement (cursors opened and closed, the statement's end) is
+  // then paid once per group. Rows of one statement are written in order,
+  // as if one statement each, so an incident changed twice ends as its last.
+  for (; run.size() - k >= kRowsPerStatement; k += kRowsPerStatement) {
+    db::Statement& up = (*p)->upsert_incidents;
+    db::Statement& ev = (*p)->insert_events;
+    for (std::size_t j = 0; j < kRowsPerStatement; ++j) {
+      bind_incident(up, static_cast<int>(j) * kIncidentParams, rows(k + j));
+      bind_event(ev, static_cast<int>(j) * kEventParams, rows(k + j));
+    }
+    if (auto st = up.run(); !st) return st;
+    if (auto st = ev.run(); !st) return st;
+    // AUTOINCREMENT numbers a statement's rows one after another.
+    const std::int64_t last = db_.last_insert_rowid();
+    for (std::size_t j = 0; j < kRowsPerStatement; ++j) {
+      seqs[run[k + j]] = last - static_cast<std::int64_t>(kRowsPerStatement - 1 - j);
+      if (!rows(k + j).notices.empty()) {
+        if (auto st = write_notices(rows(k + j)); !st) return st;
+      }
+    }
+  }
+  for (; k < run.size(); ++k) {
+    if (auto st = write(rows(k), seqs[run[k]]); !st) return st;
+  }
   return {};
 }
 

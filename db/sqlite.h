@@ -81,6 +81,8 @@ class Statement {
     return result;
   }
 
+  /// Columns in the result.
+  int column_count() const;
   bool is_null(int column) const;
   std::int64_t int64(int column) const;
   double real(int column) const;

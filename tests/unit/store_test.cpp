@@ -2,6 +2,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "agent/store_writer.h"
@@ -229,6 +230,80 @@ TEST_F(StoreTest, PreRenderedRowsStoreWhatTheChangeWould) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0], rows[1]);
   EXPECT_NE(rows[0].find("\"attempt\":3"), std::string::npos) << rows[0];
+}
+
+/// Every row `sql` returns, as text.
+std::vector<std::string> rows_of(Store& store, const std::string& sql) {
+  auto st = store.database().prepare(sql);
+  EXPECT_TRUE(st);
+  std::vector<std::string> out;
+  if (!st) return out;
+  while (st->step().value_or(false)) {
+    std::string row;
+    for (int c = 0; c < st->column_count(); ++c) {
+      row += (st->is_null(c) ? std::string("NULL") : st->text(c)) + "|";
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+TEST_F(StoreTest, ARunOfRenderedRowsStoresWhatOneChangeAtATimeWould) {
+  // The writer commits runs of incident changes in multi-row statements
+  // (Store::kRowsPerStatement rows each). Whatever the grouping, the file
+  // must hold what committing the changes one by one holds: same incidents
+  // (an incident changed twice within one statement ends as its last
+  // change), same events with the same seqs in order, same notices, and the
+  // probe states written among them.
+  std::vector<IncidentChange> changes;
+  const auto notice = [](int k, const std::string& kind, bool only_if_opening_notified) {
+    return sync::NoticeRow{"ops", kind, fmt::format("{{\"k\":{}}}", k), only_if_opening_notified};
+  };
+  for (int k = 0; k < 45; ++k) {
+    // The first 25 open and resolve at once; the next 20 open again on their
+    // keys. Every 4th opening notifies; every 2nd resolution notifies if its
+    // opening did.
+    Incident i =
+        incident(fmt::format("u{:03}", k), fmt::format("lane-{:02}", k % 25), IncidentState::open);
+    changes.push_back(change(i, "opened", k));
+    if (k % 4 == 0) changes.back().notices.push_back(notice(k, "opened", false));
+    if (k < 25) {
+      i.state = IncidentState::resolved;
+      i.t_resolved = at(k);
+      changes.push_back(change(i, "resolved", k));
+      if (k % 2 == 0) changes.back().notices.push_back(notice(k, "resolved", true));
+    }
+  }
+  ASSERT_GT(changes.size(), 2 * Store::kRowsPerStatement + 1);
+  std::vector<Change> run;
+  for (std::size_t n = 0; n < changes.size(); ++n) {
+    run.push_back(IncidentRows::of(IncidentChange(changes[n])));
+    if (n % 7 == 3) run.push_back(probe_row(fmt::format("lane-{:02}", n % 5)));
+  }
+  auto seqs = store.commit(run);
+  ASSERT_TRUE(seqs) << seqs.error().message;
+
+  test::TempDir other_dir;
+  Store one_by_one = std::move(*Store::open(other_dir / "b.db", Store::Mode::read_write));
+  std::vector<std::int64_t> expected;
+  for (const Change& c : run) {
+    auto s = one_by_one.commit(
+        {std::holds_alternative<IncidentRows>(c) ? Change(std::get<IncidentRows>(c)) : c});
+    ASSERT_TRUE(s) << s.error().message;
+    expected.push_back(s->at(0));
+  }
+  EXPECT_EQ(*seqs, expected);
+  for (const char* sql :
+       {"SELECT * FROM incidents ORDER BY id", "SELECT * FROM events ORDER BY seq",
+        "SELECT * FROM probe_state ORDER BY probe",
+        // Not the *_ms columns: they are the time of queueing.
+        "SELECT id, channel, incident_uid, event_uid, kind, body, state, created_at "
+        "FROM notifications ORDER BY id"}) {
+    EXPECT_EQ(rows_of(store, sql), rows_of(one_by_one, sql)) << sql;
+  }
+  EXPECT_EQ(rows_of(store, "SELECT id FROM notifications").size(), 7u + 7u + 5u);
+  EXPECT_EQ(store.incidents(true)->size(), 20u);
+  EXPECT_EQ(*store.max_seq(), static_cast<std::int64_t>(changes.size()));
 }
 
 TEST_F(StoreTest, AnUpdateKeepsTheDetectionTime) {
