@@ -133,8 +133,8 @@ def report(res, cmdline, started, load_start, load_end, fs):
         f"{res['events']:,} changes.\n",
         "What a change costs: two rows, not one — the incident row (upserted, with its uid, "
         "dedup-key, t_detect and t_closed indexes) and the event, whose JSON body carries the "
-        "incident's whole snapshot (about 700 bytes), with its uid and incident indexes — so a "
-        "change writes about three times the bytes and six index entries against the "
+        "incident's whole snapshot (about 700 bytes), with its incident index — so a "
+        "change writes about three times the bytes and five index entries against the "
         "baseline's one 700-byte row and none.\n",
         "What the writer does about it: its thread does only SQLite work. `submit` renders "
         "each change on the caller's thread (the loop; in this benchmark the timed producer): "
@@ -147,7 +147,8 @@ def report(res, cmdline, started, load_start, load_end, fs):
         "pages; the writer checkpoints itself only if the WAL reaches 16,000 pages, 64 MB). "
         "The upsert leaves t_detect (and its index) alone, and SQLite's memory statistics, "
         "which take a global mutex per allocation, are off. Per change the writer's thread "
-        "runs about 35k instructions (50k with a statement per row, 136k before any of "
+        "runs about 29k instructions (35k before schema 6 dropped the event uid's UNIQUE "
+        "index, which nothing reads; 50k with a statement per row; 136k before any of "
         "this; callgrind). Schema 3 "
         "rewrote the incidents' state CHECK: as an IN list of six it made SQLite build a "
         "temporary b-tree for every row written.\n",

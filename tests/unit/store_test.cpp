@@ -355,6 +355,59 @@ TEST(StoreOpen, MigratesSchema2IncidentsWithTheirRowsAndIndexes) {
   }
 }
 
+TEST(StoreOpen, MigratesSchema5EventsWithTheirSeqsAndCounter) {
+  // Schema 6 rebuilt events without the UNIQUE index on uid. A schema 5 file
+  // whose newest events were pruned (the counter is above the highest seq
+  // left) keeps its rows, and a seq is never handed out twice.
+  test::TempDir dir;
+  const auto path = dir / "storewatch.db";
+  {
+    auto s = Store::open(path, Store::Mode::read_write);
+    ASSERT_TRUE(s) << s.error().message;
+    for (int k = 1; k <= 7; ++k) {
+      ASSERT_TRUE(s->commit(
+          {change(incident(fmt::format("u{}", k), fmt::format("p{}", k), IncidentState::open),
+                  "opened", k)}));
+    }
+    // Back to schema 5: events as they were, with seqs 1-5 and the counter at 7.
+    ASSERT_TRUE(s->database().exec(R"sql(
+CREATE TABLE events_old (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL UNIQUE, incident_uid TEXT NOT NULL,
+  type TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, body TEXT NOT NULL);
+INSERT INTO events_old SELECT * FROM events WHERE seq <= 5;
+DROP TABLE events;
+ALTER TABLE events_old RENAME TO events;
+UPDATE sqlite_sequence SET seq = 7 WHERE name = 'events';
+CREATE INDEX events_incident ON events(incident_uid, seq);
+PRAGMA user_version = 5;
+)sql"));
+  }
+  auto before = [&] {
+    auto s = Store::open(path, Store::Mode::read_only);
+    EXPECT_TRUE(s);
+    return s ? rows_of(*s, "SELECT * FROM events ORDER BY seq") : std::vector<std::string>{};
+  };
+  // read_only refuses nothing older; it reads schema 5 as it is.
+  const std::vector<std::string> old_rows = before();
+  ASSERT_EQ(old_rows.size(), 5u);
+
+  auto s = Store::open(path, Store::Mode::read_write);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(rows_of(*s, "SELECT * FROM events ORDER BY seq"), old_rows);
+  EXPECT_EQ(rows_of(*s, "SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+            std::vector<std::string>{"7|"});
+  EXPECT_EQ(rows_of(*s, "SELECT count(*) FROM sqlite_sequence"),
+            rows_of(*s, "SELECT count(DISTINCT name) FROM sqlite_sequence"));
+  EXPECT_EQ(rows_of(*s,
+                    "SELECT name FROM sqlite_master WHERE tbl_name = 'events' AND "
+                    "type = 'index' ORDER BY name"),
+            std::vector<std::string>{"events_incident|"});
+  auto seqs = s->commit({change(incident("u8", "p8", IncidentState::open), "opened", 8)});
+  ASSERT_TRUE(seqs) << seqs.error().message;
+  EXPECT_EQ(seqs->at(0), 8);
+  EXPECT_EQ(s->events_of("u3")->size(), 1u);
+}
+
 TEST(StoreOpen, ReadOnlyNeedsAnExistingFileAndCreatesNothing) {
   test::TempDir dir;
   auto s = Store::open(dir / "storewatch.db", Store::Mode::read_only);
