@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The systemd side of the install (issue 6 item 3, issue 7 item 3):
 #   security  `systemd-analyze security --offline=true` rates both units 2.5 or lower;
-#   install   `DESTDIR=... cmake --install` with prefix /usr (the .deb's layout) and with
-#             the build's own prefix, then `systemd-analyze verify --root=` on the installed
+#   install   `DESTDIR=... cmake --install` with the build's own prefix and (unless cross)
+#             with prefix /usr, the .deb's layout; then `systemd-analyze verify --root=` on the installed
 #             units passes without one warning, sysusers and tmpfiles apply in that root,
 #             the installed example config passes `config check`, and the installed polkit
 #             rule is what `storewatch config polkit` makes of that config.
@@ -54,14 +54,9 @@ emulator=("$@")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# One install into ROOT with PREFIX, then everything checked there.
+# Everything checked in ROOT, where something installed with PREFIX.
 check_install() {
   local prefix=$1 root=$2 etc unitdir bin
-  if ! cmake --install "$build" --prefix "$prefix" >"$root.log" 2>&1 </dev/null; then
-    problem "cmake --install --prefix $prefix failed:"
-    cat "$root.log" >&2
-    return
-  fi
   if [ "$prefix" = /usr ]; then etc=/etc; else etc=$prefix/etc; fi
   unitdir=$prefix/lib/systemd/system
   bin=$prefix/bin/storewatch
@@ -101,6 +96,7 @@ check_install() {
   done
 
   # The service user, then the directories and modes, made in the root.
+  mkdir -p "$root/etc"
   if ! out=$(systemd-sysusers --root="$root" 2>&1); then
     problem "prefix $prefix: systemd-sysusers failed: $out"
   fi
@@ -138,12 +134,42 @@ check_install() {
   fi
 }
 
-mkdir -p "$tmp/deb" "$tmp/default"
-export DESTDIR=$tmp/deb
-check_install /usr "$tmp/deb"
-default_prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt")
-if [ -n "$default_prefix" ] && [ "$default_prefix" != /usr ]; then
-  export DESTDIR=$tmp/default
-  check_install "$default_prefix" "$tmp/default"
+# `cmake --install` logged to LOG; fails the test when it failed or warned.
+installed() {
+  local what=$1 log=$2 rc=$3
+  if [ "$rc" -ne 0 ] || grep -q "CMake Warning" "$log"; then
+    problem "$what:"
+    cat "$log" >&2
+    return 1
+  fi
+}
+
+# The build's own prefix, as `DESTDIR=... cmake --install BUILD` installs it.
+prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt")
+export DESTDIR=$tmp/own
+mkdir -p "$DESTDIR"
+rc=0
+cmake --install "$build" >"$tmp/own.log" 2>&1 </dev/null || rc=$?
+if installed "cmake --install $build (prefix $prefix)" "$tmp/own.log" $rc; then
+  check_install "$prefix" "$DESTDIR"
+fi
+
+# The .deb's layout (prefix /usr: /usr/bin, /etc/storewatch), when the build
+# has another: the same sources configured with prefix /usr install their
+# `system` component, this build's binary goes to /usr/bin.
+if [ "$prefix" != /usr ] && [ ${#emulator[@]} -eq 0 ]; then
+  generator=$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$build/CMakeCache.txt")
+  export DESTDIR=$tmp/deb
+  mkdir -p "$DESTDIR"
+  rc=0
+  {
+    cmake -S "$src" -B "$tmp/usr-build" -G "$generator" -DCMAKE_INSTALL_PREFIX=/usr \
+      -DSTOREWATCH_BUILD_TESTS=OFF &&
+      cmake --install "$tmp/usr-build" --component system &&
+      cmake --install "$build" --component runtime --prefix /usr
+  } >"$tmp/deb.log" 2>&1 </dev/null || rc=$?
+  if installed "configure with prefix /usr and install" "$tmp/deb.log" $rc; then
+    check_install /usr "$DESTDIR"
+  fi
 fi
 exit $fail
