@@ -3,11 +3,13 @@
 /// `storewatch config polkit`: the polkit rule that lets the service user
 /// restart exactly the units the config's `systemd-restart` remediations name.
 
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "config/config.h"
+#include "config/result.h"
 
 namespace storewatch::agent {
 
@@ -25,5 +27,10 @@ std::vector<std::string> restart_units(const config::Config& config);
 /// rules after it. Deterministic: the same units give the same bytes.
 std::string polkit_rule(const std::vector<std::string>& units,
                         std::string_view user = kServiceUser);
+
+/// Writes `rule` to `path` as polkitd should see it: all at once (a temporary
+/// file in the same directory, renamed over `path`), mode 0644. On failure
+/// `path` is left as it was.
+Status write_polkit_rule(const std::filesystem::path& path, const std::string& rule);
 
 }  // namespace storewatch::agent

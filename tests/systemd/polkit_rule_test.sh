@@ -99,11 +99,20 @@ name = "restart-pos"
 type = "exec"
 command = ["/bin/true"]
 TOML
-if ! "${emulator[@]}" "$bin" --config "$tmp/storewatch.toml" config polkit \
-  >"$tmp/etc-rules/50-storewatch.rules" 2>"$tmp/polkit.err"; then
-  problem "config polkit failed: $(cat "$tmp/polkit.err")"
+rules=$tmp/etc-rules/50-storewatch.rules
+if ! "${emulator[@]}" "$bin" --config "$tmp/storewatch.toml" config polkit -o "$rules" \
+  2>"$tmp/polkit.err"; then
+  problem "config polkit -o failed: $(cat "$tmp/polkit.err")"
   exit 1
 fi
+[ "$(stat -c %a "$rules")" = 644 ] || problem "config polkit -o made mode $(stat -c %a "$rules")"
+# A config with errors: exit 2, and the rule written before stays as it was.
+cp "$rules" "$tmp/rule.before"
+printf '[store]\nid = "bad id!"\n' >"$tmp/bad.toml"
+"${emulator[@]}" "$bin" --config "$tmp/bad.toml" config polkit -o "$rules" 2>/dev/null
+rc=$?
+[ $rc -eq 2 ] || problem "config polkit on a bad config exited $rc, not 2"
+cmp -s "$rules" "$tmp/rule.before" || problem "config polkit on a bad config changed the rule"
 cp "$src/systemd/storewatch.rules" "$tmp/usr-rules/50-storewatch.rules"
 
 # User storewatch (the host may not have one), and the rules directories.

@@ -2,13 +2,17 @@
 // restart, and the rule text for them (polkit_rule_test.sh has polkitd judge it).
 #include "agent/polkit_rule.h"
 
+#include <sys/stat.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 
 #include "config/config.h"
 #include "probes/registry.h"
+#include "tests/support/support.h"
 
 namespace storewatch::agent {
 namespace {
@@ -99,6 +103,38 @@ TEST(PolkitRule, NoUnitsAllowsNothing) {
 TEST(PolkitRule, AnotherUser) {
   EXPECT_THAT(polkit_rule({"a.service"}, "pos-agent"),
               HasSubstr(R"(subject.user !== "pos-agent")"));
+}
+
+TEST(PolkitRule, WrittenAtOnceWithMode0644) {
+  test::TempDir dir;
+  const auto path = dir / "50-storewatch.rules";
+  test::write_file(path, "old rule\n");
+  ::chmod(path.c_str(), 0600);
+  ASSERT_TRUE(write_polkit_rule(path, "new rule\n"));
+  EXPECT_EQ(test::read_file(path), "new rule\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  // Only the rule is left in the directory: no temporary file.
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++files;
+  EXPECT_EQ(files, 1);
+}
+
+TEST(PolkitRule, AFailedWriteSaysWhyAndLeavesNothing) {
+  test::TempDir dir;
+  auto w = write_polkit_rule(dir / "missing" / "50-storewatch.rules", "rule\n");
+  ASSERT_FALSE(w);
+  EXPECT_THAT(w.error().message, HasSubstr("missing"));
+  // A directory in the way of the rename: the old entry stays, no temporary file.
+  std::filesystem::create_directory(dir / "50-storewatch.rules");
+  w = write_polkit_rule(dir / "50-storewatch.rules", "rule\n");
+  ASSERT_FALSE(w);
+  EXPECT_THAT(w.error().message, HasSubstr("cannot replace"));
+  EXPECT_TRUE(std::filesystem::is_directory(dir / "50-storewatch.rules"));
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++files;
+  EXPECT_EQ(files, 1);
 }
 
 }  // namespace
