@@ -16,6 +16,7 @@
 #include "agent/control_server.h"
 #include "agent/daemon.h"
 #include "agent/notices.h"
+#include "agent/polkit_rule.h"
 #include "agent/report.h"
 #include "agent/status.h"
 #include "agent/store.h"
@@ -965,6 +966,28 @@ int run_cli(int argc, char** argv) {
                     "Validate the config: exit 0, or print every error as file:line:col and exit "
                     "2. Missing secret or CA files are warnings. Creates nothing.");
   check->callback([&] { rc = cmd_config_check(g); });
+  std::string polkit_out;
+  auto* polkit = sub(*config_cmd, "polkit",
+                     "Print the polkit rule that lets user storewatch restart exactly the units "
+                     "of the config's systemd-restart remediations (exit 2 on config errors)");
+  polkit->add_option("-o,--output", polkit_out,
+                     "Write it to FILE at once instead, e.g. "
+                     "/etc/polkit-1/rules.d/50-storewatch.rules; left as it was on errors");
+  polkit->callback([&] {
+    auto cfg = load_agent_config(g);
+    if (!cfg) {
+      rc = kUsage;
+      return;
+    }
+    const std::string rule = polkit_rule(restart_units(*cfg));
+    if (polkit_out.empty()) {
+      std::cout << rule;
+    } else if (auto w = write_polkit_rule(polkit_out, rule); !w) {
+      rc = fail(w.error());
+      return;
+    }
+    rc = kOk;
+  });
 
   auto* hq_cmd = sub(app, "hq", "Headquarters side: ingest store events, fleet views");
   hq_cmd->require_subcommand(1);

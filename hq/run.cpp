@@ -1,12 +1,17 @@
 #include "hq/run.h"
 
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <array>
+#include <chrono>
 #include <csignal>
+#include <cstdint>
+#include <functional>
 
 #include "config/clock.h"
 #include "config/log.h"
@@ -48,10 +53,27 @@ int run(const config::HqConfig& config) {
   SystemClock clock;
   store->set_worker(config.client_id.empty() ? default_client_id() : config.client_id);
   Ingest ingest(config, *store, **transport, clock, io.get_executor());
+
+  // Under systemd (Type=notify, WatchdogSec=): WATCHDOG=1 from a timer on the
+  // loop, so the pings stop when the loop stops making progress.
+  boost::asio::steady_timer watchdog_timer(io);
+  std::uint64_t watchdog_usec = 0;
+  const bool watchdog = ::sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  std::function<void()> arm_watchdog = [&]() {
+    watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+    watchdog_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      ::sd_notify(0, "WATCHDOG=1");
+      arm_watchdog();
+    });
+  };
+
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&ingest](const boost::system::error_code& ec, int signal) {
+  signals.async_wait([&ingest, &watchdog_timer](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    ::sd_notify(0, "STOPPING=1");
+    watchdog_timer.cancel();
     // With the transport stopped nothing is left waiting, so run() returns.
     ingest.stop(2s);
   });
@@ -61,6 +83,11 @@ int run(const config::HqConfig& config) {
                 ? ""
                 : ", sharing the stores' events in group " + config.share_group);
   ingest.start();
+  if (watchdog) arm_watchdog();
+  // Ready once the database is open and ingest has started; the broker may
+  // still be out of reach (it is retried for as long as it takes).
+  ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->path().string().c_str(),
+               config.broker.c_str());
   io.run();
   log::info("hq: stopped");
   return 0;
