@@ -187,6 +187,13 @@ class StoreNotifyOutbox final : public sync::NotifyOutbox {
   Result<std::vector<sync::Notice>> due(std::int64_t now_ms, int limit) override {
     return reader_.due_notices(now_ms, limit);
   }
+  Result<std::vector<sync::Notice>> queued(const std::string& channel, int limit) override {
+    return reader_.queued_notices(channel, limit);
+  }
+  Result<std::vector<std::int64_t>> sent_since(const std::string& channel,
+                                               std::int64_t since_ms) override {
+    return reader_.notices_sent_since(channel, since_ms);
+  }
   Result<std::optional<std::int64_t>> next_due() override { return reader_.next_notice_due(); }
   void update(sync::NoticeUpdate u) override { writer_.submit(std::move(u)); }
   void dropped(const sync::Notice& n, const std::string& why) override {

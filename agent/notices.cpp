@@ -77,7 +77,8 @@ std::vector<sync::NoticeRow> notices_for(const config::Config& cfg, const Incide
     }
     if (body.empty()) body = notice_body(cfg, *kind, inc, ev);
     out.push_back(sync::NoticeRow{n.name, std::string(config::to_string(*kind)), body,
-                                  /*only_if_opening_notified=*/resolution});
+                                  /*only_if_opening_notified=*/resolution,
+                                  /*wait_ms=*/n.group_wait.count()});
   }
   return out;
 }
@@ -118,7 +119,7 @@ int notify_test(const config::Config& cfg, const std::string& channel, bool as_j
     notice["kind"] = "test";
     boost::asio::io_context io(1);
     bool finished = false;
-    sync::send_notice(io, *n, *secrets, notice, [&](sync::Outcome o) {
+    sync::send_notice(io, *n, *secrets, {notice}, [&](sync::Outcome o) {
       outcome = std::move(o);
       finished = true;
     });

@@ -13,6 +13,8 @@
 ///   - a flapping incident notifies once (flapping_started), not its opening;
 ///   - a resolution only for a channel that heard of the incident before
 ///     (checked by the store in the same transaction).
+/// Each notice is first due the channel's group_wait after it is queued
+/// (NoticeRow::wait_ms), so the notifier can group it (sync/notifier.h).
 
 #include <optional>
 #include <string>

@@ -16,8 +16,8 @@
 #include <string_view>
 #include <utility>
 
+#include "config/curl_multi.h"
 #include "config/duration.h"
-#include "probes/curl_multi.h"
 #include "probes/http_check.h"
 #include "probes/process.h"
 #include "probes/system_bus.h"
@@ -327,7 +327,7 @@ class Runner final : public RemediationRunner {
     where.port = port;
     where.timeout = c.timeout;
     const int expect = c.expect_status;
-    if (!probes::CurlMulti::of(io_.get_executor())
+    if (!CurlMulti::of(io_.get_executor())
              .add(a->easy.get(), [this, a, where, expect](CURLcode code) mutable {
                if (a->finished) return;
                finish(a, http_outcome(*a, code, std::move(where), expect));
@@ -338,7 +338,7 @@ class Runner final : public RemediationRunner {
 
   static bool configure(Action& a, const config::RemediationConfig& c) {
     CURL* e = a.easy.get();
-    bool ok = probes::set_request_options(e, c.url, c.timeout, a.error, &on_body, &a);
+    bool ok = set_request_options(e, c.url, c.timeout, a.error, &on_body, &a);
     if (c.method == "HEAD") {
       ok = ok && curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK;
     } else if (c.method == "GET") {
@@ -382,7 +382,7 @@ class Runner final : public RemediationRunner {
   void release(Action& a) {
     a.process.cancel();
     if (a.easy) {
-      probes::CurlMulti::of(io_.get_executor()).remove(a.easy.get());
+      CurlMulti::of(io_.get_executor()).remove(a.easy.get());
       a.easy.reset();
     }
     if (a.deadline) a.deadline->cancel();

@@ -542,7 +542,7 @@ Status Store::write_notices(const IncidentRows& r) {
   // A resolution is queued only for channels that heard of the opening.
   auto st = db_.prepare(
       "INSERT INTO notifications (channel, incident_uid, event_uid, kind, body, created_at, "
-      "created_ms, next_try_ms) SELECT ?1,?2,?3,?4,?5,?6,?7,?7 WHERE ?8 = 0 OR EXISTS "
+      "created_ms, next_try_ms) SELECT ?1,?2,?3,?4,?5,?6,?7,?7+?9 WHERE ?8 = 0 OR EXISTS "
       "(SELECT 1 FROM notifications WHERE incident_uid = ?2 AND channel = ?1 AND "
       "kind NOT IN ('resolved','flapping_stopped') AND state != 'dropped')");
   if (!st) return st.error();
@@ -557,7 +557,8 @@ Status Store::write_notices(const IncidentRows& r) {
         .bind_ref(5, n.body)
         .bind_ref(6, r.at)
         .bind(7, now_ms)
-        .bind(8, n.only_if_opening_notified);
+        .bind(8, n.only_if_opening_notified)
+        .bind(9, n.wait_ms);
     if (auto s = st->run(); !s) return s;
   }
   return {};
@@ -580,6 +581,24 @@ Status Store::write(const sync::NoticeUpdate& u) {
   return st->run();
 }
 
+namespace {
+
+sync::Notice notice_of(const db::Statement& s) {
+  sync::Notice n;
+  n.id = s.int64(0);
+  n.channel = s.text(1);
+  n.kind = s.text(2);
+  n.incident_uid = s.text(3);
+  n.event_uid = s.text(4);
+  n.body = s.text(5);
+  n.attempts = static_cast<int>(s.int64(6));
+  n.created_ms = s.int64(7);
+  n.next_try_ms = s.int64(8);
+  return n;
+}
+
+}  // namespace
+
 Result<std::vector<sync::Notice>> Store::due_notices(std::int64_t now_ms, int limit) {
   auto stmt = db_.prepare(
       "SELECT id, channel, kind, incident_uid, event_uid, body, attempts, created_ms, "
@@ -588,19 +607,27 @@ Result<std::vector<sync::Notice>> Store::due_notices(std::int64_t now_ms, int li
       "o.channel = n.channel AND o.id < n.id) ORDER BY id LIMIT ?2");
   if (!stmt) return stmt.error();
   stmt->bind(1, now_ms).bind(2, limit);
-  return collect<sync::Notice>(*stmt, [](const db::Statement& s) {
-    sync::Notice n;
-    n.id = s.int64(0);
-    n.channel = s.text(1);
-    n.kind = s.text(2);
-    n.incident_uid = s.text(3);
-    n.event_uid = s.text(4);
-    n.body = s.text(5);
-    n.attempts = static_cast<int>(s.int64(6));
-    n.created_ms = s.int64(7);
-    n.next_try_ms = s.int64(8);
-    return n;
-  });
+  return collect<sync::Notice>(*stmt, notice_of);
+}
+
+Result<std::vector<sync::Notice>> Store::queued_notices(const std::string& channel, int limit) {
+  auto stmt = db_.prepare(
+      "SELECT id, channel, kind, incident_uid, event_uid, body, attempts, created_ms, "
+      "next_try_ms FROM notifications WHERE state = 'queued' AND channel = ?1 ORDER BY id "
+      "LIMIT ?2");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, channel).bind(2, limit);
+  return collect<sync::Notice>(*stmt, notice_of);
+}
+
+Result<std::vector<std::int64_t>> Store::notices_sent_since(const std::string& channel,
+                                                            std::int64_t since_ms) {
+  auto stmt = db_.prepare(
+      "SELECT DISTINCT done_ms FROM notifications WHERE channel = ?1 AND state = 'sent' AND "
+      "done_ms > ?2 ORDER BY done_ms");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, channel).bind(2, since_ms);
+  return collect<std::int64_t>(*stmt, [](const db::Statement& s) { return s.int64(0); });
 }
 
 Result<std::optional<std::int64_t>> Store::next_notice_due() {

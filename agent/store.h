@@ -184,6 +184,11 @@ class Store {
   Result<std::vector<sync::Notice>> due_notices(std::int64_t now_ms, int limit);
   /// The earliest next try of the oldest queued notification of a channel.
   Result<std::optional<std::int64_t>> next_notice_due();
+  /// The distinct times the channel's notices were sent after `since_ms`.
+  Result<std::vector<std::int64_t>> notices_sent_since(const std::string& channel,
+                                                       std::int64_t since_ms);
+  /// The queued notices of one channel in queue order, at most `limit`.
+  Result<std::vector<sync::Notice>> queued_notices(const std::string& channel, int limit);
   /// Forgets at most `limit` notifications sent or dropped before `before_ms`,
   /// oldest first; returns how many. Queued ones are never pruned.
   Result<std::int64_t> prune_notifications(std::int64_t before_ms, std::int64_t limit);

@@ -294,9 +294,14 @@ struct NotifyConfig {
   /// Only probes matching one of these (globs or label=value); empty = all.
   std::vector<ProbeMatch> match;
   unsigned on = kDefaultNotifyOn;  ///< NotifyOn bits
-  Millis group_wait = std::chrono::seconds(0);
+  /// The first notice of a group waits this long; notices queued meanwhile
+  /// join it (sync/notifier.h). 0 = each notice at once. Webhooks: always 0.
+  Millis group_wait = std::chrono::seconds(30);
   int rate_limit = 0;  ///< messages per hour at most; 0 = no limit
   std::string proxy;   ///< http(s)://host:port; empty = https_proxy from the environment
+  /// PEM CAs to trust for this channel's TLS (https, smtps, STARTTLS)
+  /// instead of the system's; for a private relay or proxy.
+  std::filesystem::path ca_file;
   Millis timeout = std::chrono::seconds(10);
   Millis notify_ttl = std::chrono::hours(24);  ///< undelivered notices are dropped after this
   SourcePos where;

@@ -255,11 +255,13 @@ void read_one(Context& ctx, const toml::table& table, std::size_t number, Notify
            v.error(fmt::format("must be at most 10m, got \"{}\"", format_duration(*d)));
            return;
          }
-         n.group_wait = *d;
-         if (d->count() > 0) {
-           v.warning(
-               "grouping is not implemented yet: every notice goes out at once, as with \"0s\"");
+         if (type && *type == NotifyType::webhook && d->count() > 0) {
+           v.error(
+               "webhook channels do not group: each notice is one POST (use \"0s\" or "
+               "leave it out)");
+           return;
          }
+         n.group_wait = *d;
        }},
       {"rate_limit",
        [&](const Value& v) {
@@ -278,6 +280,10 @@ void read_one(Context& ctx, const toml::table& table, std::size_t number, Notify
          }
          n.proxy = *p;
        }},
+      {"ca_file",
+       [&](const Value& v) {
+         if (auto f = v.file(Empty::error)) n.ca_file = *f;
+       }},
       {"timeout",
        [&](const Value& v) {
          if (auto d = v.duration(Millis(100))) n.timeout = *d;
@@ -287,6 +293,8 @@ void read_one(Context& ctx, const toml::table& table, std::size_t number, Notify
          if (auto d = v.duration(std::chrono::seconds(1))) n.notify_ttl = *d;
        }},
   };
+  // Webhook receivers are programs: one POST per notice, at once.
+  if (type && *type == NotifyType::webhook) n.group_wait = Millis(0);
   read_fields(ctx, scope, table, fields, n.where);
   if (!n.username.empty() && n.password_file.empty() && email) {
     ctx.error(n.where, fmt::format("{}: username is set but password_file is not", scope));

@@ -11,7 +11,7 @@
 #include <memory>
 #include <variant>
 
-#include "probes/curl_multi.h"
+#include "config/curl_multi.h"
 #include "probes/http_check.h"
 
 namespace storewatch::probes {

@@ -8,8 +8,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "config/curl_multi.h"
 #include "config/log.h"
-#include "probes/curl_multi.h"
 
 namespace storewatch::sync {
 
@@ -95,14 +95,17 @@ bool common_options(Transfer& t, const config::NotifyConfig& c, const std::strin
   ok = ok && curl_easy_setopt(e, CURLOPT_USERAGENT, "storewatch") == CURLE_OK;
   // A configured proxy, else libcurl's usual environment (https_proxy, no_proxy).
   if (!c.proxy.empty()) ok = ok && curl_easy_setopt(e, CURLOPT_PROXY, c.proxy.c_str()) == CURLE_OK;
+  if (!c.ca_file.empty()) {
+    ok = ok && curl_easy_setopt(e, CURLOPT_CAINFO, c.ca_file.c_str()) == CURLE_OK;
+  }
   ok = ok && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body) == CURLE_OK;
   ok = ok && curl_easy_setopt(e, CURLOPT_WRITEDATA, &t) == CURLE_OK;
   return ok;
 }
 
 bool http_options(Transfer& t, const config::NotifyConfig& c, const ChannelSecrets& s,
-                  const json& notice) {
-  HttpRequest r = http_request(c, s, notice);
+                  const std::vector<json>& notices) {
+  HttpRequest r = http_request(c, s, notices);
   t.request = std::move(r.body);
   for (const std::string& h : r.headers) t.headers = curl_slist_append(t.headers, h.c_str());
   CURL* e = t.easy;
@@ -119,10 +122,10 @@ bool http_options(Transfer& t, const config::NotifyConfig& c, const ChannelSecre
 }
 
 bool email_options(Transfer& t, const config::NotifyConfig& c, const ChannelSecrets& s,
-                   const json& notice) {
+                   const std::vector<json>& notices) {
   t.email = true;
   const std::int64_t now = wall_ms();
-  t.request = email_message(c, notice, std::chrono::system_clock::now(),
+  t.request = email_message(c, notices, std::chrono::system_clock::now(),
                             fmt::format("{}.{}", now, reinterpret_cast<std::uintptr_t>(&t)));
   for (const std::string& to : c.to) {
     t.recipients = curl_slist_append(t.recipients, fmt::format("<{}>", to).c_str());
@@ -182,14 +185,14 @@ Outcome outcome_of(const Transfer& t, const config::NotifyConfig& c, const Chann
 }  // namespace
 
 std::function<void()> send_notice(asio::io_context& io, const config::NotifyConfig& channel,
-                                  const ChannelSecrets& secrets, const json& notice,
+                                  const ChannelSecrets& secrets, const std::vector<json>& notices,
                                   std::function<void(Outcome)> done) {
   auto t = std::make_shared<Transfer>();
   t->io = &io;
   t->easy = curl_easy_init();
   const bool ok = t->easy != nullptr && (channel.type == config::NotifyType::email
-                                             ? email_options(*t, channel, secrets, notice)
-                                             : http_options(*t, channel, secrets, notice));
+                                             ? email_options(*t, channel, secrets, notices)
+                                             : http_options(*t, channel, secrets, notices));
   const auto fail_soon = [&io, &done](std::string why) {
     asio::post(io, [done = std::move(done), why = std::move(why)] {
       done(Outcome{Outcome::Kind::retry, why, std::nullopt});
@@ -201,20 +204,46 @@ std::function<void()> send_notice(asio::io_context& io, const config::NotifyConf
   std::weak_ptr<Transfer> weak = t;
   auto cfg = std::make_shared<const config::NotifyConfig>(channel);
   auto sec = std::make_shared<const ChannelSecrets>(secrets);
-  t->active = probes::CurlMulti::of(io.get_executor())
-                  .add(t->easy, [t, cfg, sec, done](CURLcode rc) mutable {
-                    t->active = false;
-                    Outcome o = outcome_of(*t, *cfg, *sec, rc);
-                    auto keep = std::move(t);  // freed after done, on this stack
-                    done(std::move(o));
-                  });
+  t->active =
+      CurlMulti::of(io.get_executor()).add(t->easy, [t, cfg, sec, done](CURLcode rc) mutable {
+        t->active = false;
+        Outcome o = outcome_of(*t, *cfg, *sec, rc);
+        auto keep = std::move(t);  // freed after done, on this stack
+        done(std::move(o));
+      });
   if (!t->active) return fail_soon("libcurl refused the transfer");
   return [weak, &io] {
     if (auto t = weak.lock(); t && t->active) {
-      probes::CurlMulti::of(io.get_executor()).remove(t->easy);
+      CurlMulti::of(io.get_executor()).remove(t->easy);
       t->active = false;
     }
   };
+}
+
+std::string_view group_class(std::string_view kind) {
+  if (kind == "opened" || kind == "escalated" || kind == "flapping_started") return "problem";
+  if (kind == "resolved" || kind == "flapping_stopped") return "recovery";
+  return kind;
+}
+
+std::vector<std::size_t> group_members(const std::vector<Notice>& queued, std::int64_t now_ms,
+                                       std::int64_t ttl_ms, const std::set<std::int64_t>& skip) {
+  std::vector<std::size_t> out;
+  if (queued.empty()) return out;
+  out.push_back(0);
+  const std::string_view cls = group_class(queued.front().kind);
+  std::set<std::string_view> left_out;  // incidents with an earlier notice not in the group
+  for (std::size_t i = 1; i < queued.size() && out.size() < kMaxGroup; ++i) {
+    const Notice& n = queued[i];
+    if (skip.contains(n.id)) continue;  // sent or dropped: not in the queue any more
+    if (group_class(n.kind) == cls && n.created_ms <= now_ms && now_ms - n.created_ms <= ttl_ms &&
+        !left_out.contains(n.incident_uid)) {
+      out.push_back(i);
+    } else {
+      left_out.insert(n.incident_uid);
+    }
+  }
+  return out;
 }
 
 Notifier::Notifier(asio::io_context& io, const config::Config& config, NotifyOutbox& outbox)
@@ -238,6 +267,16 @@ Notifier::~Notifier() {
 }
 
 void Notifier::start() {
+  // The rate_limit window survives restarts: the last hour's sends, from the outbox.
+  const std::int64_t now = wall_ms();
+  for (auto& [name, c] : channels_) {
+    if (c.config->rate_limit <= 0) continue;
+    if (auto sent = outbox_.sent_since(name, now - kHourMs)) {
+      c.sent_ms.assign(sent->begin(), sent->end());
+    } else {
+      log::warn("notify {}: reading its last hour of sends: {}", name, sent.error().message);
+    }
+  }
   stopped_ = false;
   kick();
 }
@@ -271,12 +310,10 @@ void Notifier::pass() {
     arm(now + 5'000);
     return;
   }
-  if (due->size() < static_cast<std::size_t>(kDueBatch)) {
-    // Every queued notice that is due was returned: the ones sent or dropped
-    // that are not among them are committed as such.
-    std::set<std::int64_t> returned;
-    for (const Notice& n : *due) returned.insert(n.id);
-    std::erase_if(done_, [&](std::int64_t id) { return !returned.contains(id); });
+  // A channel's oldest queued notice is returned when due: its older notices
+  // in done_ are committed as sent or dropped.
+  for (const Notice& n : *due) {
+    std::erase_if(done_, [&](const auto& d) { return d.second == n.channel && d.first < n.id; });
   }
   for (const Notice& n : *due) {
     if (done_.contains(n.id)) continue;
@@ -299,7 +336,7 @@ void Notifier::pass() {
         continue;
       }
     }
-    attempt(c, n);
+    attempt(c, n, now);
   }
   // Next wake: the next queued notice, or a channel's backoff ending.
   std::int64_t wake = now + kPollMs;
@@ -320,68 +357,102 @@ void Notifier::arm(std::int64_t wake_ms) {
   });
 }
 
-void Notifier::attempt(Channel& c, const Notice& n) {
+void Notifier::attempt(Channel& c, const Notice& head, std::int64_t now) {
+  std::vector<Notice> group{head};
+  if (c.config->group_wait.count() > 0) {
+    // Everything queued behind the head may join it (group_members says which).
+    constexpr int kScan = 200;
+    auto queued = outbox_.queued(c.config->name, kScan);
+    if (!queued) {
+      log::warn("notify {}: reading its queue: {}; sending one notice", c.config->name,
+                queued.error().message);
+    } else if (!queued->empty() && queued->front().id == head.id) {
+      std::set<std::int64_t> queued_ids, skip;
+      for (const Notice& n : *queued) queued_ids.insert(n.id);
+      const bool whole = queued->size() < static_cast<std::size_t>(kScan);
+      std::erase_if(done_, [&](const auto& d) {
+        return d.second == c.config->name && whole && !queued_ids.contains(d.first);
+      });
+      for (const auto& [id, channel] : done_) {
+        if (channel == c.config->name) skip.insert(id);
+      }
+      group.clear();
+      for (std::size_t i : group_members(*queued, now, c.config->notify_ttl.count(), skip)) {
+        group.push_back(std::move((*queued)[i]));
+      }
+    }
+  }
   if (!c.secrets) {
-    finished(c, n, Outcome{Outcome::Kind::retry, c.secret_error, std::nullopt});
+    finished(c, group, Outcome{Outcome::Kind::retry, c.secret_error, std::nullopt});
     return;
   }
-  json notice = json::parse(n.body, nullptr, /*allow_exceptions=*/false);
-  if (notice.is_discarded()) {
-    drop(n, "the stored notice is not valid JSON");
-    return;
+  std::vector<json> notices;
+  std::vector<Notice> members;
+  for (Notice& n : group) {
+    json notice = json::parse(n.body, nullptr, /*allow_exceptions=*/false);
+    if (notice.is_discarded()) {
+      drop(n, "the stored notice is not valid JSON");
+      continue;
+    }
+    notices.push_back(std::move(notice));
+    members.push_back(std::move(n));
   }
+  if (members.empty()) return;
   c.busy = true;
   const std::string name = c.config->name;
-  c.cancel =
-      send_notice(io_, *c.config, *c.secrets, notice, [this, alive = alive_, name, n](Outcome o) {
-        if (!*alive) return;
-        auto it = channels_.find(name);
-        if (it == channels_.end()) return;
-        it->second.busy = false;
-        it->second.cancel = nullptr;
-        if (stopped_) return;  // stays queued, sent after a restart
-        finished(it->second, n, o);
-      });
+  c.cancel = send_notice(io_, *c.config, *c.secrets, notices,
+                         [this, alive = alive_, name, members](Outcome o) {
+                           if (!*alive) return;
+                           auto it = channels_.find(name);
+                           if (it == channels_.end()) return;
+                           it->second.busy = false;
+                           it->second.cancel = nullptr;
+                           if (stopped_) return;  // stays queued, sent after a restart
+                           finished(it->second, members, o);
+                         });
 }
 
-void Notifier::finished(Channel& c, const Notice& n, const Outcome& o) {
+void Notifier::finished(Channel& c, const std::vector<Notice>& group, const Outcome& o) {
   const std::int64_t now = wall_ms();
-  NoticeUpdate u;
-  u.id = n.id;
-  u.attempts = n.attempts + 1;
-  u.at_ms = now;
+  const Notice& head = group.front();
+  const std::string what =
+      group.size() == 1 ? fmt::format("{} notice of incident {}", head.kind, head.incident_uid)
+                        : fmt::format("group of {} notices (first: {} of incident {})",
+                                      group.size(), head.kind, head.incident_uid);
   switch (o.kind) {
     case Outcome::Kind::sent:
-      ++stats_.sent;
-      c.sent_ms.push_back(now);
+      stats_.sent += group.size();
+      c.sent_ms.push_back(now);  // one message, one rate_limit slot
       c.blocked_until_ms = 0;
-      u.state = NoticeState::sent;
-      u.next_try_ms = n.next_try_ms;
-      done_.insert(n.id);
-      log::info("notify {}: {} notice of incident {} sent ({})", c.config->name, n.kind,
-                n.incident_uid, o.detail);
-      outbox_.update(std::move(u));
+      log::info("notify {}: {} sent ({})", c.config->name, what, o.detail);
+      for (const Notice& n : group) {
+        done_.emplace(n.id, n.channel);
+        outbox_.update(
+            NoticeUpdate{n.id, NoticeState::sent, n.attempts + 1, n.next_try_ms, {}, now});
+      }
       break;
     case Outcome::Kind::retry: {
       ++stats_.failed_attempts;
       stats_.last_error = fmt::format("{}: {}", c.config->name, o.detail);
-      const auto delay = retry_delay(u.attempts, o.retry_after);
-      u.state = NoticeState::queued;
-      u.next_try_ms = now + delay.count();
-      u.last_error = o.detail;
-      c.blocked_until_ms = u.next_try_ms;
-      log::warn("notify {}: {} notice of incident {} failed (attempt {}): {}; next try in {}",
-                c.config->name, n.kind, n.incident_uid, u.attempts, o.detail,
+      const auto delay = retry_delay(head.attempts + 1, o.retry_after);
+      c.blocked_until_ms = now + delay.count();
+      log::warn("notify {}: {} failed (attempt {}): {}; next try in {}", c.config->name, what,
+                head.attempts + 1, o.detail,
                 format_duration(std::chrono::duration_cast<Millis>(delay)));
-      outbox_.update(std::move(u));
+      for (const Notice& n : group) {
+        outbox_.update(NoticeUpdate{n.id, NoticeState::queued, n.attempts + 1, c.blocked_until_ms,
+                                    o.detail, now});
+      }
       break;
     }
     case Outcome::Kind::fatal: {
       ++stats_.failed_attempts;
       stats_.last_error = fmt::format("{}: {}", c.config->name, o.detail);
-      Notice tried = n;
-      tried.attempts = u.attempts;
-      drop(tried, fmt::format("refused by the receiver: {}", o.detail));
+      for (const Notice& n : group) {
+        Notice tried = n;
+        tried.attempts = n.attempts + 1;
+        drop(tried, fmt::format("refused by the receiver: {}", o.detail));
+      }
       break;
     }
   }
@@ -390,7 +461,7 @@ void Notifier::finished(Channel& c, const Notice& n, const Outcome& o) {
 
 void Notifier::drop(const Notice& n, const std::string& why) {
   ++stats_.dropped;
-  done_.insert(n.id);
+  done_.emplace(n.id, n.channel);
   log::error("notify {}: {} notice of incident {} dropped: {}", n.channel, n.kind, n.incident_uid,
              why);
   outbox_.dropped(n, why);

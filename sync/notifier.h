@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The notifier (issue 8): sends the `notifications` outbox through each
-/// [[notify]] channel with libcurl on the loop (probes/curl_multi.h), one
+/// [[notify]] channel with libcurl on the loop (config/curl_multi.h), one
 /// transfer per channel at a time, in queue order. A failed attempt is
 /// retried after 5 s doubling to 10 min, or the receiver's Retry-After when
 /// longer; every attempt is recorded in the outbox (attempts, next try, last
@@ -9,6 +9,15 @@
 /// after the channel's notify_ttl, or refused for good (HTTP 4xx other than
 /// 408/429), is dropped and the incident gets an event saying so. Secrets
 /// (URLs, keys, passwords) never reach logs, events or the outbox.
+///
+/// Grouping: a channel with a group_wait (not webhooks) queues each notice
+/// due group_wait after it happened. When the channel's oldest queued notice
+/// is due, the notices queued behind it join it in one message (see
+/// group_members) — so the first of a burst waits group_wait and the others
+/// ride along. The group is formed from the outbox each time, never kept in
+/// memory: after a restart the queued notices whose time has come form it.
+/// A group is one message: one attempt, one rate_limit slot; on failure every
+/// member is retried together (and notices queued meanwhile may join).
 ///
 /// Single-threaded: everything runs on the io_context's thread.
 
@@ -22,6 +31,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "config/config.h"
 #include "sync/notify_outbox.h"
@@ -32,12 +43,31 @@ namespace storewatch::sync {
 /// Wall-clock milliseconds since the epoch.
 std::int64_t wall_ms();
 
-/// Sends one notice through one channel now and reports how it went; the
-/// building block of the notifier and of `storewatch notify test`.
-/// `done` runs once on the loop. Returns a cancel function.
+/// Sends one notice (or a group of them, as one message) through one channel
+/// now and reports how it went; the building block of the notifier and of
+/// `storewatch notify test`. `done` runs once on the loop. Returns a cancel
+/// function.
 std::function<void()> send_notice(boost::asio::io_context& io, const config::NotifyConfig& channel,
-                                  const ChannelSecrets& secrets, const nlohmann::json& notice,
+                                  const ChannelSecrets& secrets,
+                                  const std::vector<nlohmann::json>& notices,
                                   std::function<void(Outcome)> done);
+
+/// At most this many notices in one message (Slack's 50 blocks; readable).
+inline constexpr std::size_t kMaxGroup = 20;
+
+/// Which notices group together: "problem" (opened, escalated,
+/// flapping_started), "recovery" (resolved, flapping_stopped), else the kind
+/// itself (acknowledged groups with acknowledgements).
+std::string_view group_class(std::string_view kind);
+
+/// The group led by `queued[0]` (a channel's oldest queued notice, due now):
+/// indexes into `queued`, in queue order, the first being 0. A later notice
+/// joins when it is of the head's group_class, was queued by `now_ms`, is
+/// younger than `ttl_ms`, is not in `skip` (sent or dropped already), and no
+/// earlier notice of its incident was left out — a notice never overtakes
+/// one of its own incident. At most kMaxGroup members.
+std::vector<std::size_t> group_members(const std::vector<Notice>& queued, std::int64_t now_ms,
+                                       std::int64_t ttl_ms, const std::set<std::int64_t>& skip);
 
 class Notifier {
  public:
@@ -77,8 +107,8 @@ class Notifier {
 
   void pass();
   void arm(std::int64_t wake_ms);
-  void attempt(Channel& c, const Notice& n);
-  void finished(Channel& c, const Notice& n, const Outcome& o);
+  void attempt(Channel& c, const Notice& head, std::int64_t now);
+  void finished(Channel& c, const std::vector<Notice>& group, const Outcome& o);
   void drop(const Notice& n, const std::string& why);
 
   boost::asio::io_context& io_;
@@ -86,7 +116,9 @@ class Notifier {
   NotifyOutbox& outbox_;
   std::map<std::string, Channel> channels_;
   /// Sent or dropped, their update perhaps not committed yet: never twice.
-  std::set<std::int64_t> done_;
+  /// id -> channel; forgotten once a read of the outbox shows it not queued
+  /// (older than the channel's oldest queued notice, or absent from its queue).
+  std::map<std::int64_t, std::string> done_;
   boost::asio::steady_timer timer_;
   std::int64_t timer_at_ms_ = 0;
   bool pass_posted_ = false;

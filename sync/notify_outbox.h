@@ -23,6 +23,9 @@ struct NoticeRow {
   /// Queue it only if this channel has a notice of the incident's opening
   /// (a resolution nobody heard the start of is noise).
   bool only_if_opening_notified = false;
+  /// The channel's group_wait: the notice is first due this long after it
+  /// is queued (its next_try_ms), so a group can gather behind it.
+  std::int64_t wait_ms = 0;
 };
 
 /// A queued notice as stored.
@@ -56,6 +59,14 @@ class NotifyOutbox {
   /// The oldest queued notice of each channel, if due at `now_ms`; oldest
   /// first, at most `limit`. A channel's notices go out in queue order.
   virtual Result<std::vector<Notice>> due(std::int64_t now_ms, int limit) = 0;
+  /// The queued notices of one channel in queue order (due or not), at most
+  /// `limit`: what a group is formed from when the channel's oldest is due.
+  virtual Result<std::vector<Notice>> queued(const std::string& channel, int limit) = 0;
+  /// When the channel's messages sent after `since_ms` went out (one time per
+  /// message: a group's notices share theirs), oldest first: the rate_limit
+  /// window, carried across restarts.
+  virtual Result<std::vector<std::int64_t>> sent_since(const std::string& channel,
+                                                       std::int64_t since_ms) = 0;
   /// The earliest next_try_ms of the notices `due` would return, if any.
   virtual Result<std::optional<std::int64_t>> next_due() = 0;
   /// Records an attempt durably (the write may complete later).

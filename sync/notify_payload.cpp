@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <set>
+#include <utility>
 
 namespace storewatch::sync {
 namespace {
@@ -214,15 +216,131 @@ std::string webhook_payload(const json& notice) {
   return notice.dump();
 }
 
+std::string group_headline(const std::vector<json>& notices) {
+  if (notices.size() == 1) return headline(notices.front());
+  std::set<std::string> incidents;
+  std::string list;
+  for (const json& n : notices) {
+    incidents.insert(str(obj(n, "incident"), "uid"));
+    list +=
+        fmt::format("{}{} {}", list.empty() ? "" : ", ", str(obj(n, "incident"), "probe"), what(n));
+  }
+  return fmt::format("[{}] {} incident{}: {}", store_name(notices.front()), incidents.size(),
+                     incidents.size() == 1 ? "" : "s", list);
+}
+
+std::string slack_group_payload(const std::vector<json>& notices) {
+  if (notices.size() == 1) return slack_payload(notices.front());
+  const bool good = std::all_of(notices.begin(), notices.end(), good_news);
+  std::string text = slack_escape(group_headline(notices));
+  json blocks =
+      json::array({{{"type", "header"},
+                    {"text",
+                     {{"type", "plain_text"},
+                      {"text", cut(fmt::format("{} {} notices from {}", good ? "✅" : "🚨",
+                                               notices.size(), store_name(notices.front())),
+                                   150)}}}}});
+  for (const json& n : notices) {
+    const json& inc = obj(n, "incident");
+    text += "\n• " + slack_escape(headline(n));
+    // Slack takes at most 50 blocks: a header and two per notice (the
+    // notifier groups at most kMaxGroup = 20).
+    if (blocks.size() + 2 > 50) continue;
+    blocks.push_back(
+        {{"type", "section"},
+         {"text",
+          {{"type", "mrkdwn"},
+           {"text", cut(fmt::format("{} *{} {}*  {} {}, {} {}\n{}", good_news(n) ? "✅" : "🚨",
+                                    slack_escape(str(inc, "probe")), slack_escape(what(n)),
+                                    str(inc, "severity"), str(inc, "priority"), str(inc, "state"),
+                                    slack_escape(since(n)), slack_escape(str(inc, "summary", "-"))),
+                        3000)}}}});
+    blocks.push_back(
+        {{"type", "context"},
+         {"elements",
+          json::array({{{"type", "mrkdwn"},
+                        {"text", cut(fmt::format("Incident {}", str(inc, "uid")), 2000)}}})}});
+  }
+  return json{{"text", cut(text, 3000)}, {"blocks", std::move(blocks)}}.dump();
+}
+
+std::string teams_group_payload(const std::vector<json>& notices) {
+  if (notices.size() == 1) return teams_payload(notices.front());
+  const bool good = std::all_of(notices.begin(), notices.end(), good_news);
+  json body = json::array(
+      {{{"type", "TextBlock"},
+        {"text", fmt::format("{} notices from {}", notices.size(), store_name(notices.front()))},
+        {"weight", "Bolder"},
+        {"size", "Medium"},
+        {"color", good ? "Good" : "Attention"},
+        {"wrap", true}}});
+  for (const json& n : notices) {
+    const json& inc = obj(n, "incident");
+    json fact_set = json::array();
+    for (const Fact& f : facts(n)) fact_set.push_back({{"title", f.name}, {"value", f.value}});
+    body.push_back(
+        {{"type", "Container"},
+         {"separator", true},
+         {"items",
+          json::array({{{"type", "TextBlock"},
+                        {"text", fmt::format("{} {}", str(inc, "probe"), what(n))},
+                        {"weight", "Bolder"},
+                        {"color", good_news(n) ? "Good" : "Attention"},
+                        {"wrap", true}},
+                       {{"type", "TextBlock"}, {"text", str(inc, "summary", "-")}, {"wrap", true}},
+                       {{"type", "FactSet"}, {"facts", std::move(fact_set)}}})}});
+  }
+  json card = {{"$schema", "http://adaptivecards.io/schemas/adaptive-card.json"},
+               {"type", "AdaptiveCard"},
+               {"version", "1.2"},
+               {"body", std::move(body)}};
+  return json{
+      {"type", "message"},
+      {"summary", cut(group_headline(notices), 500)},
+      {"attachments", json::array({{{"contentType", "application/vnd.microsoft.card.adaptive"},
+                                    {"contentUrl", nullptr},
+                                    {"content", std::move(card)}}})}}
+      .dump();
+}
+
+std::string teams_legacy_group_payload(const std::vector<json>& notices) {
+  if (notices.size() == 1) return teams_legacy_payload(notices.front());
+  const bool good = std::all_of(notices.begin(), notices.end(), good_news);
+  json sections = json::array();
+  for (const json& n : notices) {
+    const json& inc = obj(n, "incident");
+    json fact_list = json::array();
+    for (const Fact& f : facts(n)) fact_list.push_back({{"name", f.name}, {"value", f.value}});
+    sections.push_back({{"activityTitle", fmt::format("{} {}", str(inc, "probe"), what(n))},
+                        {"text", str(inc, "summary", "-")},
+                        {"facts", std::move(fact_list)}});
+  }
+  return json{
+      {"@type", "MessageCard"},
+      {"@context", "https://schema.org/extensions"},
+      {"summary", cut(group_headline(notices), 500)},
+      {"themeColor", good ? "2EB886" : "D70000"},
+      {"title", fmt::format("{} notices from {}", notices.size(), store_name(notices.front()))},
+      {"sections", std::move(sections)}}
+      .dump();
+}
+
 HttpRequest http_request(const config::NotifyConfig& n, const ChannelSecrets& secrets,
                          const json& notice) {
+  return http_request(n, secrets, std::vector<json>{notice});
+}
+
+HttpRequest http_request(const config::NotifyConfig& n, const ChannelSecrets& secrets,
+                         const std::vector<json>& notices) {
   HttpRequest r;
+  static const json kNone = json::object();
+  const json& first = notices.empty() ? kNone : notices.front();
   switch (n.type) {
-    case config::NotifyType::slack: r.body = slack_payload(notice); break;
-    case config::NotifyType::teams: r.body = teams_payload(notice); break;
-    case config::NotifyType::teams_legacy: r.body = teams_legacy_payload(notice); break;
+    case config::NotifyType::slack: r.body = slack_group_payload(notices); break;
+    case config::NotifyType::teams: r.body = teams_group_payload(notices); break;
+    case config::NotifyType::teams_legacy: r.body = teams_legacy_group_payload(notices); break;
     case config::NotifyType::webhook:
-    case config::NotifyType::email: r.body = webhook_payload(notice); break;
+    case config::NotifyType::email: r.body = webhook_payload(first); break;
   }
   r.headers.push_back("Content-Type: application/json; charset=utf-8");
   if (n.type == config::NotifyType::webhook && !secrets.hmac_key.empty()) {
@@ -245,6 +363,11 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
 
 std::string email_message(const config::NotifyConfig& n, const json& notice,
                           std::chrono::system_clock::time_point now, std::string_view message_id) {
+  return email_message(n, std::vector<json>{notice}, now, message_id);
+}
+
+std::string email_message(const config::NotifyConfig& n, const std::vector<json>& notices,
+                          std::chrono::system_clock::time_point now, std::string_view message_id) {
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   std::tm tm{};
   gmtime_r(&t, &tm);
@@ -253,14 +376,34 @@ std::string email_message(const config::NotifyConfig& n, const json& notice,
   std::string to;
   for (const std::string& a : n.to) to += (to.empty() ? "" : ", ") + a;
   // The subject is one header line: no CR/LF from the data.
-  std::string subject = cut(headline(notice), 200);
+  std::string subject = cut(group_headline(notices), 200);
   std::replace_if(
       subject.begin(), subject.end(), [](char c) { return c == '\r' || c == '\n'; }, ' ');
-  const json& inc = obj(notice, "incident");
-  std::string body = str(inc, "summary", "-") + "\r\n\r\n";
-  for (const Fact& f : facts(notice)) body += fmt::format("{}: {}\r\n", f.name, f.value);
-  body += fmt::format("\r\nEvent: {} at {} by {}\r\n", str(obj(notice, "event"), "type"),
-                      str(obj(notice, "event"), "at"), str(obj(notice, "event"), "actor"));
+  std::string body;
+  if (notices.size() > 1) {
+    body = fmt::format("{} notices from {}:\r\n", notices.size(), store_name(notices.front()));
+    for (const json& notice : notices) body += "  - " + headline(notice) + "\r\n";
+  }
+  for (const json& notice : notices) {
+    const json& inc = obj(notice, "incident");
+    if (notices.size() > 1) {
+      body += fmt::format("\r\n== {} {} ==\r\n", str(inc, "probe"), what(notice));
+    }
+    body += str(inc, "summary", "-") + "\r\n\r\n";
+    for (const Fact& f : facts(notice)) body += fmt::format("{}: {}\r\n", f.name, f.value);
+    body += "\r\nTimeline:\r\n";
+    for (const auto& [key, label] : {std::pair{"t_fault", "fault"},
+                                     {"t_detect", "detected"},
+                                     {"t_ack", "acknowledged"},
+                                     {"t_restored", "restored"},
+                                     {"t_resolved", "resolved"}}) {
+      if (const std::string at = str(inc, key); !at.empty()) {
+        body += fmt::format("  {}  {}\r\n", at, label);
+      }
+    }
+    body += fmt::format("\r\nEvent: {} at {} by {}\r\n", str(obj(notice, "event"), "type"),
+                        str(obj(notice, "event"), "at"), str(obj(notice, "event"), "actor"));
+  }
   // Bare LFs in the data become CRLF; a line of a single '.' is escaped by curl.
   std::string crlf;
   for (std::size_t i = 0; i < body.size(); ++i) {

@@ -46,9 +46,22 @@ std::string teams_legacy_payload(const nlohmann::json& notice);
 /// A generic webhook: the notice itself.
 std::string webhook_payload(const nlohmann::json& notice);
 
-/// The HTTP request of an http channel (not email).
+/// A group (sync/notifier.h): several notices of one channel in one
+/// message. The headline counts the incidents and names each.
+std::string group_headline(const std::vector<nlohmann::json>& notices);
+/// Slack: `text` lists each notice; `blocks` a header and one section each.
+std::string slack_group_payload(const std::vector<nlohmann::json>& notices);
+/// Teams: one Adaptive Card with a container per notice.
+std::string teams_group_payload(const std::vector<nlohmann::json>& notices);
+/// MessageCard with a section per notice.
+std::string teams_legacy_group_payload(const std::vector<nlohmann::json>& notices);
+
+/// The HTTP request of an http channel (not email) for one notice, or for a
+/// group when there are several (a webhook never groups: one each).
 HttpRequest http_request(const config::NotifyConfig& n, const ChannelSecrets& secrets,
                          const nlohmann::json& notice);
+HttpRequest http_request(const config::NotifyConfig& n, const ChannelSecrets& secrets,
+                         const std::vector<nlohmann::json>& notices);
 
 /// The signature header's name; its value is "sha256=<hex HMAC-SHA256 of the body>".
 inline constexpr std::string_view kSignatureHeader = "X-Storewatch-Signature";
@@ -56,6 +69,10 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 
 /// An RFC 5322 message for an email channel (CRLF line ends).
 std::string email_message(const config::NotifyConfig& n, const nlohmann::json& notice,
+                          std::chrono::system_clock::time_point now, std::string_view message_id);
+/// One message for a group: the group's headline as subject, then each
+/// notice's incident with its timeline.
+std::string email_message(const config::NotifyConfig& n, const std::vector<nlohmann::json>& notices,
                           std::chrono::system_clock::time_point now, std::string_view message_id);
 
 /// How an attempt ended.

@@ -10,6 +10,9 @@
 
 #include <csignal>
 #include <memory>
+#include <regex>
+#include <set>
+#include <sstream>
 
 #include "sync/notify_payload.h"
 #include "tests/support/notify_receiver.h"
@@ -26,8 +29,11 @@ class DaemonNotifies : public ::testing::Test {
  protected:
   void SetUp() override {
     port = free_port();
+    port2 = free_port();
     lab = std::make_unique<StoreLab>(fmt::format(
-        "[[device]]\nname = \"lane-01\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\n", port));
+        "[[device]]\nname = \"lane-01\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\n"
+        "[[device]]\nname = \"lane-02\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        port, port2));
   }
 
   /// A secret file holding `text`, as url_file and secret_file name them.
@@ -60,9 +66,20 @@ fail_after = 2
 recover_after = 2
 severity = "high"
 
+[[probe]]
+name = "lane-02"
+type = "tcp"
+host = "127.0.0.1"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+fail_after = 2
+recover_after = 2
+severity = "high"
+
 {})",
                                    (dir / "data").string(), (dir / "control.sock").string(),
-                                   free_port(), port, notify));
+                                   free_port(), port, port2, notify));
     auto check = cli({"config", "check"});
     ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
     launch();
@@ -101,6 +118,26 @@ severity = "high"
     return out;
   }
 
+  /// One column of the daemon's notifications table (the real file, read
+  /// beside the running daemon), in queue order.
+  std::vector<std::string> outbox(const std::string& column) {
+    auto r = run({"sqlite3", (dir / "data" / "storewatch.db").string(),
+                  "SELECT " + column + " FROM notifications ORDER BY id"});
+    std::vector<std::string> out;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+
+  /// The open incidents' probes.
+  std::set<std::string> open_probes() {
+    std::set<std::string> out;
+    auto j = json::parse(cli({"incidents", "--json"}).out, nullptr, false);
+    if (!j.is_array()) return out;
+    for (const auto& i : j) out.insert(i.value("probe", ""));
+    return out;
+  }
+
   json incident() {
     auto r = cli({"incidents", "--all", "--json"});
     auto j = json::parse(r.out, nullptr, false);
@@ -110,6 +147,7 @@ severity = "high"
   TempDir dir;
   std::filesystem::path config;
   int port = 0;
+  int port2 = 0;
   std::unique_ptr<StoreLab> lab;
   std::unique_ptr<Child> daemon;
 };
@@ -213,13 +251,125 @@ TEST_F(DaemonNotifies, QueuedNoticesSurviveARestart) {
   EXPECT_EQ(r.requests().size(), 1u);
 }
 
+TEST_F(DaemonNotifies, IncidentsOpenedWithinGroupWaitGoOutAsOneMessage) {
+  NotifyReceiver r;
+  start(fmt::format(R"(
+[[notify]]
+name = "ops"
+type = "slack"
+url_file = "{}"
+group_wait = "3s"
+
+[[notify]]
+name = "hook"
+type = "webhook"
+url_file = "{}"
+)",
+                    secret("slack", r.url("/slack")), secret("hook", r.url("/hook"))));
+  lab->fault("lane-01", "down");
+  ASSERT_TRUE(wait_until([&] { return open_probes().contains("lane-01"); }, 20s)) << daemon->err();
+  const double first_open =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  lab->fault("lane-02", "down");
+  ASSERT_TRUE(wait_until([&] { return open_probes().size() == 2; }, 20s)) << daemon->err();
+  // The webhook does not group: one POST per notice, at once.
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 2; }, 20s)) << daemon->err();
+  // Slack: one message for both, group_wait after the first opening.
+  ASSERT_TRUE(wait_until([&] { return !accepted(r, "/slack").empty(); }, 20s)) << daemon->err();
+  auto slack = accepted(r, "/slack");
+  ASSERT_EQ(slack.size(), 1u);
+  EXPECT_GE(slack[0]["at"].get<double>() - first_open, 2.0);
+  const json opened = json::parse(slack[0]["body"].get<std::string>());
+  const std::string text = opened["text"];
+  EXPECT_NE(text.find("2 incidents: lane-01 is down, lane-02 is down"), std::string::npos) << text;
+  EXPECT_EQ(opened["blocks"].size(), 5u) << opened.dump();
+  EXPECT_TRUE(
+      wait_until([&] { return outbox("state") == std::vector<std::string>(4, "sent"); }, 10s));
+
+  // Both recover together: their resolutions are one message too.
+  lab->fault("lane-01", "none");
+  lab->fault("lane-02", "none");
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/slack").size() == 2; }, 30s)) << daemon->err();
+  const std::string resolved =
+      json::parse(accepted(r, "/slack")[1]["body"].get<std::string>())["text"];
+  EXPECT_NE(resolved.find("2 incidents: lane-0"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("lane-01 resolved"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("lane-02 resolved"), std::string::npos) << resolved;
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 4; }, 20s));
+  const json st = notify_status();
+  EXPECT_EQ(st.value("sent", -1), 8) << st.dump();  // notices, in 2 + 4 messages
+  EXPECT_EQ(accepted(r, "/slack").size(), 2u);
+}
+
+TEST_F(DaemonNotifies, AGroupIsFormedFromTheOutboxAfterARestart) {
+  NotifyReceiver r;
+  start(
+      fmt::format("[[notify]]\nname = \"ops\"\ntype = \"teams\"\nurl_file = \"{}\"\n"
+                  "group_wait = \"5s\"\n",
+                  secret("teams", r.url("/teams"))));
+  lab->fault("lane-01", "down");
+  lab->fault("lane-02", "down");
+  ASSERT_TRUE(wait_until([&] { return outbox("kind").size() == 2; }, 20s)) << daemon->err();
+  // Stopped while the group waits: nothing was sent, both notices wait in the file.
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  EXPECT_TRUE(r.requests().empty());
+  EXPECT_EQ(outbox("state"), (std::vector<std::string>{"queued", "queued"}));
+  launch();
+  ASSERT_TRUE(wait_until([&] { return !r.requests().empty(); }, 20s)) << daemon->err();
+  ASSERT_TRUE(
+      wait_until([&] { return outbox("state") == std::vector<std::string>(2, "sent"); }, 10s))
+      << daemon->err();
+  ASSERT_EQ(r.requests().size(), 1u);
+  const json card = json::parse(r.requests()[0]["body"].get<std::string>());
+  const json& body = card["attachments"][0]["content"]["body"];
+  ASSERT_EQ(body.size(), 3u) << card.dump();  // a title and a container per incident
+  std::set<std::string> titles;
+  for (int i = 1; i < 3; ++i) titles.insert(body[i]["items"][0]["text"].get<std::string>());
+  EXPECT_EQ(titles, (std::set<std::string>{"lane-01 is down", "lane-02 is down"}));
+}
+
+TEST_F(DaemonNotifies, RateLimitHoldsNoticesBackAcrossRestartsAndNeverDropsThem) {
+  NotifyReceiver r;
+  const auto channel = [&](int limit) {
+    return fmt::format(
+        "[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = \"{}\"\n"
+        "rate_limit = {}\n",
+        secret("hook", r.url("/hook")), limit);
+  };
+  start(channel(1));
+  lab->fault("lane-01", "down");
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 1; }, 20s)) << daemon->err();
+  lab->fault("lane-02", "down");
+  ASSERT_TRUE(wait_until([&] { return outbox("state").size() == 2; }, 20s)) << daemon->err();
+  // The hour's one message is spent: the second notice waits (bounded look).
+  EXPECT_FALSE(wait_until([&] { return r.requests().size() > 1; }, 3s));
+  EXPECT_EQ(outbox("state"), (std::vector<std::string>{"sent", "queued"}));
+  // A restart does not reset the window: it is read back from the outbox.
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  launch();
+  EXPECT_FALSE(wait_until([&] { return r.requests().size() > 1; }, 3s));
+  EXPECT_EQ(outbox("state"), (std::vector<std::string>{"sent", "queued"}));
+  // Held, not dropped: with room in the window it goes out.
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  write_file(dir / "storewatch.toml",
+             std::regex_replace(read_file(dir / "storewatch.toml"), std::regex("rate_limit = 1"),
+                                "rate_limit = 2"));
+  launch();
+  ASSERT_TRUE(wait_until([&] { return accepted(r, "/hook").size() == 2; }, 20s)) << daemon->err();
+  const json second = json::parse(accepted(r, "/hook")[1]["body"].get<std::string>());
+  EXPECT_EQ(second["incident"]["probe"], "lane-02");
+  EXPECT_EQ(notify_status().value("dropped", -1), 0);
+}
+
 TEST_F(DaemonNotifies, TeamsErrorBodiesAndThrottlingAreRetried) {
   NotifyReceiver r;
   r.answer(200,
            "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP "
            "error 429 with ContextId tcid=0");
-  start(fmt::format("[[notify]]\nname = \"it\"\ntype = \"teams\"\nurl_file = \"{}\"\n",
-                    secret("teams", r.url("/teams"))));
+  start(
+      fmt::format("[[notify]]\nname = \"it\"\ntype = \"teams\"\nurl_file = \"{}\"\n"
+                  "group_wait = \"0s\"\n",
+                  secret("teams", r.url("/teams"))));
   lab->fault("lane-01", "down");
   ASSERT_TRUE(wait_until([&] { return r.requests().size() >= 1; }, 30s)) << daemon->err();
   r.answer(429, "slow down", "7");
@@ -244,8 +394,10 @@ TEST_F(DaemonNotifies, TeamsErrorBodiesAndThrottlingAreRetried) {
 TEST_F(DaemonNotifies, RetryAfterLongerThanTheBackoffIsHonoured) {
   NotifyReceiver r;
   r.answer(429, "rate_limited", "8");
-  start(fmt::format("[[notify]]\nname = \"ops\"\ntype = \"slack\"\nurl_file = \"{}\"\n",
-                    secret("slack", r.url("/slack"))));
+  start(
+      fmt::format("[[notify]]\nname = \"ops\"\ntype = \"slack\"\nurl_file = \"{}\"\n"
+                  "group_wait = \"0s\"\n",
+                  secret("slack", r.url("/slack"))));
   lab->fault("lane-01", "down");
   ASSERT_TRUE(wait_until([&] { return r.requests().size() >= 1; }, 30s)) << daemon->err();
   r.answer(200, "ok");

@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <utility>
 
 namespace storewatch::test {
 
@@ -11,7 +12,8 @@ std::filesystem::path receiver_script() {
 }
 }  // namespace
 
-NotifyReceiver::NotifyReceiver(bool start_now) : port_(free_port()) {
+NotifyReceiver::NotifyReceiver(bool start_now, std::string cert_file, std::string key_file)
+    : port_(free_port()), cert_file_(std::move(cert_file)), key_file_(std::move(key_file)) {
   answer(200);
   if (start_now) start();
 }
@@ -21,16 +23,24 @@ NotifyReceiver::~NotifyReceiver() {
 }
 
 std::string NotifyReceiver::url(const std::string& path) const {
-  return "http://127.0.0.1:" + std::to_string(port_) + path;
+  return (cert_file_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(port_) +
+         path;
 }
 
 void NotifyReceiver::start() {
   if (child_ && child_->running()) return;
-  child_ = std::make_unique<Child>(
-      std::vector<std::string>{"python3", receiver_script().string(), "--port",
-                               std::to_string(port_), "--log", (dir_ / "requests.jsonl").string(),
-                               "--behaviour", (dir_ / "behaviour.json").string()},
-      dir_ / "logs");
+  std::vector<std::string> argv{"python3",
+                                "--port",
+                                std::to_string(port_),
+                                "--log",
+                                (dir_ / "requests.jsonl").string(),
+                                "--behaviour",
+                                (dir_ / "behaviour.json").string()};
+  argv.insert(argv.begin() + 1, receiver_script().string());
+  if (!cert_file_.empty()) {
+    argv.insert(argv.end(), {"--cert", cert_file_, "--key", key_file_});
+  }
+  child_ = std::make_unique<Child>(std::move(argv), dir_ / "logs");
   wait_until([this] { return port_open(port_) || !child_->running(); }, 10s);
 }
 

@@ -19,7 +19,9 @@ namespace storewatch::test {
 class NotifyReceiver {
  public:
   /// Starts it on a free port (`start_now` false: down until start()).
-  explicit NotifyReceiver(bool start_now = true);
+  /// With `cert_file` and `key_file` it speaks https.
+  explicit NotifyReceiver(bool start_now = true, std::string cert_file = {},
+                          std::string key_file = {});
   ~NotifyReceiver();
 
   int port() const { return port_; }
@@ -40,6 +42,7 @@ class NotifyReceiver {
  private:
   TempDir dir_;
   int port_ = 0;
+  std::string cert_file_, key_file_;
   std::unique_ptr<Child> child_;
 };
 

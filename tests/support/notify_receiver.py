@@ -2,11 +2,13 @@
 """A local HTTP receiver for the notification tests: records every request
 (method, path, headers, body, the answer given) as one JSON line in --log,
 and answers as --behaviour (a JSON file re-read on every request) says:
-{"status": 200, "body": "ok", "retry_after": "2", "delay_ms": 0}. Stopping
-the process is how a test takes the receiver down; the log survives it."""
+{"status": 200, "body": "ok", "retry_after": "2", "delay_ms": 0}. With
+--cert and --key it speaks https. Stopping the process is how a test takes
+the receiver down; the log survives it."""
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,8 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--behaviour", required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     args = ap.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
@@ -60,6 +64,12 @@ def main():
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.cert:
+        # https: each accepted connection does its TLS handshake in its own thread.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True,
+                                            do_handshake_on_connect=False)
     print("listening", flush=True)
     server.serve_forever()
 

@@ -89,6 +89,47 @@ password_file = "/etc/storewatch/secrets/smtp"
   EXPECT_EQ(n[2].to.size(), 2u);
   EXPECT_EQ(n[2].starttls, "optional");
   EXPECT_EQ(l.config->find_notify("mail"), &n[2]);
+  // group_wait: 30 s unless set; a webhook never groups.
+  EXPECT_EQ(n[0].group_wait, 0s);
+  EXPECT_EQ(n[1].group_wait, 0s);
+  EXPECT_EQ(n[2].group_wait, 30s);
+}
+
+TEST(NotifyConfig, GroupWaitDefaultsTo30sAndWebhooksDoNotGroup) {
+  auto l = load(R"(
+[[notify]]
+name = "ops"
+type = "teams"
+url_file = "/x"
+ca_file = "/etc/ssl/private-ca.pem"
+
+[[notify]]
+name = "quick"
+type = "slack"
+url_file = "/x"
+group_wait = "2m"
+)");
+  ASSERT_TRUE(l.ok()) << errors(l);
+  EXPECT_EQ(l.config->notify[0].group_wait, 30s);
+  EXPECT_EQ(l.config->notify[0].ca_file, "/etc/ssl/private-ca.pem");
+  EXPECT_EQ(l.config->notify[1].group_wait, 2min);
+  auto bad = load(R"(
+[[notify]]
+name = "hook"
+type = "webhook"
+url_file = "/x"
+group_wait = "10s"
+
+[[notify]]
+name = "slow"
+type = "slack"
+url_file = "/x"
+group_wait = "11m"
+)");
+  ASSERT_FALSE(bad.ok());
+  const std::string e = errors(bad);
+  EXPECT_NE(e.find("group_wait: webhook channels do not group"), std::string::npos) << e;
+  EXPECT_NE(e.find("must be at most 10m"), std::string::npos) << e;
 }
 
 TEST(NotifyConfig, ReportsMistakesWithTheirPlace) {
@@ -249,8 +290,19 @@ TEST(NotifyOutbox, NoticesCommitWithTheirEventAndResolutionsNeedAnOpening) {
   auto inc = incident(config::Severity::critical);
   auto opened = event("opened");
   agent::IncidentChange c{inc, opened, agent::notices_for(cfg, inc, opened, false)};
+  const std::int64_t queued_at = sync::wall_ms();
   ASSERT_TRUE(store->commit({c}));
+  // The webhook's notice is due at once; the Slack channel's waits its group_wait (30 s).
   auto due = store->due_notices(sync::wall_ms() + 1000, 10);
+  ASSERT_TRUE(due);
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].channel, "all");
+  auto slack = store->queued_notices("critical-only", 10);
+  ASSERT_TRUE(slack);
+  ASSERT_EQ(slack->size(), 1u);
+  EXPECT_GE((*slack)[0].next_try_ms, queued_at + 30'000);
+  EXPECT_LE((*slack)[0].next_try_ms, (*slack)[0].created_ms + 30'000);
+  due = store->due_notices(sync::wall_ms() + 31'000, 10);
   ASSERT_TRUE(due);
   ASSERT_EQ(due->size(), 2u);
   EXPECT_EQ((*due)[0].channel, "all");
@@ -385,6 +437,122 @@ TEST(NotifyPayload, EmailIsAnRfc5322Message) {
   EXPECT_NE(m.find("Subject: [Springfield (store-0042)] lane-01 is down"), std::string::npos);
   EXPECT_NE(m.find("\r\n\r\nline one\r\nline two\r\n"), std::string::npos);
   EXPECT_EQ(m.find("\n\n"), std::string::npos);  // no bare LF
+}
+
+// --- grouping ---------------------------------------------------------------------
+
+sync::Notice queued(std::int64_t id, const std::string& kind, const std::string& incident,
+                    std::int64_t created_ms) {
+  sync::Notice n;
+  n.id = id;
+  n.channel = "ops";
+  n.kind = kind;
+  n.incident_uid = incident;
+  n.created_ms = created_ms;
+  n.next_try_ms = created_ms + 30'000;
+  return n;
+}
+
+TEST(NotifyGroup, OpeningsJoinTheFirstAndNothingOvertakesItsOwnIncident) {
+  using I = std::vector<std::size_t>;
+  const std::int64_t ttl = 86'400'000;
+  // Three openings within the wait, a resolution among them: the openings
+  // form one group, the resolution goes later with its own kind.
+  std::vector<sync::Notice> q = {queued(1, "opened", "A", 0), queued(2, "opened", "B", 5'000),
+                                 queued(3, "resolved", "X", 6'000),
+                                 queued(4, "escalated", "C", 20'000),
+                                 queued(5, "flapping_started", "D", 25'000)};
+  EXPECT_EQ(sync::group_members(q, 30'000, ttl, {}), (I{0, 1, 3, 4}));
+  // Not yet queued at `now` (a clock step): not in it.
+  EXPECT_EQ(sync::group_members(q, 10'000, ttl, {}), (I{0, 1}));
+  // Sent already (update not committed yet): skipped.
+  EXPECT_EQ(sync::group_members(q, 30'000, ttl, {2}), (I{0, 3, 4}));
+  // A resolution groups with resolutions only.
+  std::vector<sync::Notice> r = {queued(1, "resolved", "A", 0), queued(2, "opened", "B", 1'000),
+                                 queued(3, "flapping_stopped", "C", 2'000),
+                                 queued(4, "acknowledged", "D", 3'000)};
+  EXPECT_EQ(sync::group_members(r, 30'000, ttl, {}), (I{0, 2}));
+  // A reopening never overtakes the resolution of its own incident before it.
+  std::vector<sync::Notice> again = {queued(1, "opened", "A", 0), queued(2, "resolved", "A", 1'000),
+                                     queued(3, "opened", "A", 2'000),
+                                     queued(4, "opened", "B", 3'000)};
+  EXPECT_EQ(sync::group_members(again, 30'000, ttl, {}), (I{0, 3}));
+  // At most kMaxGroup in one message; expired ones stay out.
+  std::vector<sync::Notice> many;
+  for (int i = 0; i < 30; ++i) many.push_back(queued(i + 1, "opened", fmt::format("I{}", i), i));
+  EXPECT_EQ(sync::group_members(many, 30'000, ttl, {}).size(), sync::kMaxGroup);
+  many[1].created_ms = -100'000;
+  EXPECT_EQ(sync::group_members(many, 30'000, 60'000, {})[1], 2u);
+  EXPECT_EQ(sync::group_class("opened"), sync::group_class("escalated"));
+  EXPECT_NE(sync::group_class("opened"), sync::group_class("resolved"));
+}
+
+std::vector<json> three_notices() {
+  const config::Config cfg = rules_config();
+  std::vector<json> out;
+  for (const char* probe : {"lane-01", "lane-02", "printer-01"}) {
+    auto inc = incident(config::Severity::high, probe);
+    inc.uid = std::string("0193-") + probe;
+    out.push_back(
+        json::parse(agent::notice_body(cfg, config::NotifyOn::opened, inc, event("opened"))));
+  }
+  return out;
+}
+
+TEST(NotifyPayload, AGroupIsOneMessageListingEachIncident) {
+  const auto notices = three_notices();
+  const std::string head = sync::group_headline(notices);
+  EXPECT_EQ(head,
+            "[Springfield (store-0042)] 3 incidents: lane-01 is down, lane-02 is down, "
+            "printer-01 is down");
+
+  const json slack = json::parse(sync::slack_group_payload(notices));
+  const std::string text = slack["text"];
+  EXPECT_EQ(text.rfind(head, 0), 0u) << text;
+  ASSERT_EQ(slack["blocks"].size(), 1u + 2 * 3);
+  EXPECT_EQ(slack["blocks"][0]["type"], "header");
+  for (int i = 0; i < 3; ++i) {
+    const std::string section = slack["blocks"][1 + 2 * i]["text"]["text"];
+    EXPECT_NE(section.find(notices[i]["incident"]["probe"].get<std::string>()), std::string::npos);
+    EXPECT_NE(section.find("connection refused"), std::string::npos) << section;
+    EXPECT_NE(slack["blocks"][2 + 2 * i]["elements"][0]["text"].get<std::string>().find(
+                  notices[i]["incident"]["uid"].get<std::string>()),
+              std::string::npos);
+  }
+  // One notice: the same message as without grouping.
+  EXPECT_EQ(sync::slack_group_payload({notices[0]}), sync::slack_payload(notices[0]));
+
+  const json teams = json::parse(sync::teams_group_payload(notices));
+  ASSERT_EQ(teams["attachments"].size(), 1u);
+  const json& card = teams["attachments"][0]["content"];
+  EXPECT_EQ(card["version"], "1.2");
+  ASSERT_EQ(card["body"].size(), 4u);
+  EXPECT_EQ(card["body"][1]["type"], "Container");
+  EXPECT_EQ(card["body"][3]["items"][0]["text"], "printer-01 is down");
+  EXPECT_EQ(teams["summary"], head);
+
+  const json legacy = json::parse(sync::teams_legacy_group_payload(notices));
+  EXPECT_EQ(legacy["sections"].size(), 3u);
+
+  config::NotifyConfig c;
+  c.type = config::NotifyType::email;
+  c.from = "sw@store.example.com";
+  c.to = {"a@example.com"};
+  const std::string m = sync::email_message(
+      c, notices, std::chrono::system_clock::time_point(1'764'195'483s), "1.group");
+  EXPECT_NE(m.find("Subject: " + head + "\r\n"), std::string::npos) << m;
+  for (const char* probe : {"lane-01", "lane-02", "printer-01"}) {
+    EXPECT_NE(m.find(fmt::format("== {} is down ==", probe)), std::string::npos) << m;
+    EXPECT_NE(m.find(fmt::format("Incident: 0193-{}", probe)), std::string::npos) << m;
+  }
+  // Each incident's timeline.
+  std::size_t timelines = 0;
+  for (auto at = m.find("Timeline:"); at != std::string::npos; at = m.find("Timeline:", at + 1)) {
+    ++timelines;
+  }
+  EXPECT_EQ(timelines, 3u);
+  EXPECT_NE(m.find("detected"), std::string::npos);
+  EXPECT_EQ(m.find("\n\n"), std::string::npos);
 }
 
 // --- answers ------------------------------------------------------------------------

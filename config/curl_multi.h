@@ -4,8 +4,10 @@
 /// us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to wake it
 /// (CURLMOPT_TIMERFUNCTION); Asio waits on those sockets without owning them
 /// and on one steady_timer. No thread per transfer, no polling loop. Every
-/// libcurl user on the loop (http probes, later notifications) adds its easy
-/// handles here, so 1,000 probes share one multi handle and one timer.
+/// libcurl user on the loop (http probes, http remediations, notifications)
+/// adds its easy handles here, so 1,000 probes share one multi handle and one
+/// timer. It lives beside config/ as its own library (storewatch_curl), below
+/// probes and sync alike, so that sync need not depend on probes (DESIGN §3).
 ///
 /// Single-threaded: use it only from the thread that runs the io_context.
 
@@ -23,7 +25,7 @@
 #include <optional>
 #include <string>
 
-namespace storewatch::probes {
+namespace storewatch {
 
 /// The options every storewatch request shares (http probes, http
 /// remediations): the URL, http and https only, an error buffer, no signals,
@@ -85,4 +87,4 @@ class CurlMulti final : public boost::asio::execution_context::service {
   bool shut_down_ = false;
 };
 
-}  // namespace storewatch::probes
+}  // namespace storewatch
