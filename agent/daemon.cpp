@@ -586,7 +586,8 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
       config_state.last_error = why;
       ++config_state.refused;
     };
-    log::info("SIGHUP: re-reading the config");
+    log::info("SIGHUP: re-reading the config ({} and its drop-ins)",
+              cfg.files.empty() ? std::string("?") : cfg.files.front().string());
     auto loaded = load();
     int errors = 0;
     for (const auto& d : loaded.diagnostics) {

@@ -20,13 +20,14 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-/// An exec probe: /bin/true is always ok, /bin/false always fails.
+/// An exec probe that is always ok, or always critical (exit 2, as a
+/// monitoring plugin says it).
 std::string probe(const std::string& name, bool ok, const std::string& interval = "200ms",
                   const std::string& extra = "") {
   return fmt::format(
-      "[[probe]]\nname = \"{}\"\ntype = \"exec\"\ncommand = [\"{}\"]\ninterval = \"{}\"\n"
-      "timeout = \"2s\"\nfail_after = 2\nrecover_after = 2\n{}\n",
-      name, ok ? "/bin/true" : "/bin/false", interval, extra);
+      "[[probe]]\nname = \"{}\"\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"{}\"]\n"
+      "interval = \"{}\"\ntimeout = \"2s\"\nfail_after = 2\nrecover_after = 2\n{}\n",
+      name, ok ? "echo OK; exit 0" : "echo CRITICAL - down; exit 2", interval, extra);
 }
 
 std::size_t count_of(const std::string& text, const std::string& what) {
