@@ -828,7 +828,12 @@ int run_cli(int argc, char** argv) {
       return;
     }
     log::set_level(cfg->agent.log_level);
-    rc = run_daemon(*cfg);
+    rc = run_daemon(std::move(*cfg), [&g] {
+      config::LoadOptions options;
+      if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
+      options.probe_types = probes::schemas();
+      return config::load(g.agent_config(), options);
+    });
   });
 
   bool json_out = false;

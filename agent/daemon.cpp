@@ -13,17 +13,23 @@
 #include <systemd/sd-daemon.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <optional>
+#include <thread>
 
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/engine.h"
 #include "agent/hq_commands.h"
 #include "agent/notices.h"
+#include "agent/reload.h"
 #include "agent/remediation_runner.h"
 #include "agent/retention.h"
 #include "agent/scheduler.h"
@@ -49,6 +55,32 @@ constexpr auto kFirstPrune = std::chrono::seconds(5);
 constexpr auto kPruneEvery = std::chrono::minutes(10);
 constexpr auto kPruneAgain = std::chrono::seconds(1);
 constexpr auto kCertCheckEvery = std::chrono::hours(24);
+/// The longest stall the test hook (STOREWATCH_TEST_STALL_SECONDS) makes.
+constexpr int kMaxTestStallSeconds = 120;
+
+/// The config in force and its reloads, for `status` and STATUS=.
+struct ConfigState {
+  std::string hash;
+  WallTime loaded_at;
+  int reloads = 0;  ///< accepted since start
+  int refused = 0;  ///< refused since start
+  std::optional<WallTime> last_reload_at;
+  std::string last_error;   ///< of the last reload; "" when it was accepted
+  std::string last_change;  ///< summary of the last accepted reload
+
+  json to_json(const std::vector<std::filesystem::path>& files) const {
+    json f = json::array();
+    for (const auto& p : files) f.push_back(p.string());
+    return json{{"files", std::move(f)},
+                {"hash", hash},
+                {"loaded_at", format_rfc3339(loaded_at)},
+                {"reloads", reloads},
+                {"refused", refused},
+                {"last_reload_at", last_reload_at ? json(format_rfc3339(*last_reload_at)) : json()},
+                {"last_reload_error", last_error},
+                {"last_change", last_change}};
+  }
+};
 
 /// What the last retention run measured, for `status` (written by the
 /// writer's thread, read on the loop).
@@ -291,7 +323,7 @@ class ClientCertWatch {
 
 }  // namespace
 
-int run_daemon(const config::Config& cfg) {
+int run_daemon(config::Config cfg, ConfigLoader load) {
   ::signal(SIGPIPE, SIG_IGN);
   const auto started = SystemClock().wall_now();
 
@@ -446,6 +478,10 @@ int run_daemon(const config::Config& cfg) {
       });
   scheduler_ptr = &scheduler;
 
+  ConfigState config_state;
+  config_state.hash = sync::config_digest(cfg.files);
+  config_state.loaded_at = started;
+
   auto live_status = [&]() {
     json probes = json::array();
     for (const auto& p : engine.probes()) probes.push_back(probe_json(p));
@@ -477,6 +513,7 @@ int run_daemon(const config::Config& cfg) {
           {"pid", ::getpid()},
           {"version", STOREWATCH_VERSION},
           {"started_at", format_rfc3339(started)},
+          {"config", config_state.to_json(cfg.files)},
           {"store_backlog", writer.backlog()},
           {"storage", storage.to_json()},
           {"schedule", schedule_json(scheduler.schedule_stats())}}},
@@ -492,10 +529,12 @@ int run_daemon(const config::Config& cfg) {
     int failing = 0;
     auto probes = engine.probes();
     for (const auto& p : probes) failing += p.level == CheckLevel::hard_fail;
-    return fmt::format("{} probes, {} failing; {} open incidents; sync {}, {} queued",
-                       probes.size(), failing, engine.unresolved().size(),
-                       publisher && publisher->stats().connected ? "connected" : "offline",
-                       outbox.queued());
+    std::string line = fmt::format(
+        "{} probes, {} failing; {} open incidents; sync {}, {} queued", probes.size(), failing,
+        engine.unresolved().size(),
+        publisher && publisher->stats().connected ? "connected" : "offline", outbox.queued());
+    if (!config_state.last_error.empty()) line += "; config reload refused (see the log)";
+    return line;
   };
 
   // Periodic work on the loop: flush probe_state, feed the watchdog. Both
@@ -542,9 +581,64 @@ int run_daemon(const config::Config& cfg) {
     });
   };
 
-  // SIGHUP re-reads the sync TLS files; the rest of the config needs a
-  // restart (a full reload is not done yet).
-  auto reload = [&]() {
+  // SIGHUP, part 1: the whole config (agent/reload.h). A config that does
+  // not load, or changes a key that needs a restart, is refused as a whole
+  // and the running one stays.
+  auto reload_config = [&]() {
+    if (!load) return;
+    const WallTime now = SystemClock().wall_now();
+    config_state.last_reload_at = now;
+    auto refuse = [&](const std::string& why) {
+      log::error("SIGHUP: config refused, the running config stays: {}", why);
+      config_state.last_error = why;
+      ++config_state.refused;
+    };
+    log::info("SIGHUP: re-reading the config ({} and its drop-ins)",
+              cfg.files.empty() ? std::string("?") : cfg.files.front().string());
+    auto loaded = load();
+    int errors = 0;
+    for (const auto& d : loaded.diagnostics) {
+      if (d.kind == config::Diagnostic::Kind::error) {
+        ++errors;
+        log::error("SIGHUP: {}", config::to_string(d));
+      } else {
+        log::warn("SIGHUP: {}", config::to_string(d));
+      }
+    }
+    if (!loaded.ok()) {
+      refuse(
+          fmt::format("{} error{} in the new config (listed above; `storewatch config check` "
+                      "shows them too)",
+                      errors, errors == 1 ? "" : "s"));
+      return;
+    }
+    ConfigChange change = diff_config(cfg, *loaded.config);
+    if (!change.needs_restart.empty()) {
+      refuse(
+          fmt::format("{} changed, which needs a restart (systemctl restart storewatch); "
+                      "put the old value back to reload the rest",
+                      fmt::join(change.needs_restart, ", ")));
+      return;
+    }
+    const std::string hash = sync::config_digest(loaded.config->files);
+    apply_config(cfg, std::move(*loaded.config));
+    log::set_level(cfg.agent.log_level);
+    // The engine first: the scheduler may start checks whose results it takes.
+    engine.reconfigure(change);
+    scheduler.reconfigure(change.rescheduled);
+    config_state.last_error.clear();
+    ++config_state.reloads;
+    config_state.loaded_at = now;
+    config_state.last_change = change.any() ? change.summary() : "nothing changed";
+    if (hash != config_state.hash) {
+      config_state.hash = hash;
+      if (publisher) publisher->set_config_hash(hash);
+    }
+    log::info("SIGHUP: config reloaded ({}): {}", hash.substr(0, 19), config_state.last_change);
+  };
+
+  // SIGHUP, part 2: the sync TLS files (the same paths, new contents).
+  auto reload_tls = [&]() {
     log::info(
         "SIGHUP: re-reading the sync TLS files (ca_file, cert_file, key_file, password_file)");
     if (!transport) {
@@ -564,18 +658,47 @@ int run_daemon(const config::Config& cfg) {
       log::info("SIGHUP: TLS files unchanged; the connection is kept");
       cert_watch.check();
     }
-    log::warn(
-        "SIGHUP: only the sync TLS files are re-read; restart the service to apply other config "
-        "changes");
   };
+
+  auto reload = [&]() {
+    // Type=notify-reload wants RELOADING=1 with the monotonic time, then
+    // READY=1; under Type=notify they are harmless.
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const auto usec = static_cast<unsigned long long>(ts.tv_sec) * 1000000ULL +
+                      static_cast<unsigned long long>(ts.tv_nsec) / 1000ULL;
+    ::sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the config", usec);
+    reload_config();
+    reload_tls();
+    ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
+  };
+
+  // TEST HOOK, for tests/integration/watchdog_test.cpp only: with
+  // STOREWATCH_TEST_STALL_SECONDS=N in the environment, SIGUSR2 blocks the
+  // event loop for N seconds (at most kMaxTestStallSeconds), as a handler
+  // that hangs would, so the test can see the watchdog pings stop. Without
+  // the variable SIGUSR2 is not even caught.
+  int test_stall_seconds = 0;
+  if (const char* v = std::getenv("STOREWATCH_TEST_STALL_SECONDS"); v != nullptr && *v != '\0') {
+    test_stall_seconds = std::clamp(std::atoi(v), 0, kMaxTestStallSeconds);
+  }
 
   bool stopping = false;
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  if (test_stall_seconds > 0) signals.add(SIGUSR2);
   std::function<void()> wait_signal = [&]() {
     signals.async_wait([&](const boost::system::error_code& e, int sig) {
       if (e) return;
       if (sig == SIGHUP) {
         if (!stopping) reload();
+        wait_signal();
+        return;
+      }
+      if (sig == SIGUSR2) {
+        log::warn("test hook: blocking the event loop for {} s (STOREWATCH_TEST_STALL_SECONDS)",
+                  test_stall_seconds);
+        std::this_thread::sleep_for(std::chrono::seconds(test_stall_seconds));
+        log::warn("test hook: the event loop runs again");
         wait_signal();
         return;
       }

@@ -21,6 +21,8 @@ constexpr const char* kConditionDown = "down";
 constexpr const char* kConditionStorage = "storage";
 // The agent's client certificate for the link to HQ expires soon, or has.
 constexpr const char* kConditionClientCert = "client_cert";
+// The note of the resolution of a removed probe's incident.
+constexpr const char* kProbeRemoved = "the probe was removed from the config";
 // Slack on top of a probe's timeout before a re-run counts as unanswered.
 constexpr auto kAnswerSlack = std::chrono::seconds(5);
 
@@ -45,15 +47,28 @@ Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sin
       sink_(sink),
       hooks_(std::move(hooks)),
       tz_(config::TimeZone::utc()) {
+  locate_zone();
+  for (const auto& p : config_.probes) probes_[p.name];
+  wire();
+}
+
+void Engine::locate_zone() {
   if (auto tz = config::TimeZone::locate(config_.store.timezone)) {
     tz_ = *tz;
   } else {
+    tz_ = config::TimeZone::utc();
     log::warn("store time zone: {}; using UTC for trading hours and silences", tz.error().message);
   }
+}
+
+void Engine::wire() {
+  ancestors_.clear();
+  descendants_.clear();
+  precondition_of_.clear();
   for (const auto& p : config_.probes) {
-    Runtime& r = probes_[p.name];
+    Runtime& r = probes_.at(p.name);
     r.config = &p;
-    if (!p.remediation.empty()) r.remediation = config_.find_remediation(p.remediation);
+    r.remediation = p.remediation.empty() ? nullptr : config_.find_remediation(p.remediation);
   }
   // Ancestors nearest first (breadth first over depends_on); the loader has
   // rejected cycles and unknown names.
@@ -77,6 +92,49 @@ Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sin
       precondition_of_[r.remediation->precondition].push_back(name);
     }
   }
+}
+
+void Engine::reconfigure(const ConfigChange& change) {
+  locate_zone();
+  // Probes no longer configured: their state goes; an attempt of theirs
+  // still running is ignored when it ends (on_action_done finds no probe).
+  for (const std::string& name : change.removed) probes_.erase(name);
+  for (const auto& p : config_.probes) probes_[p.name];  // new ones start unknown
+  for (auto& [name, r] : probes_) {
+    // A hold waits for ancestors that may have changed: let the next failed
+    // result decide again (on_result holds or raises a hard-failing probe
+    // without an incident).
+    if (r.held) release_hold(r);
+    if (!change.remediation_changed.contains(name)) continue;
+    // The attempt in flight (or its precondition) was of the old
+    // remediation: drop it; the attempt still counts, and the new
+    // remediation may run at the next tick.
+    Healing& h = r.heal;
+    if (h.phase == Healing::Phase::idle) continue;
+    const bool in_flight = h.phase != Healing::Phase::precondition;
+    ++h.generation;
+    h.phase = Healing::Phase::idle;
+    h.healed = false;
+    h.next_try = clock_.steady_now();
+    if (!in_flight) continue;
+    if (Incident* inc = find_incident(h.incident_uid)) {
+      json extra{{"detail", "abandoned: the probe's remediation changed in a config reload"}};
+      emit(*inc, "remediation_failed", std::move(extra));
+    }
+    h.outcome = ActionOutcome{};
+  }
+  wire();
+  // A removed probe's unresolved incident: nothing watches the probe any
+  // more, so nothing would ever resolve it. Resolve it now, saying why (its
+  // children find another root cause or open their own incidents).
+  for (const std::string& name : change.removed) {
+    if (Incident* inc = unresolved_of(name)) {
+      log::info("incident {}: probe {} was removed from the config; resolving it", inc->uid, name);
+      resolve(*inc, "agent", kProbeRemoved, false);
+    }
+  }
+  // Silences or trading hours may have changed: apply them now, not in a second.
+  tick();
 }
 
 void Engine::stop() {
@@ -185,6 +243,18 @@ void Engine::restore(EngineSnapshot snap) {
     keep_resolved(std::move(inc), at);
   }
   silences_ = std::move(snap.silences);
+  // A probe that left the config while the agent was down: as on a reload,
+  // nothing watches it any more, so its incident is resolved, saying why.
+  std::vector<std::string> gone;
+  for (const auto& [key, inc] : unresolved_) {
+    if (inc.condition == kConditionDown && !probes_.contains(inc.probe)) gone.push_back(inc.probe);
+  }
+  for (const std::string& probe : gone) {
+    if (Incident* inc = unresolved_of(probe)) {
+      log::info("incident {}: probe {} is no longer in the config; resolving it", inc->uid, probe);
+      resolve(*inc, "agent", kProbeRemoved, false);
+    }
+  }
 }
 
 // --- results -----------------------------------------------------------------

@@ -23,6 +23,7 @@
 #include "agent/check_state.h"
 #include "agent/flap.h"
 #include "agent/incident.h"
+#include "agent/reload.h"
 #include "agent/remediation_runner.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
@@ -78,6 +79,16 @@ class Engine {
   /// Resumes from the database: probe levels and counters, flap history,
   /// remediation attempts, unresolved and resolved incidents and silences.
   void restore(EngineSnapshot snapshot);
+
+  /// The Config this engine holds was changed in place by a reload
+  /// (agent/reload.h apply_config): re-points every probe at its new
+  /// settings, keeping what the engine knows of the probes that stay (check
+  /// levels, flap history, remediation attempts) and every incident. Probes
+  /// removed lose their state and their unresolved incident is resolved
+  /// ("the probe was removed from the config"); probes added start unknown;
+  /// holds start over; a remediation attempt in flight for a probe whose
+  /// remediation changed is abandoned (a remediation_failed event says so).
+  void reconfigure(const ConfigChange& change);
 
   /// Feeds one result of one probe.
   void on_result(const std::string& probe, const probes::ProbeResult& result);
@@ -186,6 +197,10 @@ class Engine {
     std::vector<std::string> pending;  ///< ancestors soft-failing or held themselves
   };
 
+  void locate_zone();
+  /// Points the runtimes at the config and builds the depends_on and
+  /// precondition maps.
+  void wire();
   std::string dedup_key(const std::string& probe) const;
   Runtime& rt(const std::string& probe) { return probes_.at(probe); }
   Incident* unresolved_of(const std::string& probe);

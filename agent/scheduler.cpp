@@ -46,9 +46,11 @@ ScheduleStats LatenessRecorder::stats() const {
 
 struct Scheduler::Entry {
   Entry(asio::io_context& io, const config::ProbeConfig& c)
-      : config(c), probe(probes::create(c, io.get_executor())), timer(io), deadline(io) {}
+      : config(c), probe(probes::create(config, io.get_executor())), timer(io), deadline(io) {}
 
-  const config::ProbeConfig& config;
+  /// The entry's own copy: a reload replaces the Config's probe list while
+  /// checks of this entry may still be running.
+  config::ProbeConfig config;
   std::unique_ptr<probes::Probe> probe;
   asio::steady_timer timer;     ///< the next slot
   asio::steady_timer deadline;  ///< the running check's timeout
@@ -58,6 +60,8 @@ struct Scheduler::Entry {
   std::uint64_t generation = 0;                  ///< tells a stale completion from the current one
   bool running = false;
   bool waiting = false;
+  bool in_flight = false;  ///< the probe has not called back yet
+  bool retired = false;    ///< removed or replaced by a reload
 };
 
 Scheduler::Scheduler(asio::io_context& io, const config::Config& config, OnResult on_result)
@@ -89,11 +93,68 @@ milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval
 
 void Scheduler::start() {
   const auto now = steady_clock::now();
-  for (auto& [name, e] : entries_) {
-    e->origin = now + offset_of(name, e->config.interval);
-    e->timer.expires_at(e->origin);
-    arm(*e);
+  for (auto& [name, e] : entries_) schedule(*e, now);
+}
+
+void Scheduler::schedule(Entry& e, steady_clock::time_point now) {
+  e.origin = now + offset_of(e.config.name, e.config.interval);
+  e.timer.expires_at(e.origin);
+  arm(e);
+}
+
+void Scheduler::retire(std::unique_ptr<Entry> e) {
+  e->retired = true;
+  e->timer.cancel();
+  e->deadline.cancel();
+  if (e->waiting) std::erase(waiting_, e.get());
+  e->waiting = false;
+  // Stale before the cancel: a probe that answers a cancel at once is ignored.
+  const bool was_running = e->running;
+  e->running = false;
+  ++e->generation;
+  if (was_running) {
+    --running_;
+    e->probe->cancel();
   }
+  retired_.push_back(std::move(e));
+}
+
+Scheduler::Change Scheduler::reconfigure(const std::set<std::string>& replace) {
+  Change out;
+  if (stopped_) return out;
+  // Entries retired by an earlier reload whose probe has called back (or was
+  // idle) have no handler left that refers to them.
+  std::erase_if(retired_, [](const std::unique_ptr<Entry>& e) { return !e->in_flight; });
+  std::set<std::string> wanted;
+  for (const auto& p : config_.probes) wanted.insert(p.name);
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (wanted.contains(it->first) && !replace.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    (wanted.contains(it->first) ? out.replaced : out.removed).push_back(it->first);
+    retire(std::move(it->second));
+    it = entries_.erase(it);
+  }
+  const auto now = steady_clock::now();
+  for (const auto& p : config_.probes) {
+    // A kept entry has the same check: its copy differs at most in the
+    // engine's keys (fail_after, severity, …), which the scheduler does not
+    // read, and its probe may refer into that copy, so it is left alone.
+    if (entries_.contains(p.name)) continue;
+    auto e = std::make_unique<Entry>(io_, p);
+    Entry& ref = *e;
+    entries_.emplace(p.name, std::move(e));
+    schedule(ref, now);
+  }
+  // A higher max_concurrent_checks lets waiting checks start now.
+  while (!waiting_.empty() && running_ < config_.agent.max_concurrent_checks) {
+    Entry* next = waiting_.front();
+    waiting_.pop_front();
+    next->waiting = false;
+    begin(*next);
+  }
+  return out;
 }
 
 void Scheduler::stop() {
@@ -112,7 +173,7 @@ void Scheduler::stop() {
 
 void Scheduler::arm(Entry& e) {
   e.timer.async_wait([this, &e](const boost::system::error_code& ec) {
-    if (ec || stopped_) return;
+    if (ec || stopped_ || e.retired) return;
     due(e, e.timer.expiry());
     // Next slot strictly after now, on the origin's grid: missed slots are
     // skipped, never bunched, and the grid does not drift.
@@ -164,7 +225,9 @@ void Scheduler::begin(Entry& e) {
                                 std::chrono::duration_cast<std::chrono::microseconds>(
                                     steady_clock::now() - e.started)));
   });
+  e.in_flight = true;
   e.probe->start([this, &e, gen](probes::ProbeResult r) {
+    e.in_flight = false;
     if (gen != e.generation || !e.running) return;
     finish(e, std::move(r));
   });

@@ -21,7 +21,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "probes/probe.h"
@@ -75,6 +77,18 @@ class Scheduler {
   /// Cancels timers and running checks; no result is delivered after it.
   void stop();
 
+  /// What reconfigure() did to the running schedule.
+  struct Change {
+    std::vector<std::string> removed;   ///< no longer scheduled
+    std::vector<std::string> replaced;  ///< a new check on a new grid
+  };
+  /// After a reload changed the Config's probe list (agent/reload.h): probes
+  /// no longer configured stop (a check of theirs that runs is cancelled and
+  /// its result dropped), new ones are scheduled from now, and those in
+  /// `replace` (their check changed) start over with the new settings. The
+  /// rest keep their grid.
+  Change reconfigure(const std::set<std::string>& replace);
+
   /// Runs a probe now, outside its schedule, unless it is already running.
   /// Returns false for an unknown probe.
   bool run_now(const std::string& name);
@@ -100,6 +114,8 @@ class Scheduler {
 
  private:
   struct Entry;
+  void schedule(Entry& e, std::chrono::steady_clock::time_point now);
+  void retire(std::unique_ptr<Entry> e);
   void arm(Entry& e);
   void due(Entry& e, std::optional<std::chrono::steady_clock::time_point> slot);
   void begin(Entry& e);
@@ -110,6 +126,8 @@ class Scheduler {
   OnResult on_result_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;
   std::deque<Entry*> waiting_;
+  /// Entries a reload took out, kept until no handler can refer to them.
+  std::vector<std::unique_ptr<Entry>> retired_;
   int running_ = 0;
   bool stopped_ = false;
   LatenessRecorder lateness_;

@@ -66,6 +66,16 @@ void Publisher::note_error(std::string error) {
   set_error(std::move(error));
 }
 
+void Publisher::set_config_hash(std::string hash) {
+  config_hash_ = std::move(hash);
+  if (!connected_ || stopping_) return;
+  transport_.publish(Message{topics_.status(store_), status_payload(true), 1, true},
+                     [](const Status& st) {
+                       if (!st)
+                         log::warn("sync: status message not delivered: {}", st.error().message);
+                     });
+}
+
 void Publisher::on_connected() {
   connected_ = true;
   since_ = clock_.wall_now();

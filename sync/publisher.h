@@ -66,6 +66,10 @@ class Publisher final : public TransportListener {
 
   PublisherStats stats() const;
 
+  /// A config reload changed the config's files: the status message carries
+  /// the new hash from now on, and is published again at once when connected.
+  void set_config_hash(std::string hash);
+
   /// Records a sync problem found outside the publisher (a TLS reload that
   /// was refused) as `last_error`.
   void note_error(std::string error);
@@ -119,7 +123,7 @@ class Publisher final : public TransportListener {
   std::function<void(const std::string&)> command_handler_;
   int answers_in_flight_ = 0;
 
-  const std::string config_hash_;
+  std::string config_hash_;
   SystemClock clock_;
   bool connected_ = false;
   std::optional<WallTime> since_;

@@ -128,7 +128,8 @@ TEST(SyncTlsReload, SighupLoadsTheNewCertificateAndTheBacklogReachesHqOnce) {
   EXPECT_TRUE(wait_until([&] {
     const std::string log = agent->err();
     return log.find("SIGHUP: TLS files reloaded") != std::string::npos &&
-           log.find("restart the service to apply other config changes") != std::string::npos;
+           log.find("SIGHUP: config reloaded") != std::string::npos &&
+           log.find("nothing changed") != std::string::npos;
   })) << logs_of(*agent);
 
   // The link keeps working under the new identity; HQ has every event once.

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "agent/engine.h"
+#include "agent/reload.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/recording_sink.h"
 
@@ -981,6 +982,160 @@ TEST_F(Lifecycle, AnExpiringClientCertificateIsOneIncidentUntilAFreshOneIsLoaded
   engine->set_client_cert_problem(std::nullopt, config::Severity::high);
   EXPECT_EQ(events("resolved").size(), 1u);
   EXPECT_TRUE(engine->unresolved().empty());
+}
+
+// --- config reload (agent/reload.h) ---------------------------------------------------
+
+/// Applies `next` to the engine's config as the daemon's SIGHUP does.
+ConfigChange reload(config::Config& running, config::Config next, Engine& engine) {
+  ConfigChange change = diff_config(running, next);
+  EXPECT_TRUE(change.needs_restart.empty());
+  apply_config(running, std::move(next));
+  engine.reconfigure(change);
+  return change;
+}
+
+TEST_F(Healing, AReloadKeepsCheckLevelsFlapHistoryAttemptsAndIncidents) {
+  configure(3);
+  start();
+  feed("pos", ProbeStatus::ok, 2);
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(runner.runs.size(), 1u);
+  runner.finish(false, 1);  // attempt 1 of 3 failed
+  const std::string uid = open_of("pos")->uid;
+  auto view = [&](const std::string& name) {
+    for (const auto& p : engine->probes()) {
+      if (p.name == name) return p;
+    }
+    return ProbeView{};
+  };
+  const ProbeView before = view("pos");
+  ASSERT_EQ(before.level, CheckLevel::hard_fail);
+  ASSERT_GT(before.flap_percent, 0);
+
+  config::Config next = config;
+  next.probes.push_back(probe("printer"));
+  next.probes[0].severity = config::Severity::critical;  // the engine's key, not the check
+  next.incidents.close_after = 1h;
+  const auto change = reload(config, next, *engine);
+  EXPECT_EQ(change.added, (Types{"printer"}));
+  EXPECT_EQ(change.changed, (Types{"pos"}));
+  EXPECT_TRUE(change.rescheduled.empty());
+  EXPECT_TRUE(change.remediation_changed.empty());
+
+  const ProbeView after = view("pos");
+  EXPECT_EQ(after.level, CheckLevel::hard_fail);
+  EXPECT_EQ(after.flap_percent, before.flap_percent);
+  EXPECT_EQ(view("printer").level, CheckLevel::unknown);
+  EXPECT_EQ(engine->probes().size(), 3u);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_EQ(open_of("pos")->uid, uid);
+  EXPECT_TRUE(events("resolved").empty());
+  // The policy goes on where it was: the next attempt is number 2, after the backoff.
+  for (int i = 0; i < 30 && runner.runs.empty(); ++i) {
+    clock.advance(1s);
+    engine->tick();
+  }
+  ASSERT_EQ(runner.runs.size(), 1u);
+  EXPECT_EQ(events("remediation_started").back().event.extra["attempt"], 2);
+  // The new probe takes results like any other.
+  feed("printer", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("printer"), nullptr);
+}
+
+TEST_F(Lifecycle, AProbeRemovedByAReloadHasItsIncidentResolvedSayingWhy) {
+  config.probes = {probe("lane-01"), probe("lane-02")};
+  start();
+  feed("lane-02", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("lane-02"), nullptr);
+  config::Config next = config;
+  next.probes.erase(next.probes.begin() + 1);
+  const auto change = reload(config, next, *engine);
+  EXPECT_EQ(change.removed, (Types{"lane-02"}));
+  EXPECT_EQ(open_of("lane-02"), nullptr);
+  auto resolved = events("resolved");
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].event.extra["note"], "the probe was removed from the config");
+  EXPECT_EQ(resolved[0].event.actor, "agent");
+  EXPECT_EQ(engine->probes().size(), 1u);
+  // A late result of the removed probe is ignored.
+  feed("lane-02", ProbeStatus::fail, 5);
+  EXPECT_EQ(events().size(), 2u);
+}
+
+TEST_F(Lifecycle, AProbeGoneAtARestartHasItsIncidentResolvedToo) {
+  config.probes = {probe("lane-01")};
+  start();
+  Incident stale;
+  stale.uid = new_uid(clock.wall_now());
+  stale.dedup_key = "s1:lane-09:down";
+  stale.probe = "lane-09";
+  stale.condition = "down";
+  stale.state = IncidentState::open;
+  stale.t_fault = stale.t_detect = clock.wall_now();
+  EngineSnapshot snap;
+  snap.unresolved.push_back(stale);
+  engine->restore(std::move(snap));
+  EXPECT_TRUE(engine->unresolved().empty());
+  ASSERT_EQ(events("resolved").size(), 1u);
+  EXPECT_EQ(events("resolved")[0].incident.uid, stale.uid);
+}
+
+TEST_F(Healing, AReloadThatChangesTheRemediationAbandonsTheAttemptInFlight) {
+  configure(3);
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(runner.runs.size(), 1u);
+  config::Config next = config;
+  next.remediations[0].command = {"/bin/echo", "restart"};
+  const auto change = reload(config, next, *engine);
+  EXPECT_EQ(change.remediation_changed, (std::set<std::string>{"pos"}));
+  auto failed = events("remediation_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_NE(failed[0].event.extra["detail"].get<std::string>().find("config reload"),
+            std::string::npos);
+  // The old action's outcome comes in later: ignored.
+  const auto n = events().size();
+  runner.finish(true);
+  EXPECT_EQ(events().size(), n);
+  // The next attempt runs the new action, and counts as the second.
+  for (int i = 0; i < 30 && runner.runs.empty(); ++i) {
+    clock.advance(1s);
+    engine->tick();
+  }
+  ASSERT_EQ(runner.runs.size(), 1u);
+  EXPECT_EQ(events("remediation_started").back().event.extra["attempt"], 2);
+}
+
+TEST(ConfigDiff, SaysWhatChangedAndWhatNeedsARestart) {
+  config::Config a;
+  a.store.id = "s1";
+  a.probes = {probe("one"), probe("two"), probe("three")};
+  config::Config b = a;
+  b.probes[0].interval = 1s;             // rescheduled
+  b.probes[1].fail_after = 5;            // changed, same check
+  b.probes.erase(b.probes.begin() + 2);  // removed
+  b.probes.push_back(probe("four"));     // added
+  b.probes[0].where.line = 99;           // where it is written is no change
+  b.incidents.flap_high = 40;
+  auto c = diff_config(a, b);
+  EXPECT_TRUE(c.needs_restart.empty());
+  EXPECT_EQ(c.added, (Types{"four"}));
+  EXPECT_EQ(c.removed, (Types{"three"}));
+  EXPECT_EQ(c.changed, (Types{"one", "two"}));
+  EXPECT_EQ(c.rescheduled, (std::set<std::string>{"one"}));
+  EXPECT_EQ(c.other, (Types{"incidents"}));
+  EXPECT_EQ(c.summary(),
+            "probes: 1 added (four), 1 removed (three), 2 changed (one, two); also incidents");
+  EXPECT_FALSE(diff_config(a, a).any());
+
+  b = a;
+  b.store.id = "s2";
+  b.sync.broker = "tcp://hq:1883";
+  b.agent.control_socket = "/tmp/x.sock";
+  b.notify.push_back(config::NotifyConfig{});
+  EXPECT_EQ(diff_config(a, b).needs_restart,
+            (Types{"store.id", "agent.control_socket", "sync.broker", "[[notify]]"}));
 }
 
 }  // namespace

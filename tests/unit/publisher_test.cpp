@@ -285,6 +285,23 @@ TEST_F(PublisherTest, StatusCarriesTheHashOfTheConfigFiles) {
   EXPECT_EQ(config_digest(config.files), "sha256:unreadable");
 }
 
+TEST_F(PublisherTest, AReloadedConfigsHashIsPublishedAtOnceAndInLaterStatuses) {
+  start();
+  const auto topic = "storewatch/v1/stores/store-1/status";
+  ASSERT_EQ(transport.on(topic).size(), 1u);
+  const std::string first = wire::decode_status(transport.on(topic)[0].payload)->config_hash;
+  publisher->set_config_hash("sha256:reloaded");
+  ASSERT_EQ(transport.on(topic).size(), 2u);
+  auto again = wire::decode_status(transport.on(topic)[1].payload);
+  EXPECT_TRUE(again->online);
+  EXPECT_EQ(again->config_hash, "sha256:reloaded");
+  EXPECT_NE(again->config_hash, first);
+  publisher->stop(1s, [] {});
+  auto bye = wire::decode_status(transport.on(topic).back().payload);
+  EXPECT_FALSE(bye->online);
+  EXPECT_EQ(bye->config_hash, "sha256:reloaded");
+}
+
 TEST_F(PublisherTest, StatsCountFailedAttemptsAndRememberPubacksAndAcks) {
   outbox.add(3);
   start();
