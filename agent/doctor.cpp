@@ -78,6 +78,15 @@ std::uint64_t size_of(const fs::path& p) {
   return ec ? 0 : static_cast<std::uint64_t>(n);
 }
 
+/// "2026-11-27 11:55:07Z (3m ago)" from RFC 3339 text, as the CLI's tables show times.
+std::string when(const std::string& rfc3339) {
+  auto t = parse_rfc3339(rfc3339);
+  if (!t) return rfc3339.empty() ? std::string("?") : rfc3339;
+  const std::string s = format_rfc3339(*t);
+  return s.substr(0, 10) + " " + s.substr(11, 8) + "Z (" +
+         format_ago(*t, SystemClock().wall_now()) + ")";
+}
+
 std::string plural(std::size_t n, std::string_view word) {
   return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
 }
@@ -412,7 +421,7 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
   c.data["failing_probes"] = failing;
   c.summary = fmt::format("running, pid {}, version {}, up since {}; {}, {} failing",
                           agent.value("pid", 0), agent.value("version", "?"),
-                          agent.value("started_at", "?"), plural(probes, "probe"), failing);
+                          when(agent.value("started_at", "")), plural(probes, "probe"), failing);
   if (status.value("store", "") != cfg.store.id) {
     c.status = CheckStatus::warn;
     c.details.push_back(fmt::format(
@@ -652,7 +661,7 @@ DoctorCheck check_broker(const config::Config& cfg, const json* live,
     c.data["hq_acked_seq"] = sync.value("hq_acked_seq", 0);
     if (sync.value("connected", false)) {
       c.summary = fmt::format("the daemon is connected to {} since {}; {} queued, HQ acked seq {}",
-                              cfg.sync.broker, sync.value("since", std::string("?")),
+                              cfg.sync.broker, when(sync.value("since", std::string())),
                               plural(sync.value("queued", std::size_t{0}), "event"),
                               sync.value("hq_acked_seq", 0));
       const json age = sync.value("oldest_queued_age_s", json());
@@ -671,7 +680,7 @@ DoctorCheck check_broker(const config::Config& cfg, const json* live,
     c.summary = fmt::format("the daemon is offline from {}{}", cfg.sync.broker,
                             error.empty() ? "" : ": " + error);
     c.details.push_back(fmt::format("offline since {}, {} queued (kept until HQ acknowledges)",
-                                    sync.value("since", std::string("?")),
+                                    when(sync.value("since", std::string())),
                                     plural(sync.value("queued", std::size_t{0}), "event")));
   } else {
     c.data["source"] = "direct";
