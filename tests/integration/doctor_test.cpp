@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <memory>
 
@@ -221,6 +223,33 @@ TEST_F(Doctor, ACorruptDatabaseFileFails) {
   EXPECT_EQ(v.status("database"), "fail");
   EXPECT_THAT(v.summary("database"), HasSubstr("corrupt"));
   EXPECT_THAT(v.checks["database"]["fix"].dump(), HasSubstr("sudo systemctl stop storewatch"));
+}
+
+TEST_F(Doctor, ADatabaseYouCannotReadSaysHowToGetAccess) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run doctor as another user (nobody)";
+  write_config(ntp_port);
+  start_daemon();
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  namespace fs = std::filesystem;
+  const auto open_dir = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                        fs::perms::others_read | fs::perms::others_exec;
+  fs::permissions(dir.path(), open_dir);
+  fs::permissions(dir / "data", open_dir);
+  fs::permissions(dir / "data" / "storewatch.db", fs::perms::owner_read | fs::perms::owner_write);
+  std::vector<std::string> cmd = {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"};
+  for (auto& a : storewatch_command({"--config", config.string(), "doctor", "--json"})) {
+    cmd.push_back(a);
+  }
+  auto r = run(cmd);
+  auto doc = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(doc.is_object()) << r.out << r.err;
+  EXPECT_EQ(r.exit_code, 1);
+  const json& db = doc["checks"][1];
+  EXPECT_EQ(db["check"], "database");
+  EXPECT_EQ(db["status"], "fail");
+  EXPECT_THAT(db["summary"].get<std::string>(), HasSubstr("you (nobody) cannot read"));
+  EXPECT_FALSE(db["data"]["readable"]);
+  EXPECT_THAT(db["fix"].dump(), HasSubstr("sudo usermod -aG storewatch nobody"));
 }
 
 TEST_F(Doctor, HelpExplainsIt) {
