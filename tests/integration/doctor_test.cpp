@@ -252,6 +252,56 @@ TEST_F(Doctor, ADatabaseYouCannotReadSaysHowToGetAccess) {
   EXPECT_THAT(db["fix"].dump(), HasSubstr("sudo usermod -aG storewatch nobody"));
 }
 
+// The direct broker check's TLS handshake against real TLS servers (the
+// simulator's https devices and its test CA): verified, expired, wrong host.
+TEST(DoctorTls, TheBrokersCertificateIsVerified) {
+  std::map<std::string, int> ports;
+  std::string lab_toml;
+  for (const char* cert : {"good", "expired", "wrong_host"}) {
+    ports[cert] = free_port();
+    lab_toml += fmt::format(
+        "[[device]]\nname = \"tls-{0}\"\nkind = \"https\"\nhost = \"127.0.0.1\"\nport = "
+        "{1}\ncert = \"{0}\"\n\n",
+        cert, ports[cert]);
+  }
+  StoreLab lab(lab_toml);
+  TempDir dir;
+  auto doctor = [&](const std::string& cert) {
+    const auto config = dir / (cert + ".toml");
+    write_file(config, fmt::format(R"([store]
+id = "store-0042"
+
+[agent]
+data_dir = "{}"
+control_socket = "{}"
+
+[sync]
+broker = "ssl://127.0.0.1:{}"
+ca_file = "{}"
+)",
+                                   (dir / "data").string(), (dir / "control.sock").string(),
+                                   ports.at(cert), lab.ca_file().string()));
+    auto r = run(storewatch_command({"--config", config.string(), "doctor", "--json"}));
+    auto doc = json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(doc.is_object()) << r.out << r.err;
+    return doc.is_object() ? doc["checks"][3] : json();
+  };
+  json broker = doctor("good");
+  EXPECT_EQ(broker["check"], "broker");
+  EXPECT_EQ(broker["status"], "ok") << broker.dump();
+  EXPECT_THAT(broker["data"]["tls"].get<std::string>(),
+              HasSubstr("certificate verified for 127.0.0.1"));
+
+  broker = doctor("expired");
+  EXPECT_EQ(broker["status"], "fail");
+  EXPECT_THAT(broker["summary"].get<std::string>(), HasSubstr("certificate has expired"));
+  EXPECT_THAT(broker["fix"].dump(), HasSubstr("openssl s_client"));
+
+  broker = doctor("wrong_host");
+  EXPECT_EQ(broker["status"], "fail");
+  EXPECT_THAT(broker["summary"].get<std::string>(), HasSubstr("not trusted"));
+}
+
 TEST_F(Doctor, HelpExplainsIt) {
   write_config(ntp_port);
   auto r = cli({"doctor", "--help"});
