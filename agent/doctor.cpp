@@ -72,6 +72,20 @@ std::vector<std::string> permission_fix() {
           "or run the command as root: sudo storewatch doctor"};
 }
 
+/// Stop, move the database and its WAL aside (kept: events not yet at HQ
+/// are in it), start with a new one.
+std::vector<std::string> move_aside(const fs::path& data_dir) {
+  const fs::path broken = data_dir / "broken";
+  return {"sudo systemctl stop storewatch",
+          fmt::format("sudo sh -c 'mkdir -p {0} && mv {1}/storewatch.db* {0}/'   (keep it: "
+                      "events not yet at HQ are in it)",
+                      broken.string(), data_dir.string()),
+          "sudo systemctl start storewatch   (starts a new, empty database)",
+          fmt::format("sudo sqlite3 {}/storewatch.db .recover > /tmp/storewatch-recovered.sql   "
+                      "(what can still be read, for analysis)",
+                      broken.string())};
+}
+
 std::uint64_t size_of(const fs::path& p) {
   std::error_code ec;
   auto n = fs::file_size(p, ec);
@@ -283,10 +297,7 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
     if (c.summary.find("newer") != std::string::npos) {
       c.fix = {"upgrade storewatch to the release that wrote it: sudo apt install storewatch"};
     } else {
-      c.fix = {"sudo systemctl stop storewatch",
-               fmt::format("sudo mv {0} {0}.broken   (keep it: events not yet at HQ are in it)",
-                           path.string()),
-               "sudo systemctl start storewatch   (starts a new, empty database)"};
+      c.fix = move_aside(cfg.agent.data_dir);
     }
     return c;
   }
@@ -299,7 +310,17 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
   std::vector<std::string> problems;
   auto stmt = db.prepare("PRAGMA quick_check(20)");
   Status run = stmt ? stmt->each([&](db::Statement& s) {
-    problems.push_back(s.text(0));
+    // One row may hold several problems, a line each.
+    std::string text = s.text(0);
+    for (std::size_t start = 0; start <= text.size();) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      // "*** in database main ***" heads the list: not a problem itself.
+      if (end > start && text.compare(start, 3, "***") != 0) {
+        problems.push_back(text.substr(start, end - start));
+      }
+      start = end + 1;
+    }
     return true;
   })
                     : Status(stmt.error());
@@ -314,12 +335,14 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
     c.status = CheckStatus::fail;
     c.summary = fmt::format("{} is damaged ({}): quick_check found {}", path.string(), figures,
                             plural(problems.size(), "problem"));
-    c.details = problems;
-    c.fix = {"sudo systemctl stop storewatch",
-             fmt::format("sqlite3 {0} .recover | sqlite3 {0}.recovered   (saves what can be read)",
-                         path.string()),
-             fmt::format("sudo mv {0} {0}.broken; sudo mv {0}.recovered {0}", path.string()),
-             "sudo systemctl start storewatch"};
+    constexpr std::size_t kShown = 6;
+    c.details.assign(problems.begin(), problems.begin() + static_cast<std::ptrdiff_t>(
+                                                              std::min(problems.size(), kShown)));
+    if (problems.size() > kShown) {
+      c.details.push_back(fmt::format("… {} more: sudo sqlite3 {} 'PRAGMA quick_check' lists them",
+                                      problems.size() - kShown, path.string()));
+    }
+    c.fix = move_aside(cfg.agent.data_dir);
     return c;
   }
   c.summary = fmt::format("{}: {}, quick_check ok", path.string(), figures);

@@ -193,7 +193,7 @@ TEST_F(DoctorDatabase, NotADatabaseFails) {
   auto c = check_database(cfg);
   EXPECT_EQ(c.status, CheckStatus::fail);
   EXPECT_THAT(c.summary, HasSubstr("corrupt"));
-  EXPECT_THAT(joined(c.fix), HasSubstr("mv"));
+  EXPECT_THAT(joined(c.fix), HasSubstr("mv " + dir.path().string() + "/storewatch.db* "));
 }
 
 TEST_F(DoctorDatabase, ADamagedPageFailsQuickCheck) {
