@@ -15,6 +15,7 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/daemon.h"
+#include "agent/doctor.h"
 #include "agent/notices.h"
 #include "agent/polkit_rule.h"
 #include "agent/report.h"
@@ -588,6 +589,28 @@ int cmd_config_check(const Globals& g) {
   return kOk;
 }
 
+// --- doctor ----------------------------------------------------------------
+
+int cmd_doctor(const Globals& g, const std::string& timeout, bool as_json) {
+  auto t = parse_duration(timeout);
+  if (!t || t->count() <= 0) {
+    std::cerr << "storewatch: --timeout " << timeout
+              << " is not a duration (use a number and ms|s|m, e.g. 3s)\n";
+    return kUsage;
+  }
+  DoctorOptions options;
+  options.config = g.agent_config();
+  if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
+  options.timeout = *t;
+  const DoctorReport report = run_doctor(options);
+  if (as_json) {
+    print_json(report.to_json());
+  } else {
+    std::cout << report.render(use_colour(stdout));
+  }
+  return report.exit_code();
+}
+
 // --- hq --------------------------------------------------------------------
 
 int cmd_hq_run(const Globals& g) {
@@ -993,6 +1016,22 @@ int run_cli(int argc, char** argv) {
     }
     rc = kOk;
   });
+
+  std::string doctor_timeout = "3s";
+  auto* doctor = sub(
+      app, "doctor",
+      "Check everything storewatch needs on this gateway and say what to do about each problem: "
+      "the config (every error as file:line:col), the database (quick_check, size, WAL, schema "
+      "version, readable by you), the daemon behind the control socket, the broker (the "
+      "daemon's link, or a direct TCP/TLS connect when it is down), the clock's skew (with the "
+      "config's system clock probes) and the free disk space of the state directory. Needs no "
+      "daemon and changes nothing. Exit 0 when no check fails (warnings included), 1 when one "
+      "does, 2 for a usage error. docs/DOCTOR.md has the checks and the JSON shape.");
+  doctor->add_option("--timeout", doctor_timeout,
+                     "How long each network step may take: the daemon's answer, the broker's "
+                     "connect and TLS handshake (default 3s)");
+  doctor->add_flag("--json", json_out, "Print JSON (docs/DOCTOR.md shape) instead of text");
+  doctor->callback([&] { rc = cmd_doctor(g, doctor_timeout, json_out); });
 
   auto* hq_cmd = sub(app, "hq", "Headquarters side: ingest store events, fleet views");
   hq_cmd->require_subcommand(1);

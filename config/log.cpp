@@ -1,22 +1,24 @@
 #include "config/log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
+#include <charconv>
 #include <cstdlib>
 #include <string>
-
-#include "config/clock.h"
 
 namespace storewatch::log {
 namespace {
 
 std::atomic<Level> g_level{Level::info};
 
-bool under_journald() {
-  static const bool journald = std::getenv("JOURNAL_STREAM") != nullptr;
-  return journald;
+std::optional<std::uint64_t> decimal(std::string_view text) {
+  std::uint64_t n = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, n);
+  if (text.empty() || ec != std::errc() || p != end) return std::nullopt;
+  return n;
 }
 
 }  // namespace
@@ -36,24 +38,59 @@ Level level() {
   return g_level.load(std::memory_order_relaxed);
 }
 
-void write(Level level, std::string_view message) {
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_journal_stream(
+    std::string_view value) {
+  const std::size_t colon = value.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto dev = decimal(value.substr(0, colon));
+  auto ino = decimal(value.substr(colon + 1));
+  if (!dev || !ino) return std::nullopt;
+  return std::pair{*dev, *ino};
+}
+
+bool is_journal_stream(const char* journal_stream, int fd) {
+  if (journal_stream == nullptr) return false;
+  auto ids = parse_journal_stream(journal_stream);
+  if (!ids) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  return static_cast<std::uint64_t>(st.st_dev) == ids->first &&
+         static_cast<std::uint64_t>(st.st_ino) == ids->second;
+}
+
+bool to_journald() {
+  static const bool journald = is_journal_stream(std::getenv("JOURNAL_STREAM"), STDERR_FILENO);
+  return journald;
+}
+
+std::string format_record(Level level, std::string_view message, bool journald, WallTime now) {
   static constexpr std::string_view kNames[] = {"debug", "info", "warn", "error"};
-  static constexpr char kPriority[] = {'7', '6', '4', '3'};  // sd-daemon.h LOG_* values
+  // sd-daemon.h: SD_DEBUG 7, SD_INFO 6, SD_WARNING 4, SD_ERR 3.
+  static constexpr std::string_view kPriority[] = {"<7>", "<6>", "<4>", "<3>"};
   const auto index = static_cast<std::size_t>(level);
+  while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
   std::string line;
   line.reserve(message.size() + 40);
-  if (under_journald()) {
-    line += '<';
+  if (journald) {
+    // journald takes each line as its own record: every one needs the prefix.
     line += kPriority[index];
-    line += '>';
+    for (char c : message) {
+      line += c;
+      if (c == '\n') line += kPriority[index];
+    }
   } else {
-    line += format_rfc3339(SystemClock().wall_now());
+    line += format_rfc3339(now);
     line += ' ';
     line += kNames[index];
     line += ": ";
+    line += message;
   }
-  line += message;
   line += '\n';
+  return line;
+}
+
+void write(Level level, std::string_view message) {
+  const std::string line = format_record(level, message, to_journald(), SystemClock().wall_now());
   // One write per record keeps lines from different threads whole.
   const char* p = line.data();
   std::size_t left = line.size();

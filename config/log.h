@@ -1,13 +1,21 @@
 #pragma once
 /// \file
-/// One-line log records on stderr. Under systemd (JOURNAL_STREAM set) each
-/// line carries the sd-daemon priority prefix so journald keeps the level;
-/// elsewhere it carries a UTC timestamp and the level name.
+/// One-line log records on stderr. Under systemd — JOURNAL_STREAM set and
+/// naming stderr's device and inode, as systemd.exec(5) says to check — each
+/// line carries the sd-daemon priority prefix (`<3>` error, `<4>` warning,
+/// `<6>` info, `<7>` debug) and no timestamp, since journald adds its own;
+/// elsewhere (a terminal, a file, a child whose stderr was redirected) it
+/// carries a UTC timestamp and the level name.
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
+
+#include "config/clock.h"
 
 namespace storewatch::log {
 
@@ -18,6 +26,24 @@ std::optional<Level> parse_level(std::string_view name);
 
 void set_level(Level level);
 Level level();
+
+/// JOURNAL_STREAM's value, "DEV:INO" in decimal as systemd writes it, as
+/// numbers; nullopt for anything else.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_journal_stream(std::string_view value);
+
+/// Whether `fd` is the stream journald handed this process: `journal_stream`
+/// (the environment variable, may be null) names the device and inode of
+/// what `fd` is open on. A child that inherited JOURNAL_STREAM but writes
+/// to a file or pipe of its own gets false.
+bool is_journal_stream(const char* journal_stream, int fd);
+
+/// Whether records go to journald (decided once, from stderr).
+bool to_journald();
+
+/// One record as it is written: "<N>message\n" for journald (every line of
+/// a multi-line message gets the prefix, so none loses its priority),
+/// "2026-11-27T10:00:00.000Z info: message\n" otherwise.
+std::string format_record(Level level, std::string_view message, bool journald, WallTime now);
 
 /// Writes one record atomically (one write(2) call).
 void write(Level level, std::string_view message);
