@@ -58,8 +58,8 @@ bool same_notify(const config::NotifyConfig& a, const config::NotifyConfig& b) {
          a.from == b.from && a.to == b.to && a.username == b.username &&
          a.password_file == b.password_file && a.min_severity == b.min_severity &&
          texts(a.match) == texts(b.match) && a.on == b.on && a.group_wait == b.group_wait &&
-         a.rate_limit == b.rate_limit && a.proxy == b.proxy && a.timeout == b.timeout &&
-         a.notify_ttl == b.notify_ttl;
+         a.rate_limit == b.rate_limit && a.proxy == b.proxy && a.ca_file == b.ca_file &&
+         a.timeout == b.timeout && a.notify_ttl == b.notify_ttl;
 }
 
 /// The [[remediation]] a probe names, or nullptr.
