@@ -168,8 +168,8 @@ CREATE INDEX notifications_incident ON notifications(incident_uid, channel);
     // events.uid lost its UNIQUE index: uids are UUIDv7 made here, nothing
     // looks an event up by uid, and HQ dedups by (store, seq). The index was
     // a sixth of the writer's work per change (35k of its instructions to
-    // 29k without; callgrind). SQLite cannot drop a
-    // column constraint: rebuild the table with its rows, and carry the
+    // 29k without; callgrind). SQLite cannot drop a column constraint:
+    // rebuild the table with its rows, and carry the
     // AUTOINCREMENT counter over, so a seq pruned at the top is never reused.
     {6, R"sql(
 CREATE TABLE events_v6 (
