@@ -314,23 +314,28 @@ TEST(SyncFault, BrokerDownWhileIncidentsHappenThenBackEmpty) {
 // (b) kill -9 the agent again and again while it drains a backlog of thousands
 // of events: HQ ends with seq 1..N, each once, nothing lost.
 TEST(SyncFault, KillNineWhileDrainingABacklogLosesNothing) {
-  constexpr int kEvents = 3000;
-  constexpr int kKills = 10;
+  constexpr int kMidDrainKills = 5;
+  constexpr int kMaxRuns = 16;
+  constexpr int kMaxEvents = 100'000;
   SyncLab lab;
   Broker broker;
-  // One event per batch and one batch in flight, so the drain takes 3,000
-  // round trips (about a second on a quiet machine, longer on a busy one)
-  // and the kills land in the middle of it.
+  // One event per batch and one batch in flight, so the drain takes one
+  // round trip per event and the kills land in the middle of it. How long
+  // that is depends on the machine: a run that finishes the drain before
+  // its kill gets a backlog twice as big added for the next run.
   lab.configure(broker.uri(), broker.uri(), "batch_max_events = 1\ninflight_batches = 1");
-  lab.seed_backlog(kEvents);
-  const std::int64_t n = static_cast<std::int64_t>(lab.agent_events().size());
-  ASSERT_EQ(n, kEvents);
+  int backlog = 3000;
+  lab.seed_backlog(backlog);
+  std::int64_t n = static_cast<std::int64_t>(lab.agent_events().size());
+  ASSERT_EQ(n, backlog);
   auto hq = lab.start_hq();
 
   std::mt19937 rng(std::random_device{}());
   int mid_drain = 0;
-  const auto budget = std::chrono::steady_clock::now() + 60s;
-  for (int k = 0; k < kKills && std::chrono::steady_clock::now() < budget; ++k) {
+  const auto budget = std::chrono::steady_clock::now() + 90s;
+  for (int k = 0;
+       k < kMaxRuns && mid_drain < kMidDrainKills && std::chrono::steady_clock::now() < budget;
+       ++k) {
     const std::int64_t before = lab.hq_acked();
     auto agent = lab.start_agent();
     // Kill once HQ has moved on in this run (or at once when it is done).
@@ -338,11 +343,18 @@ TEST(SyncFault, KillNineWhileDrainingABacklogLosesNothing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
     const std::int64_t at_kill = lab.hq_acked();
     ASSERT_EQ(agent->stop(SIGKILL), 128 + SIGKILL);
-    if (at_kill < n) ++mid_drain;
     std::cout << "kill " << k + 1 << ": HQ acked " << at_kill << " of " << n << "\n";
+    if (at_kill < n) {
+      ++mid_drain;
+    } else if (backlog < kMaxEvents) {
+      backlog *= 2;
+      lab.seed_backlog(backlog);
+      n = static_cast<std::int64_t>(lab.agent_events().size());
+      std::cout << "  the drain beat the kill: " << backlog << " more events\n";
+    }
   }
   std::cout << mid_drain << " kills landed while the backlog was draining\n";
-  EXPECT_GE(mid_drain, 3) << "the drain was too fast for the test to prove anything";
+  EXPECT_GE(mid_drain, kMidDrainKills) << "the drain was too fast for the test to prove anything";
 
   auto agent = lab.start_agent();
   ASSERT_TRUE(wait_until([&] { return lab.hq_acked() == n; }, 90s))
