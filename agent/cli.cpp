@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -156,6 +157,23 @@ int cmd_status(const Globals& g, bool as_json) {
   } else {
     std::cout << "daemon " << paint("not running", Colour::red, colour)
               << " (showing the state last saved in the database)\n";
+  }
+  if (agent.contains("config") && agent["config"].is_object()) {
+    const json& c = agent["config"];
+    std::string hash = c.value("hash", std::string("?"));
+    if (hash.size() > 19) hash = hash.substr(0, 19) + "…";  // sha256: and 12 hex digits
+    std::cout << "config: " << hash << " loaded " << when(c["loaded_at"]);
+    const int reloads = c.value("reloads", 0), refused = c.value("refused", 0);
+    if (reloads > 0 || refused > 0) {
+      std::cout << "; reloads: " << reloads << " accepted, " << refused << " refused";
+    }
+    std::cout << "\n";
+    if (const std::string error = c.value("last_reload_error", std::string()); !error.empty()) {
+      std::cout << "  " << paint("last reload refused", Colour::red, colour) << " ("
+                << when(c["last_reload_at"]) << "): " << error
+                << "\n  the config in force is still the one loaded above; `storewatch config "
+                   "check` lists every error in the file\n";
+    }
   }
   std::cout << "sync: "
             << (sync.value("connected", false) ? paint("connected", Colour::green, colour)
@@ -703,12 +721,25 @@ int cmd_hq_report(const Globals& g, const std::string& store_id, const std::stri
 /// prints why it could not and returns nullopt.
 std::optional<json> ask_daemon(const config::Config& cfg, json request) {
   request["v"] = kControlVersion;
-  auto answer = control_request(cfg.agent.control_socket, request, std::chrono::seconds(10));
+  const std::string socket = cfg.agent.control_socket.string();
+  int connect_errno = 0;
+  auto answer =
+      control_request(cfg.agent.control_socket, request, std::chrono::seconds(10), &connect_errno);
   if (!answer) {
-    std::cerr << "storewatch: the daemon is not answering at " << cfg.agent.control_socket.string()
-              << " (" << answer.error().message
-              << "). Changes go through the running daemon: start it (systemctl start "
-                 "storewatch) and try again.\n";
+    if (connect_errno == ENOENT || connect_errno == ECONNREFUSED) {
+      std::cerr << "storewatch: the daemon is not running (nothing listens at " << socket
+                << "), and changes go through it. Start it with `sudo systemctl start "
+                   "storewatch` and try again; `storewatch doctor` says what else is wrong. "
+                   "Nothing was changed.\n";
+    } else if (connect_errno == EACCES || connect_errno == EPERM) {
+      std::cerr << "storewatch: you may not use the control socket " << socket
+                << " (permission denied). It is for root and group storewatch: use sudo, or "
+                   "`sudo usermod -aG storewatch $USER` and log in again. Nothing was changed.\n";
+    } else {
+      std::cerr << "storewatch: no answer from the daemon (" << answer.error().message
+                << "), so the change may not have been made. Check the daemon with `systemctl "
+                   "status storewatch` and `storewatch doctor`.\n";
+    }
     return std::nullopt;
   }
   if (!answer->value("ok", false)) {

@@ -246,7 +246,7 @@ json ControlServer::dispatch(const std::string& line, const Peer& peer) {
 }
 
 Result<json> control_request(const std::filesystem::path& path, const json& request,
-                             std::chrono::milliseconds timeout) {
+                             std::chrono::milliseconds timeout, int* connect_errno) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Error{std::strerror(errno)};
   struct Closer {
@@ -257,7 +257,9 @@ Result<json> control_request(const std::filesystem::path& path, const json& requ
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error{fmt::format("no daemon at {}: {}", path.string(), std::strerror(errno))};
+    const int e = errno;
+    if (connect_errno) *connect_errno = e;
+    return Error{fmt::format("no daemon at {}: {}", path.string(), std::strerror(e))};
   }
   std::string out = request.dump() + "\n";
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -62,9 +62,12 @@ class ControlServer {
 };
 
 /// Sends one request to a daemon and returns its response; an Error when no
-/// daemon answers at `path` within `timeout`.
+/// daemon answers at `path` within `timeout`. When the connect itself fails,
+/// `connect_errno` (if given) receives its errno: ENOENT or ECONNREFUSED mean
+/// no daemon runs, EACCES that the caller may not use the socket.
 Result<nlohmann::json> control_request(const std::filesystem::path& path,
                                        const nlohmann::json& request,
-                                       std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                                       std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                                       int* connect_errno = nullptr);
 
 }  // namespace storewatch::agent

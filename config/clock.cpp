@@ -62,13 +62,20 @@ std::optional<WallTime> parse_rfc3339(std::string_view text) {
 
 std::string format_ago(WallTime t, WallTime now) {
   using namespace std::chrono;
-  auto d = duration_cast<seconds>(now - t).count();
-  if (d < 0) return "in the future";
-  if (d < 5) return "just now";
-  if (d < 60) return std::to_string(d) + "s ago";
-  if (d < 3600) return std::to_string(d / 60) + "m ago";
-  if (d < 86400) return std::to_string(d / 3600) + "h ago";
-  return std::to_string(d / 86400) + "d ago";
+  const auto d = duration_cast<seconds>(now - t).count();
+  const auto span = d < 0 ? -d : d;
+  if (span < 5) return "just now";
+  std::string amount;
+  if (span < 60) {
+    amount = std::to_string(span) + "s";
+  } else if (span < 3600) {
+    amount = std::to_string(span / 60) + "m";
+  } else if (span < 86400) {
+    amount = std::to_string(span / 3600) + "h";
+  } else {
+    amount = std::to_string(span / 86400) + "d";
+  }
+  return d < 0 ? "in " + amount : amount + " ago";
 }
 
 }  // namespace storewatch

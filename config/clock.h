@@ -47,7 +47,8 @@ std::string format_rfc3339(WallTime t);
 /// anything else.
 std::optional<WallTime> parse_rfc3339(std::string_view text);
 
-/// "3m ago", "2h ago", "just now" — for tables a human reads.
+/// "3m ago", "2h ago", "just now", or "in 2h" for a time still to come (a
+/// silence's end) — for tables a human reads.
 std::string format_ago(WallTime t, WallTime now);
 
 }  // namespace storewatch

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <csignal>
 #include <cstring>
@@ -233,6 +234,88 @@ TEST_F(BadInput, ReadsWorkWithTheDaemonDown) {
   EXPECT_TRUE(contains(r.out, "lane-01-pos"));
   EXPECT_TRUE(contains(r.out, "not running"));
   EXPECT_EQ(sw({"incidents", "--json"}).out, "[]\n");
+}
+
+// Every agent command with the daemon stopped: the reads answer from the
+// database, the probe and config commands need no daemon, and every change
+// fails with exit 1, says the daemon is not running and how to start it, and
+// changes nothing.
+TEST_F(BadInput, EveryCommandWithTheDaemonDownAnswersOrSaysHowToStartIt) {
+  auto daemon = start();
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
+  device.down();
+  std::string uid;
+  ASSERT_TRUE(wait_until([&] {
+    json list = json::parse(sw({"incidents", "--json"}).out, nullptr, false);
+    if (!list.is_array() || list.empty()) return false;
+    uid = list[0]["uid"].get<std::string>();
+    return true;
+  })) << daemon->err();
+  auto added = sw({"silence", "add", "--match", "lane-*", "--for", "2h", "--reason", "paper jam",
+                   "--by", "dana", "--json"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  const std::string silence = json::parse(added.out)["uid"].get<std::string>();
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+
+  // What the database holds, to compare after the refused changes.
+  auto snapshot = [&] {
+    return sw({"incident", "show", uid, "--json"}).out + sw({"silence", "list", "--json"}).out;
+  };
+  const std::string before = snapshot();
+  ASSERT_TRUE(contains(before, uid));
+  ASSERT_TRUE(contains(before, silence));
+
+  struct Read {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string says;
+  };
+  const Read reads[] = {
+      {{"status"}, 0, "not running"},
+      {{"status", "--json"}, 0, "\"running\": false"},
+      {{"incidents"}, 0, "lane-01-pos"},
+      {{"incidents", "--all", "--json"}, 0, uid},
+      {{"incident", "show", uid}, 0, "opened"},
+      {{"incident", "show", uid, "--json"}, 0, "\"events\""},
+      {{"silence", "list"}, 0, "paper jam"},
+      {{"silence", "list", "--json"}, 0, silence},
+      {{"sync", "status", "--json"}, 0, "\"connected\": false"},
+      {{"sync", "status"}, 0, "not running"},
+      {{"report", "--json"}, 0, "\"incidents\""},
+      {{"report"}, 0, "MTTR"},
+      {{"config", "check"}, 0, ""},
+      {{"config", "polkit"}, 0, "polkit"},
+      {{"probe", "types", "--json"}, 0, "\"tcp\""},
+      {{"probe", "run", "lane-01-pos"}, 1, "lane-01-pos"},  // the device is still down
+      {{"doctor"}, 1, "sudo systemctl start storewatch"},
+  };
+  for (const auto& read : reads) {
+    auto r = sw(read.args);
+    const std::string what = fmt::format("{}", fmt::join(read.args, " "));
+    EXPECT_EQ(r.exit_code, read.exit_code) << what << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, read.says)) << what << " should say " << read.says << ":\n"
+                                            << r.out << r.err;
+  }
+
+  const std::vector<std::string> changes[] = {
+      {"ack", uid, "--by", "dana"},
+      {"resolve", uid, "--by", "dana"},
+      {"close", uid},
+      {"note", uid, "--note", "replaced the cable"},
+      {"ack", uid, "--json"},
+      {"silence", "add", "--match", "lane-*", "--for", "1h", "--reason", "cleaning"},
+      {"silence", "remove", silence},
+  };
+  for (const auto& change : changes) {
+    auto r = sw(change);
+    const std::string what = fmt::format("{}", fmt::join(change, " "));
+    EXPECT_EQ(r.exit_code, 1) << what << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "the daemon is not running")) << what << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "sudo systemctl start storewatch")) << what << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "Nothing was changed")) << what << ": " << r.err;
+    EXPECT_EQ(lines(r.err), 1u) << what << ": " << r.err;
+  }
+  EXPECT_EQ(snapshot(), before);
 }
 
 TEST(Cli, VersionHelpAndUsageErrors) {

@@ -211,6 +211,13 @@ TEST_F(Reload, ABadConfigIsRefusedWithItsErrorsAndTheOldOneKeepsRunning) {
             std::string::npos)
       << s.dump();
   EXPECT_EQ(count_of(daemon->err(), "SIGHUP: config reloaded"), 0u);
+  // The plain table says so too, with what to do.
+  auto table = cli({"status"});
+  EXPECT_NE(table.out.find("config: " + hash.substr(0, 19) + "… loaded "), std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("reloads: 0 accepted, 3 refused"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("last reload refused"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("store.id changed"), std::string::npos) << table.out;
 
   // A good one after the bad ones is taken, and clears the error.
   reload(file(good + probe("lane-03", true)), "SIGHUP: config reloaded");

@@ -61,6 +61,15 @@ TEST(Ago, SaysHowLongAgo) {
   EXPECT_EQ(format_ago(now - 30s, now), "30s ago");
   EXPECT_EQ(format_ago(now - 3min, now), "3m ago");
   EXPECT_EQ(format_ago(now - 2h, now), "2h ago");
+  EXPECT_EQ(format_ago(now - 50h, now), "2d ago");
+}
+
+TEST(Ago, SaysHowLongUntilATimeToCome) {
+  WallTime now{Millis(10'000'000)};
+  EXPECT_EQ(format_ago(now + 3s, now), "just now");
+  EXPECT_EQ(format_ago(now + 45s, now), "in 45s");
+  EXPECT_EQ(format_ago(now + 2h, now), "in 2h");
+  EXPECT_EQ(format_ago(now + 3 * 24h, now), "in 3d");
 }
 
 }  // namespace
