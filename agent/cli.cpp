@@ -28,6 +28,7 @@
 #include "hq/hq_store.h"
 #include "hq/report.h"
 #include "hq/run.h"
+#include "probes/perfdata.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
 
@@ -493,6 +494,9 @@ std::string event_detail(const json& e) {
   if (body.contains("remediation")) {
     add(fmt::format("{} attempt {}/{}", body.value("remediation", ""), body.value("attempt", 0),
                     body.value("max_attempts", 0)));
+    if (body.contains("exit_code") && body["exit_code"].is_number_integer()) {
+      add(fmt::format("exit {}", body["exit_code"].get<std::int64_t>()));
+    }
   }
   add(body.value("detail", ""));
   add(body.value("reason", ""));
@@ -551,6 +555,22 @@ int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
            event_detail(e)});
   }
   std::cout << t.render(colour);
+  // What the remediations printed, under the table: it is several lines.
+  for (const auto& e : timeline) {
+    const json body = e.value("body", json::object());
+    const std::string output = body.value("output", std::string());
+    if (output.empty()) continue;
+    std::cout << "\noutput of " << body.value("remediation", std::string("the remediation"))
+              << " (seq " << e["seq"].get<std::int64_t>() << ", " << e["type"].get<std::string>()
+              << (body.value("output_truncated", false) ? ", first 4 KB" : "") << "):\n";
+    std::size_t start = 0;
+    while (start < output.size()) {
+      std::size_t end = output.find('\n', start);
+      if (end == std::string::npos) end = output.size();
+      std::cout << "  | " << probes::printable(output.substr(start, end - start)) << "\n";
+      start = end + 1;
+    }
+  }
   return kOk;
 }
 

@@ -227,7 +227,8 @@ json ControlServer::dispatch(const std::string& line, const Peer& peer) {
   };
   if (request.is_discarded() || !request.is_object()) return fail("request is not a JSON object");
   auto v = request.find("v");
-  if (v == request.end() || !v->is_number_integer() || v->get<int>() != kControlVersion) {
+  // Compared as 64 bits: 2^32 + 1 must not pass as 1.
+  if (v == request.end() || !v->is_number_integer() || v->get<std::int64_t>() != kControlVersion) {
     return fail(
         fmt::format("unsupported protocol version (this daemon speaks {})", kControlVersion));
   }
