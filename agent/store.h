@@ -230,7 +230,8 @@ class Store {
   std::unique_ptr<Prepared> prepared_;
 };
 
-/// The stored event in wire form.
+/// The stored event in wire form; its body travels as the stored text
+/// (`body_text`), not parsed.
 Result<wire::Event> to_wire(const StoredEvent& e);
 
 /// The sync_state keys.

@@ -264,7 +264,7 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
         .bind(5, e.type)
         .bind(6, e.at)
         .bind(7, e.actor)
-        .bind(8, dump(e.to_json()))
+        .bind(8, e.text())
         .bind(9, now)
         .bind(10, who);
     if (auto st = insert_event.run(); !st) return st;
@@ -291,8 +291,15 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
     if (auto text = string_field(state, "t_detect")) {
       if (auto t = parse_rfc3339(*text)) t_detect = to_ms(*t);
     }
-    json snapshot = state;
-    if (!snapshot.contains("uid")) snapshot["uid"] = e.incident;
+    // The snapshot as sent, copied only when it lacks its uid.
+    std::string snapshot;
+    if (state.contains("uid")) {
+      snapshot = dump(state);
+    } else {
+      json with_uid = state;
+      with_uid["uid"] = e.incident;
+      snapshot = dump(with_uid);
+    }
     upsert_incident.bind(1, batch.store)
         .bind(2, e.incident)
         .bind(3, e.seq)
@@ -301,7 +308,7 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
         .bind(6, string_field(state, "severity"))
         .bind(7, t_detect)
         .bind(8, now)
-        .bind(9, dump(snapshot));
+        .bind(9, snapshot);
     if (auto st = upsert_incident.run(); !st) return st;
   }
   return {};

@@ -168,34 +168,39 @@ void Publisher::drain() {
       return;
     }
     if (events->empty()) return;
-    wire::Batch batch{store_, {}};
+    // Each event's text is made once, and the payload from those texts.
+    std::vector<std::string> texts;
+    texts.reserve(events->size());
     std::size_t size = wire::batch_overhead(store_);
-    for (wire::Event& e : *events) {
-      std::size_t n = wire::encoded_size(e);
-      if (!batch.events.empty() && size + n > wire::kMaxPayload) break;
+    std::int64_t first = 0, last = 0;
+    for (const wire::Event& e : *events) {
+      std::string text = e.text();
+      const std::size_t n = text.size() + 1;
+      if (!texts.empty() && size + n > wire::kMaxPayload) break;
       size += n;
-      batch.events.push_back(std::move(e));
+      texts.push_back(std::move(text));
+      if (first == 0) first = e.seq;
+      last = e.seq;
     }
-    const std::int64_t first = batch.events.front().seq;
-    const std::int64_t last = batch.events.back().seq;
     sent_ = last;
     ++inflight_;
-    transport_.publish(Message{topics_.events(store_), wire::encode_batch(batch), 1, false},
-                       [this, first, last](const Status& st) {
-                         --inflight_;
-                         if (!st) {
-                           // Not re-sent at once (a broker that refuses would
-                           // make that a hot loop): the ack timer rewinds.
-                           on_publish_failed(first, last, st.error().message);
-                           return;
-                         }
-                         last_puback_ = clock_.wall_now();
-                         // Events get through again: an earlier problem
-                         // (a refusal, a lost link) is over.
-                         last_error_.clear();
-                         last_error_at_.reset();
-                         drain();
-                       });
+    transport_.publish(
+        Message{topics_.events(store_), wire::batch_payload(store_, texts), 1, false},
+        [this, first, last](const Status& st) {
+          --inflight_;
+          if (!st) {
+            // Not re-sent at once (a broker that refuses would
+            // make that a hot loop): the ack timer rewinds.
+            on_publish_failed(first, last, st.error().message);
+            return;
+          }
+          last_puback_ = clock_.wall_now();
+          // Events get through again: an earlier problem
+          // (a refusal, a lost link) is over.
+          last_error_.clear();
+          last_error_at_.reset();
+          drain();
+        });
     arm_ack_timer();
   }
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "config/config.h"
+#include "config/json_text.h"
 
 namespace storewatch::wire {
 namespace {
@@ -68,7 +69,43 @@ json Event::to_json() const {
   return j;
 }
 
-Result<Event> Event::from_json(const json& j) {
+std::string Event::text() const {
+  std::string out;
+  std::string_view members;  // the body's members, without the braces
+  std::string dumped;
+  if (!body_text.empty()) {
+    members = body_text;
+  } else if (body.is_object()) {
+    // Never throws: invalid UTF-8 (which a decoded body cannot hold) is replaced.
+    dumped = body.dump(-1, ' ', false, json::error_handler_t::replace);
+    members = dumped;
+  }
+  if (members.size() >= 2 && members.front() == '{' && members.back() == '}') {
+    members = members.substr(1, members.size() - 2);
+  } else {
+    members = {};
+  }
+  out.reserve(members.size() + uid.size() + incident.size() + type.size() + at.size() +
+              actor.size() + 96);
+  out += '{';
+  out += members;
+  if (!members.empty()) out += ',';
+  json_text::append_key(out, "seq");
+  out += std::to_string(seq);
+  for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"uid", &uid},
+                            {"incident", &incident},
+                            {"type", &type},
+                            {"at", &at},
+                            {"actor", &actor}}) {
+    out += ',';
+    json_text::append_key(out, key);
+    json_text::append_string(out, *value);
+  }
+  out += '}';
+  return out;
+}
+
+Result<Event> Event::from_json(json&& j) {
   if (!j.is_object()) return Error{"event is not an object"};
   Event e;
   if (!get_field(j, "seq", e.seq) || e.seq < 1)
@@ -84,15 +121,34 @@ Result<Event> Event::from_json(const json& j) {
   if (state == j.end() || !state->is_object()) {
     return Error{fmt::format("event {} has no object \"incident_state\"", e.seq)};
   }
-  e.body = j;
+  e.body = std::move(j);
   for (const char* k : {"seq", "uid", "incident", "type", "at", "actor"}) e.body.erase(k);
   return e;
 }
 
+std::string batch_payload(std::string_view store, const std::vector<std::string>& event_texts) {
+  std::size_t size = batch_overhead(store);
+  for (const auto& t : event_texts) size += t.size() + 1;
+  std::string out;
+  out.reserve(size);
+  out += "{\"events\":[";
+  for (std::size_t i = 0; i < event_texts.size(); ++i) {
+    if (i > 0) out += ',';
+    out += event_texts[i];
+  }
+  out += "],\"store\":";
+  json_text::append_string(out, store);
+  out += ",\"v\":";
+  out += std::to_string(kVersion);
+  out += '}';
+  return out;
+}
+
 std::string encode_batch(const Batch& batch) {
-  json events = json::array();
-  for (const Event& e : batch.events) events.push_back(e.to_json());
-  return json{{"v", kVersion}, {"store", batch.store}, {"events", std::move(events)}}.dump();
+  std::vector<std::string> texts;
+  texts.reserve(batch.events.size());
+  for (const Event& e : batch.events) texts.push_back(e.text());
+  return batch_payload(batch.store, texts);
 }
 
 Result<Batch> decode_batch(std::string_view payload) {
@@ -104,8 +160,9 @@ Result<Batch> decode_batch(std::string_view payload) {
   }
   auto events = j->find("events");
   if (events == j->end() || !events->is_array()) return Error{"batch has no \"events\" array"};
-  for (const json& ej : *events) {
-    auto e = Event::from_json(ej);
+  b.events.reserve(events->size());
+  for (json& ej : *events) {
+    auto e = Event::from_json(std::move(ej));
     if (!e) return e.error();
     b.events.push_back(std::move(*e));
   }
@@ -113,11 +170,14 @@ Result<Batch> decode_batch(std::string_view payload) {
 }
 
 std::size_t encoded_size(const Event& e) {
-  return e.to_json().dump().size() + 1;
+  return e.text().size() + 1;
 }
 
 std::size_t batch_overhead(std::string_view store) {
-  return encode_batch(Batch{std::string(store), {}}).size();
+  // {"events":[],"store":"S","v":1}
+  std::string quoted;
+  json_text::append_string(quoted, store);
+  return 27 + quoted.size() + std::to_string(kVersion).size();
 }
 
 std::string encode_status(const StoreStatus& s) {

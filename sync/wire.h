@@ -56,9 +56,18 @@ struct Event {
   std::string at;        ///< RFC 3339 UTC ms
   std::string actor;     ///< agent|cli:NAME|hq:NAME
   nlohmann::json body = nlohmann::json::object();
+  /// The body as JSON object text, when it is at hand as text (the agent's
+  /// outbox reads it so from its database): text() then splices it instead
+  /// of parsing and dumping it. Empty: `body` is the body.
+  std::string body_text = {};
 
   nlohmann::json to_json() const;
-  static Result<Event> from_json(const nlohmann::json& j);
+  /// The event as one JSON object's text: the body's members, then the
+  /// header fields. A body member named like a header field (a remediation's
+  /// "type") is thus followed by the header's, which is the one a reader
+  /// keeps, as in to_json().
+  std::string text() const;
+  static Result<Event> from_json(nlohmann::json&& j);
 };
 
 /// `{"v":1,"store":S,"events":[…]}`.
@@ -67,6 +76,8 @@ struct Batch {
   std::vector<Event> events;
 };
 std::string encode_batch(const Batch& batch);
+/// A batch's payload from its events' text() (what encode_batch sends).
+std::string batch_payload(std::string_view store, const std::vector<std::string>& event_texts);
 Result<Batch> decode_batch(std::string_view payload);
 
 /// Size of one event inside a batch payload, for the 64 KB cap.

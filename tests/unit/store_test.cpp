@@ -75,8 +75,12 @@ TEST_F(StoreTest, CommitsIncidentAndEventTogetherWithRisingSeq) {
   EXPECT_EQ(events->at(1).type, "resolved");
   auto wire = to_wire(events->at(1));
   ASSERT_TRUE(wire);
-  EXPECT_EQ(wire->body["incident_state"]["state"], "resolved");
-  EXPECT_EQ(wire->body["incident_state"]["uid"], "u1");
+  // The stored body travels as its text; what HQ reads of it:
+  auto sent = nlohmann::json::parse(wire->text());
+  EXPECT_EQ(sent["incident_state"]["state"], "resolved");
+  EXPECT_EQ(sent["incident_state"]["uid"], "u1");
+  EXPECT_EQ(sent["type"], "resolved");
+  EXPECT_EQ(sent["seq"], events->at(1).seq);
   EXPECT_EQ(store.events_after(1, 10)->size(), 1u);
   EXPECT_EQ(*store.queued(), 2);
 }

@@ -111,5 +111,61 @@ TEST(Sizes, EncodedSizeAddsUpToThePayload) {
   EXPECT_LE(sum, encode_batch(b).size() + b.events.size());
 }
 
+TEST(Sizes, TheOverheadIsThatOfAnEmptyBatch) {
+  for (const char* store : {"s", "store-0042", "a-very-long-store-id-0000000001"}) {
+    EXPECT_EQ(batch_overhead(store), encode_batch(Batch{store, {}}).size()) << store;
+  }
+}
+
+// The agent sends its stored body text as it is: the same event as from a
+// parsed body, field for field.
+TEST(EventText, BodyTextIsSplicedAndReadsAsTheParsedBody) {
+  Event parsed = event(7);
+  Event spliced = event(7);
+  spliced.body = nlohmann::json();
+  spliced.body_text = parsed.body.dump();
+  EXPECT_EQ(nlohmann::json::parse(spliced.text()), parsed.to_json());
+  EXPECT_EQ(nlohmann::json::parse(parsed.text()), parsed.to_json());
+  EXPECT_EQ(encoded_size(spliced), spliced.text().size() + 1);
+
+  // An empty body gives the header alone.
+  spliced.body_text = "{}";
+  auto header = nlohmann::json::parse(spliced.text());
+  EXPECT_EQ(header.size(), 6u) << header.dump();
+  EXPECT_EQ(header["seq"], 7);
+
+  // Header strings are escaped.
+  spliced.actor = "cli:\"dana\"\n";
+  EXPECT_EQ(nlohmann::json::parse(spliced.text())["actor"], "cli:\"dana\"\n");
+}
+
+// A remediation's body has its own "type" (exec, http…): the event's type
+// is the one HQ reads, as with to_json().
+TEST(EventText, TheHeaderWinsOverABodyFieldOfTheSameName) {
+  Event e = event(3);
+  e.type = "remediation_failed";
+  e.body_text = R"({"incident_state":{"uid":"inc-1","state":"open"},"type":"exec","seq":99})";
+  auto back = decode_batch(batch_payload("store-1", {e.text()}));
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 1u);
+  EXPECT_EQ(back->events[0].type, "remediation_failed");
+  EXPECT_EQ(back->events[0].seq, 3);
+}
+
+TEST(Batch, APayloadFromTextsDecodesToTheSameEvents) {
+  Batch b{"store-1", {event(1), event(2)}};
+  std::vector<std::string> texts;
+  for (const auto& e : b.events) texts.push_back(e.text());
+  const std::string payload = batch_payload("store-1", texts);
+  EXPECT_EQ(payload, encode_batch(b));
+  auto back = decode_batch(payload);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(back->events[i].to_json(), b.events[i].to_json());
+  }
+  EXPECT_TRUE(decode_batch(batch_payload("store-1", {})));
+}
+
 }  // namespace
 }  // namespace storewatch::wire
