@@ -78,7 +78,7 @@ phase "dependencies"
 # same); the header-only ones (libcli11-dev, nlohmann-json3-dev, googletest)
 # are Multi-Arch: foreign and already there. gtest links into the tests.
 target_dev=(libboost-dev libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libsqlite3-dev
-  libcurl4-openssl-dev libgtest-dev libtomlplusplus-dev libsystemd-dev libfmt-dev
+  libcurl4-openssl-dev libgtest-dev libgmock-dev libtomlplusplus-dev libsystemd-dev libfmt-dev
   libhowardhinnant-date-dev)
 want=(dpkg-dev file)
 if [ $cross -eq 1 ]; then

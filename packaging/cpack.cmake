@@ -47,8 +47,9 @@ set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://example.com/storewatch")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # The maintainer scripts use systemd-sysusers, systemd-tmpfiles and
 # deb-systemd-helper when they are there, and useradd/install otherwise, so
-# nothing beyond the libraries is a hard dependency.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd, init-system-helpers, polkitd")
+# nothing beyond the libraries is a hard dependency (init-system-helpers,
+# deb-systemd-helper's package, is essential).
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd, polkitd")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "monitoring-plugins-basic")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${CMAKE_CURRENT_LIST_DIR}/debian/conffiles"
@@ -56,6 +57,15 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${CMAKE_CURRENT_LIST_DIR}/debian/prerm"
     "${CMAKE_CURRENT_LIST_DIR}/debian/postrm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
+# The changelog and copyright Debian wants in /usr/share/doc/storewatch.
+string(TIMESTAMP STOREWATCH_CHANGELOG_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
+configure_file("${CMAKE_CURRENT_LIST_DIR}/debian/changelog.in"
+               "${PROJECT_BINARY_DIR}/packaging/changelog" @ONLY)
+execute_process(COMMAND gzip -9nf "${PROJECT_BINARY_DIR}/packaging/changelog")
+install(FILES "${PROJECT_BINARY_DIR}/packaging/changelog.gz"
+              "${CMAKE_CURRENT_LIST_DIR}/debian/copyright"
+        DESTINATION "${CMAKE_INSTALL_DOCDIR}" COMPONENT system)
 
 # Checked when cpack runs (the units name the configured prefix's paths).
 set(STOREWATCH_CPACK_PREFIX "${CMAKE_INSTALL_PREFIX}")
