@@ -119,8 +119,11 @@ cmake -S "$src" -B "$build" "${generator[@]}" "${toolchain_args[@]}" \
 phase_done
 
 # --- build ----------------------------------------------------------------
-phase "build"
-nice -n 10 cmake --build "$build" -j "$jobs"
+targets=()
+# Without tests only the binary is built (the test binaries are most of the work).
+[ $run_tests -eq 1 ] || targets=(--target storewatch)
+phase "build ${targets[*]:-(all)}"
+nice -n 10 cmake --build "$build" -j "$jobs" "${targets[@]}"
 phase_done
 
 # --- tests ----------------------------------------------------------------
