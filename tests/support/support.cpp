@@ -212,7 +212,7 @@ std::vector<std::string> target_command(std::string binary, std::vector<std::str
   std::string emulator = STOREWATCH_TEST_EMULATOR;
   if (!emulator.empty()) {
     std::istringstream in(emulator);
-    for (std::string part; std::getline(in, part, ';');) {
+    for (std::string part; std::getline(in, part, '|');) {
       if (!part.empty()) cmd.push_back(part);
     }
   }
