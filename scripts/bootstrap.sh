@@ -11,11 +11,12 @@ packages=(
   libtomlplusplus-dev libsystemd-dev libfmt-dev libhowardhinnant-date-dev tzdata
   mosquitto mosquitto-clients sqlite3 python3 procps clang-format
   openssl dbus-daemon monitoring-plugins-basic monit fping iproute2
-  systemd polkitd util-linux
+  systemd polkitd util-linux dpkg-dev file
 )
 # systemd: systemd-analyze (unit security and verify), systemd-sysusers and
 # systemd-tmpfiles for tests/systemd; polkitd: polkitd and pkcheck judge the
-# polkit rule there (util-linux: its unshare and setpriv).
+# polkit rule there (util-linux: its unshare and setpriv). dpkg-dev and file:
+# cpack's .deb (dpkg-shlibdeps computes Depends) for tests/packaging.
 
 missing=()
 for p in "${packages[@]}"; do
