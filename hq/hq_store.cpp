@@ -256,7 +256,10 @@ void HqStore::set_worker(std::string worker) {
 Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, Ingested& out) {
   const std::optional<std::string> who =
       worker.empty() ? std::nullopt : std::optional<std::string>(worker);
+  std::string event_text, snapshot_text;  // what is re-encoded, bound in place
   for (const wire::Event& e : batch.events) {
+    // The event as the store sent it; re-encoded only when that is not at hand.
+    if (e.sent_text.empty()) event_text = e.text();
     insert_event.bind(1, batch.store)
         .bind(2, e.seq)
         .bind(3, e.uid)
@@ -264,7 +267,8 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
         .bind(5, e.type)
         .bind(6, e.at)
         .bind(7, e.actor)
-        .bind(8, e.text())
+        .bind_ref(
+            8, e.sent_text.empty() ? std::string_view(event_text) : std::string_view(e.sent_text))
         .bind(9, now)
         .bind(10, who);
     if (auto st = insert_event.run(); !st) return st;
@@ -291,14 +295,17 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
     if (auto text = string_field(state, "t_detect")) {
       if (auto t = parse_rfc3339(*text)) t_detect = to_ms(*t);
     }
-    // The snapshot as sent, copied only when it lacks its uid.
-    std::string snapshot;
-    if (state.contains("uid")) {
-      snapshot = dump(state);
-    } else {
+    // The snapshot as sent; re-encoded only when it is not at hand or lacks
+    // its uid.
+    std::string_view snapshot = e.sent_state_text;
+    if (!state.contains("uid")) {
       json with_uid = state;
       with_uid["uid"] = e.incident;
-      snapshot = dump(with_uid);
+      snapshot_text = dump(with_uid);
+      snapshot = snapshot_text;
+    } else if (snapshot.empty()) {
+      snapshot_text = dump(state);
+      snapshot = snapshot_text;
     }
     upsert_incident.bind(1, batch.store)
         .bind(2, e.incident)
@@ -308,7 +315,7 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, I
         .bind(6, string_field(state, "severity"))
         .bind(7, t_detect)
         .bind(8, now)
-        .bind(9, snapshot);
+        .bind_ref(9, snapshot);
     if (auto st = upsert_incident.run(); !st) return st;
   }
   return {};

@@ -89,7 +89,7 @@ void Ingest::on_message(const sync::Message& message) {
   if (shared_->stopping) return;
   auto parsed = topics_.parse(message.topic);
   if (!parsed) {
-    drop(message, "not a storewatch store topic");
+    drop(message.topic, "not a storewatch store topic");
     return;
   }
   if (parsed->kind == "events") {
@@ -102,16 +102,12 @@ void Ingest::on_message(const sync::Message& message) {
 }
 
 void Ingest::on_events(const sync::Message& message, const std::string& store) {
-  auto batch = wire::decode_batch(message.payload);
-  if (!batch) {
-    drop(message, batch.error().message);
+  if (message.payload.size() > wire::kMaxPayload) {
+    drop(message.topic, fmt::format("payload of {} bytes is over the {} byte cap",
+                                    message.payload.size(), wire::kMaxPayload));
     return;
   }
-  if (batch->store != store) {
-    drop(message, "the batch says it is from store \"" + batch->store + "\"");
-    return;
-  }
-  pending_.push_back(std::move(*batch));
+  pending_.push_back(Pending{message.topic, store, message.payload});
   // Messages already waiting on the io_context are handled before the flush
   // runs, so under load they share its commit; idle, it runs at once.
   if (flush_posted_) return;
@@ -125,10 +121,22 @@ void Ingest::on_events(const sync::Message& message, const std::string& store) {
 
 void Ingest::flush(std::size_t max_groups) {
   for (std::size_t g = 0; g < max_groups && !pending_.empty(); ++g) {
-    const std::size_t n = std::min(pending_.size(), kMaxGroup);
-    std::vector<wire::Batch> group(std::make_move_iterator(pending_.begin()),
-                                   std::make_move_iterator(pending_.begin() + n));
-    pending_.erase(pending_.begin(), pending_.begin() + n);
+    std::vector<wire::Batch> group;
+    group.reserve(std::min(pending_.size(), kMaxGroup));
+    while (!pending_.empty() && group.size() < kMaxGroup) {
+      Pending p = std::move(pending_.front());
+      pending_.pop_front();
+      auto batch = wire::decode_batch(p.payload);
+      if (!batch) {
+        drop(p.topic, batch.error().message);
+      } else if (batch->store != p.store) {
+        drop(p.topic, "the batch says it is from store \"" + batch->store + "\"");
+      } else {
+        group.push_back(std::move(*batch));
+      }
+    }
+    const std::size_t n = group.size();
+    if (n == 0) continue;
 
     auto r = store_.ingest(std::span<const wire::Batch>(group), clock_.wall_now());
     if (!r) {
@@ -174,11 +182,11 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
   if (message.payload.empty()) return;  // a retained status being cleared
   auto status = wire::decode_status(message.payload);
   if (!status) {
-    drop(message, status.error().message);
+    drop(message.topic, status.error().message);
     return;
   }
   if (status->store != store) {
-    drop(message, "the status says it is from store \"" + status->store + "\"");
+    drop(message.topic, "the status says it is from store \"" + status->store + "\"");
     return;
   }
   WallTime received = clock_.wall_now();
@@ -282,9 +290,9 @@ void Ingest::check_gaps() {
   }
 }
 
-void Ingest::drop(const sync::Message& message, const std::string& why) {
+void Ingest::drop(const std::string& topic, const std::string& why) {
   ++shared_->stats.dropped;
-  log::warn("hq: dropping a message on {}: {}", message.topic, why);
+  log::warn("hq: dropping a message on {}: {}", topic, why);
 }
 
 std::string Ingest::new_command_id() {

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -88,7 +89,7 @@ class Ingest final : public sync::TransportListener {
   void republish_acks();
   void arm_gap_timer();
   void check_gaps();
-  void drop(const sync::Message& message, const std::string& why);
+  void drop(const std::string& topic, const std::string& why);
   std::string new_command_id();
 
   const wire::Topics topics_;
@@ -99,7 +100,15 @@ class Ingest final : public sync::TransportListener {
   const Clock& clock_;
   boost::asio::steady_timer gap_timer_;
   bool gap_timer_armed_ = false;
-  std::vector<wire::Batch> pending_;
+  /// Event messages waiting for the next commit, as they came: decoded
+  /// only when their group is stored, so a backlog waits as its compact
+  /// text, not as JSON trees several times its size.
+  struct Pending {
+    std::string topic;
+    std::string store;
+    std::string payload;
+  };
+  std::deque<Pending> pending_;
   bool flush_posted_ = false;
   /// Per store, the highest ack this worker published on this connection:
   /// it never publishes a lower one after it.

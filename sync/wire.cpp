@@ -26,6 +26,91 @@ Result<json> parse_object(std::string_view payload) {
   return j;
 }
 
+// Spans in JSON text that nlohmann::json has already accepted as valid, so
+// a scanner only needs to tell strings (with their escapes) from structure.
+
+std::size_t skip_ws(std::string_view s, std::size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+// `i` at the opening quote; returns the index after the closing one.
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  for (++i;;) {
+    i = s.find_first_of("\"\\", i);
+    if (i == std::string_view::npos) return s.size();
+    if (s[i] == '"') return i + 1;
+    i += 2;  // a backslash and the character it escapes
+  }
+}
+
+// `i` at a value's first character; returns the index after it.
+std::size_t skip_value(std::string_view s, std::size_t i) {
+  if (i >= s.size()) return s.size();
+  if (s[i] == '"') return skip_string(s, i);
+  if (s[i] != '{' && s[i] != '[') {
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
+      ++i;
+    }
+    return i;
+  }
+  int depth = 0;
+  for (;;) {
+    i = s.find_first_of("\"{}[]", i);
+    if (i == std::string_view::npos) return s.size();
+    const char c = s[i];
+    if (c == '"') {
+      i = skip_string(s, i);
+      continue;
+    }
+    if (c == '{' || c == '[') ++depth;
+    if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+    ++i;
+  }
+}
+
+// The text of member `key` (its last one, as the parser keeps) of the object
+// at `i`; empty when absent. Keys are compared as written (no escapes).
+std::string_view member(std::string_view s, std::size_t i, std::string_view key) {
+  std::string_view found;
+  i = skip_ws(s, i);
+  if (i >= s.size() || s[i] != '{') return found;
+  ++i;
+  for (;;) {
+    i = skip_ws(s, i);
+    if (i >= s.size() || s[i] != '"') return found;
+    const std::size_t key_end = skip_string(s, i);
+    const std::string_view k = s.substr(i + 1, key_end - i - 2);
+    i = skip_ws(s, key_end);
+    if (i >= s.size() || s[i] != ':') return found;
+    const std::size_t value = skip_ws(s, i + 1);
+    i = skip_value(s, value);
+    if (k == key) found = s.substr(value, i - value);
+    i = skip_ws(s, i);
+    if (i >= s.size() || s[i] != ',') return found;
+    ++i;
+  }
+}
+
+// The texts of the elements of the array `a`.
+std::vector<std::string_view> elements(std::string_view a) {
+  std::vector<std::string_view> out;
+  std::size_t i = skip_ws(a, 0);
+  if (i >= a.size() || a[i] != '[') return out;
+  ++i;
+  for (;;) {
+    i = skip_ws(a, i);
+    if (i >= a.size() || a[i] == ']') return out;
+    const std::size_t start = i;
+    i = skip_value(a, i);
+    out.push_back(a.substr(start, i - start));
+    i = skip_ws(a, i);
+    if (i >= a.size() || a[i] != ',') return out;
+    ++i;
+  }
+}
+
 template <class T>
 bool get_field(const json& j, const char* key, T& out) {
   auto it = j.find(key);
@@ -160,10 +245,21 @@ Result<Batch> decode_batch(std::string_view payload) {
   }
   auto events = j->find("events");
   if (events == j->end() || !events->is_array()) return Error{"batch has no \"events\" array"};
+  // The texts as sent, found in the payload the parser accepted; when the
+  // scan does not line up with the tree, they are left empty.
+  std::vector<std::string_view> texts = elements(member(payload, 0, "events"));
+  if (texts.size() != events->size()) texts.clear();
   b.events.reserve(events->size());
-  for (json& ej : *events) {
-    auto e = Event::from_json(std::move(ej));
+  for (std::size_t i = 0; i < events->size(); ++i) {
+    auto e = Event::from_json(std::move((*events)[i]));
     if (!e) return e.error();
+    if (!texts.empty()) {
+      const std::string_view state = member(texts[i], 0, "incident_state");
+      if (state.size() >= 2 && state.front() == '{' && state.back() == '}') {
+        e->sent_text = texts[i];
+        e->sent_state_text = state;
+      }
+    }
     b.events.push_back(std::move(*e));
   }
   return b;

@@ -60,6 +60,11 @@ struct Event {
   /// outbox reads it so from its database): text() then splices it instead
   /// of parsing and dumping it. Empty: `body` is the body.
   std::string body_text = {};
+  /// As decode_batch found them in the payload: the event object's text and
+  /// its `incident_state` object's text, so HQ stores what came without
+  /// dumping its trees again. Empty when not found (then use text()).
+  std::string sent_text = {};
+  std::string sent_state_text = {};
 
   nlohmann::json to_json() const;
   /// The event as one JSON object's text: the body's members, then the

@@ -167,5 +167,36 @@ TEST(Batch, APayloadFromTextsDecodesToTheSameEvents) {
   EXPECT_TRUE(decode_batch(batch_payload("store-1", {})));
 }
 
+// HQ stores each event and its snapshot as they came: decode_batch finds
+// their texts in the payload, whatever its spacing and whatever the strings
+// inside hold.
+TEST(Batch, DecodingKeepsEachEventsTextAndItsSnapshotsAsSent) {
+  Event e = event(1);
+  e.body["message"] = "a } and a ] and a \" and a \\ in a string: {\"x\":[1]}";
+  e.body["incident_state"]["summary"] = "lane 2 is down: \"HTTP 503\" }]";
+  const std::string first = e.text();
+  const std::string second = event(2).text();
+  const std::string payload = batch_payload("store-1", {first, second});
+  auto back = decode_batch(payload);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 2u);
+  EXPECT_EQ(back->events[0].sent_text, first);
+  EXPECT_EQ(back->events[1].sent_text, second);
+  EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_state_text), e.body["incident_state"]);
+
+  // Pretty-printed, with the members in another order and a duplicate key
+  // (the parser keeps the last one, and so does the scan).
+  const std::string spaced =
+      "{ \"v\" : 1 ,\n \"events\" : [] , \"store\":\"store-1\",\r\n\t\"events\" : [ "
+      "{ \"incident_state\" : { \"uid\" : \"inc-1\" } , \"seq\" : 5, \"uid\":\"e5\", "
+      "\"incident\":\"inc-1\", \"type\":\"opened\", \"at\":\"t\", \"actor\":\"agent\" } ] }";
+  back = decode_batch(spaced);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 1u);
+  EXPECT_EQ(back->events[0].seq, 5);
+  EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_text)["uid"], "e5");
+  EXPECT_EQ(back->events[0].sent_state_text, R"({ "uid" : "inc-1" })");
+}
+
 }  // namespace
 }  // namespace storewatch::wire
