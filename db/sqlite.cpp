@@ -132,6 +132,19 @@ Result<Database> Database::open(const std::filesystem::path& path, Mode mode) {
   Database db(handle, path);
   sqlite3_extended_result_codes(handle, 1);
   sqlite3_busy_timeout(handle, 5000);
+  if (mode != Mode::read_only) {
+    // Keep the -wal and -shm files when the last writer closes: a reader
+    // that may not write the directory (a technician in the file's group,
+    // the daemon stopped) can open a WAL database only when they exist.
+    // They are kept empty: a -wal with old frames next to a database
+    // someone replaced would be read into the new one. With a non-negative
+    // journal_size_limit SQLite truncates a kept WAL to zero bytes when the
+    // last connection closes; 64 MB (the writer's own checkpoint threshold)
+    // leaves the WAL alone while the daemon runs.
+    int persist = 1;
+    sqlite3_file_control(handle, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+    sqlite3_exec(handle, "PRAGMA journal_size_limit = 67108864", nullptr, nullptr, nullptr);
+  }
   // SQLite opens lazily: touching the schema is what reveals a file that is
   // not a database or whose header is damaged.
   rc = sqlite3_exec(handle, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);

@@ -318,6 +318,50 @@ TEST_F(BadInput, EveryCommandWithTheDaemonDownAnswersOrSaysHowToStartIt) {
   EXPECT_EQ(snapshot(), before);
 }
 
+// A technician in the database's group reads it, with the daemon running
+// and after it stopped: the daemon runs with the unit's UMask=0027 (files
+// 0640, directories 0750), the reader is another user whose group is the
+// daemon's, and may not write the data directory. SQLite opens a WAL
+// database for such a reader only when its -wal and -shm files exist, so the
+// daemon keeps them when it stops.
+TEST_F(BadInput, AReaderInTheDatabasesGroupReadsWithTheDaemonUpAndDown) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the reader as another user";
+  if (run({"setpriv", "--version"}).exit_code != 0) GTEST_SKIP() << "no setpriv";
+  std::filesystem::permissions(dir.path(), std::filesystem::perms(0755));
+  std::string daemon_cmd = "umask 027; exec";
+  for (const auto& a : storewatch_command({"--config", config.string(), "run"})) {
+    daemon_cmd += " '" + a + "'";
+  }
+  auto daemon =
+      std::make_unique<Child>(std::vector<std::string>{"sh", "-c", daemon_cmd}, dir / "logs");
+  ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
+  device.down();
+  ASSERT_TRUE(wait_until([&] {
+    return sw({"incidents", "--json"}).out != "[]\n";
+  })) << daemon->err();
+  const auto mode = std::filesystem::status(data_dir / "storewatch.db").permissions();
+  EXPECT_EQ(mode & std::filesystem::perms::others_all, std::filesystem::perms::none);
+
+  auto as_reader = [&](std::vector<std::string> args) {
+    std::vector<std::string> cmd = {"setpriv", "--reuid=nobody",
+                                    fmt::format("--regid={}", ::getegid()), "--clear-groups"};
+    args.insert(args.begin(), {"--config", config.string()});
+    for (auto& a : storewatch_command(args)) cmd.push_back(a);
+    return run(cmd);
+  };
+  auto running = as_reader({"incidents", "--json"});
+  ASSERT_EQ(running.exit_code, 0) << running.err;
+  EXPECT_TRUE(contains(running.out, "lane-01-pos")) << running.out;
+
+  EXPECT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();
+  auto stopped = as_reader({"incidents", "--json"});
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_TRUE(contains(stopped.out, "lane-01-pos")) << stopped.out;
+  auto status = as_reader({"status"});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_TRUE(contains(status.out, "not running")) << status.out;
+}
+
 TEST(Cli, VersionHelpAndUsageErrors) {
   auto r = run(storewatch_command({"--version"}));
   EXPECT_EQ(r.exit_code, 0);
