@@ -161,7 +161,7 @@ bool socket_answers(const std::filesystem::path& path) {
   return ok;
 }
 
-std::string logs_of(Child& c) {
+std::string stderr_tail(Child& c) {
   return "stderr (tail):\n" + c.err().substr(c.err().size() > 6000 ? c.err().size() - 6000 : 0);
 }
 
@@ -439,7 +439,7 @@ TEST(CrashTest, KillNineWhileDevicesChangeLeavesAWholeTimeline) {
     if (!at_start) {
       ASSERT_TRUE(wait_until([&] { return socket_answers(socket) || !daemon->running(); }))
           << "run " << kills << ": the daemon did not come up\n"
-          << logs_of(*daemon);
+          << stderr_tail(*daemon);
     } else {
       ++during_start;
     }
@@ -451,7 +451,7 @@ TEST(CrashTest, KillNineWhileDevicesChangeLeavesAWholeTimeline) {
     flip_faults(uniform(0, 2));
     std::this_thread::sleep_for(std::chrono::milliseconds(ms - ms / 2));
     ASSERT_TRUE(daemon->running()) << "run " << kills << ": the daemon exited by itself\n"
-                                   << logs_of(*daemon);
+                                   << stderr_tail(*daemon);
     EXPECT_EQ(daemon->stop(SIGKILL), 128 + SIGKILL);
   }
   const double loop_s = std::chrono::duration<double>(SteadyClock::now() - loop_start).count();
@@ -485,8 +485,8 @@ TEST(CrashTest, KillNineWhileDevicesChangeLeavesAWholeTimeline) {
   };
   EXPECT_TRUE(wait_until(settled, 30s))
       << "with every device up, probes must all be ok and every incident resolved\n"
-      << logs_of(*daemon);
-  EXPECT_EQ(daemon->stop(SIGTERM), 0) << logs_of(*daemon);
+      << stderr_tail(*daemon);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0) << stderr_tail(*daemon);
 
   Audit a = audit_database(database);
   std::cout << "after the clean run: " << describe(a) << "\n";

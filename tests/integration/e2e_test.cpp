@@ -112,10 +112,6 @@ reconnect_max = "1s"
   }
 };
 
-std::string logs_of(Child& c) {
-  return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
-}
-
 TEST(EndToEnd, DeviceDownAndUpOpensAndResolvesTheIncidentLocallyAndAtHq) {
   Fleet f;
   auto hq = f.start_hq();

@@ -219,10 +219,6 @@ labels = {{ kind = "pos" }}
   }
 };
 
-std::string logs_of(Child& c) {
-  return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
-}
-
 /// Waits until the agent answers commands: its cmd subscription is live
 /// once a harmless resync (from far beyond its newest event) is answered.
 void wait_for_commands(HqClient& hq, Child& agent) {

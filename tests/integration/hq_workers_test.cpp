@@ -37,9 +37,9 @@ using test::Child;
 using test::wait_until;
 using namespace std::chrono_literals;
 
-const std::string kPrefix = "storewatch/v1";
+const std::string kTopicPrefix = "storewatch/v1";
 
-wire::Event event(std::int64_t seq) {
+wire::Event worker_event(std::int64_t seq) {
   wire::Event e;
   e.seq = seq;
   e.uid = "ev-" + std::to_string(seq);
@@ -62,7 +62,7 @@ wire::Event event(std::int64_t seq) {
 
 std::string batch(const std::string& store, std::int64_t from, std::int64_t to) {
   wire::Batch b{store, {}};
-  for (auto s = from; s <= to; ++s) b.events.push_back(event(s));
+  for (auto s = from; s <= to; ++s) b.events.push_back(worker_event(s));
   return wire::encode_batch(b);
 }
 
@@ -109,7 +109,7 @@ class Stores final : public sync::TransportListener {
   }
 
   void on_connected() override {
-    wire::Topics t(kPrefix);
+    wire::Topics t(kTopicPrefix);
     transport_->subscribe({t.all("ack"), t.all("cmd")}, [this](const Status& st) {
       std::lock_guard lock(mu_);
       subscribed_ = st.ok();
@@ -120,7 +120,7 @@ class Stores final : public sync::TransportListener {
     subscribed_ = false;
   }
   void on_message(const sync::Message& m) override {
-    auto parsed = wire::Topics(kPrefix).parse(m.topic);
+    auto parsed = wire::Topics(kTopicPrefix).parse(m.topic);
     if (!parsed || m.payload.empty()) return;
     std::lock_guard lock(mu_);
     if (parsed->kind == "ack") {
@@ -218,7 +218,7 @@ reconnect_max = "1s"
 resync_after = "{}"
 {}
 )",
-                          broker_.uri(), kPrefix, database_.string(), client_id, resync_after,
+                          broker_.uri(), kTopicPrefix, database_.string(), client_id, resync_after,
                           share_group.empty() ? std::string()
                                               : fmt::format("share_group = \"{}\"", share_group)));
     return path;
@@ -279,7 +279,7 @@ resync_after = "{}"
   test::Broker broker_;
   test::TempDir dir_;
   std::filesystem::path database_ = dir_ / "hq/hq.db";
-  const wire::Topics topics_{kPrefix};
+  const wire::Topics topics_{kTopicPrefix};
 };
 
 TEST_F(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {

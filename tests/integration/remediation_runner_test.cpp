@@ -69,9 +69,9 @@ bool alive(pid_t pid) {
 }
 
 /// The runner on a loop of the test's own.
-class Loop {
+class RunnerLoop {
  public:
-  Loop() : runner(agent::make_remediation_runner(io)) {}
+  RunnerLoop() : runner(agent::make_remediation_runner(io)) {}
 
   /// Runs the loop until `done` or `limit` passes.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 20s) {
@@ -144,7 +144,7 @@ RemediationConfig http(const std::string& url, const std::string& method = "POST
 // exec
 
 TEST(RemediationExec, ExitZeroIsOkWithItsOutput) {
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(exec({"/bin/sh", "-c", "echo restarted lane 01; echo note >&2"}));
   ASSERT_TRUE(o);
   EXPECT_TRUE(o->ok) << o->detail;
@@ -156,7 +156,7 @@ TEST(RemediationExec, ExitZeroIsOkWithItsOutput) {
 }
 
 TEST(RemediationExec, ACommandOnThePathRunsWithoutAShell) {
-  Loop loop;
+  RunnerLoop loop;
   // With a shell, the ';' would start a second command.
   auto o = loop.run(exec({"echo", "a;", "b", "$HOME"}));
   ASSERT_TRUE(o);
@@ -165,7 +165,7 @@ TEST(RemediationExec, ACommandOnThePathRunsWithoutAShell) {
 }
 
 TEST(RemediationExec, NonZeroExitFails) {
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(exec({"/bin/sh", "-c", "echo lane busy; exit 3"}));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -175,7 +175,7 @@ TEST(RemediationExec, NonZeroExitFails) {
 }
 
 TEST(RemediationExec, KilledBySignalFails) {
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(exec({"/bin/sh", "-c", "kill -TERM $$"}));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -184,7 +184,7 @@ TEST(RemediationExec, KilledBySignalFails) {
 }
 
 TEST(RemediationExec, AHangIsKilledWithItsWholeGroupAtTheTimeout) {
-  Loop loop;
+  RunnerLoop loop;
   TempDir dir;
   const auto pid_file = dir / "pid";
   // A grandchild in the background and the shell itself both hang.
@@ -203,7 +203,7 @@ TEST(RemediationExec, AHangIsKilledWithItsWholeGroupAtTheTimeout) {
 }
 
 TEST(RemediationExec, TenMegabytesOfOutputAreReadAndFourKilobytesKept) {
-  Loop loop;
+  RunnerLoop loop;
   auto o =
       loop.run(exec({"/bin/sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' x; echo done >&2"}));
   ASSERT_TRUE(o);
@@ -215,7 +215,7 @@ TEST(RemediationExec, TenMegabytesOfOutputAreReadAndFourKilobytesKept) {
 }
 
 TEST(RemediationExec, EndlessOutputIsKilledAndFails) {
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(exec({"yes", "storewatch"}, 60s), 60s);
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -228,7 +228,7 @@ TEST(RemediationExec, EndlessOutputIsKilledAndFails) {
 }
 
 TEST(RemediationExec, AMissingCommandFailsClearly) {
-  Loop loop;
+  RunnerLoop loop;
   auto absolute = loop.run(exec({"/usr/bin/storewatch-no-such-remedy", "--now"}));
   ASSERT_TRUE(absolute);
   EXPECT_FALSE(absolute->ok);
@@ -247,7 +247,7 @@ TEST(RemediationExec, AMissingCommandFailsClearly) {
 }
 
 TEST(RemediationExec, ANonExecutableFileFailsClearly) {
-  Loop loop;
+  RunnerLoop loop;
   TempDir dir;
   const auto script = dir / "fix-lane.sh";
   write_file(script, "#!/bin/sh\necho fixed\n");
@@ -260,7 +260,7 @@ TEST(RemediationExec, ANonExecutableFileFailsClearly) {
 }
 
 TEST(RemediationExec, ABackgroundChildDoesNotHoldTheRunner) {
-  Loop loop;
+  RunnerLoop loop;
   // The child exits at once; its background grandchild keeps the output pipe
   // open. The runner ends after a short grace and kills the group.
   auto o = loop.run(exec({"/bin/sh", "-c", "sleep 60 & echo $!"}, 30s));
@@ -272,7 +272,7 @@ TEST(RemediationExec, ABackgroundChildDoesNotHoldTheRunner) {
 }
 
 TEST(RemediationExec, ADetachedChildDoesNotHoldTheRunner) {
-  Loop loop;
+  RunnerLoop loop;
   // setsid leaves the group, so it is not killed — but it still holds the
   // pipe, and that must not keep the action from ending.
   auto o = loop.run(exec({"/bin/sh", "-c", "setsid sleep 60 & echo $!"}, 30s));
@@ -284,7 +284,7 @@ TEST(RemediationExec, ADetachedChildDoesNotHoldTheRunner) {
 }
 
 TEST(RemediationExec, StopKillsTheGroupAndReportsOnce) {
-  Loop loop;
+  RunnerLoop loop;
   TempDir dir;
   const auto pid_file = dir / "pid";
   auto run = loop.start(exec({"/bin/sh", "-c",
@@ -311,7 +311,7 @@ TEST(RemediationExec, StopKillsTheGroupAndReportsOnce) {
 }
 
 TEST(RemediationExec, DestroyingTheRunnerKillsWithoutCallingDone) {
-  Loop loop;
+  RunnerLoop loop;
   TempDir dir;
   const auto pid_file = dir / "pid";
   auto run = loop.start(exec({"/bin/sh", "-c",
@@ -329,7 +329,7 @@ TEST(RemediationExec, DestroyingTheRunnerKillsWithoutCallingDone) {
 }
 
 TEST(RemediationExec, ActionsRunSideBySide) {
-  Loop loop;
+  RunnerLoop loop;
   auto slow = loop.start(exec({"/bin/sh", "-c", "sleep 1; echo slow"}));
   auto fast = loop.start(exec({"/bin/sh", "-c", "echo fast; exit 2"}));
   ASSERT_TRUE(loop.run_until([&] { return fast->calls > 0; }, 10s));
@@ -351,7 +351,7 @@ class RemediationSystemd : public ::testing::Test {
 
 TEST_F(RemediationSystemd, ARestartWhoseJobIsDoneIsOk) {
   lab.set_units("pos-agent.service active running\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service"));
   ASSERT_TRUE(o);
   EXPECT_TRUE(o->ok) << o->detail;
@@ -362,7 +362,7 @@ TEST_F(RemediationSystemd, ARestartWhoseJobIsDoneIsOk) {
 
 TEST_F(RemediationSystemd, ANameWithoutTypeRestartsTheService) {
   lab.set_units("pos-agent.service active running\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent"));
   ASSERT_TRUE(o);
   EXPECT_TRUE(o->ok) << o->detail;
@@ -371,7 +371,7 @@ TEST_F(RemediationSystemd, ANameWithoutTypeRestartsTheService) {
 
 TEST_F(RemediationSystemd, AJobThatEndsBeforeTheReplyIsStillSeen) {
   lab.set_units("pos-agent.service active running restart=done signal-first\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service"));
   ASSERT_TRUE(o);
   EXPECT_TRUE(o->ok) << o->detail;
@@ -380,7 +380,7 @@ TEST_F(RemediationSystemd, AJobThatEndsBeforeTheReplyIsStillSeen) {
 
 TEST_F(RemediationSystemd, AFailedJobFailsWithItsResult) {
   lab.set_units("pos-agent.service failed failed restart=failed\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service"));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -390,7 +390,7 @@ TEST_F(RemediationSystemd, AFailedJobFailsWithItsResult) {
 
 TEST_F(RemediationSystemd, AnUnknownUnitFailsWithTheBusError) {
   lab.set_units("pos-agent.service active running\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("ghost.service"));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -400,7 +400,7 @@ TEST_F(RemediationSystemd, AnUnknownUnitFailsWithTheBusError) {
 
 TEST_F(RemediationSystemd, AccessDeniedFailsWithTheBusError) {
   lab.set_units("pos-agent.service active running restart=denied\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service"));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -409,7 +409,7 @@ TEST_F(RemediationSystemd, AccessDeniedFailsWithTheBusError) {
 
 TEST_F(RemediationSystemd, AJobThatNeverEndsTimesOut) {
   lab.set_units("pos-agent.service active running restart=never\n");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service", 500ms));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -423,7 +423,7 @@ TEST_F(RemediationSystemd, AJobThatNeverEndsTimesOut) {
 TEST_F(RemediationSystemd, ASilentSystemdTimesOut) {
   lab.set_units("pos-agent.service active running\n");
   ::kill(lab.systemd().pid(), SIGSTOP);
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service", 500ms));
   ::kill(lab.systemd().pid(), SIGCONT);
   ASSERT_TRUE(o);
@@ -433,7 +433,7 @@ TEST_F(RemediationSystemd, ASilentSystemdTimesOut) {
 
 TEST_F(RemediationSystemd, NoBusFailsClearly) {
   lab.stop_bus();
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(restart("pos-agent.service", 2s));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -443,7 +443,7 @@ TEST_F(RemediationSystemd, NoBusFailsClearly) {
 
 TEST_F(RemediationSystemd, RestartsOfTwoUnitsRunSideBySide) {
   lab.set_units("stuck.service active running restart=never\npos-agent.service active running\n");
-  Loop loop;
+  RunnerLoop loop;
   auto stuck = loop.start(restart("stuck.service", 30s));
   auto quick = loop.start(restart("pos-agent.service"));
   ASSERT_TRUE(loop.run_until([&] { return quick->calls > 0; }, 10s));
@@ -478,7 +478,7 @@ class RemediationHttp : public ::testing::Test {
 };
 
 TEST_F(RemediationHttp, TheExpectedStatusIsOk) {
-  Loop loop;
+  RunnerLoop loop;
   const int before = requests();
   auto o = loop.run(http(url("/lane/reset")));
   ASSERT_TRUE(o);
@@ -492,7 +492,7 @@ TEST_F(RemediationHttp, TheExpectedStatusIsOk) {
 }
 
 TEST_F(RemediationHttp, TheConfiguredMethodIsSent) {
-  Loop loop;
+  RunnerLoop loop;
   for (const char* method : {"GET", "PUT", "DELETE"}) {
     auto o = loop.run(http(url("/m"), method));
     ASSERT_TRUE(o);
@@ -503,7 +503,7 @@ TEST_F(RemediationHttp, TheConfiguredMethodIsSent) {
 
 TEST_F(RemediationHttp, AnotherStatusFails) {
   lab->fault("lane", "http503");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(http(url()));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -518,7 +518,7 @@ TEST_F(RemediationHttp, AnotherStatusFails) {
 
 TEST_F(RemediationHttp, ARefusedConnectionFailsClearly) {
   lab->fault("lane", "down");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(http(url()));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -527,7 +527,7 @@ TEST_F(RemediationHttp, ARefusedConnectionFailsClearly) {
 
 TEST_F(RemediationHttp, AHangingServerTimesOut) {
   lab->fault("lane", "hang");
-  Loop loop;
+  RunnerLoop loop;
   auto o = loop.run(http(url(), "POST", 200, 500ms));
   ASSERT_TRUE(o);
   EXPECT_FALSE(o->ok);
@@ -537,7 +537,7 @@ TEST_F(RemediationHttp, AHangingServerTimesOut) {
 }
 
 TEST_F(RemediationHttp, OnlyHttpUrlsAndPlainMethods) {
-  Loop loop;
+  RunnerLoop loop;
   TempDir dir;
   write_file(dir / "secret", "do not read");
   auto file = loop.run(http("file://" + (dir / "secret").string(), "GET"));
@@ -560,7 +560,7 @@ TEST_F(RemediationHttp, OnlyHttpUrlsAndPlainMethods) {
 
 TEST_F(RemediationHttp, StopCancelsATransferAndReportsOnce) {
   lab->fault("lane", "hang");
-  Loop loop;
+  RunnerLoop loop;
   auto run = loop.start(http(url(), "POST", 200, 60s));
   ASSERT_TRUE(
       loop.run_until([&] { return lab->stats("lane").value("open_connections", 0) > 0; }, 10s));

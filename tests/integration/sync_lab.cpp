@@ -247,10 +247,6 @@ std::string SyncLab::one_incident_reaches_hq(const OwnBroker& broker) {
   return hq_difference();
 }
 
-std::string logs_of(Child& c) {
-  return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
-}
-
 // --- TestPki ------------------------------------------------------------------
 
 TestPki::TestPki(const std::vector<std::string>& clients) {

@@ -89,8 +89,6 @@ struct SyncLab {
   std::string one_incident_reaches_hq(const OwnBroker& broker);
 };
 
-std::string logs_of(Child& c);
-
 /// A test CA and certificates made with openssl: server.pem for 127.0.0.1,
 /// and one client certificate per name (CN = the name), valid for a year.
 class TestPki {

@@ -221,4 +221,14 @@ std::vector<std::string> target_command(std::string binary, std::vector<std::str
   return cmd;
 }
 
+std::string logs_of(Child& c) {
+  return "stdout:\n" + c.out() + "\nstderr:\n" + c.err();
+}
+
+int open_fds() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
 }  // namespace storewatch::test

@@ -68,6 +68,12 @@ class Child {
   std::filesystem::path out_, err_;
 };
 
+/// A child's stdout and stderr, for a failed assertion's message.
+std::string logs_of(Child& c);
+
+/// How many file descriptors this process has open (/proc/self/fd).
+int open_fds();
+
 /// Result of running a command to completion.
 struct RunResult {
   int exit_code = -1;

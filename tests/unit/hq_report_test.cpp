@@ -19,10 +19,10 @@ using testing::HasSubstr;
 using namespace std::chrono_literals;
 
 // 2025-11-27T12:00:00.000Z
-const WallTime kNow{std::chrono::milliseconds(1'764'244'800'000)};
+const WallTime kHqReportNow{std::chrono::milliseconds(1'764'244'800'000)};
 
 std::string at(std::chrono::milliseconds before_now) {
-  return format_rfc3339(kNow - before_now);
+  return format_rfc3339(kHqReportNow - before_now);
 }
 
 struct Spec {
@@ -68,7 +68,7 @@ class HqReportTest : public testing::Test {
     store_.emplace(std::move(*s));
   }
   void ingest(const std::string& store, std::vector<wire::Event> events) {
-    auto r = store_->ingest(wire::Batch{store, std::move(events)}, kNow);
+    auto r = store_->ingest(wire::Batch{store, std::move(events)}, kHqReportNow);
     ASSERT_TRUE(r.ok()) << r.error().message;
   }
 
@@ -91,11 +91,11 @@ TEST_F(HqReportTest, ReportsEachStoreAndTheFleet) {
   Spec old{"c", "lane-02", "open", 240h, 240h - 5s, std::nullopt};
   ingest("s3", {event(1, old)});
 
-  auto r = build_fleet_report(*store_, kNow, 7 * 24h, std::nullopt);
+  auto r = build_fleet_report(*store_, kHqReportNow, 7 * 24h, std::nullopt);
   ASSERT_TRUE(r.ok()) << r.error().message;
   const json j = r->to_json();
-  EXPECT_EQ(j["since"], format_rfc3339(kNow - 7 * 24h));
-  EXPECT_EQ(j["until"], format_rfc3339(kNow));
+  EXPECT_EQ(j["since"], format_rfc3339(kHqReportNow - 7 * 24h));
+  EXPECT_EQ(j["until"], format_rfc3339(kHqReportNow));
   EXPECT_EQ(j["fleet"]["incidents"], 2);
   EXPECT_EQ(j["fleet"]["mttd"]["count"], 2);
   EXPECT_EQ(j["fleet"]["mttd"]["mean_s"], 30.0);
@@ -127,13 +127,13 @@ TEST_F(HqReportTest, OneStoreOrAClearErrorForAnUnknownOne) {
   Spec a{"a", "lane-01", "open", 1h, 1h - 20s, std::nullopt};
   ingest("s1", {event(1, a)});
   ingest("s2", {event(1, a)});
-  auto r = build_fleet_report(*store_, kNow, 24h, std::string("s2"));
+  auto r = build_fleet_report(*store_, kHqReportNow, 24h, std::string("s2"));
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->stores.size(), 1u);
   EXPECT_EQ(r->stores[0].store, "s2");
   EXPECT_EQ(r->fleet.incidents, 1);
 
-  auto unknown = build_fleet_report(*store_, kNow, 24h, std::string("s9"));
+  auto unknown = build_fleet_report(*store_, kHqReportNow, 24h, std::string("s9"));
   ASSERT_FALSE(unknown.ok());
   EXPECT_THAT(unknown.error().message, HasSubstr("s9"));
 }

@@ -16,7 +16,7 @@
 namespace storewatch::log {
 namespace {
 
-const WallTime kNow = *parse_rfc3339("2026-11-27T10:00:00.123Z");
+const WallTime kLogNow = *parse_rfc3339("2026-11-27T10:00:00.123Z");
 
 TEST(JournalStream, ParsesDeviceAndInode) {
   auto ids = parse_journal_stream("8:123456");
@@ -71,26 +71,27 @@ TEST_F(JournalStreamFd, AClosedFdIsNotTheJournal) {
 }
 
 TEST(FormatRecord, JournaldGetsThePriorityAndNoTimestamp) {
-  EXPECT_EQ(format_record(Level::error, "disk gone", true, kNow), "<3>disk gone\n");
-  EXPECT_EQ(format_record(Level::warn, "sync: offline", true, kNow), "<4>sync: offline\n");
-  EXPECT_EQ(format_record(Level::info, "running", true, kNow), "<6>running\n");
-  EXPECT_EQ(format_record(Level::debug, "probe a: ok", true, kNow), "<7>probe a: ok\n");
+  EXPECT_EQ(format_record(Level::error, "disk gone", true, kLogNow), "<3>disk gone\n");
+  EXPECT_EQ(format_record(Level::warn, "sync: offline", true, kLogNow), "<4>sync: offline\n");
+  EXPECT_EQ(format_record(Level::info, "running", true, kLogNow), "<6>running\n");
+  EXPECT_EQ(format_record(Level::debug, "probe a: ok", true, kLogNow), "<7>probe a: ok\n");
 }
 
 TEST(FormatRecord, EveryLineOfAMultiLineMessageKeepsItsPriority) {
-  EXPECT_EQ(format_record(Level::warn, "first\nsecond\nthird", true, kNow),
+  EXPECT_EQ(format_record(Level::warn, "first\nsecond\nthird", true, kLogNow),
             "<4>first\n<4>second\n<4>third\n");
   // A trailing newline makes no empty record.
-  EXPECT_EQ(format_record(Level::info, "one\n", true, kNow), "<6>one\n");
+  EXPECT_EQ(format_record(Level::info, "one\n", true, kLogNow), "<6>one\n");
 }
 
 TEST(FormatRecord, PlainLinesCarryTimeAndLevel) {
-  EXPECT_EQ(format_record(Level::info, "running", false, kNow),
+  EXPECT_EQ(format_record(Level::info, "running", false, kLogNow),
             "2026-11-27T10:00:00.123Z info: running\n");
-  EXPECT_EQ(format_record(Level::error, "disk gone\n", false, kNow),
+  EXPECT_EQ(format_record(Level::error, "disk gone\n", false, kLogNow),
             "2026-11-27T10:00:00.123Z error: disk gone\n");
-  EXPECT_EQ(format_record(Level::warn, "w", false, kNow), "2026-11-27T10:00:00.123Z warn: w\n");
-  EXPECT_EQ(format_record(Level::debug, "d", false, kNow), "2026-11-27T10:00:00.123Z debug: d\n");
+  EXPECT_EQ(format_record(Level::warn, "w", false, kLogNow), "2026-11-27T10:00:00.123Z warn: w\n");
+  EXPECT_EQ(format_record(Level::debug, "d", false, kLogNow),
+            "2026-11-27T10:00:00.123Z debug: d\n");
 }
 
 }  // namespace

@@ -16,10 +16,10 @@ using nlohmann::json;
 using test::incident;
 using test::record;
 
-const WallTime kNow = WallTime(std::chrono::milliseconds(1'764'195'483'000));
+const WallTime kReportNow = WallTime(std::chrono::milliseconds(1'764'195'483'000));
 
 WallTime ago(Millis d) {
-  return kNow - d;
+  return kReportNow - d;
 }
 
 class ReportTest : public ::testing::Test {
@@ -28,7 +28,7 @@ class ReportTest : public ::testing::Test {
   Store store = std::move(*Store::open(dir / "storewatch.db", Store::Mode::read_write));
 
   Report report(Millis since = 7 * 24h) {
-    auto r = build_report(store, kNow, since);
+    auto r = build_report(store, kReportNow, since);
     EXPECT_TRUE(r) << (r ? "" : r.error().message);
     return r ? *r : Report{};
   }
@@ -112,7 +112,7 @@ TEST_F(ReportTest, EmptyWindowHasNullStatistics) {
   json j = report().to_json();
   EXPECT_EQ(j["incidents"], 0);
   EXPECT_EQ(j["since"], format_rfc3339(ago(7 * 24h)));
-  EXPECT_EQ(j["until"], format_rfc3339(kNow));
+  EXPECT_EQ(j["until"], format_rfc3339(kReportNow));
   for (const char* k : {"mttd", "mtta", "mttr"}) {
     EXPECT_EQ(j[k],
               (json{{"count", 0}, {"mean_s", nullptr}, {"median_s", nullptr}, {"p90_s", nullptr}}))
@@ -283,7 +283,7 @@ TEST_F(ReportTest, WindowSelectsByDetectionAndClipsDowntime) {
   // Unresolved: down until now.
   open("c", "lane-04", ago(10min), 10s);
   // Detected in the future (a clock that jumped): not in [since, now].
-  open("future", "lane-05", kNow + 1min, 10s);
+  open("future", "lane-05", kReportNow + 1min, 10s);
 
   Report r = report(1h);
   EXPECT_EQ(r.incidents, 3);

@@ -20,10 +20,10 @@ using test::incident;
 using test::record;
 using test::set_acked;
 
-const WallTime kNow = WallTime(std::chrono::milliseconds(1'764'195'483'000));
+const WallTime kRetentionNow = WallTime(std::chrono::milliseconds(1'764'195'483'000));
 
 WallTime days_ago(int d) {
-  return kNow - std::chrono::hours(24 * d);
+  return kRetentionNow - std::chrono::hours(24 * d);
 }
 
 class RetentionTest : public ::testing::Test {
@@ -98,7 +98,7 @@ class RetentionTest : public ::testing::Test {
   }
 
   PruneResult prune(Pruner& pruner) {
-    auto r = pruner.run(store(), kNow);
+    auto r = pruner.run(store(), kRetentionNow);
     EXPECT_TRUE(r) << (r ? "" : r.error().message);
     return r ? *r : PruneResult{};
   }
@@ -148,8 +148,8 @@ TEST_F(RetentionTest, PrunesOldClosedHistoryOnlyOnceHqHasIt) {
   // Nothing left to do: a run changes nothing; seq keeps rising (AUTOINCREMENT).
   r = prune(pruner);
   EXPECT_EQ(r.expired_incidents + r.expired_events, 0);
-  Incident e = incident("e", "lane-03", kNow, kNow);
-  EXPECT_EQ(record(store(), e, "opened", kNow), 11);
+  Incident e = incident("e", "lane-03", kRetentionNow, kRetentionNow);
+  EXPECT_EQ(record(store(), e, "opened", kRetentionNow), 11);
 }
 
 TEST_F(RetentionTest, WholeIncidentsOnlyWhenTimelinesInterleave) {
@@ -222,8 +222,8 @@ TEST_F(RetentionTest, StillOverTheCapWhenEverythingIsUnsynced) {
   EXPECT_TRUE(pruner.shedding());
 
   // The daemon keeps writing past the cap.
-  Incident e = incident("e", "lane-03", kNow, kNow);
-  EXPECT_EQ(record(store(), e, "opened", kNow), 61);
+  Incident e = incident("e", "lane-03", kRetentionNow, kRetentionNow);
+  EXPECT_EQ(record(store(), e, "opened", kRetentionNow), 61);
 }
 
 TEST_F(RetentionTest, CapShedsTheOldestSyncedHistoryFirst) {
@@ -232,13 +232,13 @@ TEST_F(RetentionTest, CapShedsTheOldestSyncedHistoryFirst) {
   std::vector<std::string> order;
   for (int n = 0; n < 120; ++n) {
     std::string uid = fmt::format("i{:03}", n);
-    closed(uid, kNow - std::chrono::hours(200 - n), 2000);
+    closed(uid, kRetentionNow - std::chrono::hours(200 - n), 2000);
     order.push_back(uid);
   }
   // The oldest closed incident got one more event after its closing that
   // HQ has not acknowledged: it must stay whatever its age.
   Incident late = **store().incident("i000");
-  record(store(), late, "note", kNow - 1h, "cli:ann");
+  record(store(), late, "note", kRetentionNow - 1h, "cli:ann");
   const std::int64_t last_acked = scalar("SELECT max(seq) FROM events") - 1;
   set_acked(store(), last_acked);
 

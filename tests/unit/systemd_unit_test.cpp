@@ -11,11 +11,11 @@ namespace {
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-const auto kNow = std::chrono::system_clock::time_point(std::chrono::seconds(1'700'000'000));
+const auto kUnitNow = std::chrono::system_clock::time_point(std::chrono::seconds(1'700'000'000));
 
 std::uint64_t usec_before_now(std::chrono::seconds ago) {
   return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>((kNow - ago).time_since_epoch())
+      std::chrono::duration_cast<std::chrono::microseconds>((kUnitNow - ago).time_since_epoch())
           .count());
 }
 
@@ -68,7 +68,7 @@ TEST(Assess, ActiveIsOkWithUptimeAndRestarts) {
   auto s = state("active", "running");
   s.n_restarts = 2;
   s.active_enter_usec = usec_before_now(90s);
-  auto r = assess("pos-sync.service", s, kNow);
+  auto r = assess("pos-sync.service", s, kUnitNow);
   EXPECT_EQ(r.status, ProbeStatus::ok);
   EXPECT_EQ(r.message, "pos-sync.service active (running), restarted 2 times");
   EXPECT_EQ(r.metrics.at("active"), 1.0);
@@ -78,22 +78,22 @@ TEST(Assess, ActiveIsOkWithUptimeAndRestarts) {
 
 TEST(Assess, TransitionsWarn) {
   for (const char* st : {"activating", "deactivating", "reloading"}) {
-    auto r = assess("a.service", state(st, "start-pre"), kNow);
+    auto r = assess("a.service", state(st, "start-pre"), kUnitNow);
     EXPECT_EQ(r.status, ProbeStatus::warn) << st;
     EXPECT_EQ(r.metrics.at("active"), 0.0);
   }
 }
 
 TEST(Assess, FailedSaysWhy) {
-  auto r = assess("backup.service", state("failed", "failed", "exit-code"), kNow);
+  auto r = assess("backup.service", state("failed", "failed", "exit-code"), kUnitNow);
   EXPECT_EQ(r.status, ProbeStatus::fail);
   EXPECT_EQ(r.message, "backup.service failed (exit-code)");
-  auto no_result = assess("a.target", state("failed", "failed", ""), kNow);
+  auto no_result = assess("a.target", state("failed", "failed", ""), kUnitNow);
   EXPECT_EQ(no_result.message, "a.target failed (failed)");
 }
 
 TEST(Assess, InactiveFails) {
-  auto r = assess("a.service", state("inactive", "dead"), kNow);
+  auto r = assess("a.service", state("inactive", "dead"), kUnitNow);
   EXPECT_EQ(r.status, ProbeStatus::fail);
   EXPECT_EQ(r.message, "a.service inactive (dead)");
   EXPECT_EQ(r.metrics.count("active_seconds"), 0u);
@@ -102,17 +102,17 @@ TEST(Assess, InactiveFails) {
 TEST(Assess, LoadStates) {
   auto s = state("inactive", "dead");
   s.load_state = "not-found";
-  EXPECT_EQ(assess("nope.service", s, kNow).message, "unit nope.service not found");
-  EXPECT_EQ(assess("nope.service", s, kNow).status, ProbeStatus::fail);
+  EXPECT_EQ(assess("nope.service", s, kUnitNow).message, "unit nope.service not found");
+  EXPECT_EQ(assess("nope.service", s, kUnitNow).status, ProbeStatus::fail);
   s.load_state = "masked";
-  EXPECT_THAT(assess("a.service", s, kNow).message, HasSubstr("masked"));
+  EXPECT_THAT(assess("a.service", s, kUnitNow).message, HasSubstr("masked"));
   s.load_state = "bad-setting";
-  EXPECT_THAT(assess("a.service", s, kNow).message, HasSubstr("failed to load (bad-setting)"));
-  EXPECT_EQ(assess("a.service", s, kNow).status, ProbeStatus::fail);
+  EXPECT_THAT(assess("a.service", s, kUnitNow).message, HasSubstr("failed to load (bad-setting)"));
+  EXPECT_EQ(assess("a.service", s, kUnitNow).status, ProbeStatus::fail);
 }
 
 TEST(Assess, AnUnknownStateIsUnknown) {
-  auto r = assess("a.service", state("maintenance", "x"), kNow);
+  auto r = assess("a.service", state("maintenance", "x"), kUnitNow);
   EXPECT_EQ(r.status, ProbeStatus::unknown);
   EXPECT_THAT(r.message, HasSubstr("\"maintenance\""));
 }
