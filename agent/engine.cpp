@@ -296,6 +296,12 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
 
   switch (transition) {
     case CheckState::Transition::hard_failed:
+      if (Incident* inc = unresolved_of(probe);
+          inc != nullptr && inc->state == IncidentState::escalated && inc->t_restored) {
+        // Escalated, recovered meanwhile, and failing again.
+        inc->t_restored.reset();
+        emit(*inc, "updated", json{{"reason", "failing again"}, {"message", res.message}});
+      }
       if (!r.flapping) on_hard_fail(probe);
       break;
     case CheckState::Transition::recovered:
@@ -307,7 +313,18 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
       }
       if (!r.flapping) {
         if (Incident* inc = unresolved_of(probe)) {
-          resolve(*inc, "agent", "", r.heal.healed);
+          if (inc->state == IncidentState::escalated) {
+            // Self-healing gave up and a human has been called: the incident
+            // stays escalated until a human or HQ acts (an ack then resolves
+            // it at once, a resolve or close as usual). The recovery is on
+            // record meanwhile, with its time for MTTR.
+            inc->t_restored = r.check.t_first_ok().value_or(at);
+            emit(*inc, "updated",
+                 json{{"reason", "recovered; stays escalated until a human or HQ acts"},
+                      {"message", res.message}});
+          } else {
+            resolve(*inc, "agent", "", r.heal.healed);
+          }
         }
       }
       break;
@@ -982,6 +999,15 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
       if (!note.empty()) extra["note"] = note;
       log::info("incident {} acknowledged by {}", uid, actor);
       emit(*inc, "acknowledged", std::move(extra), actor);
+      if (auto r = probes_.find(inc->probe); inc->t_restored && r != probes_.end() &&
+                                             r->second.check.level() == CheckLevel::ok &&
+                                             !r->second.flapping) {
+        // An escalated incident whose probe recovered meanwhile: the ack was
+        // what it waited for.
+        const Incident copy = *inc;  // `uid` may name the row resolve() erases
+        resolve(copy, "agent", "recovered while escalated; resolved when acknowledged", false);
+        return resolved_.at(copy.uid).incident;
+      }
       return *inc;
     }
     case Action::resolve:

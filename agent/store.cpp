@@ -643,9 +643,12 @@ Result<std::optional<std::int64_t>> Store::next_notice_due() {
 }
 
 Result<std::int64_t> Store::prune_notifications(std::int64_t before_ms, std::int64_t limit) {
+  // An incident not yet closed keeps its sent notices, however old: its
+  // resolution goes only to the channels that heard of its opening.
   auto stmt = db_.prepare(
-      "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE state != "
-      "'queued' AND done_ms < ?1 ORDER BY id LIMIT ?2)");
+      "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n WHERE n.state != "
+      "'queued' AND n.done_ms < ?1 AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.uid = "
+      "n.incident_uid AND i.state != 'closed') ORDER BY n.id LIMIT ?2)");
   if (!stmt) return stmt.error();
   stmt->bind(1, before_ms).bind(2, limit);
   if (auto st = stmt->run(); !st) return st.error();

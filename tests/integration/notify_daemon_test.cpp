@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <fstream>
 #include <memory>
 #include <regex>
 #include <set>
@@ -368,6 +369,84 @@ TEST_F(DaemonNotifies, RateLimitHoldsNoticesBackAcrossRestartsAndNeverDropsThem)
   const json second = json::parse(accepted(r, "/hook")[1]["body"].get<std::string>());
   EXPECT_EQ(second["incident"]["probe"], "lane-02");
   EXPECT_EQ(notify_status().value("dropped", -1), 0);
+}
+
+TEST_F(DaemonNotifies, AnIncidentAndItsResolutionReachEmailWithTheirTimeline) {
+  const int smtp_port = free_port();
+  Child smtp({"python3",
+              (std::filesystem::path(STOREWATCH_TEST_SOURCE_DIR) / "tests" / "support" /
+               "smtp_receiver.py")
+                  .string(),
+              "--port", std::to_string(smtp_port), "--log", (dir / "mail.jsonl").string()},
+             dir / "smtp-logs");
+  ASSERT_TRUE(wait_until([&] { return port_open(smtp_port); }, 10s)) << smtp.err();
+  start(fmt::format(R"(
+[[notify]]
+name = "mail"
+type = "email"
+smtp_url = "smtp://127.0.0.1:{}"
+starttls = "off"
+from = "storewatch@store-0042.example.com"
+to = ["manager@example.com"]
+group_wait = "0s"
+)",
+                    smtp_port));
+  auto mails = [&] {
+    std::vector<std::string> out;
+    std::ifstream in(dir / "mail.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.contains("data")) out.push_back(j["data"]);
+    }
+    return out;
+  };
+  lab->fault("lane-01", "down");
+  ASSERT_TRUE(wait_until([&] { return mails().size() == 1; }, 30s)) << daemon->err();
+  lab->fault("lane-01", "none");
+  ASSERT_TRUE(wait_until([&] { return mails().size() == 2; }, 30s)) << daemon->err();
+  const auto m = mails();
+  const std::string uid = incident().value("uid", "");
+  // The subject names the store, the probe and what happened; the body has
+  // the incident's facts and its timeline.
+  EXPECT_NE(m[0].find("Subject: [Springfield (store-0042)] lane-01 is down: high"),
+            std::string::npos)
+      << m[0];
+  EXPECT_NE(m[0].find(uid), std::string::npos) << m[0];
+  EXPECT_NE(m[0].find("Timeline:\r\n"), std::string::npos) << m[0];
+  EXPECT_NE(m[0].find("  detected\r\n"), std::string::npos) << m[0];
+  EXPECT_EQ(m[0].find("  resolved\r\n"), std::string::npos) << m[0];
+  EXPECT_NE(m[1].find("Subject: [Springfield (store-0042)] lane-01 resolved: high"),
+            std::string::npos)
+      << m[1];
+  EXPECT_NE(m[1].find("  restored\r\n"), std::string::npos) << m[1];
+  EXPECT_NE(m[1].find("  resolved\r\n"), std::string::npos) << m[1];
+  EXPECT_NE(m[1].find("Event: resolved at "), std::string::npos) << m[1];
+  EXPECT_EQ(notify_status().value("sent", -1), 2);
+}
+
+TEST_F(DaemonNotifies, AReceiverSlowerThanTheTimeoutIsAFailedAttemptAndRetried) {
+  NotifyReceiver r;
+  r.answer(200, "ok", std::nullopt, /*delay_ms=*/4000);
+  start(
+      fmt::format("[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = \"{}\"\ntimeout = "
+                  "\"1s\"\n",
+                  secret("hook", r.url("/hook"))));
+  lab->fault("lane-01", "down");
+  // The attempt gives up after its timeout, whatever the receiver does later.
+  ASSERT_TRUE(wait_until([&] { return notify_status().value("failed_attempts", 0) >= 1; }, 30s))
+      << daemon->err();
+  const json failed = notify_status();
+  EXPECT_EQ(failed.value("sent", -1), 0) << failed.dump();
+  EXPECT_NE(failed.value("last_error", "").find("hook: "), std::string::npos) << failed.dump();
+  EXPECT_NE(failed.value("last_error", "").find("timed out"), std::string::npos) << failed.dump();
+  // Quick again: the retry (5 s backoff) delivers it.
+  r.answer(200, "ok");
+  ASSERT_TRUE(wait_until([&] { return notify_status().value("sent", 0) == 1; }, 30s))
+      << daemon->err();
+  const auto q = r.requests();
+  ASSERT_GE(q.size(), 2u);
+  EXPECT_EQ(q.front()["body"], q.back()["body"]);
+  EXPECT_EQ(json::parse(q.back()["body"].get<std::string>())["kind"], "opened");
 }
 
 TEST_F(DaemonNotifies, TeamsErrorBodiesAndThrottlingAreRetried) {

@@ -790,6 +790,53 @@ TEST_F(Healing, FailuresBackOffThenEscalateWithTheSeverityRaised) {
   EXPECT_EQ(open_of("pos")->state, IncidentState::acknowledged);
 }
 
+TEST_F(Healing, AnEscalatedIncidentThatRecoversWaitsForAHumanAndAnAckResolvesIt) {
+  configure(1);
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(runner.runs.size(), 1u);
+  runner.finish(false, 1, "no such service");
+  for (int i = 0; i < 60 && events("escalated").empty(); ++i) {
+    clock.advance(1s);
+    engine->tick();
+  }
+  ASSERT_EQ(events("escalated").size(), 1u);
+
+  // It recovers: the recovery is recorded, the incident stays escalated.
+  feed("pos", ProbeStatus::ok, 2);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_EQ(open_of("pos")->state, IncidentState::escalated);
+  ASSERT_TRUE(open_of("pos")->t_restored);
+  EXPECT_TRUE(events("resolved").empty());
+  ASSERT_EQ(events("updated").size(), 1u);
+  EXPECT_EQ(events("updated")[0].event.extra["reason"],
+            "recovered; stays escalated until a human or HQ acts");
+
+  // It fails again: no longer restored; and recovers once more.
+  feed("pos", ProbeStatus::fail, 3);
+  EXPECT_FALSE(open_of("pos")->t_restored);
+  EXPECT_EQ(events("updated").back().event.extra["reason"], "failing again");
+  feed("pos", ProbeStatus::ok, 2);
+  const auto restored = open_of("pos")->t_restored;
+  ASSERT_TRUE(restored);
+  EXPECT_TRUE(runner.runs.empty()) << "no attempt while escalated";
+
+  // The ack is what it waited for: acknowledged, then resolved at once,
+  // with the recovery's time (MTTR) and not self-healed.
+  auto acked = engine->act(Engine::Action::ack, open_of("pos")->uid, "cli:maria", "", std::nullopt);
+  ASSERT_TRUE(acked) << acked.error().message;
+  EXPECT_EQ(acked->state, IncidentState::resolved);
+  EXPECT_EQ(open_of("pos"), nullptr);
+  const auto resolved = events("resolved");
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].incident.t_restored, restored);
+  EXPECT_FALSE(resolved[0].incident.self_healed);
+  EXPECT_TRUE(resolved[0].incident.t_ack);
+  EXPECT_EQ(types_of("pos"),
+            (Types{"opened", "remediation_started", "remediation_failed", "escalated", "updated",
+                   "updated", "updated", "acknowledged", "resolved"}));
+}
+
 TEST_F(Healing, BackoffDoublesAndIsCapped) {
   configure(100);
   config.remediations[0].backoff_max = 30s;

@@ -88,11 +88,27 @@ password_file = "/etc/storewatch/secrets/smtp"
   EXPECT_EQ(n[1].notify_ttl, 24h);
   EXPECT_EQ(n[2].to.size(), 2u);
   EXPECT_EQ(n[2].starttls, "optional");
+  EXPECT_EQ(n[2].timeout, 10s);  // unset: the default
   EXPECT_EQ(l.config->find_notify("mail"), &n[2]);
   // group_wait: 30 s unless set; a webhook never groups.
   EXPECT_EQ(n[0].group_wait, 0s);
   EXPECT_EQ(n[1].group_wait, 0s);
   EXPECT_EQ(n[2].group_wait, 30s);
+}
+
+TEST(NotifyConfig, EmailDefaultsToStarttlsRequired) {
+  auto l = load(R"(
+[[notify]]
+name = "mail"
+type = "email"
+smtp_url = "smtp://mail.example.com:587"
+from = "storewatch@example.com"
+to = ["a@example.com"]
+)");
+  ASSERT_TRUE(l.ok()) << errors(l);
+  EXPECT_EQ(l.config->notify[0].starttls, "required");
+  EXPECT_EQ(l.config->notify[0].timeout, 10s);
+  EXPECT_EQ(l.config->notify[0].group_wait, 30s);
 }
 
 TEST(NotifyConfig, GroupWaitDefaultsTo30sAndWebhooksDoNotGroup) {
@@ -358,8 +374,17 @@ TEST(NotifyOutbox, NoticesCommitWithTheirEventAndResolutionsNeedAnOpening) {
   EXPECT_EQ((*all)[1]["last_error"], "HTTP 503");
   EXPECT_EQ((*all)[1]["attempts"], 1);
 
-  // Retention forgets what was sent or dropped, never what is queued.
+  // Retention forgets what was sent or dropped, never what is queued, and
+  // nothing of an incident not yet closed: an incident open for longer than
+  // `retention` still needs its opening's notice for its resolution.
   auto pruned = store->prune_notifications(now + 1, 100);
+  ASSERT_TRUE(pruned) << pruned.error().message;
+  EXPECT_EQ(*pruned, 0);
+  inc.state = agent::IncidentState::closed;
+  auto closed = event("closed");
+  closed.uid = "0193-ev4";
+  ASSERT_TRUE(store->commit({agent::IncidentChange{inc, closed, {}}}));
+  pruned = store->prune_notifications(now + 1, 100);
   ASSERT_TRUE(pruned) << pruned.error().message;
   EXPECT_EQ(*pruned, 1);
   pruned = store->prune_notifications(now + 10'000'000, 100);

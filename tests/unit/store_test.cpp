@@ -132,6 +132,64 @@ TEST_F(StoreTest, ProbeStateRoundTrips) {
   EXPECT_EQ(rows->at(0).latency_ms, 12.5);
 }
 
+// What a restart of the daemon resumes from: every field of probe_state and
+// the ad-hoc silences, read back by a new connection to the file.
+TEST_F(StoreTest, ProbeStateAndSilencesSurviveReopeningTheFile) {
+  ProbeStateRow row;
+  row.probe = "lane-03-pos";
+  row.level = CheckLevel::hard_fail;
+  row.failures = 7;
+  row.successes = 1;
+  row.t_fault = at(4);
+  row.t_first_ok = at(9);
+  row.last_check = at(10);
+  row.last_status = "ok";
+  row.latency_ms = 3.25;
+  row.message = "connected";
+  row.flap_history = "01101101010";
+  row.flapping = true;
+  row.attempts = {at(5), at(7)};
+  row.attempt_failures = 2;
+  SilenceRow silence;
+  silence.uid = "sil-1";
+  silence.match = "lane-*";
+  silence.starts_at = at(0);
+  silence.ends_at = at(7200);
+  silence.reason = "lane refit";
+  silence.created_by = "cli:tech";
+  ASSERT_TRUE(store.commit({row, silence}));
+  store = std::move(*Store::open(path, Store::Mode::read_write));
+
+  auto rows = store.probe_states();
+  ASSERT_TRUE(rows) << rows.error().message;
+  ASSERT_EQ(rows->size(), 1u);
+  const ProbeStateRow& r = rows->at(0);
+  EXPECT_EQ(r.probe, "lane-03-pos");
+  EXPECT_EQ(r.level, CheckLevel::hard_fail);
+  EXPECT_EQ(r.failures, 7);
+  EXPECT_EQ(r.successes, 1);
+  EXPECT_EQ(r.t_fault, at(4));
+  EXPECT_EQ(r.t_first_ok, at(9));
+  EXPECT_EQ(r.last_check, at(10));
+  EXPECT_EQ(r.last_status, "ok");
+  EXPECT_EQ(r.latency_ms, 3.25);
+  EXPECT_EQ(r.message, "connected");
+  EXPECT_EQ(r.flap_history, "01101101010");
+  EXPECT_TRUE(r.flapping);
+  EXPECT_EQ(r.attempts, (std::vector<WallTime>{at(5), at(7)}));
+  EXPECT_EQ(r.attempt_failures, 2);
+
+  auto active = store.silences(at(60));
+  ASSERT_TRUE(active) << active.error().message;
+  ASSERT_EQ(active->size(), 1u);
+  EXPECT_EQ(active->at(0).uid, "sil-1");
+  EXPECT_EQ(active->at(0).match, "lane-*");
+  EXPECT_EQ(active->at(0).ends_at, at(7200));
+  EXPECT_EQ(active->at(0).reason, "lane refit");
+  EXPECT_EQ(active->at(0).created_by, "cli:tech");
+  EXPECT_TRUE(store.silences(at(7201))->empty());
+}
+
 TEST_F(StoreTest, FindsAnIncidentByUniquePrefix) {
   ASSERT_TRUE(store.commit({change(incident("abc-1", "a", IncidentState::open), "opened", 1),
                             change(incident("abd-2", "b", IncidentState::open), "opened", 1)}));
