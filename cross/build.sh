@@ -3,8 +3,10 @@
 # (under qemu-user when the architecture is not this machine's) and makes the
 # .deb with CPack.
 #
-#   cross/build.sh ARCH [--no-tests] [--label LABEL] [--exclude-label LABEL] [--deps-only] [-j N]
+#   cross/build.sh ARCH [--no-tests] [--no-bench] [--label LABEL] [--exclude-label LABEL]
+#                       [--deps-only] [-j N]
 #     ARCH: aarch64 (arm64), armhf (32-bit ARM, hard float), amd64 (native)
+#     --no-bench: leave out the benchmarks and their smoke tests (labels bench, slow)
 #
 # Leaves build-ARCH/ (a Release build configured with prefix /usr) and
 # build-ARCH/storewatch_VERSION_DEBARCH.deb; install that with `dpkg -i`.
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '7,8p' "$0" | sed 's/^# *//' >&2
+  sed -n '6,9p' "$0" | sed 's/^# *//' >&2
   exit 2
 }
 
@@ -24,12 +26,14 @@ arch=${1:-}
 [ -n "$arch" ] || usage
 shift
 run_tests=1
+bench=ON
 deps_only=0
 jobs=2
 ctest_filter=()
 while [ $# -gt 0 ]; do
   case $1 in
     --no-tests) run_tests=0 ;;
+    --no-bench) bench=OFF ;;
     --deps-only) deps_only=1 ;;
     --label | -L) ctest_filter+=(-L "$2"); shift ;;
     --exclude-label | -LE) ctest_filter+=(-LE "$2"); shift ;;
@@ -115,7 +119,8 @@ command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 toolchain_args=()
 [ $cross -eq 1 ] && toolchain_args=(-DCMAKE_TOOLCHAIN_FILE="$toolchain")
 cmake -S "$src" -B "$build" "${generator[@]}" "${toolchain_args[@]}" \
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DSTOREWATCH_BUILD_TESTS=ON
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DSTOREWATCH_BUILD_TESTS=ON \
+  -DSTOREWATCH_BUILD_BENCH=$bench
 phase_done
 
 # --- build ----------------------------------------------------------------

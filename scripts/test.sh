@@ -1,30 +1,72 @@
 #!/usr/bin/env bash
-# Installs the dependencies, checks formatting, builds storewatch and runs the
-# whole test suite twice: in the dev build (-Werror) and under the asan preset
-# (ASan + UBSan).
+# Installs the dependencies, checks formatting, builds storewatch and runs its
+# tests in three legs, as CI does:
 #
-#   scripts/test.sh            both legs
-#   scripts/test.sh dev        one leg (dev | asan | release)
+#   dev      Debug build with -Werror: every test (labels unit, integration,
+#            slow, bench)
+#   asan     ASan + UBSan with -Werror: every test but those labelled `slow`
+#            (long timing-bound runs — kill -9 loops, retry backoffs, the
+#            benchmarks' smoke runs — that the dev leg covers; the benchmarks
+#            are not built)
+#   aarch64  cross/build.sh aarch64: Release cross build for 64-bit ARM, every
+#            test but `slow` ones under qemu-aarch64 (no benchmarks), and the
+#            arm64 .deb
+#
+#   scripts/test.sh            all three legs
+#   scripts/test.sh dev        one leg (dev | asan | aarch64 | release), or several
+#
+# Each leg prints how long it took, and the end sums them up.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+legs=("$@")
+[ ${#legs[@]} -gt 0 ] || legs=(dev asan aarch64)
+for leg in "${legs[@]}"; do
+  case $leg in
+    dev | asan | release | aarch64) ;;
+    *)
+      echo "scripts/test.sh: unknown leg '$leg' (dev, asan, aarch64, release)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+all_start=$(date +%s)
 "$root/scripts/bootstrap.sh"
 
 # Formatting first: it takes a second and fails fast.
 echo "==> format (clang-format --dry-run --Werror)"
 git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
 
-legs=("$@")
-[ ${#legs[@]} -gt 0 ] || legs=(dev asan)
 jobs=$(nproc)
+summary=()
 
 for leg in "${legs[@]}"; do
   start=$(date +%s)
-  echo "==> [$leg] configure and build"
-  cmake --preset "$leg" >/dev/null
-  cmake --build --preset "$leg" -j "$jobs"
-  echo "==> [$leg] test"
-  ctest --preset "$leg" -j "$jobs"
-  echo "==> [$leg] passed in $(( $(date +%s) - start )) s"
+  case $leg in
+    aarch64)
+      echo "==> [$leg] cross build, tests under qemu (all but slow), .deb"
+      "$root/cross/build.sh" aarch64 --no-bench --exclude-label slow -j "$jobs"
+      ;;
+    *)
+      ctest_args=()
+      bench=ON
+      if [ "$leg" = asan ]; then
+        ctest_args=(-LE slow)
+        bench=OFF
+      fi
+      echo "==> [$leg] configure and build"
+      cmake --preset "$leg" -DSTOREWATCH_BUILD_BENCH=$bench >/dev/null
+      cmake --build --preset "$leg" -j "$jobs"
+      echo "==> [$leg] test ${ctest_args[*]:-(all)}"
+      ctest --preset "$leg" -j "$jobs" "${ctest_args[@]}"
+      ;;
+  esac
+  took=$(($(date +%s) - start))
+  echo "==> [$leg] passed in $took s"
+  summary+=("$leg $took s")
 done
+
+echo "==> all passed in $(($(date +%s) - all_start)) s ($(IFS=,; echo "${summary[*]}" | sed 's/,/, /g'))"

@@ -175,6 +175,12 @@ TEST_F(ExecProbe, PluginThatDoesNotExist) {
   EXPECT_EQ(status_of(r), "unknown");
   EXPECT_THAT(r.message, HasSubstr("not found on PATH"));
 
+  if (under_emulator()) {
+    // qemu-user runs the clone(CLONE_VM | CLONE_VFORK) of glibc's
+    // posix_spawn as a plain fork, so an exec error never reaches the
+    // parent: the child exits 127. On the target itself it is reported.
+    GTEST_SKIP() << "exec errors are not reported under qemu-user";
+  }
   auto no_interpreter = dir / "check_badshebang";
   write_file(no_interpreter, "#!/no/such/interpreter\necho OK\n");
   fs::permissions(no_interpreter, fs::perms::owner_all);
@@ -184,6 +190,7 @@ TEST_F(ExecProbe, PluginThatDoesNotExist) {
 }
 
 TEST_F(ExecProbe, PluginWithoutAShebangIsAnExecFormatError) {
+  if (under_emulator()) GTEST_SKIP() << "exec errors are not reported under qemu-user";
   auto plugin = dir / "check_noshebang";
   write_file(plugin, "echo OK\n");
   fs::permissions(plugin, fs::perms::owner_all);

@@ -14,6 +14,12 @@ set(storewatch_slow_tests
   DaemonNotifies.AChannelThatWasDownGetsTheNoticeWhenItComesBack
   DaemonNotifies.QueuedNoticesSurviveARestart
   DaemonNotifies.ANoticeUndeliveredPastNotifyTtlIsDroppedWithAnEvent
+  DaemonNotifies.AReceiverSlowerThanTheTimeoutIsAFailedAttemptAndRetried
+  DaemonNotifies.RateLimitHoldsNoticesBackAcrossRestartsAndNeverDropsThem
+  DaemonNotifies.IncidentsOpenedWithinGroupWaitGoOutAsOneMessage
+  DaemonNotifies.AGroupIsFormedFromTheOutboxAfterARestart
+  Watchdog.PingsComeWhileTheLoopRunsAndStopWhileItIsStuck
+  JournalLog.NoLinePerProbeResultAtInfo
   DaemonIncidents.OverTheSizeCapWithNothingSyncedRaisesACriticalStorageIncident)
 foreach(t IN LISTS storewatch_slow_tests)
   set_tests_properties(${t} PROPERTIES LABELS "integration;slow")

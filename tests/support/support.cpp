@@ -231,4 +231,8 @@ int open_fds() {
   return n;
 }
 
+bool under_emulator() {
+  return std::string_view(STOREWATCH_TEST_EMULATOR).size() > 0;
+}
+
 }  // namespace storewatch::test

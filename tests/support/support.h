@@ -108,6 +108,9 @@ std::vector<std::string> storewatch_command(std::vector<std::string> args);
 /// spawned through the cross-compiling emulator when there is one.
 std::vector<std::string> target_command(std::string binary, std::vector<std::string> args);
 
+/// Whether the tests run under a cross build's emulator (qemu-user).
+bool under_emulator();
+
 /// Whether something accepts TCP connections on 127.0.0.1:port.
 bool port_open(int port, const std::string& host = "127.0.0.1");
 
