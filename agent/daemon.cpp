@@ -230,7 +230,8 @@ class StoreNotifyOutbox final : public sync::NotifyOutbox {
   void update(sync::NoticeUpdate u) override { writer_.submit(std::move(u)); }
   void dropped(const sync::Notice& n, const std::string& why) override {
     auto stored = reader_.incident(n.incident_uid);
-    auto r = engine_.act(Engine::Action::note, n.incident_uid, "notify",
+    // The agent drops it: DESIGN §6's actors are agent, cli:NAME and hq:NAME.
+    auto r = engine_.act(Engine::Action::note, n.incident_uid, "agent",
                          fmt::format("{} notice to channel {} dropped: {}", n.kind, n.channel, why),
                          stored ? *stored : std::nullopt);
     if (!r) log::error("notify: recording the dropped notice: {}", r.error().message);

@@ -511,7 +511,7 @@ TEST_F(DaemonNotifies, ANoticeUndeliveredPastNotifyTtlIsDroppedWithAnEvent) {
             json::parse(cli({"incident", "show", inc["uid"], "--json"}).out, nullptr, false);
         if (!show.is_object()) return false;
         for (const auto& e : show["events"]) {
-          if (e.value("type", "") == "note" && e.value("actor", "") == "notify") note = e;
+          if (e.value("type", "") == "note" && e.value("actor", "") == "agent") note = e;
         }
         return note.is_object();
       },

@@ -132,6 +132,19 @@ TEST_F(StoreTest, ProbeStateRoundTrips) {
   EXPECT_EQ(rows->at(0).latency_ms, 12.5);
 }
 
+// Incident events are durable when committed (DESIGN §5): the writer's
+// connection runs WAL with synchronous=FULL.
+TEST_F(StoreTest, TheWritersConnectionIsWalWithSynchronousFull) {
+  auto sync = store.database().prepare("PRAGMA synchronous");
+  ASSERT_TRUE(sync) << sync.error().message;
+  ASSERT_TRUE(*sync->step());
+  EXPECT_EQ(sync->int64(0), 2);  // FULL
+  auto mode = store.database().prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(mode) << mode.error().message;
+  ASSERT_TRUE(*mode->step());
+  EXPECT_EQ(mode->text(0), "wal");
+}
+
 // What a restart of the daemon resumes from: every field of probe_state and
 // the ad-hoc silences, read back by a new connection to the file.
 TEST_F(StoreTest, ProbeStateAndSilencesSurviveReopeningTheFile) {
