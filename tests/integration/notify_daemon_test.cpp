@@ -27,6 +27,19 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+/// tests/support/smtp_receiver.py, plain SMTP on `port`; each message it
+/// accepts is a line of `dir`/mail.jsonl.
+std::unique_ptr<Child> smtp_receiver(const std::filesystem::path& dir, int port) {
+  return std::make_unique<Child>(
+      std::vector<std::string>{"python3",
+                               (std::filesystem::path(STOREWATCH_TEST_SOURCE_DIR) / "tests" /
+                                "support" / "smtp_receiver.py")
+                                   .string(),
+                               "--port", std::to_string(port), "--log",
+                               (dir / "mail.jsonl").string()},
+      dir / "smtp-logs");
+}
+
 class DaemonNotifies : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -373,13 +386,8 @@ TEST_F(DaemonNotifies, RateLimitHoldsNoticesBackAcrossRestartsAndNeverDropsThem)
 
 TEST_F(DaemonNotifies, AnIncidentAndItsResolutionReachEmailWithTheirTimeline) {
   const int smtp_port = free_port();
-  Child smtp({"python3",
-              (std::filesystem::path(STOREWATCH_TEST_SOURCE_DIR) / "tests" / "support" /
-               "smtp_receiver.py")
-                  .string(),
-              "--port", std::to_string(smtp_port), "--log", (dir / "mail.jsonl").string()},
-             dir / "smtp-logs");
-  ASSERT_TRUE(wait_until([&] { return port_open(smtp_port); }, 10s)) << smtp.err();
+  auto smtp = smtp_receiver(dir.path(), smtp_port);
+  ASSERT_TRUE(wait_until([&] { return port_open(smtp_port); }, 10s)) << smtp->err();
   start(fmt::format(R"(
 [[notify]]
 name = "mail"
@@ -573,13 +581,8 @@ namespace {
 TEST(NotifyEmail, NotifyTestSendsAMailOverSmtp) {
   TempDir dir;
   const int smtp_port = free_port();
-  Child smtp({"python3",
-              (std::filesystem::path(STOREWATCH_TEST_SOURCE_DIR) / "tests" / "support" /
-               "smtp_receiver.py")
-                  .string(),
-              "--port", std::to_string(smtp_port), "--log", (dir / "mail.jsonl").string()},
-             dir / "smtp-logs");
-  ASSERT_TRUE(wait_until([&] { return port_open(smtp_port); }, 10s)) << smtp.err();
+  auto smtp = smtp_receiver(dir.path(), smtp_port);
+  ASSERT_TRUE(wait_until([&] { return port_open(smtp_port); }, 10s)) << smtp->err();
   const auto config = dir / "storewatch.toml";
   write_file(config, fmt::format(R"([store]
 id = "store-0042"
