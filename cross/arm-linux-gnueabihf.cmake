@@ -1,9 +1,12 @@
-# Cross-compile for 32-bit ARM (armhf) store gateways with Debian multiarch.
-set(CMAKE_SYSTEM_NAME Linux)
+# Cross-compile for 32-bit ARM (armhf, hard float) store gateways. With Debian
+# multiarch (dpkg --add-architecture armhf, …:armhf) or against a sysroot with
+# -DCMAKE_SYSROOT=DIR (cross/build.sh does either).
+# Tests run under qemu-user through CMAKE_CROSSCOMPILING_EMULATOR.
 set(CMAKE_SYSTEM_PROCESSOR arm)
-set(CMAKE_C_COMPILER arm-linux-gnueabihf-gcc)
-set(CMAKE_CXX_COMPILER arm-linux-gnueabihf-g++)
-set(CMAKE_LIBRARY_ARCHITECTURE arm-linux-gnueabihf)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-arm;-L;/)
-set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/arm-linux-gnueabihf/pkgconfig:/usr/share/pkgconfig)
+set(STOREWATCH_CROSS_TRIPLET arm-linux-gnueabihf)
+set(STOREWATCH_CROSS_QEMU qemu-arm)
+include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)
+# g++ notes every std::vector<…> of a 64-bit aligned element that it passes
+# differently from GCC before 7.1 (-Wpsabi): everything here is built by one
+# compiler, so the notes say nothing.
+set(CMAKE_CXX_FLAGS_INIT -Wno-psabi)

@@ -4,9 +4,10 @@
 # .deb with CPack.
 #
 #   cross/build.sh ARCH [--no-tests] [--no-bench] [--label LABEL] [--exclude-label LABEL]
-#                       [--deps-only] [-j N]
+#                       [--sysroot] [--deps-only] [-j N]
 #     ARCH: aarch64 (arm64), armhf (32-bit ARM, hard float), amd64 (native)
 #     --no-bench: leave out the benchmarks and their smoke tests (labels bench, slow)
+#     --sysroot: build against build-ARCH/sysroot instead of multiarch packages
 #
 # Leaves build-ARCH/ (a Release build configured with prefix /usr) and
 # build-ARCH/storewatch_VERSION_DEBARCH.deb; install that with `dpkg -i`.
@@ -14,11 +15,18 @@
 # costs one dpkg query): the cross compiler, qemu-user, pkgconf and the -dev
 # packages of scripts/bootstrap.sh for ARCH (Debian multiarch), mosquitto and
 # the other test tools for this machine. Runs as root, or through sudo.
+# When the multiarch -dev packages cannot be installed (Multi-Arch: same
+# packages must have the same version on every architecture, and a mirror
+# that has this machine's security updates but not ARCH's breaks that), or
+# with --sysroot, it builds against a sysroot instead: ARCH's packages and
+# what they depend on, resolved by apt with its own state for ARCH alone,
+# downloaded and unpacked into build-ARCH/sysroot. Nothing is installed for
+# ARCH then, and no foreign architecture is added.
 # Every phase prints how long it took.
 set -euo pipefail
 
 usage() {
-  sed -n '6,9p' "$0" | sed 's/^# *//' >&2
+  sed -n '6,10p' "$0" | sed 's/^# *//' >&2
   exit 2
 }
 
@@ -28,6 +36,7 @@ shift
 run_tests=1
 bench=ON
 deps_only=0
+sysroot_wanted=0
 jobs=2
 ctest_filter=()
 while [ $# -gt 0 ]; do
@@ -35,6 +44,7 @@ while [ $# -gt 0 ]; do
     --no-tests) run_tests=0 ;;
     --no-bench) bench=OFF ;;
     --deps-only) deps_only=1 ;;
+    --sysroot) sysroot_wanted=1 ;;
     --label | -L) ctest_filter+=(-L "$2"); shift ;;
     --exclude-label | -LE) ctest_filter+=(-LE "$2"); shift ;;
     -j) jobs=$2; shift ;;
@@ -84,30 +94,111 @@ phase "dependencies"
 target_dev=(libboost-dev libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libsqlite3-dev
   libcurl4-openssl-dev libgtest-dev libgmock-dev libtomlplusplus-dev libsystemd-dev libfmt-dev
   libhowardhinnant-date-dev)
-want=(dpkg-dev file)
-if [ $cross -eq 1 ]; then
-  want+=("g++-$triplet" qemu-user "pkgconf:$debarch")
-  for p in "${target_dev[@]}"; do want+=("$p:$debarch"); done
-fi
-missing=()
-for p in "${want[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
+
+# install_missing [--arch DEBARCH] PACKAGE...: installs those not installed.
+# With --arch, adds DEBARCH as a foreign architecture first and takes it away
+# again when the install fails. Returns non-zero when the install fails.
+install_missing() {
+  local add_arch=""
+  if [ "$1" = --arch ]; then add_arch=$2; shift 2; fi
+  local p missing=()
+  for p in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
   if [ "$(id -u)" -ne 0 ] && [ ${#sudo_cmd[@]} -eq 0 ]; then
     echo "cross/build.sh: need root (or sudo) to install: ${missing[*]}" >&2
     exit 1
   fi
-  if [ $cross -eq 1 ] && ! dpkg --print-foreign-architectures | grep -qx "$debarch"; then
-    "${sudo_cmd[@]}" dpkg --add-architecture "$debarch"
+  local added=0
+  if [ -n "$add_arch" ] && ! dpkg --print-foreign-architectures | grep -qx "$add_arch"; then
+    "${sudo_cmd[@]}" dpkg --add-architecture "$add_arch"
+    added=1
   fi
   echo "cross/build.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   # A mirror mid-sync fails one index now and then: what is already known may do.
   "${sudo_cmd[@]}" apt-get update -qq || echo "cross/build.sh: apt-get update failed; trying with the indexes there are" >&2
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if ! "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    if [ $added -eq 1 ]; then
+      # Leaves this machine's apt as it was: a foreign architecture whose
+      # index fails would fail every later `apt-get update`.
+      "${sudo_cmd[@]}" dpkg --remove-architecture "$add_arch" || true
+    fi
+    return 1
+  fi
+}
+
+# make_sysroot DIR: the target's -dev packages and everything they depend on,
+# for DEBARCH alone, resolved and downloaded by apt with a state of its own
+# (under DIR-apt; this machine's apt and dpkg are not touched, and no root is
+# needed), unpacked into DIR. DIR/DEBIAN holds the packages' symbols and
+# shlibs files, where dpkg-shlibdeps (cpack) finds them for the Depends.
+make_sysroot() {
+  local root=$1 state=$1-apt
+  local pkgs=("${target_dev[@]}" libcli11-dev nlohmann-json3-dev googletest)
+  local stamp="$debarch ${pkgs[*]}"
+  if [ -f "$root/.storewatch-sysroot" ] && [ "$(cat "$root/.storewatch-sysroot")" = "$stamp" ]; then
+    echo "cross/build.sh: sysroot $root is there"
+    return 0
+  fi
+  echo "cross/build.sh: making the $debarch sysroot in $root"
+  rm -rf "$root" "$state"
+  mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$root/DEBIAN"
+  : >"$state/status"
+  local apt=(apt-get -q -o "APT::Architecture=$debarch" -o "APT::Architectures::=$debarch"
+    -o "Dir::State=$state" -o "Dir::State::Lists=$state/lists"
+    -o "Dir::State::status=$state/status" -o "Dir::Cache=$state/cache"
+    -o APT::Sandbox::User="$(id -un)" -o Debug::NoLocking=1)
+  # An index that fails to download (a mirror mid-sync) leaves the others.
+  "${apt[@]}" update >"$state/update.log" 2>&1 ||
+    { echo "cross/build.sh: some $debarch indexes failed (going on without them):" >&2
+      grep -E '^(E|W):' "$state/update.log" | head -3 >&2; }
+  "${apt[@]}" install -y --download-only --no-install-recommends "${pkgs[@]}" >"$state/install.log" 2>&1 ||
+    { cat "$state/install.log" >&2; echo "cross/build.sh: could not fetch the $debarch packages" >&2; exit 1; }
+  local deb n=0
+  for deb in "$state"/cache/archives/*.deb; do
+    dpkg-deb -x "$deb" "$root"
+    dpkg-deb --info "$deb" symbols >>"$root/DEBIAN/symbols" 2>/dev/null || true
+    dpkg-deb --info "$deb" shlibs >>"$root/DEBIAN/shlibs" 2>/dev/null || true
+    n=$((n + 1))
+  done
+  # Links such as usr/lib/TRIPLET/libm.so -> /lib/TRIPLET/libm.so.6 would point
+  # into this machine: make them relative, inside the sysroot.
+  local link target
+  while IFS= read -r -d '' link; do
+    target=$(readlink "$link")
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$root$target")" "$link"
+  done < <(find "$root" -type l -lname '/*' -print0)
+  echo "$stamp" >"$root/.storewatch-sysroot"
+  echo "cross/build.sh: unpacked $n $debarch packages ($(du -sh "$root" | cut -f1))"
+}
+
+install_missing dpkg-dev file
+sysroot=""
+if [ $cross -eq 1 ]; then
+  install_missing "g++-$triplet" qemu-user
+  # A build directory keeps what it was configured with.
+  if grep -q '^CMAKE_SYSROOT:.*=.' "$build/CMakeCache.txt" 2>/dev/null; then
+    sysroot_wanted=1
+  elif [ $sysroot_wanted -eq 1 ] && [ -f "$build/CMakeCache.txt" ]; then
+    echo "cross/build.sh: $build was configured with multiarch packages; remove it to build with --sysroot" >&2
+    exit 2
+  fi
+  if [ $sysroot_wanted -eq 0 ]; then
+    target_want=("pkgconf:$debarch")
+    for p in "${target_dev[@]}"; do target_want+=("$p:$debarch"); done
+    if ! install_missing --arch "$debarch" "${target_want[@]}"; then
+      echo "cross/build.sh: the $debarch -dev packages cannot be installed next to this machine's (above); building against a sysroot instead" >&2
+      sysroot_wanted=1
+    fi
+  fi
+  if [ $sysroot_wanted -eq 1 ]; then
+    sysroot=$build/sysroot
+    make_sysroot "$sysroot"
+  fi
 fi
 phase_done
 [ $deps_only -eq 0 ] || exit 0
@@ -118,6 +209,7 @@ generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 toolchain_args=()
 [ $cross -eq 1 ] && toolchain_args=(-DCMAKE_TOOLCHAIN_FILE="$toolchain")
+[ -z "$sysroot" ] || toolchain_args+=(-DCMAKE_SYSROOT="$sysroot")
 cmake -S "$src" -B "$build" "${generator[@]}" "${toolchain_args[@]}" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DSTOREWATCH_BUILD_TESTS=ON \
   -DSTOREWATCH_BUILD_BENCH=$bench

@@ -45,6 +45,15 @@ set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://example.com/storewatch")
 # the target architecture's libraries (installed as LIB:ARCH) and the
 # triplet's objdump: DEB_HOST_ARCH tells it which (set in cpack_options.cmake).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+if(CMAKE_SYSROOT)
+  # Built against a sysroot (cross/build.sh --sysroot): the libraries are
+  # there, not installed, and the sysroot's DEBIAN/ holds their packages'
+  # symbols and shlibs files, which dpkg-shlibdeps reads for a library it
+  # finds below it.
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
+      "${CMAKE_SYSROOT}/usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}"
+      "${CMAKE_SYSROOT}/lib/${CMAKE_LIBRARY_ARCHITECTURE}")
+endif()
 # The maintainer scripts use systemd-sysusers, systemd-tmpfiles and
 # deb-systemd-helper when they are there, and useradd/install otherwise, so
 # nothing beyond the libraries is a hard dependency (init-system-helpers,

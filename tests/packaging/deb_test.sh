@@ -35,13 +35,16 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # The system component configured with prefix /usr (and this build's
-# toolchain: the package's architecture comes from it).
+# toolchain and sysroot: the package's architecture comes from the toolchain,
+# its Depends from the target's libraries).
 cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
 generator=$(cache CMAKE_GENERATOR)
 toolchain=$(cache CMAKE_TOOLCHAIN_FILE)
 args=(-S "$src" -B "$tmp/usr" -G "$generator" -DCMAKE_INSTALL_PREFIX=/usr
   -DSTOREWATCH_BUILD_TESTS=OFF)
 [ -z "$toolchain" ] || args+=(-DCMAKE_TOOLCHAIN_FILE="$toolchain")
+sysroot=$(cache CMAKE_SYSROOT)
+[ -z "$sysroot" ] || args+=(-DCMAKE_SYSROOT="$sysroot")
 if ! cmake "${args[@]}" >"$tmp/configure.log" 2>&1 </dev/null; then
   cat "$tmp/configure.log" >&2
   echo "FAIL: configuring with prefix /usr failed" >&2
