@@ -200,7 +200,7 @@ class Channel final : public EchoChannel, public std::enable_shared_from_this<Ch
     const int fd = socket_.native_handle();
     for (int i = 0; i < kMaxQueuedErrors; ++i) {
       std::array<std::uint8_t, kReceiveBuffer> data{};
-      std::array<char, 512> control{};
+      alignas(cmsghdr) std::array<char, 512> control{};  // CMSG_FIRSTHDR casts it
       sockaddr_storage name{};
       iovec iov{data.data(), data.size()};
       msghdr msg{};

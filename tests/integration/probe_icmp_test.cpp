@@ -331,19 +331,32 @@ TEST_F(IcmpRouted, SomeLostIsAWarn) {
                                                    received, 10 * (10 - received))));
 }
 
+void expect_host_unreachable_from_the_router(const NetNs& probe_ns, bool datagram) {
+  auto r = probe_ns.probe_run(
+      "type = \"icmp\"\nhost = \"10.99.0.1\"\ncount = 2\necho_interval = \"20ms\"\n"
+      "timeout = \"2s\"");
+  ASSERT_TRUE(r.result.is_object()) << r.err;
+  EXPECT_EQ(r.result["status"], "fail") << message_of(r);
+  EXPECT_THAT(message_of(r), HasSubstr("host unreachable (from 10.200.0.2)"));
+  EXPECT_EQ(r.result["metrics"]["raw_socket"], datagram ? 0 : 1);
+  // Errors settle the echoes: no waiting for the deadline.
+  EXPECT_LT(r.result["latency_ms"].get<double>(), 1500.0) << message_of(r);
+}
+
 TEST_F(IcmpRouted, HostUnreachableFromTheRouter) {
-  for (bool datagram : {false, true}) {
-    if (datagram) probe_ns->allow_datagram_icmp();
-    auto r = probe_ns->probe_run(
-        "type = \"icmp\"\nhost = \"10.99.0.1\"\ncount = 2\necho_interval = \"20ms\"\n"
-        "timeout = \"2s\"");
-    ASSERT_TRUE(r.result.is_object()) << r.err;
-    EXPECT_EQ(r.result["status"], "fail") << message_of(r);
-    EXPECT_THAT(message_of(r), HasSubstr("host unreachable (from 10.200.0.2)"));
-    EXPECT_EQ(r.result["metrics"]["raw_socket"], datagram ? 0 : 1);
-    // Errors settle the echoes: no waiting for the deadline.
-    EXPECT_LT(r.result["latency_ms"].get<double>(), 1500.0) << message_of(r);
+  expect_host_unreachable_from_the_router(*probe_ns, false);
+}
+
+TEST_F(IcmpRouted, HostUnreachableFromTheRouterOnADatagramSocket) {
+  if (under_emulator() && sizeof(void*) == 4) {
+    // qemu-arm 7.2 leaves the offender address of an IP_RECVERR message
+    // unwritten in the guest's buffer (a plain C program shows it) and the
+    // binary then crashes in unrelated memory; natively and under
+    // qemu-aarch64 the error queue works.
+    GTEST_SKIP() << "qemu-user mistranslates IP_RECVERR for 32-bit guests";
   }
+  probe_ns->allow_datagram_icmp();
+  expect_host_unreachable_from_the_router(*probe_ns, true);
 }
 
 }  // namespace
