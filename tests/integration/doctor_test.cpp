@@ -227,6 +227,7 @@ TEST_F(Doctor, ACorruptDatabaseFileFails) {
 
 TEST_F(Doctor, ADatabaseYouCannotReadSaysHowToGetAccess) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run doctor as another user (nobody)";
+  if (auto why = nobody_cannot_run_storewatch(); !why.empty()) GTEST_SKIP() << why;
   write_config(ntp_port);
   start_daemon();
   ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->err();

@@ -239,6 +239,7 @@ TEST_F(IcmpNetns, RawSocketWhenPingGroupRangeDisallows) {
 
 TEST_F(IcmpNetns, NeitherSocketAllowedSaysHowToFixIt) {
   if (run({"setpriv", "--version"}).exit_code != 0) GTEST_SKIP() << "no setpriv";
+  if (auto why = nobody_cannot_run_storewatch(); !why.empty()) GTEST_SKIP() << why;
   NetNs ns;
   auto r = ns.probe_run("type = \"icmp\"\nhost = \"127.0.0.1\"\ncount = 1", /*as_nobody=*/true);
   ASSERT_TRUE(r.result.is_object()) << r.err;

@@ -235,4 +235,14 @@ bool under_emulator() {
   return std::string_view(STOREWATCH_TEST_EMULATOR).size() > 0;
 }
 
+std::string nobody_cannot_run_storewatch() {
+  if (run({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r",
+           STOREWATCH_BIN})
+          .exit_code == 0) {
+    return "";
+  }
+  return std::string("user nobody cannot read ") + STOREWATCH_BIN +
+         " (a checkout in a private directory?)";
+}
+
 }  // namespace storewatch::test

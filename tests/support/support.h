@@ -111,6 +111,12 @@ std::vector<std::string> target_command(std::string binary, std::vector<std::str
 /// Whether the tests run under a cross build's emulator (qemu-user).
 bool under_emulator();
 
+/// Why user nobody cannot run the binary under test, or empty when it can:
+/// a checkout in a private directory (`mktemp -d` makes 0700 ones) keeps it
+/// out, and under qemu-user the emulator has to read it. Tests that run it
+/// as nobody (root only) skip with this.
+std::string nobody_cannot_run_storewatch();
+
 /// Whether something accepts TCP connections on 127.0.0.1:port.
 bool port_open(int port, const std::string& host = "127.0.0.1");
 
