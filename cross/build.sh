@@ -178,6 +178,9 @@ make_sysroot() {
 
 install_missing dpkg-dev file
 sysroot=""
+if [ $cross -eq 0 ] && [ $sysroot_wanted -eq 1 ]; then
+  echo "cross/build.sh: --sysroot is for cross builds; $arch builds against this machine's packages" >&2
+fi
 if [ $cross -eq 1 ]; then
   install_missing "g++-$triplet" qemu-user
   # A build directory keeps what it was configured with.
