@@ -15,16 +15,16 @@ if(CMAKE_SYSROOT)
   set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
   set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
   set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+  set(ENV{PKG_CONFIG_SYSROOT_DIR} ${CMAKE_SYSROOT})
   # qemu-user looks up the loader and the libraries under -L first and
   # falls back to / (mosquitto's port files, /etc, /tmp ...).
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${STOREWATCH_CROSS_QEMU};-L;${CMAKE_SYSROOT})
-  set(ENV{PKG_CONFIG_SYSROOT_DIR} ${CMAKE_SYSROOT})
-  set(ENV{PKG_CONFIG_LIBDIR}
-      ${CMAKE_SYSROOT}/usr/lib/${STOREWATCH_CROSS_TRIPLET}/pkgconfig:${CMAKE_SYSROOT}/usr/share/pkgconfig)
+  set(storewatch_qemu_root ${CMAKE_SYSROOT})
 else()
-  # `-L /`: with -L /usr/TRIPLET (the cross compiler's own libc) the MQTT
-  # tests hang.
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${STOREWATCH_CROSS_QEMU};-L;/)
-  set(ENV{PKG_CONFIG_LIBDIR}
-      /usr/lib/${STOREWATCH_CROSS_TRIPLET}/pkgconfig:/usr/share/pkgconfig)
+  # Multiarch libraries live in /usr/lib/TRIPLET, which `-L /` finds; with
+  # -L /usr/TRIPLET (the cross compiler's own libc) the MQTT tests hang.
+  set(storewatch_qemu_root /)
 endif()
+set(CMAKE_CROSSCOMPILING_EMULATOR ${STOREWATCH_CROSS_QEMU};-L;${storewatch_qemu_root})
+# The target's .pc files, under the sysroot or this machine's / (multiarch).
+set(ENV{PKG_CONFIG_LIBDIR}
+    ${CMAKE_SYSROOT}/usr/lib/${STOREWATCH_CROSS_TRIPLET}/pkgconfig:${CMAKE_SYSROOT}/usr/share/pkgconfig)

@@ -43,20 +43,22 @@ git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
 
 jobs=$(nproc)
 summary=()
+# What the asan and aarch64 legs run: the unit tests and the `target` suites.
+leg_labels='^(unit|target)$'
 
 for leg in "${legs[@]}"; do
   start=$(date +%s)
   case $leg in
     aarch64)
       echo "==> [$leg] cross build, tests under qemu (labels unit and target), .deb"
-      "$root/cross/build.sh" aarch64 --no-bench --label '^(unit|target)$' --exclude-label slow \
+      "$root/cross/build.sh" aarch64 --no-bench --label "$leg_labels" --exclude-label slow \
         -j "$jobs"
       ;;
     *)
       ctest_args=()
       bench=ON
       if [ "$leg" = asan ]; then
-        ctest_args=(-L '^(unit|target)$' -LE slow)
+        ctest_args=(-L "$leg_labels" -LE slow)
         bench=OFF
       fi
       echo "==> [$leg] configure and build"
