@@ -41,6 +41,8 @@ class CommandSink final : public ChangeSink {
   explicit CommandSink(ChangeSink& next) : next_(next) {}
 
   void submit(Change change) override;
+  /// While gathering, what is gathered goes to the writer as one more change.
+  std::uint64_t ticket() const override { return next_.ticket() + (gathering_ ? 1 : 0); }
 
   /// Starts gathering.
   void begin();
