@@ -346,6 +346,22 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
     return c;
   }
   c.summary = fmt::format("{}: {}, quick_check ok", path.string(), figures);
+  if (auto letters = store->dead_letters(3); letters && letters->count > 0) {
+    // Changes the database refused for good: the store writer kept them
+    // aside and went on; a person should see what they were.
+    c.status = CheckStatus::fail;
+    c.data["dead_letters"] = letters->count;
+    c.summary += fmt::format("; {} refused by the database, kept in dead_letters",
+                             plural(static_cast<std::size_t>(letters->count), "change"));
+    for (const auto& l : letters->newest) {
+      c.details.push_back(fmt::format("{}: {}: {}", when(l.at), l.what, l.error));
+    }
+    c.fix = {fmt::format("sudo sqlite3 -readonly {} 'SELECT id, at, what, error, change FROM "
+                         "dead_letters'   (every one, with the change as JSON)",
+                         path.string()),
+             "report them with the database's schema version: they point at a defect of "
+             "storewatch; incidents go on being recorded meanwhile"};
+  }
   const auto cap = static_cast<std::uint64_t>(std::max<std::int64_t>(cfg.agent.max_db_bytes, 0));
   if (cap > 0 && total * 10 >= cap * 9) {
     c.status = CheckStatus::warn;
@@ -460,6 +476,29 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
   }
   if (failing > 0) {
     c.details.push_back("storewatch status   (shows which probes fail and why)");
+  }
+  const json writer = agent.value("store_writer", json::object());
+  c.data["store_backlog"] = writer.value("backlog", 0);
+  if (const std::string error = writer.value("last_error", std::string());
+      !error.empty() && writer.value("backlog", 0) > 0) {
+    // The daemon runs but cannot write its database: what it learns waits
+    // in memory, and goes if it stops.
+    c.status = CheckStatus::fail;
+    const bool full = writer.value("disk_full", false);
+    c.summary += fmt::format("; it cannot write its database: {} wait in memory ({})",
+                             plural(writer.value("backlog", std::size_t{0}), "change"),
+                             full ? "the disk is full" : error);
+    c.details.push_back(error);
+    if (full) {
+      c.fix.push_back(fmt::format(
+          "free space on the disk holding {} (the disk check below says how much is left): the "
+          "daemon writes what waits within a second of there being room",
+          cfg.agent.data_dir.string()));
+      c.fix.push_back("do not stop the daemon meanwhile: what waits in memory would be lost");
+    } else {
+      c.fix.push_back("sudo systemctl restart storewatch   (if it lasts; what waits is lost)");
+      c.fix.push_back(kDaemonLog);
+    }
   }
   if (live != nullptr) *live = std::move(status);
   return c;
