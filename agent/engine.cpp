@@ -523,8 +523,8 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
   std::string type;
   json extra{{"message", r.message}};
   if (reopen) {
-    inc = std::move(held->second.incident);
-    forget_reopenable(key);
+    inc = held->second.incident;
+    forget_reopenable(key);  // by its uid: not before the copy above
     ++inc.reopen_count;
     inc.t_restored.reset();
     inc.t_resolved.reset();

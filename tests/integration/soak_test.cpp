@@ -221,8 +221,10 @@ reopen_window = "20s"
     if (SoakClock::now() >= next_sample) {
       next_sample += std::chrono::seconds(5);
       auto s = status();
-      ASSERT_TRUE(s.is_object()) << "the agent does not answer\n" << logs_of(agent);
-      const json& w = s["agent"]["store_writer"];
+      ASSERT_TRUE(s.is_object() && s.value("agent", json::object()).value("running", false))
+          << "the agent does not answer: " << s.dump() << "\n"
+          << logs_of(agent);
+      const json w = s["agent"].value("store_writer", json::object());
       stalled_longest = std::max(stalled_longest, w.value("waiting_for_s", 0.0));
       EXPECT_EQ(w.value("dead_letters", 0), 0) << w.dump();
       const long rss = rss_kb(agent.pid());
@@ -247,8 +249,10 @@ reopen_window = "20s"
   ASSERT_TRUE(wait_until(
       [&] {
         auto s = status();
-        return s.is_object() && s["sync"].value("queued", -1) == 0 &&
-               s["agent"]["store_writer"].value("backlog", -1) == 0;
+        return s.is_object() && s.value("sync", json::object()).value("queued", -1) == 0 &&
+               s.value("agent", json::object())
+                       .value("store_writer", json::object())
+                       .value("backlog", -1) == 0;
       },
       120s))
       << status().dump() << logs_of(agent);

@@ -487,6 +487,23 @@ TEST_F(Lifecycle, AReopenedAndResolvedAgainIncidentClosesAfterItsLastResolution)
   EXPECT_EQ(events("closed").size(), 1u);
 }
 
+// Found by the soak: a reopened incident left a stale index entry behind,
+// and a note after a person closed it took the daemon down (map::at).
+TEST_F(Lifecycle, AReopenedIncidentClosedByAPersonTakesANote) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(open_of("pos")->uid, uid);
+  ASSERT_TRUE(engine->act(Engine::Action::close, uid, "cli:dana", "", std::nullopt));
+  auto noted = engine->act(Engine::Action::note, uid, "cli:dana", "after", std::nullopt);
+  ASSERT_TRUE(noted) << noted.error().message;
+  EXPECT_EQ(noted->state, IncidentState::closed);
+  EXPECT_TRUE(engine->uids_with_prefix(uid).size() <= 1u);
+}
+
 TEST_F(Lifecycle, DoubleAckAndDoubleResolveAreErrors) {
   config.probes = {probe("pos")};
   start();
