@@ -201,7 +201,7 @@ void Ingest::flush(std::size_t max_groups) {
       log::debug("hq: store {}: {} new, {} duplicate, {} refused; acked {}{}", i.store, i.inserted,
                  i.duplicates, i.refused, i.acked_seq, i.gap ? " (a gap above it)" : "");
       if (i.new_store) {
-        log::info("hq: new store {} (enroll = \"auto\"): its first events are stored", i.store);
+        log::info("hq: new store {} ({}): its first events are stored", i.store, enrolled_as());
       }
       if (i.refused > 0 && first_refusal(i.store, "seq_jump")) {
         log::warn(
@@ -287,7 +287,7 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
     return;
   }
   if (recorded->new_store) {
-    log::info("hq: new store {} (enroll = \"auto\"): its first status is recorded", store);
+    log::info("hq: new store {} ({}): its first status is recorded", store, enrolled_as());
   }
 }
 
@@ -388,6 +388,11 @@ void Ingest::check_gaps() {
                                    st.error().message);
                        });
   }
+}
+
+std::string_view Ingest::enrolled_as() const {
+  return config_.enroll == config::HqConfig::Enroll::list ? "listed in [hq] stores"
+                                                          : "enroll = \"auto\"";
 }
 
 bool Ingest::first_refusal(const std::string& store, std::string_view kind) {

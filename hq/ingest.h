@@ -114,6 +114,9 @@ class Ingest final : public sync::TransportListener {
   /// (each is logged once at warn; later ones only counted). Bounded: past
   /// kMaxWarned stores it says so once and then returns false.
   bool first_refusal(const std::string& store, std::string_view kind);
+  /// How a store HQ takes in got there, for the log: "enroll = \"auto\"" or
+  /// "listed in [hq] stores".
+  std::string_view enrolled_as() const;
   std::string new_command_id();
 
   /// Stores and kinds of refusal remembered for first_refusal, at most.
