@@ -13,12 +13,17 @@
 /// applied twice, across restarts too. Refused payloads that carry no usable
 /// command are answered each time and not kept.
 ///
+/// With `[sync] command_key_file` set, only commands signed with its key for
+/// this store and not expired are taken (sync/commands.h); the others are
+/// answered ok:false and change nothing.
+///
 /// Nothing here runs anything but configured probes: `probe_run` names one
 /// from the config, and the scheduler runs it as it would on its own.
 
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -99,6 +104,10 @@ class HqCommands {
   static constexpr std::size_t kMaxUnsent = 1024;
 
  private:
+  /// The CommandAuth for a payload received now; an Error when
+  /// `command_key_file` is set but its key cannot be used (then no command
+  /// is taken: failing closed).
+  Result<sync::CommandAuth> auth();
   void apply(const sync::Command& cmd);
   /// Keeps the answer (fields of a success, or why it was refused) with the
   /// changes gathered for it, and sends it.

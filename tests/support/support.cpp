@@ -179,6 +179,39 @@ Broker::Broker() {
   start();
 }
 
+Broker::Broker(const std::map<std::string, std::string>& passwords,
+               const std::filesystem::path& acl_file) {
+  port_ = free_port();
+  const auto passwd = dir_ / "passwd";
+  write_file(passwd, "");
+  for (const auto& [user, password] : passwords) {
+    // mosquitto_passwd reads the password (twice) from stdin: not in its argv.
+    write_file(dir_ / "pw.in", password + "\n" + password + "\n");
+    auto r = run({"sh", "-c", "exec mosquitto_passwd \"$0\" \"$1\" < \"$2\" > /dev/null",
+                  passwd.string(), user, (dir_ / "pw.in").string()});
+    if (r.exit_code != 0) {
+      throw std::runtime_error("mosquitto_passwd failed for " + user + ": " + r.err);
+    }
+  }
+  std::filesystem::remove(dir_ / "pw.in");
+  std::string conf = "listener " + std::to_string(port_) +
+                     " 127.0.0.1\n"
+                     "allow_anonymous false\n"
+                     "password_file " +
+                     passwd.string() + "\n";
+  if (!acl_file.empty()) conf += "acl_file " + acl_file.string() + "\n";
+  // Started as root, mosquitto would drop to the mosquitto user, which
+  // cannot read the test's files.
+  if (::geteuid() == 0) conf += "user root\n";
+  conf +=
+      "persistence false\n"
+      "log_dest stderr\n"
+      "log_type error\n"
+      "log_type warning\n";
+  write_file(dir_ / "mosquitto.conf", conf);
+  start();
+}
+
 Broker::~Broker() {
   stop();
 }

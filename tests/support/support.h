@@ -87,7 +87,13 @@ RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> 
 /// no persistence. restart() keeps the port.
 class Broker {
  public:
+  /// Anonymous clients may do anything (what most tests, not about auth, want).
   Broker();
+  /// Logins only: each user of `passwords` (user → password) with that
+  /// password, anonymous clients refused; `acl_file` (may be empty) decides
+  /// what each may publish and read.
+  Broker(const std::map<std::string, std::string>& passwords,
+         const std::filesystem::path& acl_file);
   ~Broker();
   int port() const { return port_; }
   std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
