@@ -203,7 +203,8 @@ TEST(SyncTlsReload, BrokenFilesOnSighupAreRefusedAndTheOldConnectionKeepsWorking
     json s;
     ASSERT_TRUE(wait_until([&] {
       s = lab.sync_status();
-      return tls_count_of(agent->err(), "SIGHUP: new TLS files refused") == refusals && s.is_object() &&
+      return tls_count_of(agent->err(), "SIGHUP: new TLS files refused") == refusals &&
+             s.is_object() &&
              s["last_error"].get<std::string>().find(b.reason) != std::string::npos;
     })) << s.dump()
         << logs_of(*agent);
