@@ -221,6 +221,23 @@ TEST_F(DoctorDatabase, NearTheSizeCapWarns) {
   EXPECT_THAT(joined(c.details), HasSubstr("max_db_size"));
 }
 
+TEST_F(DoctorDatabase, ChangesTheDatabaseRefusedFailWithWhatTheyWere) {
+  make_database();
+  {
+    auto store = Store::open(db(), Store::Mode::read_write);
+    ASSERT_TRUE(store);
+    ProbeStateRow row;
+    row.probe = "lane-07";
+    ASSERT_TRUE(store->dead_letter(row, "probe state of lane-07", "UNIQUE constraint failed"));
+  }
+  auto c = check_database(cfg);
+  EXPECT_EQ(c.status, CheckStatus::fail) << c.summary;
+  EXPECT_THAT(c.summary, HasSubstr("1 change refused by the database, kept in dead_letters"));
+  EXPECT_THAT(joined(c.details), HasSubstr("probe state of lane-07: UNIQUE constraint failed"));
+  EXPECT_THAT(joined(c.fix), HasSubstr("FROM dead_letters"));
+  EXPECT_EQ(c.data["dead_letters"], 1);
+}
+
 // --- daemon ------------------------------------------------------------------
 
 class DoctorDaemon : public ::testing::Test {
