@@ -135,8 +135,15 @@ int to_int(std::int64_t v) {
 }  // namespace
 
 SourcePos section_file(const Context& ctx, const toml::node* node) {
-  if (node == nullptr || !node->source().path) return ctx.main_file();
-  return SourcePos{*node->source().path, 0, 0};
+  if (node != nullptr && node->source().begin.line > 0) {
+    return position(node->source(), ctx.main_file().file);
+  }
+  // No such table: the key is missing from the config as a whole, which
+  // starts at the main file's first line.
+  SourcePos start = ctx.main_file();
+  start.line = 1;
+  start.column = 1;
+  return start;
 }
 
 void read_store(Context& ctx, const toml::node* node, Config& out) {
