@@ -200,6 +200,7 @@ Loaded<Config> load(const std::filesystem::path& file, const LoadOptions& option
     bool complete = root.has_value();
     if (!root) root.emplace();
     const std::filesystem::path dir = options.conf_dir.value_or(file.parent_path() / "conf.d");
+    config.conf_dir = dir;
     for (const std::filesystem::path& drop_in : detail::drop_in_files(ctx, dir)) {
       config.files.push_back(drop_in);
       if (auto document = read_document(ctx, drop_in, "drop-in file")) {

@@ -318,6 +318,9 @@ struct Config {
   std::vector<NotifyConfig> notify;
   /// Every file that was read, main file first.
   std::vector<std::filesystem::path> files;
+  /// The drop-in directory load() looked in (read or missing); empty for
+  /// load_string(). With files.front(), where to load this config again.
+  std::filesystem::path conf_dir;
 
   const ProbeConfig* find_probe(std::string_view name) const;
   const RemediationConfig* find_remediation(std::string_view name) const;
