@@ -309,14 +309,24 @@ bool dup_onto(int fd, int target) {
   return ::dup2(fd, target) == target;
 }
 
+/// The kernel's struct sigaction (rt_sigaction) on x86-64, arm64 and arm:
+/// what glibc's and the sanitizers' wrappers would fill in.
+struct KernelSigaction {
+  void* handler = nullptr;  // SIG_DFL
+  unsigned long flags = 0;
+  void* restorer = nullptr;
+  unsigned long mask[8 / sizeof(unsigned long)] = {};
+};
+
 /// The child of clone3, a copy of this threaded process: only system calls
-/// until execve (no allocation, no lock), like posix_spawn's child.
+/// until execve (no allocation, no lock, no library's signal wrapper), as
+/// posix_spawn's child does.
 [[noreturn]] void run_child(const ChildPlan& p, int error_fd) noexcept {
-  struct sigaction defaults {};
-  defaults.sa_handler = SIG_DFL;
-  ::sigemptyset(&defaults.sa_mask);
+  const KernelSigaction defaults;
   for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &defaults, nullptr);
+    if (sig != SIGKILL && sig != SIGSTOP) {
+      ::syscall(SYS_rt_sigaction, sig, &defaults, nullptr, sizeof defaults.mask);
+    }
   }
   bool ok = ::setpgid(0, 0) == 0 && dup_onto(p.stdin_fd, 0) && dup_onto(p.stdout_fd, 1) &&
             dup_onto(p.stderr_fd, 2) && (p.working_dir == nullptr || ::chdir(p.working_dir) == 0);
@@ -325,9 +335,8 @@ bool dup_onto(int fd, int target) {
     if (error_fd > 3) ::syscall(SYS_close_range, 3U, static_cast<unsigned>(error_fd - 1), 0U);
     ::syscall(SYS_close_range, static_cast<unsigned>(error_fd + 1), ~0U, 0U);
 #endif
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    const unsigned long none[8 / sizeof(unsigned long)] = {};
+    ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, nullptr, sizeof none);
     ::execve(p.file, p.argv, p.envp);
   }
   const int error = errno;

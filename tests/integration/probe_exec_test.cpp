@@ -656,6 +656,34 @@ TEST_P(RunContainment, OnlyTheRunsOwnProcessesAreKilled) {
   }
 }
 
+TEST_P(RunContainment, TheChildGetsDefaultSignalsAnEmptyMaskAndOnlyStdio) {
+  // The agent ignores SIGPIPE; a thread of it may block signals. Neither
+  // reaches a plugin, however it is started.
+  auto* previous = ::signal(SIGPIPE, SIG_IGN);
+  sigset_t usr1, old;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, &old);
+  auto plugin =
+      script(dir, "signals", "ls /proc/$$/fd\nexec grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
+  probes::ProcessSpec spec;
+  spec.argv = {plugin.string()};
+  auto ran = run_process(spec);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::signal(SIGPIPE, previous);
+  ASSERT_TRUE(ran.result);
+  EXPECT_EQ(ran.result->exit_code, 0) << ran.result->err;
+  EXPECT_THAT(ran.result->out, HasSubstr("SigBlk:\t0000000000000000\n"));
+  // None of the standard signals ignored (glibc's posix_spawn leaves its own
+  // two internal real-time ones, 32 and 33, as they were).
+  const auto ign = ran.result->out.find("SigIgn:\t");
+  ASSERT_NE(ign, std::string::npos) << ran.result->out;
+  EXPECT_EQ(std::stoull(ran.result->out.substr(ign + 8, 16), nullptr, 16) & 0x7fffffffULL, 0u)
+      << ran.result->out;
+  std::istringstream in(ran.result->out.substr(0, ran.result->out.find("Sig")));
+  for (int fd; in >> fd;) EXPECT_TRUE(fd <= 2 || fd == 10) << "inherited fd " << fd;
+}
+
 INSTANTIATE_TEST_SUITE_P(Mechanisms, RunContainment,
                          ::testing::Values(probes::Containment::cgroup,
                                            probes::Containment::tracked),
