@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -142,13 +143,52 @@ void become_subreaper(Shared& s) {
   if (!s.subreaper && ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0) s.subreaper = true;
 }
 
+/// cgroup.kill kills every member at once, forks in flight included (Linux
+/// 5.14). Before it: freeze, kill each member, thaw.
+void kill_cgroup(const std::string& dir) {
+  if (write_small(dir + "/cgroup.kill", "1")) return;
+  const bool frozen = write_small(dir + "/cgroup.freeze", "1");
+  for (int pass = 0; pass < kKillPasses; ++pass) {
+    const auto procs = read_small(dir + "/cgroup.procs");
+    if (!procs || procs->empty()) break;
+    std::istringstream in(*procs);
+    for (pid_t pid = 0; in >> pid;) ::kill(pid, SIGKILL);
+  }
+  if (frozen) write_small(dir + "/cgroup.freeze", "0");
+}
+
+/// Whether this kernel (or emulator, or seccomp filter) has clone3 at all:
+/// with no arguments it says EINVAL where it exists.
+bool has_clone3() {
+  return !(::syscall(SYS_clone3, nullptr, 0) < 0 && (errno == ENOSYS || errno == EPERM));
+}
+
+/// Run cgroups left in `dir` by a storewatch that is gone (kill -9, a
+/// crash; under systemd the unit's stop does this): their processes are
+/// killed and the cgroups removed. A live process's are never touched.
+void clear_leftovers(Shared& s, const std::string& dir) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    static constexpr std::string_view kPrefix = "storewatch-run-";
+    if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    const std::string rest = name.substr(kPrefix.size());
+    const auto pid = static_cast<pid_t>(std::atol(rest.substr(0, rest.find('-')).c_str()));
+    if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    const std::string path = it->path().string();
+    kill_cgroup(path);
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) s.to_remove.push_back(path);
+  }
+}
+
 void detect(Shared& s) {
   if (s.detected) return;
   s.detected = true;
-  if (s.forced != Containment::tracked) {
+  if (s.forced != Containment::tracked && has_clone3()) {
     if (auto dir = own_cgroup_dir(); dir && can_make_cgroups_in(*dir)) {
       s.mode = Containment::cgroup;
       s.base = *dir;
+      clear_leftovers(s, *dir);
       return;
     }
   }
@@ -233,20 +273,6 @@ bool kill_exactly(pid_t pid, unsigned long long start) {
   const bool sent = same && ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) == 0;
   ::close(fd);
   return sent;
-}
-
-/// cgroup.kill kills every member at once, forks in flight included (Linux
-/// 5.14). Before it: freeze, kill each member, thaw.
-void kill_cgroup(const std::string& dir) {
-  if (write_small(dir + "/cgroup.kill", "1")) return;
-  const bool frozen = write_small(dir + "/cgroup.freeze", "1");
-  for (int pass = 0; pass < kKillPasses; ++pass) {
-    const auto procs = read_small(dir + "/cgroup.procs");
-    if (!procs || procs->empty()) break;
-    std::istringstream in(*procs);
-    for (pid_t pid = 0; in >> pid;) ::kill(pid, SIGKILL);
-  }
-  if (frozen) write_small(dir + "/cgroup.freeze", "0");
 }
 
 /// Tracked mode: the descendants of `child` (while it is ours), and every

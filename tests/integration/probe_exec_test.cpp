@@ -684,6 +684,38 @@ TEST_P(RunContainment, TheChildGetsDefaultSignalsAnEmptyMaskAndOnlyStdio) {
   for (int fd; in >> fd;) EXPECT_TRUE(fd <= 2 || fd == 10) << "inherited fd " << fd;
 }
 
+TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
+  if (GetParam() != probes::Containment::cgroup) GTEST_SKIP() << "cgroups only";
+  const std::string described = probes::containment_description();
+  const fs::path base = described.substr(described.find(" under ") + 7);
+  // A pid that was a process a moment ago, and is no more.
+  const pid_t gone_pid = run({"/bin/sh", "-c", "echo $$"}).exit_code == 0
+                             ? static_cast<pid_t>(std::stoi(run({"/bin/sh", "-c", "echo $$"}).out))
+                             : -1;
+  ASSERT_GT(gone_pid, 0);
+  const fs::path leftover = base / fmt::format("storewatch-run-{}-7", gone_pid);
+  const fs::path alive = base / fmt::format("storewatch-run-{}-8", ::getppid());
+  ASSERT_TRUE(fs::create_directory(leftover));
+  ASSERT_TRUE(fs::create_directory(alive));
+  const std::string mark = unique_mark("leftover");
+  Child left({"/usr/bin/env", mark, "sleep", "300"}, dir / "logs");
+  write_file(leftover / "cgroup.procs", std::to_string(left.pid()));
+  ASSERT_EQ(carrying(mark).size(), 1u);
+
+  probes::force_containment(std::nullopt);  // as a new agent starts
+  ASSERT_EQ(probes::containment(), probes::Containment::cgroup);
+  EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s));
+  // Its process was ours (a Child): reaped, the cgroup can go, which the
+  // next run's end sees to if it could not be removed at once.
+  EXPECT_NE(left.wait(5s), -1);
+  auto r = run_probe(exec_toml({"/bin/true"}));
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_TRUE(wait_until([&] { return !fs::exists(leftover); }, 5s));
+  // The one of a process that is alive (our parent's pid) stays.
+  EXPECT_TRUE(fs::exists(alive));
+  fs::remove(alive);
+}
+
 INSTANTIATE_TEST_SUITE_P(Mechanisms, RunContainment,
                          ::testing::Values(probes::Containment::cgroup,
                                            probes::Containment::tracked),
