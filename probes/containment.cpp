@@ -30,23 +30,6 @@ namespace {
 
 using std::chrono::steady_clock;
 
-/// CLONE_INTO_CGROUP (Linux 5.7) and clone3's argument, spelled out so that
-/// no <linux/sched.h> is needed beside glibc's <sched.h>.
-constexpr std::uint64_t kCloneIntoCgroup = 0x200000000ULL;
-struct CloneArgs {
-  std::uint64_t flags = 0;
-  std::uint64_t pidfd = 0;
-  std::uint64_t child_tid = 0;
-  std::uint64_t parent_tid = 0;
-  std::uint64_t exit_signal = 0;
-  std::uint64_t stack = 0;
-  std::uint64_t stack_size = 0;
-  std::uint64_t tls = 0;
-  std::uint64_t set_tid = 0;
-  std::uint64_t set_tid_size = 0;
-  std::uint64_t cgroup = 0;
-};
-
 /// Passes over a run's processes when killing them: each one kills what
 /// the last one saw, then looks again for what forked meanwhile.
 constexpr int kKillPasses = 8;
@@ -157,12 +140,6 @@ void kill_cgroup(const std::string& dir) {
   if (frozen) write_small(dir + "/cgroup.freeze", "0");
 }
 
-/// Whether this kernel (or emulator, or seccomp filter) has clone3 at all:
-/// with no arguments it says EINVAL where it exists.
-bool has_clone3() {
-  return !(::syscall(SYS_clone3, nullptr, 0) < 0 && (errno == ENOSYS || errno == EPERM));
-}
-
 /// Run cgroups left in `dir` by a storewatch that is gone (kill -9, a
 /// crash; under systemd the unit's stop does this): their processes are
 /// killed and the cgroups removed. A live process's are never touched.
@@ -184,7 +161,7 @@ void clear_leftovers(Shared& s, const std::string& dir) {
 void detect(Shared& s) {
   if (s.detected) return;
   s.detected = true;
-  if (s.forced != Containment::tracked && has_clone3()) {
+  if (s.forced != Containment::tracked) {
     if (auto dir = own_cgroup_dir(); dir && can_make_cgroups_in(*dir)) {
       s.mode = Containment::cgroup;
       s.base = *dir;
@@ -344,7 +321,7 @@ struct KernelSigaction {
   unsigned long mask[8 / sizeof(unsigned long)] = {};
 };
 
-/// The child of clone3, a copy of this threaded process: only system calls
+/// The forked child, a copy of this threaded process: only system calls
 /// until execve (no allocation, no lock, no library's signal wrapper), as
 /// posix_spawn's child does.
 [[noreturn]] void run_child(const ChildPlan& p, int error_fd) noexcept {
@@ -368,13 +345,6 @@ struct KernelSigaction {
   const int error = errno;
   [[maybe_unused]] const ssize_t n = ::write(error_fd, &error, sizeof error);
   ::_exit(127);
-}
-
-/// clone3 errors that mean "not here" (old kernel, seccomp, a cgroup that
-/// takes no processes) rather than "not now".
-bool unsupported(int error) {
-  return error == ENOSYS || error == EPERM || error == EINVAL || error == E2BIG ||
-         error == EOPNOTSUPP || error == EBUSY || error == EACCES || error == ENOENT;
 }
 
 }  // namespace
@@ -441,38 +411,66 @@ void RunGroup::close() {
 RunGroup::Spawned RunGroup::spawn(const ChildPlan& plan) {
   Spawned out;
   int error_pipe[2];
+  int go_pipe[2];
   if (::pipe2(error_pipe, O_CLOEXEC) != 0) {
     out.exec_error = errno;
     return out;
   }
+  if (::pipe2(go_pipe, O_CLOEXEC) != 0) {
+    out.exec_error = errno;
+    ::close(error_pipe[0]);
+    ::close(error_pipe[1]);
+    return out;
+  }
   // No handler of ours may run in the child before execve: block every
-  // signal across the clone; the child sets them to default, then unblocks.
+  // signal across the fork; the child sets them to default, then unblocks.
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  CloneArgs args;
-  args.flags = kCloneIntoCgroup;
-  args.exit_signal = SIGCHLD;
-  args.cgroup = static_cast<std::uint64_t>(cgroup_fd_);
-  const long rc = ::syscall(SYS_clone3, &args, sizeof args);
-  if (rc == 0) run_child(plan, error_pipe[1]);
-  const int clone_error = errno;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Nothing of its own runs before it is in the run's cgroup: not even a
+    // fork can happen outside it.
+    char go = 0;
+    ssize_t n = 0;
+    do {
+      n = ::read(go_pipe[0], &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) ::_exit(127);
+    run_child(plan, error_pipe[1]);
+  }
+  const int fork_error = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::close(go_pipe[0]);
   ::close(error_pipe[1]);
-  if (rc < 0) {
+  auto give_up = [&] {
+    ::close(go_pipe[1]);
     ::close(error_pipe[0]);
-    out.unsupported = unsupported(clone_error);
-    out.exec_error = clone_error;
+  };
+  if (pid < 0) {
+    give_up();
+    out.exec_error = fork_error;
     return out;
   }
-  const auto pid = static_cast<pid_t>(rc);
-  int child_error = 0;
+  if (!write_small(cgroup_ + "/cgroup.procs", std::to_string(pid))) {
+    // This cgroup takes no processes from us (permissions, a cgroup with
+    // controllers in its subtree): the child goes without having run.
+    ::kill(pid, SIGKILL);
+    give_up();
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    out.unsupported = true;
+    return out;
+  }
+  const bool went = ::write(go_pipe[1], "g", 1) == 1;
+  ::close(go_pipe[1]);
+  int child_error = went ? 0 : EPIPE;
   ssize_t n = 0;
   do {
     n = ::read(error_pipe[0], &child_error, sizeof child_error);
   } while (n < 0 && errno == EINTR);
   ::close(error_pipe[0]);
-  if (n == static_cast<ssize_t>(sizeof child_error)) {
+  if (!went || n == static_cast<ssize_t>(sizeof child_error)) {
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
     out.exec_error = child_error;

@@ -6,10 +6,11 @@
 /// Two mechanisms, picked once per process (docs/PROBES.md says when):
 ///
 ///  - cgroup: when this process's cgroup (cgroup v2) lets it make child
-///    cgroups (systemd's Delegate=, or root outside systemd), every run is
-///    started straight inside a cgroup of its own, `storewatch-run-PID-N`
-///    (clone3 with CLONE_INTO_CGROUP, so not even its first fork is outside),
-///    killed with cgroup.kill and removed afterwards. Nothing escapes.
+///    cgroups (systemd's Delegate=, or root outside systemd), every run gets
+///    a cgroup of its own, `storewatch-run-PID-N`: its child is forked, held
+///    until it has been moved there (so not even its first fork happens
+///    outside), then execs; the run is killed with cgroup.kill and the
+///    cgroup removed afterwards. Nothing escapes.
 ///  - tracked: otherwise this process becomes a child subreaper
 ///    (PR_SET_CHILD_SUBREAPER), so what a run leaves behind is reparented to
 ///    it instead of to PID 1, and each run's environment carries a marker,
@@ -33,8 +34,8 @@
 
 namespace storewatch::probes::detail {
 
-/// What a child started by clone3 needs, all prepared before the clone: the
-/// child may only make system calls before it execs.
+/// What a child started in a cgroup needs, all prepared before the fork:
+/// the child may only make system calls before it execs.
 struct ChildPlan {
   const char* file = nullptr;
   char* const* argv = nullptr;
@@ -66,7 +67,7 @@ class RunGroup {
   struct Spawned {
     pid_t pid = -1;
     int exec_error = 0;        ///< errno of a failed exec (the child is reaped)
-    bool unsupported = false;  ///< clone3 cannot do it here: use tracked mode
+    bool unsupported = false;  ///< the cgroup takes no process of ours: use tracked mode
   };
   /// Starts `plan` inside the run's cgroup (cgroup mode only), its own
   /// process group, default signal dispositions and an empty mask.
