@@ -71,8 +71,8 @@ inline constexpr Millis kPreflightTimeout = std::chrono::seconds(30);
 /// the running config stays. The child is the daemon's own binary
 /// (`/proc/self/exe`, the very build running even after a package upgrade
 /// replaced the file) as `storewatch --config F --conf-dir D config check`,
-/// run with probes::Process: asynchronously, with a timeout, its process
-/// group killed at the end. Its answer is only whether it is safe to load:
+/// run with probes::Process: asynchronously, with a timeout, every process
+/// of it killed at the end. Its answer is only whether it is safe to load:
 /// exit 0 (valid) or 2 (errors, which the daemon's own load then reports)
 /// are; a signal, the timeout, any other exit or a failed start are not.
 class ReloadPreflight {
