@@ -7,6 +7,8 @@
 #include <map>
 #include <utility>
 
+#include "config/log.h"
+
 namespace storewatch::agent {
 
 namespace {
@@ -224,6 +226,31 @@ void ReloadPreflight::start(Done done) {
                                     });
 }
 
+namespace {
+
+/// The first line of a child's stderr, for a log line.
+std::string printable(const std::string& err) {
+  std::string line = err.substr(0, err.find('\n')).substr(0, 200);
+  for (char& c : line) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return line.empty() ? std::string("no message") : line;
+}
+
+/// This binary cannot be run here (no /proc, a seccomp filter, an emulator
+/// without binfmt_misc): refusing every reload would leave the store without
+/// one, so the daemon reads the config itself, as before this check, and
+/// says so. The pre-scan of config/prescan.h still bounds what it parses.
+std::optional<std::string> unchecked(const std::string& why) {
+  log::warn(
+      "SIGHUP: cannot check the new config in a child process first ({}); reading it in the "
+      "daemon without that check",
+      why);
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::string> ReloadPreflight::verdict(const probes::ProcessResult& r) {
   using Outcome = probes::ProcessResult::Outcome;
   static constexpr std::string_view kWhat = "checking the new config in a child process";
@@ -233,6 +260,9 @@ std::optional<std::string> ReloadPreflight::verdict(const probes::ProcessResult&
     case Outcome::exited:
       // config check: 0 valid, 2 errors (the daemon's own load reports them).
       if (r.exit_code == 0 || r.exit_code == 2) return std::nullopt;
+      // 127: the exec failed in the child (how posix_spawn under qemu-user
+      // says it). `config check` never exits so.
+      if (r.exit_code == 127) return unchecked(fmt::format("exit code 127: {}", printable(r.err)));
       return fmt::format("{}: `config check` {}, not 0 or 2; {}", kWhat, r.describe(), kSee);
     case Outcome::signalled:
       return fmt::format("{}: `config check` crashed ({}); {}", kWhat, r.describe(), kSee);
@@ -240,9 +270,7 @@ std::optional<std::string> ReloadPreflight::verdict(const probes::ProcessResult&
       return fmt::format("{}: `config check` {}; {}", kWhat, r.describe(), kSee);
     case Outcome::flooded:
       return fmt::format("{}: `config check` printed more than 256 MB; {}", kWhat, kSee);
-    case Outcome::spawn_failed:
-      return fmt::format("{}: cannot start it: {}; the daemon did not load the config", kWhat,
-                         r.error);
+    case Outcome::spawn_failed: return unchecked(r.error);
   }
   return std::string(kWhat);
 }

@@ -74,7 +74,9 @@ inline constexpr Millis kPreflightTimeout = std::chrono::seconds(30);
 /// run with probes::Process: asynchronously, with a timeout, every process
 /// of it killed at the end. Its answer is only whether it is safe to load:
 /// exit 0 (valid) or 2 (errors, which the daemon's own load then reports)
-/// are; a signal, the timeout, any other exit or a failed start are not.
+/// are; a signal, the timeout or any other exit are not. A child that
+/// cannot be started at all (the exec fails) is logged as a warning and the
+/// daemon loads the config itself, as it did before this check.
 class ReloadPreflight {
  public:
   /// nullopt: load the config in the daemon now; else why the reload is refused.
