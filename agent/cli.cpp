@@ -401,6 +401,7 @@ std::string_view kind_name(config::KeyKind k) {
     case config::KeyKind::number: return "number";
     case config::KeyKind::choice: return "choice";
     case config::KeyKind::command: return "command (array of strings)";
+    case config::KeyKind::size: return "size";
   }
   return "?";
 }

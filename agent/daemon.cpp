@@ -721,8 +721,10 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
 
   // SIGHUP, part 1: the whole config (agent/reload.h). A config that does
   // not load, or changes a key that needs a restart, is refused as a whole
-  // and the running one stays.
-  auto reload_config = [&]() {
+  // and the running one stays. So is one whose check in a child process
+  // (ReloadPreflight) crashed or hung: `unsafe` says why.
+  ReloadPreflight preflight(io.get_executor(), ReloadPreflight::check_command(cfg));
+  auto reload_config = [&](const std::optional<std::string>& unsafe) {
     if (!load) return;
     const WallTime now = SystemClock().wall_now();
     config_state.last_reload_at = now;
@@ -731,6 +733,7 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
       config_state.last_error = why;
       ++config_state.refused;
     };
+    if (unsafe) return refuse(*unsafe);
     log::info("SIGHUP: re-reading the config ({} and its drop-ins)",
               cfg.files.empty() ? std::string("?") : cfg.files.front().string());
     auto loaded = load();
@@ -806,9 +809,16 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
     const auto usec = static_cast<unsigned long long>(ts.tv_sec) * 1000000ULL +
                       static_cast<unsigned long long>(ts.tv_nsec) / 1000ULL;
     ::sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the config", usec);
-    reload_config();
-    reload_tls();
-    ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
+    auto finish = [&](const std::optional<std::string>& unsafe) {
+      reload_config(unsafe);
+      reload_tls();
+      ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
+    };
+    if (load) {
+      preflight.run(finish);
+    } else {
+      finish(std::nullopt);
+    }
   };
 
   // TEST HOOK, for tests/integration/watchdog_test.cpp only: with
@@ -844,6 +854,7 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
       stopping = true;
       log::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       ::sd_notify(0, "STOPPING=1");
+      preflight.cancel();
       scheduler.stop();
       engine.stop();
       runner->stop();

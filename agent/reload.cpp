@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <map>
+#include <utility>
+
+#include "config/log.h"
 
 namespace storewatch::agent {
 
@@ -168,6 +171,108 @@ void apply_config(config::Config& running, config::Config&& next) {
   running.remediations = std::move(next.remediations);
   running.silences = std::move(next.silences);
   running.files = std::move(next.files);
+}
+
+ReloadPreflight::ReloadPreflight(boost::asio::any_io_executor executor,
+                                 std::vector<std::string> command, Millis timeout)
+    : executor_(std::move(executor)), command_(std::move(command)), timeout_(timeout) {}
+
+ReloadPreflight::~ReloadPreflight() {
+  cancel();
+}
+
+std::vector<std::string> ReloadPreflight::check_command(const config::Config& running) {
+  std::vector<std::string> argv = {"/proc/self/exe"};
+  if (!running.files.empty()) {
+    argv.insert(argv.end(), {"--config", running.files.front().string()});
+  }
+  if (!running.conf_dir.empty()) argv.insert(argv.end(), {"--conf-dir", running.conf_dir.string()});
+  argv.insert(argv.end(), {"config", "check"});
+  return argv;
+}
+
+void ReloadPreflight::run(Done done) {
+  if (running_) {
+    queued_ = std::move(done);
+    return;
+  }
+  start(std::move(done));
+}
+
+void ReloadPreflight::cancel() {
+  process_.cancel();
+  running_ = false;
+  queued_.reset();
+}
+
+void ReloadPreflight::start(Done done) {
+  running_ = true;
+  probes::ProcessSpec spec;
+  spec.argv = command_;
+  spec.timeout = timeout_;
+  // Only whether it ends well matters; its diagnostics are the daemon's own
+  // load's. A config with many errors may print a lot: read it all.
+  spec.output_cap = 4 * 1024;
+  spec.drain_limit = std::size_t{256} << 20;
+  process_ = probes::Process::start(executor_, std::move(spec),
+                                    [this, done = std::move(done)](probes::ProcessResult r) {
+                                      running_ = false;
+                                      done(verdict(r));
+                                      if (queued_ && !running_) {
+                                        Done next = std::move(*queued_);
+                                        queued_.reset();
+                                        start(std::move(next));
+                                      }
+                                    });
+}
+
+namespace {
+
+/// The first line of a child's stderr, for a log line.
+std::string printable(const std::string& err) {
+  std::string line = err.substr(0, err.find('\n')).substr(0, 200);
+  for (char& c : line) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return line.empty() ? std::string("no message") : line;
+}
+
+/// This binary cannot be run here (no /proc, a seccomp filter, an emulator
+/// without binfmt_misc): refusing every reload would leave the store without
+/// one, so the daemon reads the config itself, as before this check, and
+/// says so. The pre-scan of config/prescan.h still bounds what it parses.
+std::optional<std::string> unchecked(const std::string& why) {
+  log::warn(
+      "SIGHUP: cannot check the new config in a child process first ({}); reading it in the "
+      "daemon without that check",
+      why);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> ReloadPreflight::verdict(const probes::ProcessResult& r) {
+  using Outcome = probes::ProcessResult::Outcome;
+  static constexpr std::string_view kWhat = "checking the new config in a child process";
+  static constexpr std::string_view kSee =
+      "the daemon did not load it; `storewatch config check` shows what the child did";
+  switch (r.outcome) {
+    case Outcome::exited:
+      // config check: 0 valid, 2 errors (the daemon's own load reports them).
+      if (r.exit_code == 0 || r.exit_code == 2) return std::nullopt;
+      // 127: the exec failed in the child (how posix_spawn under qemu-user
+      // says it). `config check` never exits so.
+      if (r.exit_code == 127) return unchecked(fmt::format("exit code 127: {}", printable(r.err)));
+      return fmt::format("{}: `config check` {}, not 0 or 2; {}", kWhat, r.describe(), kSee);
+    case Outcome::signalled:
+      return fmt::format("{}: `config check` crashed ({}); {}", kWhat, r.describe(), kSee);
+    case Outcome::timed_out:
+      return fmt::format("{}: `config check` {}; {}", kWhat, r.describe(), kSee);
+    case Outcome::flooded:
+      return fmt::format("{}: `config check` printed more than 256 MB; {}", kWhat, kSee);
+    case Outcome::spawn_failed: return unchecked(r.error);
+  }
+  return std::string(kWhat);
 }
 
 }  // namespace storewatch::agent

@@ -13,12 +13,21 @@
 /// agent.control_socket, agent.retention, agent.max_db_size, every [sync]
 /// key, the [[notify]] channels (the TLS files' *contents* are re-read on
 /// every SIGHUP anyway).
+///
+/// Before any of that, ReloadPreflight loads the new file set in a child
+/// process: what crashes a parser takes down the child, not the daemon.
 
+#include <boost/asio/any_io_executor.hpp>
+
+#include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "config/duration.h"
+#include "probes/process.h"
 
 namespace storewatch::agent {
 
@@ -51,5 +60,59 @@ ConfigChange diff_config(const config::Config& running, const config::Config& ne
 /// Moves the keys that may change at run time from `next` into `running`
 /// (only them: the restart-only keys are read by other threads).
 void apply_config(config::Config& running, config::Config&& next);
+
+/// How long `config check` of a new config may take in its child process.
+/// Far above what a config of 16 MiB (the largest read) takes on a gateway.
+inline constexpr Millis kPreflightTimeout = std::chrono::seconds(30);
+
+/// Checks a new config in a child process before the daemon parses it, so
+/// that no input can take the daemon down: a parser that crashes or hangs
+/// on some file crashes or hangs the child, and the reload is refused while
+/// the running config stays. The child is the daemon's own binary
+/// (`/proc/self/exe`, the very build running even after a package upgrade
+/// replaced the file) as `storewatch --config F --conf-dir D config check`,
+/// run with probes::Process: asynchronously, with a timeout, every process
+/// of it killed at the end. Its answer is only whether it is safe to load:
+/// exit 0 (valid) or 2 (errors, which the daemon's own load then reports)
+/// are; a signal, the timeout or any other exit are not. A child that
+/// cannot be started at all (the exec fails) is logged as a warning and the
+/// daemon loads the config itself, as it did before this check.
+class ReloadPreflight {
+ public:
+  /// nullopt: load the config in the daemon now; else why the reload is refused.
+  using Done = std::function<void(std::optional<std::string>)>;
+
+  /// `command` is the child's argv (check_command() for the daemon).
+  ReloadPreflight(boost::asio::any_io_executor executor, std::vector<std::string> command,
+                  Millis timeout = kPreflightTimeout);
+  ~ReloadPreflight();
+  ReloadPreflight(const ReloadPreflight&) = delete;
+  ReloadPreflight& operator=(const ReloadPreflight&) = delete;
+
+  /// `config check` of the file set `running` was loaded from, by this binary.
+  static std::vector<std::string> check_command(const config::Config& running);
+
+  /// Runs the check and calls `done` on the executor (never from inside
+  /// run()). A run while one is in flight waits for it and then checks
+  /// again (the files may have changed since the child read them); of
+  /// several waiting, only the last one's `done` is called.
+  void run(Done done);
+
+  /// Kills a child still running; no `done` is called afterwards.
+  void cancel();
+
+  /// What a child's end means for the reload: nullopt when safe to load.
+  static std::optional<std::string> verdict(const probes::ProcessResult& result);
+
+ private:
+  void start(Done done);
+
+  boost::asio::any_io_executor executor_;
+  std::vector<std::string> command_;
+  Millis timeout_;
+  probes::Process process_;
+  bool running_ = false;
+  std::optional<Done> queued_;
+};
 
 }  // namespace storewatch::agent

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <stdexcept>
+#include <utility>
 
 #include "config/reader.h"
 #include "config/sections.h"
@@ -96,6 +97,16 @@ std::string to_string(const Diagnostic& d) {
   const std::string_view kind = d.kind == Diagnostic::Kind::error ? "error" : "warning";
   if (d.where.file.empty()) return fmt::format("{}: {}", kind, d.message);
   return fmt::format("{}: {}: {}", to_string(d.where), kind, d.message);
+}
+
+std::string format_size(std::int64_t bytes) {
+  static constexpr std::pair<int, std::string_view> kUnits[] = {
+      {40, "TB"}, {30, "GB"}, {20, "MB"}, {10, "KB"}};
+  for (const auto& [shift, unit] : kUnits) {
+    const std::int64_t one = std::int64_t{1} << shift;
+    if (bytes >= one && bytes % one == 0) return fmt::format("{}{}", bytes / one, unit);
+  }
+  return fmt::format("{} bytes", bytes);
 }
 
 bool is_valid_store_id(std::string_view id) {
@@ -241,6 +252,7 @@ Loaded<Config> load(const std::filesystem::path& file, const LoadOptions& option
     bool complete = root.has_value();
     if (!root) root.emplace();
     const std::filesystem::path dir = options.conf_dir.value_or(file.parent_path() / "conf.d");
+    config.conf_dir = dir;
     for (const std::filesystem::path& drop_in : detail::drop_in_files(ctx, dir)) {
       config.files.push_back(drop_in);
       if (auto document = read_document(ctx, drop_in, "drop-in file")) {

@@ -54,6 +54,10 @@ inline constexpr std::string_view kStoreIdExtraChars = "_-";
 inline constexpr std::size_t kStoreIdMaxLength = 64;
 bool is_valid_store_id(std::string_view id);
 
+/// A size as config writes it: "64KB", "1MB", or "1500 bytes" when it is not
+/// a whole number of KB.
+std::string format_size(std::int64_t bytes);
+
 /// Reads a secret from a `*_file` key (DESIGN §7): the whole file with
 /// surrounding whitespace trimmed, or why it cannot be read.
 Result<std::string> read_secret(const std::filesystem::path& file);
@@ -92,6 +96,7 @@ enum class KeyKind {
   number,        ///< a TOML integer or float, read as a double
   choice,        ///< one of the strings in KeySpec::choices
   command,       ///< an argv array; an absolute argv[0] missing here is a warning
+  size,          ///< a size string ("64KB", "1MB"), at least 1KB; read as bytes (an integer)
 };
 
 /// One key a probe type accepts.
@@ -334,6 +339,9 @@ struct Config {
   std::vector<NotifyConfig> notify;
   /// Every file that was read, main file first.
   std::vector<std::filesystem::path> files;
+  /// The drop-in directory load() looked in (read or missing); empty for
+  /// load_string(). With files.front(), where to load this config again.
+  std::filesystem::path conf_dir;
 
   const ProbeConfig* find_probe(std::string_view name) const;
   const RemediationConfig* find_remediation(std::string_view name) const;

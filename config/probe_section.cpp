@@ -56,6 +56,7 @@ std::optional<KeyValue> read_option(const Value& v, const KeySpec& spec) {
     case KeyKind::number: return as_key_value(v.number());
     case KeyKind::choice: return as_key_value(v.choice(spec.choices));
     case KeyKind::command: return as_key_value(v.command());
+    case KeyKind::size: return as_key_value(v.size(std::int64_t{1} << 10));
   }
   return std::nullopt;
 }
@@ -68,6 +69,7 @@ std::optional<toml::table> default_document(const KeySpec& spec) {
     case KeyKind::host:
     case KeyKind::duration:
     case KeyKind::choice:
+    case KeyKind::size:
     case KeyKind::file: {
       toml::table t;
       t.insert("v", std::string(spec.default_value));

@@ -233,6 +233,43 @@ std::optional<Millis> Value::duration(Millis min) const {
   return d;
 }
 
+std::optional<std::int64_t> Value::size(std::int64_t min) const {
+  const auto* s = node_.as_string();
+  if (s == nullptr) {
+    error(fmt::format("expected a size string like \"256MB\" (KB, MB, GB or TB), got {}",
+                      type_name(node_)));
+    return std::nullopt;
+  }
+  const std::string& text = s->get();
+  std::size_t digits = 0;
+  while (digits < text.size() && is_digit(text[digits])) ++digits;
+  std::string unit = text.substr(digits);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  int shift = -1;
+  if (unit == "KB") shift = 10;
+  if (unit == "MB") shift = 20;
+  if (unit == "GB") shift = 30;
+  if (unit == "TB") shift = 40;
+  if (digits == 0 || digits > 12 || shift < 0) {
+    error(
+        fmt::format("\"{}\" is not a size: write a whole number and KB, MB, GB or TB "
+                    "(1024-based), e.g. \"256MB\" or \"1GB\"",
+                    text));
+    return std::nullopt;
+  }
+  const std::int64_t n = std::stoll(text.substr(0, digits));  // at most 12 digits: fits
+  if (n > (std::numeric_limits<std::int64_t>::max() >> shift)) {
+    error(fmt::format("\"{}\" is too large", text));
+    return std::nullopt;
+  }
+  const std::int64_t bytes = n << shift;
+  if (bytes < min) {
+    error(fmt::format("must be at least {}, got \"{}\"", format_size(min), text));
+    return std::nullopt;
+  }
+  return bytes;
+}
+
 std::optional<std::string> Value::identifier(std::string_view what, std::string_view allowed,
                                              std::size_t max_len) const {
   auto s = string();

@@ -88,6 +88,8 @@ class Value {
   std::optional<Millis> duration() const;
   /// A duration of at least `min`.
   std::optional<Millis> duration(Millis min) const;
+  /// A size string, 1024-based: "512KB", "256MB", "1GB", "1TB"; at least `min` bytes.
+  std::optional<std::int64_t> size(std::int64_t min) const;
   /// A string of `allowed` characters (besides letters and digits), 1..max_len long.
   std::optional<std::string> identifier(std::string_view what, std::string_view allowed,
                                         std::size_t max_len) const;

@@ -54,44 +54,6 @@ std::optional<std::string> timezone(const Value& v) {
 constexpr Millis kMinRetention = 1h;
 constexpr std::int64_t kMinDbBytes = std::int64_t{1} << 20;
 
-/// "512KB", "256MB", "1GB", "1TB": 1024-based, at least 1MB.
-std::optional<std::int64_t> byte_size(const Value& v) {
-  const auto* s = v.node().as_string();
-  if (s == nullptr) {
-    v.error(fmt::format("expected a size string like \"256MB\" (KB, MB, GB or TB), got {}",
-                        type_name(v.node())));
-    return std::nullopt;
-  }
-  const std::string& text = s->get();
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
-  std::string unit = text.substr(digits);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  int shift = -1;
-  if (unit == "KB") shift = 10;
-  if (unit == "MB") shift = 20;
-  if (unit == "GB") shift = 30;
-  if (unit == "TB") shift = 40;
-  if (digits == 0 || digits > 12 || shift < 0) {
-    v.error(
-        fmt::format("\"{}\" is not a size: write a whole number and KB, MB, GB or TB "
-                    "(1024-based), e.g. \"256MB\" or \"1GB\"",
-                    text));
-    return std::nullopt;
-  }
-  const std::int64_t n = std::stoll(text.substr(0, digits));  // at most 12 digits: fits
-  if (n > (std::numeric_limits<std::int64_t>::max() >> shift)) {
-    v.error(fmt::format("\"{}\" is too large", text));
-    return std::nullopt;
-  }
-  const std::int64_t bytes = n << shift;
-  if (bytes < kMinDbBytes) {
-    v.error(fmt::format("must be at least 1MB, got \"{}\"", text));
-    return std::nullopt;
-  }
-  return bytes;
-}
-
 std::optional<std::string> topic_prefix(const Value& v) {
   auto prefix = v.string();
   if (!prefix) return std::nullopt;
@@ -159,8 +121,15 @@ int to_int(std::int64_t v) {
 }  // namespace
 
 SourcePos section_file(const Context& ctx, const toml::node* node) {
-  if (node == nullptr || !node->source().path) return ctx.main_file();
-  return SourcePos{*node->source().path, 0, 0};
+  if (node != nullptr && node->source().begin.line > 0) {
+    return position(node->source(), ctx.main_file().file);
+  }
+  // No such table: the key is missing from the config as a whole, which
+  // starts at the main file's first line.
+  SourcePos start = ctx.main_file();
+  start.line = 1;
+  start.column = 1;
+  return start;
 }
 
 void read_store(Context& ctx, const toml::node* node, Config& out) {
@@ -235,7 +204,7 @@ void read_agent(Context& ctx, const toml::node* node, Config& out) {
        }},
       {"max_db_size",
        [&a](const Value& v) {
-         if (auto bytes = byte_size(v)) a.max_db_bytes = *bytes;
+         if (auto bytes = v.size(kMinDbBytes)) a.max_db_bytes = *bytes;
        }},
   };
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));

@@ -39,7 +39,8 @@ void read_hq(Context& ctx, const toml::node* node, HqConfig& out);
 /// The keys of BrokerConfig, shared by [sync] and [hq]; each Field writes into `b`.
 std::vector<Field> broker_fields(BrokerConfig& b);
 
-/// The file of a section as a whole (line 0), for its missing keys.
+/// Where a section's missing keys are reported: its table's header, or the
+/// main file's line 1 when the config has no such table.
 SourcePos section_file(const Context& ctx, const toml::node* node);
 
 }  // namespace storewatch::config::detail

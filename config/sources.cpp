@@ -8,6 +8,8 @@
 #include <memory>
 #include <system_error>
 
+#include "config/prescan.h"
+
 namespace storewatch::config::detail {
 namespace {
 
@@ -49,6 +51,12 @@ Result<std::string> read_text(const std::filesystem::path& file) {
 std::optional<toml::table> parse_toml(Context& ctx, std::string_view text,
                                       const std::string& name) {
   ctx.add_file(name);
+  // toml++ recurses once per level of a table header or a dotted key, without
+  // a limit: a hostile file would overflow the stack. Bound them first.
+  if (auto problem = prescan_toml(text)) {
+    ctx.error(SourcePos{name, problem->line, problem->column}, std::move(problem->message));
+    return std::nullopt;
+  }
   try {
     return toml::parse(text, std::string(name));
   } catch (const toml::parse_error& e) {

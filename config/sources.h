@@ -22,8 +22,9 @@ namespace storewatch::config::detail {
 /// The whole content of `file`, or why it cannot be read (strerror's words).
 Result<std::string> read_text(const std::filesystem::path& file);
 
-/// Parses one document named `name`; a syntax error is reported at its
-/// line:col and gives nullopt.
+/// Parses one document named `name`; a syntax error, or nesting or a key
+/// past the limits of prescan.h (checked before toml++ sees the text), is
+/// reported at its line:col and gives nullopt.
 std::optional<toml::table> parse_toml(Context& ctx, std::string_view text, const std::string& name);
 
 /// Moves `src` into `dst`.

@@ -19,8 +19,8 @@ namespace {
 
 namespace asio = boost::asio;
 
-/// Body bytes kept for expect_body; the rest is counted and dropped.
-constexpr std::size_t kBodyKept = 64 * 1024;
+/// The largest max_body: a health check reads a status, not a download.
+constexpr std::int64_t kMaxBodyLimit = std::int64_t{64} << 20;
 
 constexpr config::KeySpec kKeys[] = {
     {"url", config::KeyKind::string, true, "", "http:// or https:// URL to request"},
@@ -28,7 +28,10 @@ constexpr config::KeySpec kKeys[] = {
      "GET|HEAD|POST"},
     {"expect_status", config::KeyKind::integer, false, "200", "HTTP status the answer must have"},
     {"expect_body", config::KeyKind::string, false, "",
-     "text the body's first 64 KB must contain (empty: not checked)"},
+     "text the body must contain, within its first max_body bytes (empty: not checked)"},
+    {"max_body", config::KeyKind::size, false, "64KB",
+     "bytes of the body read at most; the transfer stops there and the check is made on what "
+     "was read (1KB to 64MB)"},
     {"ca_file", config::KeyKind::file, false, "",
      "PEM file of the CAs to trust for https (default: the system's)"},
     {"insecure", config::KeyKind::boolean, false, "false",
@@ -87,6 +90,12 @@ std::vector<std::string> validate(const config::ProbeConfig& p) {
     problems.push_back(fmt::format("expect_status {} is not an HTTP status (100..599)", s));
   }
   if (p.integer("cert_warn_days") < 0) problems.push_back("cert_warn_days must not be negative");
+  if (p.integer("max_body") > kMaxBodyLimit) {
+    problems.push_back(fmt::format(
+        "max_body {} is above {}: a health check reads a status, not "
+        "a download",
+        config::format_size(p.integer("max_body")), config::format_size(kMaxBodyLimit)));
+  }
   if (p.str("method") == "HEAD" && p.has("expect_body") && !p.str("expect_body").empty()) {
     problems.push_back("expect_body cannot be checked with method HEAD: the answer has no body");
   }
@@ -102,17 +111,27 @@ struct EasyDeleter {
 struct Attempt {
   std::unique_ptr<CURL, EasyDeleter> easy;
   char error[CURL_ERROR_SIZE] = {};
-  std::string body;  ///< the first kBodyKept bytes
-  std::size_t body_bytes = 0;
+  std::size_t max_body = 0;
+  std::string body;  ///< what was read: at most max_body bytes
+  /// The body went on past max_body: the transfer was stopped there (curl
+  /// then reports CURLE_WRITE_ERROR, which is not a failure of the device).
+  bool truncated = false;
   Probe::Done done;
 };
 
 std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
   auto* a = static_cast<Attempt*>(user);
   const std::size_t n = size * count;
-  a->body_bytes += n;
-  if (a->body.size() < kBodyKept) a->body.append(data, std::min(n, kBodyKept - a->body.size()));
-  return n;
+  const std::size_t room = a->max_body - std::min(a->max_body, a->body.size());
+  if (n <= room) {
+    a->body.append(data, n);
+    return n;
+  }
+  // An endless (or just long) body: reading it until the timeout would
+  // cost a core. Keep what fits and stop the transfer.
+  a->body.append(data, room);
+  a->truncated = true;
+  return 0;
 }
 
 double info_ms(CURL* easy, CURLINFO info) {
@@ -148,6 +167,7 @@ class HttpProbe final : public Probe {
         ca_file_(c.has("ca_file") ? c.str("ca_file") : std::string()),
         insecure_(c.boolean("insecure")),
         cert_warn_days_(c.integer("cert_warn_days")),
+        max_body_(static_cast<std::size_t>(c.integer("max_body"))),
         timeout_(c.timeout),
         multi_(CurlMulti::of(ex)),
         ex_(std::move(ex)),
@@ -160,6 +180,7 @@ class HttpProbe final : public Probe {
   void start(Done done) override {
     auto a = std::make_shared<Attempt>();
     a->done = std::move(done);
+    a->max_body = max_body_;
     attempt_ = a;
     if (auto* why = std::get_if<std::string>(&parsed_)) {
       fail_soon(a, *why);
@@ -197,9 +218,11 @@ class HttpProbe final : public Probe {
     bool insecure;
     std::int64_t cert_warn_days;
     Millis timeout;
+    std::size_t max_body;
   };
   Settings settings() const {
-    return {method_, expect_status_, expect_body_, https_, insecure_, cert_warn_days_, timeout_};
+    return {method_,   expect_status_,  expect_body_, https_,
+            insecure_, cert_warn_days_, timeout_,     max_body_};
   }
 
   bool configure(Attempt& a) {
@@ -244,6 +267,8 @@ class HttpProbe final : public Probe {
     ProbeResult r;
     const double total_ms = info_ms(e, CURLINFO_TOTAL_TIME_T);
     r.latency = std::chrono::microseconds(static_cast<std::int64_t>(total_ms * 1000.0));
+    // Stopped by on_body at max_body: the answer is there, what was read of it.
+    if (code == CURLE_WRITE_ERROR && a.truncated) code = CURLE_OK;
     if (code != CURLE_OK) {
       http::TransferFailure f;
       f.code = code;
@@ -263,7 +288,9 @@ class HttpProbe final : public Probe {
       r.metrics["total_ms"] = total_ms;
       r.metrics["connect_ms"] = connect_ms;
       r.metrics["ttfb_ms"] = info_ms(e, CURLINFO_STARTTRANSFER_TIME_T);
-      r.metrics["body_bytes"] = static_cast<double>(a.body_bytes);
+      r.metrics["body_bytes"] = static_cast<double>(a.body.size());
+      if (a.truncated) r.metrics["body_truncated"] = 1;
+      bool cut_said = !a.truncated;
       if (s.https) r.metrics["tls_ms"] = info_ms(e, CURLINFO_APPCONNECT_TIME_T) - connect_ms;
       std::optional<int> days;
       if (s.https) {
@@ -277,8 +304,13 @@ class HttpProbe final : public Probe {
         r.message = fmt::format("HTTP {}, expected {}", status, s.expect_status);
       } else if (!s.expect_body.empty() && a.body.find(s.expect_body) == std::string::npos) {
         r.status = ProbeStatus::fail;
+        cut_said = true;
         r.message =
-            fmt::format("HTTP {} but the body does not contain \"{}\"", status, s.expect_body);
+            a.truncated
+                ? fmt::format("HTTP {} but the body's first {} (max_body) do not contain \"{}\"",
+                              status, config::format_size(s.max_body), s.expect_body)
+                : fmt::format("HTTP {} but the body does not contain \"{}\"", status,
+                              s.expect_body);
       } else if (days && *days < 0) {
         // Only reachable with insecure = true: verification would refuse it.
         r.status = ProbeStatus::warn;
@@ -293,6 +325,8 @@ class HttpProbe final : public Probe {
         r.message = fmt::format("HTTP {} in {:.1f} ms", status, total_ms);
         if (days) r.message += fmt::format(", certificate valid {} more days", *days);
       }
+      if (!cut_said)
+        r.message += fmt::format("; body cut at {} (max_body)", config::format_size(s.max_body));
     }
     a.easy.reset();
     deliver_once(a.done, std::move(r));
@@ -305,6 +339,7 @@ class HttpProbe final : public Probe {
   std::string ca_file_;
   bool insecure_;
   std::int64_t cert_warn_days_;
+  std::size_t max_body_;
   Millis timeout_;
   CurlMulti& multi_;
   asio::any_io_executor ex_;

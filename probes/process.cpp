@@ -23,6 +23,8 @@
 #include <utility>
 #include <variant>
 
+#include "probes/containment.h"
+
 namespace storewatch::probes {
 
 namespace asio = boost::asio;
@@ -31,6 +33,10 @@ using std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_sigchld_only{false};
+
+/// How long the end of a run waits for what it killed to be gone (reaped,
+/// its cgroup removed); what takes longer is tidied at a later run.
+constexpr std::chrono::milliseconds kTidyPatience{50};
 
 std::string signal_name(int sig) {
   const char* abbrev = ::sigabbrev_np(sig);
@@ -186,9 +192,12 @@ struct Process::State : std::enable_shared_from_this<State> {
     // Only when the io_context goes away with the child still unreaped: it
     // has been (or is now) SIGKILLed, so this wait is short.
     if (pid > 0 && !reaped) {
-      ::kill(-pid, SIGKILL);
+      kill_run();
       while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
       }
+      detail::note_child(pid, false);
+      group = detail::RunGroup();
+      detail::tidy(kTidyPatience);
     }
   }
 
@@ -204,7 +213,8 @@ struct Process::State : std::enable_shared_from_this<State> {
   asio::steady_timer grace;
   steady_clock::time_point started;
   siginfo_t exit_info{};
-  bool exited = false;  // the direct child is a zombie (not reaped yet)
+  detail::RunGroup group;  // the run's cgroup, or how its processes are tracked
+  bool exited = false;     // the direct child is a zombie (not reaped yet)
   bool reaped = false;
   bool timed_out = false;
   bool flooded = false;   // we killed the group for writing too much
@@ -217,6 +227,7 @@ struct Process::State : std::enable_shared_from_this<State> {
   bool peek_exit();
   void check_exit();
   void on_exit();
+  void kill_run();
   void kill_group_and_reap();
   void close_all();
   void finish();
@@ -256,47 +267,81 @@ void Process::State::spawn() {
     return;
   }
 
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attr);
-  ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  ::posix_spawn_file_actions_adddup2(&actions, out_pipe.write.get(), 1);
-  ::posix_spawn_file_actions_adddup2(&actions, err_pipe.write.get(), 2);
-  if (!spec.working_dir.empty()) {
-    ::posix_spawn_file_actions_addchdir_np(&actions, spec.working_dir.c_str());
-  }
-  ::posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  sigset_t mask, defaults;
-  sigemptyset(&mask);
-  sigfillset(&defaults);
-  sigdelset(&defaults, SIGKILL);
-  sigdelset(&defaults, SIGSTOP);
-  ::posix_spawnattr_setsigmask(&attr, &mask);
-  ::posix_spawnattr_setsigdefault(&attr, &defaults);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setflags(
-      &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
+  // The run's containment first: in tracked mode its marker goes into the
+  // environment. No tidy() may take the fresh child for an orphan meanwhile.
+  auto spawning = detail::spawn_lock();
+  group = detail::RunGroup::open();
   std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
   std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  auto make_envp = [&] {
+    env_strings.clear();
+    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    if (!group.marker().empty()) env_strings.push_back(group.marker());
+    envp.clear();
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  };
+  make_envp();
   std::vector<std::string> args = spec.argv;
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   pid_t child = -1;
-  const int rc = ::posix_spawn(&child, file.c_str(), &actions, &attr, argv.data(), envp.data());
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    // glibc reports exec failures here and has reaped its helper child.
-    fail(spawn_failure(file, rc));
-    return;
+  if (group.mode() == Containment::cgroup) {
+    OwnedFd dev_null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    detail::ChildPlan plan;
+    plan.file = file.c_str();
+    plan.argv = argv.data();
+    plan.envp = envp.data();
+    plan.stdin_fd = dev_null.get();
+    plan.stdout_fd = out_pipe.write.get();
+    plan.stderr_fd = err_pipe.write.get();
+    plan.working_dir = spec.working_dir.empty() ? nullptr : spec.working_dir.c_str();
+    const auto spawned = group.spawn(plan);
+    if (spawned.unsupported) {
+      group.use_tracking();
+      make_envp();
+    } else if (spawned.pid < 0) {
+      fail(spawn_failure(file, spawned.exec_error));
+      return;
+    } else {
+      child = spawned.pid;
+    }
   }
+  if (child < 0) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawnattr_init(&attr);
+    ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    ::posix_spawn_file_actions_adddup2(&actions, out_pipe.write.get(), 1);
+    ::posix_spawn_file_actions_adddup2(&actions, err_pipe.write.get(), 2);
+    if (!spec.working_dir.empty()) {
+      ::posix_spawn_file_actions_addchdir_np(&actions, spec.working_dir.c_str());
+    }
+    ::posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t mask, defaults;
+    sigemptyset(&mask);
+    sigfillset(&defaults);
+    sigdelset(&defaults, SIGKILL);
+    sigdelset(&defaults, SIGSTOP);
+    ::posix_spawnattr_setsigmask(&attr, &mask);
+    ::posix_spawnattr_setsigdefault(&attr, &defaults);
+    ::posix_spawnattr_setpgroup(&attr, 0);
+    ::posix_spawnattr_setflags(
+        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    const int rc = ::posix_spawn(&child, file.c_str(), &actions, &attr, argv.data(), envp.data());
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      // glibc reports exec failures here and has reaped its helper child.
+      fail(spawn_failure(file, rc));
+      return;
+    }
+  }
+  detail::note_child(child, true);
+  spawning.unlock();
   pid = child;
   result.pid = child;
   result.outcome = ProcessResult::Outcome::exited;  // refined in finish()
@@ -317,7 +362,7 @@ void Process::State::spawn() {
         return;
       }
       self->timed_out = true;
-      ::kill(-self->pid, SIGKILL);  // the exit watch reports and reaps
+      self->kill_run();  // the exit watch reports and reaps
     });
   }
 }
@@ -336,7 +381,7 @@ void Process::State::read(Stream& s) {
           if (s.total > self->spec.drain_limit && !self->flooded) {
             // Enough: reading on would only burn the loop's time.
             self->flooded = true;
-            if (!self->reaped) ::kill(-self->pid, SIGKILL);
+            if (!self->reaped) self->kill_run();
           }
         }
         if (ec) {
@@ -385,6 +430,7 @@ bool Process::State::peek_exit() {
     // pid may be reused already, so its group is not killed either.
     exit_info = {};
     reaped = true;
+    detail::note_child(pid, false);
     return true;
   }
   return false;
@@ -429,13 +475,20 @@ void Process::State::on_exit() {
   });
 }
 
+void Process::State::kill_run() {
+  if (pid <= 0) return;
+  if (!reaped) ::kill(-pid, SIGKILL);
+  group.kill(reaped ? -1 : pid);
+}
+
 void Process::State::kill_group_and_reap() {
   if (pid <= 0 || reaped) return;
-  ::kill(-pid, SIGKILL);
+  kill_run();
   if (!exited) return;  // reaped when the exit watch fires
   while (::waitpid(pid, nullptr, WNOHANG) < 0 && errno == EINTR) {
   }
   reaped = true;
+  detail::note_child(pid, false);
 }
 
 void Process::State::close_all() {
@@ -447,6 +500,9 @@ void Process::State::close_all() {
   if (reaped) {
     if (pidfd) pidfd->close(ignored);
     if (sigchld) sigchld->cancel(ignored);
+    // The run is over: its cgroup goes, and what was killed of it is reaped.
+    group = detail::RunGroup();
+    detail::tidy(kTidyPatience);
   }
 }
 

@@ -17,7 +17,12 @@
 ///  - gets default signal dispositions and an empty signal mask (the agent
 ///    ignores SIGPIPE; a plugin must not inherit that);
 ///  - leads a process group of its own, so that on timeout or cancel() the
-///    whole group — grandchildren too — gets SIGKILL.
+///    whole group — grandchildren too — gets SIGKILL;
+///  - and is contained with everything it starts, also what leaves the group
+///    or the session (setsid, a double fork): in a cgroup of its own where
+///    this process may make cgroups, else tracked by this process as their
+///    child subreaper (probes/containment.h, docs/PROBES.md). The end of the
+///    run, however it ends, kills every process of it.
 ///
 /// When the direct child exits, the runner waits up to ProcessSpec::eof_grace
 /// for both pipes to reach EOF (a grandchild may still hold them open), then
@@ -33,6 +38,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -128,5 +134,22 @@ class Process {
 /// For tests, and for checking a qemu-user build: ignore pidfd_open and see
 /// exits through SIGCHLD and waitid(WNOHANG), as when pidfd_open is missing.
 void use_sigchld_for_exits(bool on);
+
+/// How runs are kept together so that their end kills all their processes.
+enum class Containment {
+  cgroup,   ///< each run in a cgroup of its own, killed with cgroup.kill
+  tracked,  ///< this process is a child subreaper; runs carry STOREWATCH_RUN
+};
+
+/// The mechanism runs get (found out on first use: cgroup where this
+/// process's cgroup v2 directory lets it make cgroups, else tracked).
+Containment containment();
+/// The same in words, for a log line or `doctor`.
+std::string containment_description();
+
+/// For tests: find the mechanism again, never cgroups with `tracked`.
+/// Becoming tracked makes this process a child subreaper; any call undoes
+/// that first.
+void force_containment(std::optional<Containment> mode);
 
 }  // namespace storewatch::probes

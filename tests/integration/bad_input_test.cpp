@@ -98,6 +98,36 @@ TEST_F(BadInput, NonTomlConfigIsRejectedWithFileLineColumn) {
   EXPECT_TRUE(contains(r.err, config.string() + ":3:")) << r.err;
 }
 
+TEST_F(BadInput, HostileNestingIsAConfigErrorNotACrash) {
+  // Issue 18: `config check` died of SIGSEGV inside the TOML parser on these.
+  auto joined = [](const std::string& part, int n) {
+    std::string out = part;
+    for (int i = 1; i < n; ++i) out += "." + part;
+    return out;
+  };
+  const std::string deep_array = std::string(50000, '[') + std::string(50000, ']');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[store]\nid = \"s\"\n[" + joined("a", 40000) + "]\n", ":3:66: error: table header nests"},
+      {"[store]\nid = \"s\"\n" + joined("a", 50000) + " = 1\n", ":3:63: error: dotted key nests"},
+      {"[store]\nid = \"s\"\nx = " + deep_array + "\n", ":3:35: error: array nests"},
+      {"[store]\nid = \"s\"\n" + std::string(100000, 'k') + " = 1\n",
+       ":3:1: error: a key of 100000 bytes"},
+  };
+  for (const auto& [text, where] : cases) {
+    write_file(config, text);
+    auto r = sw({"config", "check"});
+    EXPECT_EQ(r.exit_code, 2) << where << "\n" << r.err.substr(0, 1000);
+    EXPECT_TRUE(contains(r.err, config.string() + where)) << where << "\n" << r.err.substr(0, 1000);
+  }
+  // And no [store] at all is reported at the file's start.
+  write_file(config, "[agent]\nlog_level = \"info\"\n");
+  auto r = sw({"config", "check"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(
+      contains(r.err, config.string() + ":1:1: error: [store]: missing required key \"id\""))
+      << r.err;
+}
+
 TEST_F(BadInput, ConfigCheckReportsEveryErrorAndCreatesNothing) {
   write_file(config, R"([store]
 id = "../etc"

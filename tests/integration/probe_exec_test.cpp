@@ -515,5 +515,222 @@ TEST_F(ProcessRunner, SigchldFallbackSeesExitsAndTimeouts) {
   EXPECT_EQ(finished, 8);
 }
 
+// --- containment: what leaves the process group or the session -----------------
+
+/// Live processes whose environment has the entry `entry` (a zombie has none).
+std::vector<pid_t> carrying(const std::string& entry) {
+  std::vector<pid_t> out;
+  for (const auto& proc : fs::directory_iterator("/proc")) {
+    const auto name = proc.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(proc.path() / "environ");
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream entries(env);
+    for (std::string e; std::getline(entries, e, '\0');) {
+      if (e == entry) out.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+  }
+  return out;
+}
+
+/// A marker no other test or run uses.
+std::string unique_mark(const std::string& what) {
+  static int n = 0;
+  return fmt::format("SW_TEST_MARK={}-{}-{}", what, ::getpid(), ++n);
+}
+
+/// `env = { SW_TEST_MARK = "…" }` for a probe's TOML.
+std::string env_of(const std::string& mark) {
+  const auto eq = mark.find('=');
+  return fmt::format("env = {{ {} = \"{}\" }}", mark.substr(0, eq), mark.substr(eq + 1));
+}
+
+// Both mechanisms, where this machine has them: cgroup needs a cgroup v2
+// directory this process may make cgroups in (root here, or systemd's
+// Delegate=); tracked works anywhere.
+class RunContainment : public ExecProbe, public ::testing::WithParamInterface<probes::Containment> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == probes::Containment::tracked) {
+      probes::force_containment(probes::Containment::tracked);
+    } else {
+      probes::force_containment(std::nullopt);
+      if (probes::containment() != probes::Containment::cgroup) {
+        GTEST_SKIP() << "no cgroup v2 directory this process may make cgroups in";
+      }
+    }
+    RecordProperty("containment", probes::containment_description());
+  }
+  void TearDown() override {
+    probes::force_containment(std::nullopt);
+    ExecProbe::TearDown();
+  }
+
+  /// Run cgroups of this process left in the cgroup they are made in.
+  static std::vector<std::string> run_cgroups_left() {
+    std::vector<std::string> out;
+    const std::string described = probes::containment_description();
+    const auto under = described.find(" under ");
+    if (under == std::string::npos) return out;
+    const std::string prefix = fmt::format("storewatch-run-{}-", ::getpid());
+    std::error_code ec;
+    for (const auto& d : fs::directory_iterator(described.substr(under + 7), ec)) {
+      if (d.path().filename().string().rfind(prefix, 0) == 0) out.push_back(d.path());
+    }
+    return out;
+  }
+};
+
+TEST_P(RunContainment, APluginWhoseChildrenLeaveTheSessionLeavesNothingBehind) {
+  // Issue 18: a plugin whose child called setsid escaped the process-group
+  // kill (403 orphans in 3 minutes). setsid, a double fork, and both.
+  const std::string mark = unique_mark("setsid");
+  auto plugin = script(dir, "check_setsid",
+                       "setsid sleep 300 &\n(sleep 301 &)\n(setsid sleep 302 &)\n"
+                       "echo 'OK started | n=1'\nexit 0\n");
+  auto r = run_probe(exec_toml({plugin.string()}, env_of(mark)));
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s))
+      << carrying(mark).size() << " processes of the run are left";
+  EXPECT_TRUE(wait_until([&] { return run_cgroups_left().empty(); }, 5s));
+}
+
+TEST_P(RunContainment, APluginKilledAtItsTimeoutTakesItsSessionLeaversWithIt) {
+  const std::string mark = unique_mark("timeout");
+  auto plugin = script(dir, "check_setsid_forever", "setsid sleep 300 &\nsleep 60\n");
+  const auto started = std::chrono::steady_clock::now();
+  auto r = run_probe(exec_toml({plugin.string()}, env_of(mark), "1s"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 4s);
+  EXPECT_EQ(status_of(r), "fail");
+  EXPECT_THAT(r.message, HasSubstr("timed out after 1s"));
+  EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s))
+      << carrying(mark).size() << " processes of the run are left";
+}
+
+TEST_P(RunContainment, OnlyTheRunsOwnProcessesAreKilled) {
+  // A process of nobody's run, in a session of its own, and two runs at once
+  // on one loop: the end of one kills what it left, not the other's.
+  const std::string bystander_mark = unique_mark("bystander");
+  // setsid forks (its parent, the Child, exits) and the sleep carries on.
+  Child bystander({"/usr/bin/env", bystander_mark, "setsid", "sleep", "300"}, dir / "logs");
+  ASSERT_TRUE(wait_until([&] { return carrying(bystander_mark).size() == 1; }, 5s));
+
+  const std::string long_mark = unique_mark("long");
+  const std::string short_mark = unique_mark("short");
+  auto long_plugin = script(dir, "long", "setsid sleep 300 &\nsleep 2\necho OK\n");
+  auto short_plugin = script(dir, "short", "setsid sleep 300 &\necho OK\n");
+  boost::asio::io_context io;
+  std::optional<probes::ProcessResult> long_done, short_done;
+  probes::ProcessSpec spec;
+  spec.argv = {long_plugin.string()};
+  spec.env = {{"SW_TEST_MARK", long_mark.substr(long_mark.find('=') + 1)}};
+  auto long_run = probes::Process::start(io.get_executor(), spec,
+                                         [&](probes::ProcessResult r) { long_done = r; });
+  spec.argv = {short_plugin.string()};
+  spec.env = {{"SW_TEST_MARK", short_mark.substr(short_mark.find('=') + 1)}};
+  auto short_run = probes::Process::start(io.get_executor(), spec,
+                                          [&](probes::ProcessResult r) { short_done = r; });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        io.poll();
+        return short_done.has_value();
+      },
+      10s));
+  EXPECT_FALSE(long_done.has_value()) << "the long run ended first: the test says nothing";
+  EXPECT_TRUE(wait_until([&] { return carrying(short_mark).empty(); }, 5s));
+  // The long run's sleeper, and the run itself (sh and its sleep 2), are still there.
+  EXPECT_EQ(carrying(long_mark).size(), 3u);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        io.poll();
+        return long_done.has_value();
+      },
+      10s));
+  EXPECT_TRUE(wait_until([&] { return carrying(long_mark).empty(); }, 5s));
+  const auto bystanders = carrying(bystander_mark);
+  EXPECT_EQ(bystanders.size(), 1u);
+  for (pid_t pid : bystanders) {
+    ::kill(pid, SIGKILL);
+    // Ours to reap when tracking made this process its subreaper.
+    EXPECT_TRUE(wait_until([&] { return ::waitpid(pid, nullptr, WNOHANG) != 0; }, 5s));
+  }
+}
+
+TEST_P(RunContainment, TheChildGetsDefaultSignalsAnEmptyMaskAndOnlyStdio) {
+  // The agent ignores SIGPIPE; a thread of it may block signals. Neither
+  // reaches a plugin, however it is started.
+  auto* previous = ::signal(SIGPIPE, SIG_IGN);
+  sigset_t usr1, old;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, &old);
+  auto plugin =
+      script(dir, "signals", "ls /proc/$$/fd\nexec grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
+  probes::ProcessSpec spec;
+  spec.argv = {plugin.string()};
+  auto ran = run_process(spec);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::signal(SIGPIPE, previous);
+  ASSERT_TRUE(ran.result);
+  EXPECT_EQ(ran.result->exit_code, 0) << ran.result->err;
+  EXPECT_THAT(ran.result->out, HasSubstr("SigBlk:\t0000000000000000\n"));
+  // None of the standard signals ignored (glibc's posix_spawn leaves its own
+  // two internal real-time ones, 32 and 33, as they were).
+  const auto ign = ran.result->out.find("SigIgn:\t");
+  ASSERT_NE(ign, std::string::npos) << ran.result->out;
+  EXPECT_EQ(std::stoull(ran.result->out.substr(ign + 8, 16), nullptr, 16) & 0x7fffffffULL, 0u)
+      << ran.result->out;
+  std::istringstream in(ran.result->out.substr(0, ran.result->out.find("Sig")));
+  for (int fd; in >> fd;) EXPECT_TRUE(fd <= 2 || fd == 10) << "inherited fd " << fd;
+}
+
+TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
+  if (GetParam() != probes::Containment::cgroup) GTEST_SKIP() << "cgroups only";
+  const std::string described = probes::containment_description();
+  const fs::path base = described.substr(described.find(" under ") + 7);
+  // A pid that was a process a moment ago, and is no more.
+  const pid_t gone_pid = run({"/bin/sh", "-c", "echo $$"}).exit_code == 0
+                             ? static_cast<pid_t>(std::stoi(run({"/bin/sh", "-c", "echo $$"}).out))
+                             : -1;
+  ASSERT_GT(gone_pid, 0);
+  const fs::path leftover = base / fmt::format("storewatch-run-{}-7", gone_pid);
+  const fs::path alive = base / fmt::format("storewatch-run-{}-8", ::getppid());
+  ASSERT_TRUE(fs::create_directory(leftover));
+  ASSERT_TRUE(fs::create_directory(alive));
+  const std::string mark = unique_mark("leftover");
+  Child left({"/usr/bin/env", mark, "sleep", "300"}, dir / "logs");
+  write_file(leftover / "cgroup.procs", std::to_string(left.pid()));
+  ASSERT_EQ(carrying(mark).size(), 1u);
+
+  probes::force_containment(std::nullopt);  // as a new agent starts
+  ASSERT_EQ(probes::containment(), probes::Containment::cgroup);
+  EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s));
+  // Its process was ours (a Child): reaped, the cgroup can go, which the
+  // next run's end sees to if it could not be removed at once.
+  EXPECT_NE(left.wait(5s), -1);
+  auto r = run_probe(exec_toml({"/bin/true"}));
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_TRUE(wait_until([&] { return !fs::exists(leftover); }, 5s));
+  // The one of a process that is alive (our parent's pid) stays.
+  EXPECT_TRUE(fs::exists(alive));
+  fs::remove(alive);
+}
+
+INSTANTIATE_TEST_SUITE_P(Mechanisms, RunContainment,
+                         ::testing::Values(probes::Containment::cgroup,
+                                           probes::Containment::tracked),
+                         [](const ::testing::TestParamInfo<probes::Containment>& info) {
+                           return info.param == probes::Containment::cgroup ? "cgroup" : "tracked";
+                         });
+
+TEST_F(ExecProbe, ASetsidChildIsKilledThroughTheBinaryToo) {
+  const std::string mark = unique_mark("binary");
+  auto plugin = script(dir, "check_setsid_bin", "setsid sleep 300 &\necho 'OK | n=1'\n");
+  auto r = run_probe_cli(dir, exec_toml({plugin.string()}, env_of(mark)));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s))
+      << carrying(mark).size() << " processes of the run are left";
+}
+
 }  // namespace
 }  // namespace storewatch::test

@@ -143,6 +143,39 @@ TEST_F(HttpProbeLab, SlowLaneIsOkWithinTheTimeoutAndTimesOutBeyondIt) {
   EXPECT_THAT(beyond.message, HasSubstr("timed out after 1s"));
 }
 
+TEST_F(HttpProbeLab, AnEndlessBodyIsReadUpToMaxBodyNotUntilTheTimeout) {
+  // Issue 18: an endpoint whose body never ends cost 62 % of a core, each
+  // check reading until its timeout. The read stops at max_body (64 KB by
+  // default) and the check is made on what was read.
+  lab->fault("lane", "endless");
+  auto started = Clock::now();
+  auto r = run_probe(lane_probe("expect_body = '\"status\": \"ok\"'", "20s"));
+  double took = elapsed_s(started);
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_THAT(r.message, HasSubstr("HTTP 200 in "));
+  EXPECT_THAT(r.message, HasSubstr("; body cut at 64KB (max_body)"));
+  EXPECT_EQ(r.metrics.at("body_bytes"), 64 * 1024);
+  EXPECT_EQ(r.metrics.at("body_truncated"), 1);
+  EXPECT_LT(took, 5.0) << "read until the timeout?";
+
+  // A text past the cap is not there: the message says how much was searched.
+  started = Clock::now();
+  r = run_probe(lane_probe("expect_body = 'never-sent'\nmax_body = \"1MB\"", "20s"));
+  took = elapsed_s(started);
+  EXPECT_EQ(status_of(r), "fail");
+  EXPECT_EQ(r.message,
+            "HTTP 200 but the body's first 1MB (max_body) do not contain \"never-sent\"");
+  EXPECT_EQ(r.metrics.at("body_bytes"), 1024 * 1024);
+  EXPECT_LT(took, 5.0);
+
+  // A whole body within the cap is read to its end, as before.
+  lab->fault("lane", "none");
+  r = run_probe(lane_probe("max_body = \"1KB\""));
+  EXPECT_EQ(status_of(r), "ok") << r.message;
+  EXPECT_THAT(r.message, Not(HasSubstr("max_body")));
+  EXPECT_EQ(r.metrics.count("body_truncated"), 0u);
+}
+
 TEST_F(HttpProbeLab, DownLaneIsRefused) {
   lab->fault("lane", "down");
   auto r = run_probe(lane_probe());

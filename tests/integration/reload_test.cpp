@@ -3,15 +3,24 @@
 // config (syntax, a depends_on cycle, a key that needs a restart) is refused
 // with its errors in the log while the old config keeps running, and open
 // incidents and probe state survive a reload; a probe removed by a reload
-// stops and its incident is resolved, saying why.
+// stops and its incident is resolved, saying why. A hostile config (nesting
+// that crashed the TOML parser) is refused and the daemon stays up; the
+// child process that checks a new config first (ReloadPreflight) refuses a
+// reload when that child crashes, hangs or cannot start.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <memory>
+#include <optional>
 
+#include "agent/reload.h"
+#include "config/config.h"
 #include "tests/support/support.h"
 
 namespace storewatch::test {
@@ -268,6 +277,157 @@ TEST_F(Reload, OpenIncidentsAndProbeStateSurviveAReload) {
   EXPECT_TRUE(said) << events(uid).dump();
   EXPECT_TRUE(probe_status("lane-02").empty());
   EXPECT_EQ(status()["probes"].size(), 2u);
+}
+
+TEST_F(Reload, AHostileConfigIsRefusedAndTheDaemonStaysUp) {
+  // Issue 18: a 40,000-level table header or a 50,000-part dotted key made
+  // the TOML parser overflow its stack, and SIGHUP with such a file killed
+  // the daemon. Each is refused with its place, and the old config runs on.
+  const std::string good = probe("lane-01", true);
+  start(good);
+  ASSERT_TRUE(checked_again("lane-01", 1)) << daemon->err();
+  const std::string hash = status()["agent"]["config"]["hash"];
+  std::string header = "[";
+  for (int i = 0; i < 40000; ++i) header += i == 0 ? "a" : ".a";
+  std::string dotted = "x";
+  for (int i = 0; i < 50000; ++i) dotted += ".x";
+  const std::string base = file(good + probe("lane-02", true));
+  const int lines = static_cast<int>(count_of(base, "\n"));
+
+  reload(base + header + "]\n", "SIGHUP: config refused");
+  EXPECT_NE(daemon->err().find(fmt::format("SIGHUP: {}:{}:66: error: table header nests more "
+                                           "than 32 levels deep",
+                                           config.string(), lines + 1)),
+            std::string::npos)
+      << daemon->err().substr(0, 4000);
+  reload(base + "[agent2]\n" + dotted + " = 1\n", "SIGHUP: config refused");
+  EXPECT_NE(daemon->err().find(fmt::format("SIGHUP: {}:{}:63: error: dotted key nests more",
+                                           config.string(), lines + 2)),
+            std::string::npos)
+      << daemon->err().substr(0, 4000);
+
+  EXPECT_TRUE(daemon->running());
+  // The CLI reads the config file too (for the control socket): put the
+  // running one back, without a SIGHUP, to ask the daemon.
+  write_file(config, file(good));
+  EXPECT_TRUE(checked_again("lane-01", 2)) << daemon->err();
+  json s = status();
+  EXPECT_EQ(s["probes"].size(), 1u) << s.dump();
+  EXPECT_TRUE(probe_status("lane-02").empty());
+  EXPECT_EQ(s["agent"]["config"]["hash"], hash);
+  EXPECT_EQ(s["agent"]["config"]["refused"], 2);
+  EXPECT_EQ(s["agent"]["config"]["reloads"], 0);
+  EXPECT_NE(s["agent"]["config"]["last_reload_error"].get<std::string>().find(
+                "1 error in the new config"),
+            std::string::npos)
+      << s.dump();
+
+  // The same files are `config check` errors, exit 2, not a crash.
+  write_file(dir / "hostile.toml", base + header + "]\n");
+  auto check =
+      run(storewatch_command({"--config", (dir / "hostile.toml").string(), "config", "check"}));
+  EXPECT_EQ(check.exit_code, 2) << check.err.substr(0, 2000);
+  EXPECT_NE(check.err.find(fmt::format("hostile.toml:{}:66: error: table header", lines + 1)),
+            std::string::npos)
+      << check.err.substr(0, 2000);
+
+  // And a good config after them is taken.
+  reload(file(good + probe("lane-02", true)), "SIGHUP: config reloaded");
+  ASSERT_TRUE(wait_until([&] { return probe_status("lane-02").value("last_status", "") == "ok"; }))
+      << daemon->err();
+}
+
+/// What ReloadPreflight says of one child run of `argv`.
+std::optional<std::string> preflight_verdict(std::vector<std::string> argv,
+                                             Millis timeout = std::chrono::seconds(20)) {
+  boost::asio::io_context io;
+  agent::ReloadPreflight preflight(io.get_executor(), std::move(argv), timeout);
+  std::optional<std::optional<std::string>> verdict;
+  preflight.run([&](std::optional<std::string> v) { verdict = std::move(v); });
+  io.run_for(std::chrono::seconds(30));
+  EXPECT_TRUE(verdict.has_value()) << "no verdict";
+  return verdict.value_or(std::optional<std::string>("no verdict"));
+}
+
+TEST(ReloadPreflightChild, OnlyAnAnswerOfConfigCheckMakesItSafeToLoad) {
+  using ::testing::HasSubstr;
+  // config check's two answers: valid, or errors (which the daemon's own load reports).
+  EXPECT_EQ(preflight_verdict({"/bin/sh", "-c", "exit 0"}), std::nullopt);
+  EXPECT_EQ(preflight_verdict({"/bin/sh", "-c", "echo 'f:1:1: error: x' >&2; exit 2"}),
+            std::nullopt);
+  // A parser that crashes crashes the child.
+  auto v = preflight_verdict({"/bin/sh", "-c", "kill -SEGV $$"});
+  ASSERT_TRUE(v);
+  EXPECT_THAT(*v, HasSubstr("`config check` crashed (killed by signal 11 (SIGSEGV))"));
+  EXPECT_THAT(*v, HasSubstr("the daemon did not load it"));
+  // One that hangs is killed at the timeout, its whole group with it.
+  const auto started = std::chrono::steady_clock::now();
+  v = preflight_verdict({"/bin/sh", "-c", "sleep 30 & exec sleep 30"},
+                        std::chrono::milliseconds(300));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+  ASSERT_TRUE(v);
+  EXPECT_THAT(*v, HasSubstr("`config check` timed out after"));
+  // Anything else is no answer either.
+  v = preflight_verdict({"/bin/sh", "-c", "exit 1"});
+  ASSERT_TRUE(v);
+  EXPECT_THAT(*v, HasSubstr("`config check` exited with code 1, not 0 or 2"));
+  // A binary that cannot be run at all (exec fails; under qemu-user without
+  // binfmt_misc the child exits 127) leaves the load to the daemon, with a
+  // warning: refusing every reload would leave the store without one.
+  EXPECT_EQ(preflight_verdict({"/nonexistent/storewatch", "config", "check"}), std::nullopt);
+  EXPECT_EQ(preflight_verdict({"/bin/sh", "-c", "echo 'cannot execute' >&2; exit 127"}),
+            std::nullopt);
+}
+
+TEST(ReloadPreflightChild, TheRealBinaryAnswersOnAHostileFile) {
+  TempDir dir;
+  std::string header = "[store]\nid = \"s\"\n[";
+  for (int i = 0; i < 40000; ++i) header += i == 0 ? "a" : ".a";
+  write_file(dir / "hostile.toml", header + "]\n");
+  EXPECT_EQ(preflight_verdict(
+                storewatch_command({"--config", (dir / "hostile.toml").string(), "--conf-dir",
+                                    (dir / "conf.d").string(), "config", "check"})),
+            std::nullopt);
+}
+
+TEST(ReloadPreflightChild, ChecksTheFilesTheRunningConfigCameFromWithThisBinary) {
+  TempDir dir;
+  write_file(dir / "storewatch.toml", "[store]\nid = \"s\"\n");
+  config::LoadOptions options;
+  options.conf_dir = dir / "drop-ins";
+  auto loaded = config::load(dir / "storewatch.toml", options);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(
+      agent::ReloadPreflight::check_command(*loaded.config),
+      (std::vector<std::string>{"/proc/self/exe", "--config", (dir / "storewatch.toml").string(),
+                                "--conf-dir", (dir / "drop-ins").string(), "config", "check"}));
+  // Without --conf-dir, the default one next to the file.
+  loaded = config::load(dir / "storewatch.toml", config::LoadOptions{});
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(agent::ReloadPreflight::check_command(*loaded.config)[4], (dir / "conf.d").string());
+}
+
+TEST(ReloadPreflightChild, ASighupDuringACheckChecksAgainAfterIt) {
+  boost::asio::io_context io;
+  agent::ReloadPreflight preflight(io.get_executor(), {"/bin/sh", "-c", "sleep 0.2"},
+                                   std::chrono::seconds(20));
+  std::vector<std::string> calls;
+  preflight.run(
+      [&](std::optional<std::string> v) { calls.push_back(v ? "first: " + *v : "first"); });
+  preflight.run([&](std::optional<std::string>) { calls.emplace_back("second"); });
+  preflight.run(
+      [&](std::optional<std::string> v) { calls.push_back(v ? "third: " + *v : "third"); });
+  io.run_for(std::chrono::seconds(30));
+  // The second waited and was replaced by the third, which ran after the first.
+  EXPECT_EQ(calls, (std::vector<std::string>{"first", "third"}));
+
+  // Cancelled: no call, and the child is gone.
+  calls.clear();
+  io.restart();
+  preflight.run([&](std::optional<std::string>) { calls.emplace_back("cancelled"); });
+  preflight.cancel();
+  io.run_for(std::chrono::seconds(30));
+  EXPECT_TRUE(calls.empty());
 }
 
 }  // namespace

@@ -536,6 +536,21 @@ TEST_F(RemediationHttp, AHangingServerTimesOut) {
   EXPECT_LT(o->took, 5s);
 }
 
+TEST_F(RemediationHttp, AnEndlessBodyStopsAtTheOutputKeptNotAtTheTimeout) {
+  // The answer's status is what counts; an endless body is read no further
+  // than the output an action keeps.
+  lab->fault("lane", "endless");
+  RunnerLoop loop;
+  auto o = loop.run(http(url(), "POST", 200, 20s));
+  ASSERT_TRUE(o);
+  EXPECT_TRUE(o->ok) << o->detail;
+  EXPECT_EQ(o->detail, "HTTP 200");
+  EXPECT_THAT(o->output, HasSubstr("\"status\": \"ok\""));
+  EXPECT_EQ(o->output.size(), agent::kActionOutputKept);
+  EXPECT_TRUE(o->output_truncated);
+  EXPECT_LT(o->took, 5s) << "read until the timeout?";
+}
+
 TEST_F(RemediationHttp, OnlyHttpUrlsAndPlainMethods) {
   RunnerLoop loop;
   TempDir dir;

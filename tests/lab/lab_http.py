@@ -164,12 +164,17 @@ class HttpDevice(StreamDevice):
     KIND = "http"
     DEFAULT_PORT = 8080
     PROBE_TYPE = "http"
-    FAULTS = StreamDevice.FAULTS + ("http500", "http503", "degraded")
+    FAULTS = StreamDevice.FAULTS + ("http500", "http503", "degraded", "endless")
+    # endless: 200 with a body that never ends (no Content-Length; its first
+    # line the usual JSON, then filler), as a broken endpoint streams; the
+    # session's time limit (HANG_SECONDS) and ENDLESS_MAX_BYTES bound it.
+    ENDLESS_MAX_BYTES = 64 << 30
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.requests = 0        # requests answered
         self.last_request = ""  # "METHOD PATH" of the latest one
+        self.endless_bytes = 0  # body bytes the endless fault got out
 
     @classmethod
     def from_probe(cls, probe):
@@ -196,6 +201,17 @@ class HttpDevice(StreamDevice):
         self.last_request = f"{method} {path}"
         status, body = self.answer()
         payload = (json.dumps(body) + "\n").encode()
+        if self.fault == "endless":
+            writer.write((f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                          "Connection: close\r\n\r\n").encode() + payload)
+            filler = b" " * (64 * 1024)
+            sent = 0
+            while sent < self.ENDLESS_MAX_BYTES:
+                writer.write(filler)
+                await writer.drain()  # ConnectionError once the client stops reading
+                sent += len(filler)
+                self.endless_bytes += len(filler)
+            return
         head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
         writer.write(head if method == "HEAD" else head + payload)
@@ -204,7 +220,7 @@ class HttpDevice(StreamDevice):
 
     def describe(self):
         return {**super().describe(), "requests": self.requests,
-                "last_request": self.last_request}
+                "last_request": self.last_request, "endless_bytes": self.endless_bytes}
 
 
 @register

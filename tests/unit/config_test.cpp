@@ -638,10 +638,14 @@ TEST(ConfigLoad, BadOrUnsafeProbeNameIsAnError) {
 }
 
 TEST(ConfigLoad, MissingRequiredKeysAreReported) {
+  // No [store] at all: the file's start, as a place an editor can jump to.
   auto d = only_error("[agent]\nlog_level = \"info\"\n");
-  EXPECT_EQ(to_string(d), "test.toml: error: [store]: missing required key \"id\"");
+  EXPECT_EQ(to_string(d), "test.toml:1:1: error: [store]: missing required key \"id\"");
   d = only_error("");
-  EXPECT_EQ(to_string(d), "test.toml: error: [store]: missing required key \"id\"");
+  EXPECT_EQ(to_string(d), "test.toml:1:1: error: [store]: missing required key \"id\"");
+  // A [store] without the key: its header.
+  d = only_error("[agent]\nlog_level = \"info\"\n\n  [store]\nname = \"x\"\n");
+  EXPECT_EQ(to_string(d), "test.toml:4:3: error: [store]: missing required key \"id\"");
   auto loaded = parse("[store]\nid = \"s\"\n[[probe]]\nhost = \"h\"\nport = 1\n");
   const auto e = errors(loaded.diagnostics);
   ASSERT_EQ(e.size(), 2u) << dump(loaded.diagnostics);

@@ -159,6 +159,20 @@ TEST(HttpConfig, AcceptsHttpAndHttpsWithDefaults) {
   EXPECT_EQ(p.integer("expect_status"), 200);
   EXPECT_FALSE(p.boolean("insecure"));
   EXPECT_EQ(p.integer("cert_warn_days"), 21);
+  EXPECT_EQ(p.integer("max_body"), 64 * 1024);
+}
+
+TEST(HttpConfig, MaxBodyIsASizeFrom1KBTo64MB) {
+  EXPECT_EQ(config_errors("url = \"http://x/\"\nmax_body = \"1KB\""), "");
+  EXPECT_EQ(config_errors("url = \"http://x/\"\nmax_body = \"64MB\""), "");
+  EXPECT_THAT(config_errors("url = \"http://x/\"\nmax_body = \"65MB\""),
+              HasSubstr("max_body 65MB is above 64MB"));
+  EXPECT_THAT(config_errors("url = \"http://x/\"\nmax_body = 65536"),
+              HasSubstr("max_body: expected a size string like \"256MB\""));
+  EXPECT_THAT(config_errors("url = \"http://x/\"\nmax_body = \"64k\""),
+              HasSubstr("\"64k\" is not a size"));
+  EXPECT_THAT(config_errors("url = \"http://x/\"\nmax_body = \"0KB\""),
+              HasSubstr("max_body: must be at least 1KB, got \"0KB\""));
 }
 
 TEST(HttpConfig, RejectsOtherSchemesAndBadValues) {
