@@ -37,6 +37,7 @@
 #include "agent/store.h"
 #include "agent/store_writer.h"
 #include "config/log.h"
+#include "probes/process.h"
 #include "sync/mqtt_transport.h"
 #include "sync/notifier.h"
 #include "sync/publisher.h"
@@ -882,6 +883,8 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
   log::info("storewatch {} running for store {}: {} probes, database {}, control socket {}",
             STOREWATCH_VERSION, cfg.store.id, cfg.probes.size(), db_path.string(),
             cfg.agent.control_socket.string());
+  log::info("plugins and exec remediations: each run contained in {}",
+            probes::containment_description());
   ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
 
   io.run();

@@ -574,8 +574,8 @@ std::string containment_description() {
   std::lock_guard lock(s.mu);
   detail::detect(s);
   if (s.mode == Containment::cgroup) return fmt::format("a cgroup of its own under {}", s.base);
-  return "tracked: this process is their child subreaper, each run's processes carry "
-         "STOREWATCH_RUN";
+  return "its process tree (no cgroup to delegate: the daemon is their child subreaper, each "
+         "run's processes carry STOREWATCH_RUN)";
 }
 
 void force_containment(std::optional<Containment> mode) {

@@ -37,6 +37,7 @@ struct Transfer {
   std::string request;
   std::size_t read_at = 0;  // email upload position
   std::string response;
+  bool response_cut = false;  ///< the answer went past kMaxResponse: the rest is not read
   std::string retry_after;
   char error[CURL_ERROR_SIZE] = {};
   bool email = false;
@@ -55,9 +56,14 @@ struct Transfer {
 std::size_t on_body(char* data, std::size_t size, std::size_t n, void* self) {
   auto* t = static_cast<Transfer*>(self);
   const std::size_t len = size * n;
-  if (t->response.size() < kMaxResponse) {
-    t->response.append(data, std::min(len, kMaxResponse - t->response.size()));
+  if (t->response.size() + len > kMaxResponse) {
+    // An answer this long is not a receiver's: stop reading (an endless one
+    // would take the transfer to its timeout); the status line decides.
+    t->response.append(data, kMaxResponse - t->response.size());
+    t->response_cut = true;
+    return 0;
   }
+  t->response.append(data, len);
   return len;
 }
 
@@ -171,7 +177,7 @@ Outcome outcome_of(const Transfer& t, const config::NotifyConfig& c, const Chann
     }
     return o;
   }
-  if (rc != CURLE_OK) {
+  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && t.response_cut && status != 0)) {
     o.kind = Outcome::Kind::retry;
     o.detail = scrub(t.error[0] != 0 ? std::string(t.error) : curl_easy_strerror(rc), s);
     return o;

@@ -457,6 +457,25 @@ TEST_F(DaemonNotifies, AReceiverSlowerThanTheTimeoutIsAFailedAttemptAndRetried) 
   EXPECT_EQ(json::parse(q.back()["body"].get<std::string>())["kind"], "opened");
 }
 
+// Issue 18: an answer whose body never ends was read until the channel's
+// timeout (a core busy the while), and the notice then counted as failed.
+TEST_F(DaemonNotifies, AnEndlessAnswerIsCutShortAndItsStatusDecides) {
+  NotifyReceiver r;
+  r.answer_endlessly(200);
+  start(
+      fmt::format("[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = \"{}\"\ntimeout = "
+                  "\"20s\"\n",
+                  secret("hook", r.url("/hook"))));
+  lab->fault("lane-01", "down");
+  ASSERT_TRUE(wait_until([&] { return r.requests().size() >= 1; }, 30s)) << daemon->err();
+  const auto asked = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return notify_status().value("sent", 0) == 1; }, 30s))
+      << notify_status().dump() << daemon->err();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 10s) << "read until the timeout";
+  EXPECT_EQ(notify_status().value("failed_attempts", -1), 0) << notify_status().dump();
+  EXPECT_EQ(r.requests().size(), 1u);
+}
+
 TEST_F(DaemonNotifies, TeamsErrorBodiesAndThrottlingAreRetried) {
   NotifyReceiver r;
   r.answer(200,

@@ -54,6 +54,14 @@ void NotifyReceiver::answer(int status, const std::string& body,
                             std::optional<std::string> retry_after, int delay_ms) {
   nlohmann::json b{{"status", status}, {"body", body}, {"delay_ms", delay_ms}};
   if (retry_after) b["retry_after"] = *retry_after;
+  behave(std::move(b));
+}
+
+void NotifyReceiver::answer_endlessly(int status) {
+  behave(nlohmann::json{{"status", status}, {"endless", true}});
+}
+
+void NotifyReceiver::behave(nlohmann::json b) {
   // Written whole and renamed: the receiver never reads half a file.
   write_file(dir_ / "behaviour.json.tmp", b.dump());
   std::filesystem::rename(dir_ / "behaviour.json.tmp", dir_ / "behaviour.json");

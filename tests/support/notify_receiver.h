@@ -33,6 +33,8 @@ class NotifyReceiver {
   /// How it answers from now on.
   void answer(int status, const std::string& body = "ok",
               std::optional<std::string> retry_after = std::nullopt, int delay_ms = 0);
+  /// Answers `status` with a body that never ends (a minute at most).
+  void answer_endlessly(int status);
 
   /// Every request so far: {method, path, headers, body, status, at}.
   std::vector<nlohmann::json> requests() const;
@@ -40,6 +42,7 @@ class NotifyReceiver {
   std::vector<nlohmann::json> accepted_bodies() const;
 
  private:
+  void behave(nlohmann::json behaviour);
   TempDir dir_;
   int port_ = 0;
   std::string cert_file_, key_file_;

@@ -2,7 +2,9 @@
 """A local HTTP receiver for the notification tests: records every request
 (method, path, headers, body, the answer given) as one JSON line in --log,
 and answers as --behaviour (a JSON file re-read on every request) says:
-{"status": 200, "body": "ok", "retry_after": "2", "delay_ms": 0}. With
+{"status": 200, "body": "ok", "retry_after": "2", "delay_ms": 0}; with
+"endless": true the body never ends (streamed for at most a minute, until the
+client hangs up). With
 --cert and --key it speaks https. Stopping the process is how a test takes
 the receiver down; the log survives it."""
 import argparse
@@ -53,6 +55,13 @@ def main():
                 if b.get("retry_after") is not None:
                     self.send_header("Retry-After", str(b["retry_after"]))
                 self.send_header("Content-Type", "text/plain")
+                if b.get("endless"):
+                    self.end_headers()
+                    deadline = time.time() + 60
+                    chunk = b"x" * 65536
+                    while time.time() < deadline:
+                        self.wfile.write(chunk)
+                    return
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
