@@ -64,8 +64,8 @@ class StoreWriter final : public ChangeSink {
   /// and notes by the agent itself) are dropped; incident transitions, and
   /// notes by people, are kept whatever the backlog.
   static constexpr std::size_t kMaxBacklog = 50'000;
-  /// The space kept in reserve for a full disk: some thousand incident
-  /// changes.
+  /// The space kept in reserve for a full disk: a few hundred commits' WAL
+  /// pages (the WAL cannot be checkpointed into a file that cannot grow).
   static constexpr std::int64_t kReserveBytes = 4 * 1024 * 1024;
 
   /// `on_commit` runs on the io_context after every committed batch;
