@@ -71,7 +71,10 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
 }
 
 // The text of member `key` (its last one, as the parser keeps) of the object
-// at `i`; empty when absent. Keys are compared as written (no escapes).
+// at `i`; empty when absent. Keys are compared as written, so a key with an
+// escape in it ("ev\u0065nts") could be `key` to the parser and not to the
+// scan: then the scan gives up (empty), since it could otherwise return a
+// member the parser did not keep.
 std::string_view member(std::string_view s, std::size_t i, std::string_view key) {
   std::string_view found;
   i = skip_ws(s, i);
@@ -82,6 +85,7 @@ std::string_view member(std::string_view s, std::size_t i, std::string_view key)
     if (i >= s.size() || s[i] != '"') return found;
     const std::size_t key_end = skip_string(s, i);
     const std::string_view k = s.substr(i + 1, key_end - i - 2);
+    if (k.find('\\') != std::string_view::npos) return {};
     i = skip_ws(s, key_end);
     if (i >= s.size() || s[i] != ':') return found;
     const std::size_t value = skip_ws(s, i + 1);
