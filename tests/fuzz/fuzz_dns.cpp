@@ -53,6 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const dns::Answer answer = dns::answer_for(*reply, name, qtype);
   FUZZ_CHECK(answer.values.size() <= reply->answers.size());
   FUZZ_CHECK(answer.chain.size() <= reply->answers.size());
+  FUZZ_CHECK(answer.chain.size() <= dns::kMaxCnameChain);
   (void)dns::reverse_name(name);
 
   // The query for that name, where it is one the probe could ask, reads back.
