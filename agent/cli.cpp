@@ -184,7 +184,37 @@ int cmd_status(const Globals& g, bool as_json) {
   if (!sync.value("last_error", std::string()).empty()) {
     std::cout << " (last error: " << sync["last_error"].get<std::string>() << ")";
   }
-  std::cout << "\n\n";
+  std::cout << "\n";
+  if (agent.contains("store_writer") && agent["store_writer"].is_object()) {
+    // Changes the daemon holds in memory and has not written yet: the sync
+    // queue above counts only what is in the database.
+    const json& w = agent["store_writer"];
+    const auto backlog = w.value("backlog", std::size_t{0});
+    const std::string error = w.value("last_error", std::string());
+    if (backlog > 0 && !error.empty()) {
+      std::cout << "store: "
+                << paint(fmt::format("{} changes wait in memory, not yet written", backlog),
+                         Colour::red, colour)
+                << " (" << w.value("incident_changes", 0) << " of them incident changes; "
+                << (w.value("disk_full", false) ? "the disk is full" : "the database refuses them")
+                << "): " << error
+                << "\n  they are lost if the daemon stops before they are "
+                   "written; `storewatch doctor` says what to do\n";
+    }
+    if (w.value("reserve_released", false) && error.empty()) {
+      std::cout << "store: " << paint("the disk is full", Colour::red, colour)
+                << "; changes are written into storewatch's reserve (storewatch.reserve, "
+                   "released) until it runs out: free space on the disk\n";
+    }
+    if (const auto letters = w.value("dead_letters", 0); letters > 0) {
+      std::cout << "store: "
+                << paint(fmt::format("{} changes refused by the database since the daemon started",
+                                     letters),
+                         Colour::red, colour)
+                << ", kept in the dead_letters table (`storewatch doctor` lists them)\n";
+    }
+  }
+  std::cout << "\n";
   Table t({"PROBE", "TYPE", "STATE", "LAST CHECK", "LATENCY", "MESSAGE"});
   for (const auto& p : status["probes"]) {
     std::string state = p.value("state", "unknown");

@@ -29,6 +29,9 @@ using nlohmann::json;
 namespace {
 
 constexpr auto kClientTimeout = std::chrono::seconds(10);
+// Waits before accepting again when the process is out of descriptors.
+constexpr std::chrono::milliseconds kFirstAcceptBackoff{50};
+constexpr std::chrono::milliseconds kMaxAcceptBackoff{2000};
 
 std::string user_name(unsigned uid) {
   passwd pw{};
@@ -61,6 +64,7 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
   Session(ControlServer& server, local::socket socket)
       : server_(server),
         alive_(server.alive_),
+        sessions_(server.sessions_),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         buffer_(kMaxControlRequest + 1) {
@@ -72,8 +76,37 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
       peer_.user = user_name(cred.uid);
     }
   }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session() {
+    if (!counted_) return;
+    --sessions_->open;
+    if (auto it = sessions_->by_uid.find(peer_.uid); it != sessions_->by_uid.end()) {
+      if (--it->second == 0) sessions_->by_uid.erase(it);
+    }
+  }
 
-  void start() { read(); }
+  /// Serves the client, or tells it there are too many connections and
+  /// closes; false in that case.
+  bool start() {
+    std::size_t& mine = sessions_->by_uid[peer_.uid];
+    if (sessions_->open >= kMaxControlSessions || mine >= kMaxControlSessionsPerUser) {
+      if (mine == 0) sessions_->by_uid.erase(peer_.uid);
+      reply(json{{"v", kControlVersion},
+                 {"ok", false},
+                 {"error", fmt::format("too many control connections ({} open, {} of them {}'s; "
+                                       "at most {}, {} per user): try again in a moment",
+                                       sessions_->open, mine, peer_.user, kMaxControlSessions,
+                                       kMaxControlSessionsPerUser)}},
+            /*then_close=*/true);
+      return false;
+    }
+    ++sessions_->open;
+    ++mine;
+    counted_ = true;
+    read();
+    return true;
+  }
 
  private:
   // A client gets kClientTimeout for each read and each write; one that
@@ -126,6 +159,8 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
 
   ControlServer& server_;
   std::shared_ptr<bool> alive_;
+  std::shared_ptr<Sessions> sessions_;
+  bool counted_ = false;
   local::socket socket_;
   asio::steady_timer timer_;
   asio::streambuf buffer_;
@@ -189,7 +224,7 @@ Result<std::unique_ptr<ControlServer>> ControlServer::open(asio::io_context& io,
 }
 
 ControlServer::ControlServer(asio::io_context& io, std::filesystem::path path)
-    : path_(std::move(path)), acceptor_(io) {}
+    : path_(std::move(path)), acceptor_(io), retry_(io) {}
 
 ControlServer::~ControlServer() {
   stop();
@@ -206,6 +241,7 @@ void ControlServer::start() {
 void ControlServer::stop() {
   if (!acceptor_.is_open()) return;
   *alive_ = false;
+  retry_.cancel();
   boost::system::error_code ec;
   acceptor_.close(ec);
   ::unlink(path_.c_str());
@@ -214,10 +250,44 @@ void ControlServer::stop() {
 void ControlServer::accept() {
   acceptor_.async_accept(
       [this, alive = alive_](const boost::system::error_code& ec, local::socket socket) {
-        if (!*alive) return;
-        if (!ec) std::make_shared<Session>(*this, std::move(socket))->start();
-        if (ec != asio::error::operation_aborted) accept();
+        if (!*alive || ec == asio::error::operation_aborted) return;
+        if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS ||
+            ec.value() == ENOMEM) {
+          accept_later();
+          return;
+        }
+        if (accept_backoff_.count() > 0) {
+          log::info(
+              "control: accepting connections again ({} refused while out of "
+              "descriptors or over the limit)",
+              refused_);
+          accept_backoff_ = std::chrono::milliseconds(0);
+        }
+        if (!ec && !std::make_shared<Session>(*this, std::move(socket))->start()) {
+          if (refused_++ % 100 == 0) {
+            log::warn("control: too many connections ({} open); refusing more ({} so far)",
+                      sessions_->open, refused_);
+          }
+        }
+        accept();
       });
+}
+
+void ControlServer::accept_later() {
+  if (accept_backoff_.count() == 0) {
+    log::error(
+        "control: out of file descriptors ({} control connections open); accepting again "
+        "shortly",
+        sessions_->open);
+    accept_backoff_ = kFirstAcceptBackoff;
+  } else {
+    accept_backoff_ = std::min(accept_backoff_ * 2, kMaxAcceptBackoff);
+  }
+  retry_.expires_after(accept_backoff_);
+  retry_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    accept();
+  });
 }
 
 Result<ControlRequest> parse_control_request(std::string_view line) {

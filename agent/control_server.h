@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,11 @@ namespace storewatch::agent {
 
 inline constexpr int kControlVersion = 1;
 inline constexpr std::size_t kMaxControlRequest = 64 * 1024;
+/// Control connections open at once, in all and per user: one more is
+/// answered "too many connections" and closed, so connections held open
+/// cannot use up the daemon's file descriptors (probes need them).
+inline constexpr std::size_t kMaxControlSessions = 64;
+inline constexpr std::size_t kMaxControlSessionsPerUser = 16;
 
 /// Who is on the other end, from SO_PEERCRED.
 struct Peer {
@@ -63,14 +69,26 @@ class ControlServer {
 
  private:
   class Session;
+  /// Open sessions, shared with them (a session may outlive the server).
+  struct Sessions {
+    std::size_t open = 0;
+    std::map<unsigned, std::size_t> by_uid;
+  };
   ControlServer(boost::asio::io_context& io, std::filesystem::path path);
   void accept();
+  /// After an accept that failed for want of descriptors: try again later,
+  /// not at once (a loop that spins on EMFILE takes a core).
+  void accept_later();
   nlohmann::json dispatch(const std::string& line, const Peer& peer);
 
   std::filesystem::path path_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::map<std::string, Handler> handlers_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<Sessions> sessions_ = std::make_shared<Sessions>();
+  boost::asio::steady_timer retry_;
+  std::chrono::milliseconds accept_backoff_{0};
+  std::uint64_t refused_ = 0;
 };
 
 /// Sends one request to a daemon and returns its response; an Error when no

@@ -96,6 +96,81 @@ struct StorageFigures {
   }
 };
 
+/// The agent's storage incident has two sources: retention (the database
+/// stuck over its cap) and the store writer (commits failing, a full disk).
+/// One incident says whichever are true; it resolves when none is.
+/// Commits failing for this long are the agent's storage incident (a lock
+/// held for a moment is not); a full disk is one at once.
+constexpr auto kWriterFailingFor = std::chrono::seconds(10);
+
+/// The store writer's trouble in words, or nullopt when it commits. Worded
+/// the same while it lasts: the incident is raised once, not per figure.
+std::optional<std::string> writer_problem(const StoreWriter::Health& h,
+                                          const std::filesystem::path& db,
+                                          std::chrono::steady_clock::time_point now) {
+  if (h.reserve_released && !h.disk_full) {
+    return fmt::format(
+        "the disk holding {} is full: storewatch gave up its {} MB reserve and writes into it; "
+        "free space on the disk (the reserve is made again by itself)",
+        db.string(), StoreWriter::kReserveBytes / (1024 * 1024));
+  }
+  if (!h.failing_since) return std::nullopt;
+  if (h.disk_full) {
+    return fmt::format(
+        "the disk holding {} is full: changes wait in memory until there is space (`storewatch "
+        "status` shows how many); they are lost if the agent stops before then",
+        db.string());
+  }
+  if (now - *h.failing_since < kWriterFailingFor) return std::nullopt;
+  return fmt::format(
+      "the database {} refuses writes: changes wait in memory (`storewatch status` shows how "
+      "many); they are lost if the agent stops before it takes them",
+      db.string());
+}
+
+struct StorageProblems {
+  Engine& engine;
+  const StoreWriter& store_writer;
+  std::filesystem::path db;
+  std::optional<std::string> cap;
+  std::optional<std::string> writer;
+
+  /// The writer's condition now (every second, and as it changes).
+  void check_writer() {
+    writer = writer_problem(store_writer.health(), db, std::chrono::steady_clock::now());
+    report();
+  }
+
+  void report() {
+    if (cap && writer) {
+      engine.set_storage_problem(*writer + "; and " + *cap);
+    } else if (cap || writer) {
+      engine.set_storage_problem(cap ? cap : writer);
+    } else {
+      engine.set_storage_problem(std::nullopt);
+    }
+  }
+};
+
+json writer_json(const StoreWriter::Health& h, std::chrono::steady_clock::time_point now) {
+  return json{
+      {"backlog", h.backlog},
+      {"incident_changes", h.incident_changes},
+      {"coalesced", h.coalesced},
+      {"dropped", h.dropped},
+      {"dead_letters", h.dead_letters},
+      {"disk_full", h.disk_full},
+      {"reserve_released", h.reserve_released},
+      {"last_error", h.last_error},
+      {"waiting_for_s",
+       h.backlog > 0 ? std::chrono::duration<double>(now - h.progress_at).count() : 0.0},
+      {"failing_for_s",
+       h.failing_since
+           ? json(std::chrono::duration_cast<std::chrono::seconds>(now - *h.failing_since).count())
+           : json()},
+  };
+}
+
 /// One bounded retention run; reports the storage condition and returns
 /// when to run again (soon while there is more to prune).
 std::chrono::milliseconds prune_once(
@@ -369,11 +444,26 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
   sync::Publisher* publisher_ptr = nullptr;
   HqCommands* commands_ptr = nullptr;
   sync::Notifier* notifier_ptr = nullptr;
-  StoreWriter writer(std::move(*writer_store), io, [&publisher_ptr, &commands_ptr, &notifier_ptr] {
-    if (publisher_ptr != nullptr) publisher_ptr->notify();
-    if (commands_ptr != nullptr) commands_ptr->on_commit();
-    if (notifier_ptr != nullptr) notifier_ptr->kick();
-  });
+  Engine* engine_ptr = nullptr;
+  StoreWriter* writer_ptr = nullptr;
+  StorageProblems* storage_problems_ptr = nullptr;
+  StoreWriter writer(
+      std::move(*writer_store), io,
+      [&publisher_ptr, &commands_ptr, &notifier_ptr, &engine_ptr, &writer_ptr] {
+        if (engine_ptr != nullptr && writer_ptr != nullptr) {
+          engine_ptr->on_committed(writer_ptr->committed());
+        }
+        if (publisher_ptr != nullptr) publisher_ptr->notify();
+        if (commands_ptr != nullptr) commands_ptr->on_commit();
+        if (notifier_ptr != nullptr) notifier_ptr->kick();
+      },
+      [&engine_ptr](const DeadLetter& letter) {
+        if (engine_ptr != nullptr) engine_ptr->dead_letter(letter.what);
+      },
+      [&storage_problems_ptr] {
+        if (storage_problems_ptr != nullptr) storage_problems_ptr->check_writer();
+      });
+  writer_ptr = &writer;
   SystemClock clock;
   std::unique_ptr<RemediationRunner> runner = make_remediation_runner(io);
   // Scheduler and engine need each other: the engine asks for re-checks,
@@ -386,8 +476,14 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
     });
   };
   hooks.runner = runner.get();
+  // Incidents the engine no longer holds, as committed (closing them after
+  // close_after): the loop's own connection.
+  hooks.stored = [&reader](const std::string& uid) -> std::optional<Incident> {
+    auto found = reader->incident(uid);
+    if (!found || !*found || (*found)->uid != uid) return std::nullopt;
+    return std::move(**found);
+  };
   // Notices ride with the change that causes them (agent/notices.h).
-  Engine* engine_ptr = nullptr;
   if (!cfg.notify.empty()) {
     hooks.notices = [&cfg, &engine_ptr](const Incident& inc, const IncidentEvent& ev) {
       const bool silenced = engine_ptr != nullptr && engine_ptr->silenced(inc.probe).has_value();
@@ -400,13 +496,29 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
   Engine engine(cfg, clock, command_sink, hooks);
   engine_ptr = &engine;
   engine.restore(std::move(snapshot));
+  if (auto letters = reader->dead_letters(0); letters && letters->count > 0) {
+    // Dead letters newer than the open storage incident: it waits for a
+    // person, whatever the disk says now.
+    for (const auto& [key, inc] : engine.unresolved()) {
+      if (inc.probe == kAgentProbe && inc.condition == kConditionStorage && inc.t_detect &&
+          format_rfc3339(*inc.t_detect) <= letters->newest_at) {
+        engine.dead_letter("", /*record=*/false);
+      }
+    }
+    log::warn(
+        "store: the dead_letters table holds {} changes the database refused; "
+        "`storewatch doctor` lists them",
+        letters->count);
+  }
 
   // Retention and the size cap, on the writer's thread between its batches;
   // a database stuck over its cap is the agent's own critical incident.
   Pruner pruner(
       PrunePolicy{.retention = cfg.agent.retention, .max_db_bytes = cfg.agent.max_db_bytes});
   StorageFigures storage;
-  writer.schedule(kFirstPrune, [&pruner, &io, &engine, &storage, &cfg](Store& s) {
+  StorageProblems storage_problems{engine, writer, db_path, std::nullopt, std::nullopt};
+  storage_problems_ptr = &storage_problems;
+  writer.schedule(kFirstPrune, [&pruner, &io, &storage_problems, &storage, &cfg](Store& s) {
     // HQ command ids are kept as long as closed history.
     if (auto r = s.prune_commands(SystemClock().wall_now() - cfg.agent.retention, 1000); !r) {
       log::error("retention: command ids: {}", r.error().message);
@@ -420,10 +532,13 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
         !r) {
       log::error("retention: notifications: {}", r.error().message);
     }
-    return prune_once(pruner, s, storage, [&io, &engine](std::optional<std::string> problem) {
-      asio::post(io,
-                 [&engine, problem = std::move(problem)] { engine.set_storage_problem(problem); });
-    });
+    return prune_once(pruner, s, storage,
+                      [&io, &storage_problems](std::optional<std::string> problem) {
+                        asio::post(io, [&storage_problems, problem = std::move(problem)] {
+                          storage_problems.cap = problem;
+                          storage_problems.report();
+                        });
+                      });
   });
   StoreOutbox outbox(*reader, writer, session);
   StoreNotifyOutbox notify_outbox(*reader, writer, engine);
@@ -516,6 +631,7 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
           {"started_at", format_rfc3339(started)},
           {"config", config_state.to_json(cfg.files)},
           {"store_backlog", writer.backlog()},
+          {"store_writer", writer_json(writer.health(), std::chrono::steady_clock::now())},
           {"storage", storage.to_json()},
           {"schedule", schedule_json(scheduler.schedule_stats())}}},
     };
@@ -556,6 +672,7 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
     tick_timer.expires_after(kTick);
     tick_timer.async_wait([&](const boost::system::error_code& e) {
       if (e) return;
+      storage_problems.check_writer();
       engine.tick();
       arm_tick();
     });
@@ -563,11 +680,31 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
   asio::steady_timer watchdog_timer(io);
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = ::sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  // The pings also stop while the store writer is wedged (changes wait and
+  // nothing commits, for a reason other than a full disk): systemd then
+  // restarts the agent (agent/store_writer.h).
+  bool watchdog_withheld = false;
   std::function<void()> arm_watchdog = [&]() {
     watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
     watchdog_timer.async_wait([&](const boost::system::error_code& e) {
       if (e) return;
-      ::sd_notify(0, "WATCHDOG=1");
+      const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::microseconds(watchdog_usec / 2));
+      if (writer.stalled(std::chrono::steady_clock::now(), limit)) {
+        if (!watchdog_withheld) {
+          const auto h = writer.health();
+          log::error(
+              "watchdog: not pinging systemd: the store writer has committed nothing for {} s "
+              "with {} changes waiting ({}); systemd restarts the agent if this lasts",
+              limit.count() / 1000, h.backlog,
+              h.last_error.empty() ? std::string("no answer from the database") : h.last_error);
+        }
+        watchdog_withheld = true;
+      } else {
+        if (watchdog_withheld) log::info("watchdog: the store writer commits again; pinging");
+        watchdog_withheld = false;
+        ::sd_notify(0, "WATCHDOG=1");
+      }
       arm_watchdog();
     });
   };

@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -20,12 +21,14 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include "agent/control_server.h"
 #include "agent/store.h"
 #include "agent/table.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
+#include "sync/mqtt_transport.h"
 
 namespace storewatch::agent {
 
@@ -346,6 +349,22 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
     return c;
   }
   c.summary = fmt::format("{}: {}, quick_check ok", path.string(), figures);
+  if (auto letters = store->dead_letters(3); letters && letters->count > 0) {
+    // Changes the database refused for good: the store writer kept them
+    // aside and went on; a person should see what they were.
+    c.status = CheckStatus::fail;
+    c.data["dead_letters"] = letters->count;
+    c.summary += fmt::format("; {} refused by the database, kept in dead_letters",
+                             plural(static_cast<std::size_t>(letters->count), "change"));
+    for (const auto& l : letters->newest) {
+      c.details.push_back(fmt::format("{}: {}: {}", when(l.at), l.what, l.error));
+    }
+    c.fix = {fmt::format("sudo sqlite3 -readonly {} 'SELECT id, at, what, error, change FROM "
+                         "dead_letters'   (every one, with the change as JSON)",
+                         path.string()),
+             "report them with the database's schema version: they point at a defect of "
+             "storewatch; incidents go on being recorded meanwhile"};
+  }
   const auto cap = static_cast<std::uint64_t>(std::max<std::int64_t>(cfg.agent.max_db_bytes, 0));
   if (cap > 0 && total * 10 >= cap * 9) {
     c.status = CheckStatus::warn;
@@ -460,6 +479,29 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
   }
   if (failing > 0) {
     c.details.push_back("storewatch status   (shows which probes fail and why)");
+  }
+  const json writer = agent.value("store_writer", json::object());
+  c.data["store_backlog"] = writer.value("backlog", 0);
+  if (const std::string error = writer.value("last_error", std::string());
+      !error.empty() && writer.value("backlog", 0) > 0) {
+    // The daemon runs but cannot write its database: what it learns waits
+    // in memory, and goes if it stops.
+    c.status = CheckStatus::fail;
+    const bool full = writer.value("disk_full", false);
+    c.summary += fmt::format("; it cannot write its database: {} wait in memory ({})",
+                             plural(writer.value("backlog", std::size_t{0}), "change"),
+                             full ? "the disk is full" : error);
+    c.details.push_back(error);
+    if (full) {
+      c.fix.push_back(fmt::format(
+          "free space on the disk holding {} (the disk check below says how much is left): the "
+          "daemon writes what waits within a second of there being room",
+          cfg.agent.data_dir.string()));
+      c.fix.push_back("do not stop the daemon meanwhile: what waits in memory would be lost");
+    } else {
+      c.fix.push_back("sudo systemctl restart storewatch   (if it lasts; what waits is lost)");
+      c.fix.push_back(kDaemonLog);
+    }
   }
   if (live != nullptr) *live = std::move(status);
   return c;
@@ -746,6 +788,113 @@ DoctorCheck check_broker(const config::Config& cfg, const json* live,
   return c;
 }
 
+// --- broker_auth ---------------------------------------------------------------
+
+namespace {
+
+/// What one anonymous connection attempt found.
+struct AnonymousAttempt {
+  bool connected = false;
+  bool answered = false;  ///< connected, or refused by the broker or TLS
+  std::string error;
+};
+
+class OneAttempt final : public sync::TransportListener {
+ public:
+  void on_connected() override { connected = done = true; }
+  void on_disconnected(const std::string& reason) override {
+    if (done) return;
+    error = reason;
+    done = true;
+  }
+  bool done = false;
+  bool connected = false;
+  std::string error;
+};
+
+AnonymousAttempt connect_anonymously(const config::SyncConfig& sync,
+                                     std::chrono::milliseconds timeout) {
+  AnonymousAttempt a;
+  sync::MqttOptions o;
+  o.broker = sync;
+  o.broker.username.clear();
+  o.broker.password_file.clear();
+  o.broker.cert_file.clear();
+  o.broker.key_file.clear();
+  // Never the store's id: the broker would hand it the daemon's connection.
+  std::random_device rd;
+  o.client_id = fmt::format("storewatch-doctor-{:08x}", rd());
+  // The transport logs its attempts; the check says what they found.
+  const log::Level level = log::level();
+  log::set_level(log::Level::error);
+  asio::io_context io;
+  auto transport = sync::MqttTransport::create(io, o);
+  if (!transport) {
+    log::set_level(level);
+    a.error = transport.error().message;
+    return a;
+  }
+  OneAttempt listener;
+  (*transport)->start(listener);
+  {
+    // Paho answers from its own thread, posting onto `io`: keep it running
+    // until then.
+    auto work = asio::make_work_guard(io);
+    run_until(io, listener.done, timeout);
+  }
+  (*transport)->stop(std::chrono::milliseconds(0));
+  transport->reset();
+  io.restart();
+  io.poll();
+  log::set_level(level);
+  a.connected = listener.connected;
+  a.error = listener.done ? listener.error : fmt::format("no answer within {} ms", timeout.count());
+  a.answered = listener.done;
+  return a;
+}
+
+}  // namespace
+
+DoctorCheck check_broker_auth(const config::Config& cfg, std::chrono::milliseconds timeout) {
+  DoctorCheck c;
+  c.name = "broker_auth";
+  c.data = json{{"broker", cfg.sync.broker}};
+  const AnonymousAttempt a = connect_anonymously(cfg.sync, timeout);
+  c.data["anonymous_accepted"] = a.connected;
+  if (!a.connected) c.data["error"] = a.error;
+  if (a.connected) {
+    c.status = CheckStatus::warn;
+    c.summary = fmt::format(
+        "{} lets in clients without a user name, password or certificate: anyone who reaches "
+        "it can publish as any store and command every store",
+        cfg.sync.broker);
+    c.details.push_back(
+        "HQ then believes forged events, statuses and stores, and a store without "
+        "[sync] command_key_file takes forged commands");
+    c.fix = {
+        "give each store its own broker login (username = store id, password_file) or client "
+        "certificate, and HQ its own",
+        "on the broker: allow_anonymous false, and the acl_file of docs/SYNC.md (\"Who may "
+        "publish what\"): each store only its own topics",
+        "set [sync] command_key_file so the store takes only commands HQ signed"};
+    return c;
+  }
+  const bool refused_by_broker = a.error.find("refused by broker") != std::string::npos;
+  const bool tls_with_cert =
+      broker_address(cfg.sync.broker).value_or(BrokerAddress{}).tls && !cfg.sync.cert_file.empty();
+  if (refused_by_broker || tls_with_cert) {
+    c.summary =
+        fmt::format("{} refuses clients without credentials ({})", cfg.sync.broker, a.error);
+    return c;
+  }
+  c.status = CheckStatus::skip;
+  c.summary = fmt::format(
+      "not checked: an anonymous connection to {} failed before the broker "
+      "could refuse it ({}); see the broker check",
+      cfg.sync.broker, a.error);
+  return c;
+}
+
 // --- clock -------------------------------------------------------------------
 
 DoctorCheck check_clock(const config::Config& cfg) {
@@ -879,7 +1028,7 @@ DoctorReport run_doctor(const DoctorOptions& options) {
   auto loaded = config::load(options.config, load);
   report.checks.push_back(check_config(options.config, loaded));
   if (!loaded.ok()) {
-    for (const char* name : {"database", "daemon", "broker", "clock", "disk"}) {
+    for (const char* name : {"database", "daemon", "broker", "broker_auth", "clock", "disk"}) {
       DoctorCheck c;
       c.name = name;
       c.status = CheckStatus::skip;
@@ -894,6 +1043,15 @@ DoctorReport run_doctor(const DoctorOptions& options) {
   std::optional<json> live;
   report.checks.push_back(check_daemon(cfg, options.timeout, &live));
   report.checks.push_back(check_broker(cfg, live ? &*live : nullptr, options.timeout));
+  if (report.checks.back().data.value("reachable", true)) {
+    report.checks.push_back(check_broker_auth(cfg, options.timeout));
+  } else {
+    DoctorCheck c;
+    c.name = "broker_auth";
+    c.status = CheckStatus::skip;
+    c.summary = "not checked: the broker cannot be reached (see the broker check)";
+    report.checks.push_back(std::move(c));
+  }
   report.checks.push_back(check_clock(cfg));
   report.checks.push_back(check_disk(cfg, db_bytes));
   return report;

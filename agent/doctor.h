@@ -25,7 +25,7 @@ std::string_view to_string(CheckStatus s);
 
 /// One check's verdict.
 struct DoctorCheck {
-  std::string name;  ///< config|database|daemon|broker|clock|disk
+  std::string name;  ///< config|database|daemon|broker|broker_auth|clock|disk
   CheckStatus status = CheckStatus::ok;
   std::string summary;                             ///< one line: what was found
   std::vector<std::string> details;                ///< more lines: diagnostics, figures
@@ -71,6 +71,12 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
 /// TLS for ssl:// and wss://) reachability check of the broker.
 DoctorCheck check_broker(const config::Config& cfg, const nlohmann::json* live,
                          std::chrono::milliseconds timeout);
+/// Connects to the broker as an anonymous client — no username, password or
+/// client certificate, a client id of its own — and warns when the broker
+/// lets it in: then anyone who reaches the broker can publish as any store
+/// and command every store (docs/SYNC.md, "Who may publish what"). Refused:
+/// ok. Not reachable at all: skip (the broker check says why).
+DoctorCheck check_broker_auth(const config::Config& cfg, std::chrono::milliseconds timeout);
 /// With the config's `system` probes of check = "clock"; else "not checked"
 /// and why, with the kernel's view of NTP synchronisation.
 DoctorCheck check_clock(const config::Config& cfg);

@@ -17,10 +17,8 @@ namespace {
 
 // The condition a probe's incident is about: the probe fails.
 constexpr const char* kConditionDown = "down";
-// The agent's own storage condition (DESIGN §5).
-constexpr const char* kConditionStorage = "storage";
-// The agent's client certificate for the link to HQ expires soon, or has.
-constexpr const char* kConditionClientCert = "client_cert";
+// A descriptor problem ends once no check has hit it for this long.
+constexpr auto kDescriptorQuiet = std::chrono::seconds(60);
 // The note of the resolution of a removed probe's incident.
 constexpr const char* kProbeRemoved = "the probe was removed from the config";
 // Slack on top of a probe's timeout before a re-run counts as unanswered.
@@ -164,8 +162,28 @@ Incident* Engine::find_incident(const std::string& uid) {
   for (auto& [key, inc] : unresolved_) {
     if (inc.uid == uid) return &inc;
   }
-  if (auto it = resolved_.find(uid); it != resolved_.end()) return &it->second.incident;
+  if (auto k = reopenable_uids_.find(uid); k != reopenable_uids_.end()) {
+    return &reopenable_.at(k->second).incident;
+  }
   return nullptr;
+}
+
+std::optional<Incident> Engine::current_copy(const std::string& uid,
+                                             const std::optional<Incident>& stored) const {
+  // What is queued for an incident the engine let go of is in its parked
+  // copy; with nothing queued, the database's copy is the incident.
+  if (auto p = parked_.find(uid); p != parked_.end()) return p->second.incident;
+  if (stored && stored->uid == uid) return stored;
+  if (hooks_.stored) return hooks_.stored(uid);
+  return std::nullopt;
+}
+
+void Engine::park(const Incident& inc) {
+  parked_.insert_or_assign(inc.uid, Parked{inc, sink_.ticket()});
+}
+
+void Engine::on_committed(std::uint64_t committed) {
+  std::erase_if(parked_, [committed](const auto& p) { return p.second.ticket <= committed; });
 }
 
 SteadyTime Engine::steady_of(WallTime t) const {
@@ -238,8 +256,11 @@ void Engine::restore(EngineSnapshot snap) {
     std::string key = inc.dedup_key;
     unresolved_.emplace(std::move(key), std::move(inc));
   }
+  std::sort(snap.resolved.begin(), snap.resolved.end(),
+            [](const Incident& a, const Incident& b) { return a.t_resolved < b.t_resolved; });
   for (auto& inc : snap.resolved) {
-    const SteadyTime at = steady_of(inc.t_resolved.value_or(clock_.wall_now()));
+    if (!inc.t_resolved) inc.t_resolved = clock_.wall_now();
+    const SteadyTime at = steady_of(*inc.t_resolved);
     keep_resolved(std::move(inc), at);
   }
   silences_ = std::move(snap.silences);
@@ -265,6 +286,20 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
   Runtime& r = it->second;
   const config::ProbeConfig& pc = *r.config;
   const WallTime at = clock_.wall_now();
+  if (res.agent_fault) {
+    // The agent could not run the check (out of file descriptors): nothing
+    // is known of the device, so its check level and incident stay as they
+    // are; the agent's own incident says what is wrong.
+    r.last_check = at;
+    r.last_status = std::string(probes::to_string(probes::ProbeStatus::unknown));
+    r.latency_ms = 0;
+    r.message = res.message;
+    set_descriptor_problem(fmt::format(
+        "storewatch is out of file descriptors, so checks cannot run (first seen on probe {}: "
+        "{})",
+        probe, res.message));
+    return;
+  }
   const CheckLevel before = r.check.level();
   const bool failed = failed_status(res.status);
 
@@ -480,20 +515,16 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
   const auto silence = silenced(probe);
 
   // The newest resolved incident of this key, if it resolved recently.
-  std::optional<std::string> reopen;
-  for (auto [k, end] = resolved_by_key_.equal_range(key); k != end; ++k) {
-    const Resolved& res = resolved_.at(k->second);
-    if (now - res.at > config_.incidents.reopen_window) continue;
-    if (!reopen || res.at > resolved_.at(*reopen).at) reopen = k->second;
-  }
+  auto held = reopenable_.find(key);
+  const bool reopen =
+      held != reopenable_.end() && now - held->second.at <= config_.incidents.reopen_window;
 
   Incident inc;
   std::string type;
   json extra{{"message", r.message}};
   if (reopen) {
-    unindex_resolved(key, *reopen);
-    inc = std::move(resolved_.at(*reopen).incident);
-    resolved_.erase(*reopen);
+    inc = held->second.incident;
+    forget_reopenable(key);  // by its uid: not before the copy above
     ++inc.reopen_count;
     inc.t_restored.reset();
     inc.t_resolved.reset();
@@ -569,6 +600,8 @@ void Engine::resolve(Incident inc_in, const std::string& actor, const std::strin
   const std::string uid = inc.uid;
   if (final_state == IncidentState::resolved) {
     keep_resolved(std::move(inc), clock_.steady_now());
+  } else {
+    park(inc);
   }
   after_root_gone(uid);
 }
@@ -832,24 +865,31 @@ void Engine::escalate(Incident& inc, const std::string& reason) {
 // --- waiting work --------------------------------------------------------------
 
 void Engine::keep_resolved(Incident inc, SteadyTime at) {
-  std::string uid = inc.uid;
-  std::string key = inc.dedup_key;
-  auto [it, inserted] = resolved_.insert_or_assign(uid, Resolved{std::move(inc), at});
-  if (inserted) resolved_by_key_.emplace(std::move(key), std::move(uid));
+  closing_.push_back(Closing{at, inc.t_resolved.value_or(clock_.wall_now()), inc.uid});
+  if (clock_.steady_now() - at > config_.incidents.reopen_window) return;
+  // The newest of its key is the one a new failure may reopen; an older one
+  // only waits in closing_.
+  const std::string key = inc.dedup_key;
+  forget_reopenable(key);
+  reopenable_uids_[inc.uid] = key;
+  reopenable_.emplace(key, Resolved{std::move(inc), at});
 }
 
-void Engine::unindex_resolved(const std::string& key, const std::string& uid) {
-  for (auto [k, end] = resolved_by_key_.equal_range(key); k != end; ++k) {
-    if (k->second == uid) {
-      resolved_by_key_.erase(k);
-      return;
-    }
-  }
+void Engine::forget_reopenable(const std::string& key) {
+  auto it = reopenable_.find(key);
+  if (it == reopenable_.end()) return;
+  reopenable_uids_.erase(it->second.incident.uid);
+  reopenable_.erase(it);
 }
 
 void Engine::tick() {
   const SteadyTime now = clock_.steady_now();
   tick_closing(now);
+  tick_reopenable(now);
+  if (last_descriptor_fault_ && now - *last_descriptor_fault_ >= kDescriptorQuiet) {
+    last_descriptor_fault_.reset();
+    set_own_problem(kConditionDescriptors, config::Severity::critical, std::nullopt);
+  }
   tick_holds(now);
   tick_maintenance();
   tick_trading();
@@ -857,19 +897,36 @@ void Engine::tick() {
 }
 
 void Engine::tick_closing(SteadyTime now) {
-  for (auto it = resolved_.begin(); it != resolved_.end();) {
-    if (now - it->second.at < config_.incidents.close_after) {
-      ++it;
+  while (!closing_.empty() && now - closing_.front().at >= config_.incidents.close_after) {
+    const Closing due = std::move(closing_.front());
+    closing_.pop_front();
+    // As it is now: held (reopenable), parked, or as committed. One that was
+    // reopened, closed by a person, or resolved again since (a later entry
+    // of its own) is not this entry's to close.
+    std::optional<Incident> inc;
+    if (Incident* held = find_incident(due.uid)) {
+      inc = *held;
+    } else {
+      inc = current_copy(due.uid, std::nullopt);
+    }
+    if (!inc || inc->state != IncidentState::resolved || inc->t_resolved != due.t_resolved) {
       continue;
     }
-    unindex_resolved(it->second.incident.dedup_key, it->first);
-    Incident inc = std::move(it->second.incident);
-    it = resolved_.erase(it);
-    inc.state = IncidentState::closed;
-    inc.t_closed = clock_.wall_now();
-    emit(inc, "closed",
+    forget_reopenable(inc->dedup_key);
+    inc->state = IncidentState::closed;
+    inc->t_closed = clock_.wall_now();
+    emit(*inc, "closed",
          json{{"reason", fmt::format("resolved for {}", describe(config_.incidents.close_after))}});
+    park(*inc);
   }
+}
+
+void Engine::tick_reopenable(SteadyTime now) {
+  std::erase_if(reopenable_, [&](const auto& r) {
+    if (now - r.second.at <= config_.incidents.reopen_window) return false;
+    reopenable_uids_.erase(r.second.incident.uid);
+    return true;
+  });
 }
 
 void Engine::tick_holds(SteadyTime now) {
@@ -967,16 +1024,15 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
                              const std::string& note, const std::optional<Incident>& stored) {
   Incident* inc = find_incident(uid);
   if (inc == nullptr) {
-    if (!stored) return Error{fmt::format("no incident {}", uid)};
-    if (action == Action::note) {
-      emit(*stored, "note", json{{"note", note}}, actor);
-      return *stored;
-    }
-    if (stored->state == IncidentState::closed) {
-      return Error{fmt::format("incident {} is closed; only a note can be added to it", uid)};
-    }
-    return Error{fmt::format("incident {} is {} but this daemon does not hold it", uid,
-                             to_string(stored->state))};
+    // Not held: as it is once what is queued for it is written.
+    auto copy = current_copy(uid, stored);
+    if (!copy) return Error{fmt::format("no incident {}", uid)};
+    return act_on_copy(action, std::move(*copy), actor, note);
+  }
+  if (inc->probe == kAgentProbe && inc->condition == kConditionStorage && actor != "agent" &&
+      (action == Action::resolve || action == Action::close)) {
+    // A person has seen what the storage incident said, dead letters too.
+    storage_needs_person_ = false;
   }
   switch (action) {
     case Action::note: {
@@ -1006,7 +1062,8 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
         // what it waited for.
         const Incident copy = *inc;  // `uid` may name the row resolve() erases
         resolve(copy, "agent", "recovered while escalated; resolved when acknowledged", false);
-        return resolved_.at(copy.uid).incident;
+        if (Incident* after = find_incident(copy.uid)) return *after;
+        return current_copy(copy.uid, std::nullopt).value_or(copy);
       }
       return *inc;
     }
@@ -1019,15 +1076,9 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
       }
       if (inc->state == IncidentState::resolved) {
         // Closing a resolved incident.
-        Incident closed = std::move(*inc);
-        unindex_resolved(closed.dedup_key, uid);
-        resolved_.erase(uid);
-        closed.state = IncidentState::closed;
-        closed.t_closed = clock_.wall_now();
-        json extra = json::object();
-        if (!note.empty()) extra["note"] = note;
-        emit(closed, "closed", std::move(extra), actor);
-        return closed;
+        Incident closed = *inc;
+        forget_reopenable(closed.dedup_key);
+        return act_on_copy(action, std::move(closed), actor, note);
       }
       Incident copy = *inc;
       if (auto r = probes_.find(copy.probe);
@@ -1040,15 +1091,51 @@ Result<Incident> Engine::act(Action action, const std::string& uid, const std::s
         }
       }
       resolve(copy, actor, note, false, final_state);
-      if (final_state == IncidentState::closed) {
-        copy.state = IncidentState::closed;
-      } else {
-        copy = resolved_.at(uid).incident;
-      }
-      return copy;
+      if (Incident* after = find_incident(uid)) return *after;
+      return current_copy(uid, std::nullopt).value_or(copy);
     }
   }
   return Error{"unknown action"};
+}
+
+Result<Incident> Engine::act_on_copy(Action action, Incident inc, const std::string& actor,
+                                     const std::string& note) {
+  const std::string& uid = inc.uid;
+  switch (action) {
+    case Action::note:
+      emit(inc, "note", json{{"note", note}}, actor);
+      park(inc);
+      return inc;
+    case Action::ack:
+      if (!is_unresolved(inc.state)) {
+        return Error{
+            fmt::format("incident {} is {}; only an unresolved incident can be acknowledged", uid,
+                        to_string(inc.state))};
+      }
+      break;
+    case Action::resolve:
+      if (inc.state == IncidentState::resolved) {
+        return Error{fmt::format("incident {} is already resolved", uid)};
+      }
+      break;
+    case Action::close:
+      if (inc.state == IncidentState::resolved) {
+        inc.state = IncidentState::closed;
+        inc.t_closed = clock_.wall_now();
+        json extra = json::object();
+        if (!note.empty()) extra["note"] = note;
+        log::info("incident {} closed by {}: {}", uid, actor, inc.summary);
+        emit(inc, "closed", std::move(extra), actor);
+        park(inc);
+        return inc;
+      }
+      break;
+  }
+  if (inc.state == IncidentState::closed) {
+    return Error{fmt::format("incident {} is closed; only a note can be added to it", uid)};
+  }
+  return Error{
+      fmt::format("incident {} is {} but this daemon does not hold it", uid, to_string(inc.state))};
 }
 
 std::vector<std::string> Engine::uids_with_prefix(const std::string& prefix) const {
@@ -1057,9 +1144,14 @@ std::vector<std::string> Engine::uids_with_prefix(const std::string& prefix) con
   for (const auto& [key, inc] : unresolved_) {
     if (inc.uid.starts_with(prefix)) out.push_back(inc.uid);
   }
-  for (const auto& [uid, res] : resolved_) {
+  for (const auto& [uid, key] : reopenable_uids_) {
     if (uid.starts_with(prefix)) out.push_back(uid);
   }
+  for (const auto& [uid, parked] : parked_) {
+    if (uid.starts_with(prefix) && !reopenable_uids_.contains(uid)) out.push_back(uid);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
@@ -1139,7 +1231,32 @@ Result<SilenceRow> Engine::remove_silence(const std::string& uid_or_prefix,
 // --- the agent's own condition ----------------------------------------------
 
 void Engine::set_storage_problem(const std::optional<std::string>& problem) {
+  if (!problem && storage_needs_person_) return;
   set_own_problem(kConditionStorage, config::Severity::critical, problem);
+}
+
+void Engine::dead_letter(const std::string& what, bool record) {
+  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, kConditionStorage);
+  auto it = unresolved_.find(key);
+  if (!record) {
+    if (it != unresolved_.end()) storage_needs_person_ = true;
+    return;
+  }
+  storage_needs_person_ = true;
+  const std::string problem = fmt::format(
+      "a change could not be stored and was kept in the dead_letters table ({}); "
+      "`storewatch doctor` lists it. Resolve this incident once it is looked at",
+      what);
+  if (it == unresolved_.end()) {
+    set_own_problem(kConditionStorage, config::Severity::critical, problem);
+  } else {
+    emit(it->second, "updated", json{{"reason", "dead letter"}, {"message", problem}});
+  }
+}
+
+void Engine::set_descriptor_problem(const std::optional<std::string>& problem) {
+  if (problem) last_descriptor_fault_ = clock_.steady_now();
+  set_own_problem(kConditionDescriptors, config::Severity::critical, problem);
 }
 
 void Engine::set_client_cert_problem(const std::optional<std::string>& problem,

@@ -13,6 +13,7 @@
 /// tick() does the waiting work that is due; the daemon calls it every
 /// second, tests call it after moving their clock.
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -58,6 +59,11 @@ struct EngineHooks {
   /// The notices a change queues (agent/notices.h), written with its event;
   /// nullptr = none.
   std::function<std::vector<sync::NoticeRow>(const Incident&, const IncidentEvent&)> notices;
+  /// The committed copy of an incident the engine no longer holds (the
+  /// database's, through the loop's connection): resolved incidents are
+  /// closed from it after close_after. nullptr = none is found, and such an
+  /// incident is not closed by time.
+  std::function<std::optional<Incident>(const std::string& uid)> stored;
 };
 
 /// What the engine resumes from (agent/store.h reads it at start).
@@ -70,6 +76,11 @@ struct EngineSnapshot {
 
 /// The name and condition of the agent's own storage incident.
 inline constexpr const char* kAgentProbe = "storewatch";
+
+/// Incidents of the agent's own (probe kAgentProbe), by condition.
+inline constexpr const char* kConditionStorage = "storage";
+inline constexpr const char* kConditionClientCert = "client_cert";
+inline constexpr const char* kConditionDescriptors = "descriptors";
 
 class Engine {
  public:
@@ -107,14 +118,22 @@ class Engine {
   /// (results are not written one by one: flash wears).
   void flush_probe_states();
 
+  /// The sink has made every change up to `committed()` durable (see
+  /// ChangeSink::ticket): the copies of incidents the engine let go of
+  /// before that are no longer needed, the database has them.
+  void on_committed(std::uint64_t committed);
+
   // --- what humans and HQ do ----------------------------------------------
 
   enum class Action { ack, resolve, close, note };
   static std::optional<Action> parse_action(std::string_view op);
 
-  /// Applies a human action to the incident `uid` (a full uid). `stored` is
-  /// the database's copy, for incidents the engine no longer holds (closed
-  /// ones: a note is fine, the rest is an error). Returns the incident after.
+  /// Applies a human action to the incident `uid` (a full uid). An incident
+  /// the engine no longer holds is acted on as it is once everything queued
+  /// for it is written: the engine keeps the last copy it let go of until
+  /// that copy is committed, and otherwise `stored` is the database's copy
+  /// (a note is fine on any incident, a close on a resolved one; the rest is
+  /// an error). Returns the incident after.
   Result<Incident> act(Action action, const std::string& uid, const std::string& actor,
                        const std::string& note, const std::optional<Incident>& stored);
 
@@ -134,8 +153,22 @@ class Engine {
   std::optional<std::string> silenced(const std::string& probe) const;
 
   /// The agent's own storage condition: `problem` set raises (or keeps) a
-  /// critical incident, nullopt resolves it.
+  /// critical incident, nullopt resolves it — unless a change was lost to
+  /// dead_letters since it opened (dead_letter()): a person looks at that.
   void set_storage_problem(const std::optional<std::string>& problem);
+
+  /// A change could not be stored and went to the dead_letters table
+  /// (agent/store_writer.h): raises the storage incident, or records an
+  /// `updated` event on the open one, which then stays open until a person
+  /// (or HQ) resolves or closes it. `record` false only marks an open storage
+  /// incident as waiting for a person (the daemon's start, when dead letters
+  /// newer than it are on file).
+  void dead_letter(const std::string& what, bool record = true);
+
+  /// The agent itself is out of file descriptors (a probe failed for that
+  /// reason, not the device's): `problem` set raises (or keeps) the agent's
+  /// own incident, nullopt resolves it.
+  void set_descriptor_problem(const std::optional<std::string>& problem);
 
   /// The agent's own client certificate for the link to HQ: `problem` set
   /// (it expires soon, or has) raises an incident of `severity` (or keeps the
@@ -187,9 +220,25 @@ class Engine {
     Healing heal;
   };
 
+  /// The newest resolved incident of a key, held while it may reopen.
   struct Resolved {
     Incident incident;
     SteadyTime at;  ///< when it resolved, on the monotonic clock
+  };
+
+  /// A resolved incident to close after close_after: its uid and when it
+  /// resolved, nothing more (its row is read back when it is due).
+  struct Closing {
+    SteadyTime at;
+    WallTime t_resolved;
+    std::string uid;
+  };
+
+  /// The last copy of an incident the engine let go of (closed, or acted on
+  /// from the database), until the sink has committed it.
+  struct Parked {
+    Incident incident;
+    std::uint64_t ticket = 0;
   };
 
   struct Ancestry {
@@ -204,7 +253,16 @@ class Engine {
   std::string dedup_key(const std::string& probe) const;
   Runtime& rt(const std::string& probe) { return probes_.at(probe); }
   Incident* unresolved_of(const std::string& probe);
+  /// An incident the engine holds: unresolved, or resolved and reopenable.
   Incident* find_incident(const std::string& uid);
+  /// The incident as it is once what is queued is written: held, parked, or
+  /// the committed copy (`stored`, else hooks_.stored).
+  std::optional<Incident> current_copy(const std::string& uid,
+                                       const std::optional<Incident>& stored) const;
+  /// Keeps `inc` (just emitted, no longer held) until its change commits.
+  void park(const Incident& inc);
+  Result<Incident> act_on_copy(Action action, Incident inc, const std::string& actor,
+                               const std::string& note);
   ProbeStateRow row_of(const std::string& name, const Runtime& rt) const;
   void persist(const std::string& probe, Runtime& r);
   void emit(const Incident& inc, std::string type, nlohmann::json extra = nlohmann::json::object(),
@@ -240,6 +298,7 @@ class Engine {
                        const std::optional<std::string>& problem);
 
   void tick_closing(SteadyTime now);
+  void tick_reopenable(SteadyTime now);
   void tick_holds(SteadyTime now);
   void tick_healing(SteadyTime now);
   void tick_maintenance();
@@ -257,12 +316,22 @@ class Engine {
   std::map<std::string, std::vector<std::string>> descendants_;
   std::map<std::string, std::vector<std::string>> precondition_of_;
   std::map<std::string, Incident> unresolved_;
-  std::map<std::string, Resolved> resolved_;  ///< by uid
-  /// resolved_'s uids by dedup key: a new failure finds the incident it may
-  /// reopen without scanning every incident resolved within close_after.
-  std::multimap<std::string, std::string> resolved_by_key_;
+  /// By dedup key: the newest resolved incident of each key, while it may
+  /// reopen (reopen_window) and is not closed. Everything else resolved is
+  /// in closing_ only: thousands of resolved incidents a day cost a few
+  /// dozen bytes each, not their whole row.
+  std::map<std::string, Resolved> reopenable_;
+  /// reopenable_'s keys by uid.
+  std::map<std::string, std::string> reopenable_uids_;
+  /// Resolved incidents in the order they resolved, to close after close_after.
+  std::deque<Closing> closing_;
+  /// Incidents let go of whose last change is not yet committed, by uid.
+  std::map<std::string, Parked> parked_;
   void keep_resolved(Incident inc, SteadyTime at);
-  void unindex_resolved(const std::string& key, const std::string& uid);
+  void forget_reopenable(const std::string& key);
+  /// A person resolved or closed the storage incident after a dead letter.
+  bool storage_needs_person_ = false;
+  std::optional<SteadyTime> last_descriptor_fault_;
   std::vector<SilenceRow> silences_;
   std::optional<bool> trading_;  ///< at the last tick
   bool stopping_ = false;

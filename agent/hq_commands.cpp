@@ -63,11 +63,48 @@ HqCommands::HqCommands(const config::Config& config, const Clock& clock, Engine&
       engine_(engine),
       reader_(reader),
       sink_(sink),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)) {
+  // Said at start, not only at the first command.
+  if (config_.sync.command_key_file.empty()) return;
+  if (auto a = auth(); !a) {
+    log::error("sync: {}", a.error().message);
+  } else {
+    log::info("sync: HQ commands must be signed with the key of {}",
+              config_.sync.command_key_file.string());
+  }
+}
+
+Result<sync::CommandAuth> HqCommands::auth() {
+  sync::CommandAuth a;
+  a.store = config_.store.id;
+  a.now = std::chrono::duration_cast<std::chrono::seconds>(clock_.wall_now().time_since_epoch())
+              .count();
+  const auto& file = config_.sync.command_key_file;
+  if (file.empty()) return a;
+  // Read for every command (they are few): a new key in the same file is
+  // used at once, and a file that went missing refuses, never lets through.
+  auto key = config::read_command_key(file);
+  if (!key) {
+    return Error{fmt::format(
+        "[sync] command_key_file cannot be used: {}; no HQ command is taken until it can",
+        key.error().message)};
+  }
+  a.key = std::move(*key);
+  return a;
+}
 
 void HqCommands::on_command(std::string_view payload) {
   ++stats_.received;
-  sync::ParsedCommand parsed = sync::parse_command(payload);
+  auto a = auth();
+  if (!a) {
+    ++stats_.refused;
+    const auto id = sync::parse_command(payload).id;
+    log::error("sync: refused an HQ command (id {}): {}", id.value_or("unknown"),
+               a.error().message);
+    if (hooks_.answer) hooks_.answer(sync::command_refused(id, a.error().message));
+    return;
+  }
+  sync::ParsedCommand parsed = sync::parse_command(payload, *a);
   if (!parsed.command) {
     ++stats_.refused;
     log::warn("sync: refused an HQ command (id {}, {} bytes): {}", parsed.id.value_or("unknown"),

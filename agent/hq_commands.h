@@ -13,12 +13,17 @@
 /// applied twice, across restarts too. Refused payloads that carry no usable
 /// command are answered each time and not kept.
 ///
+/// With `[sync] command_key_file` set, only commands signed with its key for
+/// this store and not expired are taken (sync/commands.h); the others are
+/// answered ok:false and change nothing.
+///
 /// Nothing here runs anything but configured probes: `probe_run` names one
 /// from the config, and the scheduler runs it as it would on its own.
 
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +46,8 @@ class CommandSink final : public ChangeSink {
   explicit CommandSink(ChangeSink& next) : next_(next) {}
 
   void submit(Change change) override;
+  /// While gathering, what is gathered goes to the writer as one more change.
+  std::uint64_t ticket() const override { return next_.ticket() + (gathering_ ? 1 : 0); }
 
   /// Starts gathering.
   void begin();
@@ -97,6 +104,10 @@ class HqCommands {
   static constexpr std::size_t kMaxUnsent = 1024;
 
  private:
+  /// The CommandAuth for a payload received now; an Error when
+  /// `command_key_file` is set but its key cannot be used (then no command
+  /// is taken: failing closed).
+  Result<sync::CommandAuth> auth();
   void apply(const sync::Command& cmd);
   /// Keeps the answer (fields of a success, or why it was refused) with the
   /// changes gathered for it, and sends it.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/log.h"
+#include "probes/descriptors.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
 
@@ -238,6 +239,11 @@ void Scheduler::finish(Entry& e, probes::ProbeResult result) {
   ++e.generation;
   e.deadline.cancel();
   --running_;
+  if (auto why = probes::out_of_descriptors(result)) {
+    // Not the device's failure: the agent's own (agent/engine.h).
+    result.agent_fault = true;
+    result.message = fmt::format("not checked: {} ({})", *why, result.message);
+  }
   on_result_(e.config.name, result);
   while (!stopped_ && !waiting_.empty() && running_ < config_.agent.max_concurrent_checks) {
     Entry* next = waiting_.front();

@@ -190,6 +190,18 @@ DROP TABLE events;
 ALTER TABLE events_v6 RENAME TO events;
 CREATE INDEX events_incident ON events(incident_uid, seq);
 )sql"},
+    {7, R"sql(
+-- Changes the database refused for good (a constraint, a schema error):
+-- the store writer isolates each one, keeps it here and goes on
+-- (agent/store_writer.h). `change` is the change as JSON, for a person.
+CREATE TABLE dead_letters (
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
+  at      TEXT NOT NULL,
+  what    TEXT NOT NULL,
+  error   TEXT NOT NULL,
+  change  TEXT NOT NULL
+);
+)sql"},
 };
 
 // Parameters per row of the incident upsert and of the event insert.
@@ -925,6 +937,106 @@ Result<std::int64_t> Store::prune_commands(WallTime before, std::int64_t limit) 
   stmt->bind(1, format_rfc3339(before)).bind(2, limit);
   if (auto st = stmt->run(); !st) return st.error();
   return db_.changes();
+}
+
+namespace {
+
+nlohmann::json rows_json(const IncidentRows& r) {
+  nlohmann::json times = nlohmann::json::array();
+  for (const auto& t : r.times) times.push_back(t ? nlohmann::json(*t) : nlohmann::json());
+  return nlohmann::json{
+      {"kind", "incident_change"},
+      {"incident",
+       {{"uid", r.uid},
+        {"dedup_key", r.dedup_key},
+        {"probe", r.probe},
+        {"condition", r.condition},
+        {"severity", r.severity},
+        {"priority", r.priority},
+        {"state", r.state},
+        {"suppressed_by", r.suppressed_by ? nlohmann::json(*r.suppressed_by) : nlohmann::json()},
+        {"in_maintenance", r.in_maintenance},
+        {"flapping", r.flapping},
+        {"self_healed", r.self_healed},
+        {"times", std::move(times)},
+        {"reopen_count", r.reopen_count},
+        {"summary", r.summary}}},
+      {"event",
+       {{"uid", r.event_uid},
+        {"type", r.event_type},
+        {"actor", r.event_actor},
+        {"at", r.at},
+        {"body", r.body}}},
+      {"notices", r.notices.size()},
+  };
+}
+
+}  // namespace
+
+nlohmann::json change_json(const Change& change) {
+  return std::visit(
+      [](const auto& c) -> nlohmann::json {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, IncidentRows>) {
+          return rows_json(c);
+        } else if constexpr (std::is_same_v<T, IncidentChange>) {
+          return rows_json(IncidentRows::of(IncidentChange(c)));
+        } else if constexpr (std::is_same_v<T, ProbeStateRow>) {
+          return nlohmann::json{{"kind", "probe_state"},       {"probe", c.probe},
+                                {"level", to_string(c.level)}, {"failures", c.failures},
+                                {"successes", c.successes},    {"message", c.message}};
+        } else if constexpr (std::is_same_v<T, SyncValue>) {
+          return nlohmann::json{{"kind", "sync_value"}, {"key", c.key}, {"value", c.value}};
+        } else if constexpr (std::is_same_v<T, SilenceRow>) {
+          return nlohmann::json{{"kind", "silence"}, {"silence", c.to_json()}};
+        } else if constexpr (std::is_same_v<T, AppliedCommand>) {
+          nlohmann::json changes = nlohmann::json::array();
+          for (const EngineChange& e : c.changes) {
+            changes.push_back(std::visit([](const auto& x) { return change_json(Change(x)); }, e));
+          }
+          return nlohmann::json{{"kind", "command"},
+                                {"id", c.command.id},
+                                {"op", c.command.op},
+                                {"result", c.command.result},
+                                {"changes", std::move(changes)}};
+        } else {
+          return nlohmann::json{{"kind", "notice_update"}, {"id", c.id}, {"attempts", c.attempts}};
+        }
+      },
+      change);
+}
+
+Status Store::dead_letter(const Change& change, const std::string& what, const std::string& error) {
+  auto tx = db::Transaction::begin(db_);
+  if (!tx) return tx.error();
+  auto st = db_.prepare("INSERT INTO dead_letters (at, what, error, change) VALUES (?1,?2,?3,?4)");
+  if (!st) return st.error();
+  st->bind(1, format_rfc3339(SystemClock().wall_now()))
+      .bind(2, what)
+      .bind(3, error)
+      .bind(4, change_json(change).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  if (auto r = st->run(); !r) return r;
+  return tx->commit();
+}
+
+Result<DeadLetterSummary> Store::dead_letters(int limit) {
+  DeadLetterSummary out;
+  auto count = db_.prepare("SELECT count(*), max(at) FROM dead_letters");
+  if (!count) return count.error();
+  auto row = count->step();
+  if (!row) return row.error();
+  out.count = count->int64(0);
+  out.newest_at = count->optional_text(1).value_or("");
+  count->reset();
+  auto stmt = db_.prepare("SELECT id, at, what, error FROM dead_letters ORDER BY id DESC LIMIT ?1");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, limit);
+  auto rows = collect<DeadLetterRow>(*stmt, [](const db::Statement& s) {
+    return DeadLetterRow{s.int64(0), s.text(1), s.text(2), s.text(3)};
+  });
+  if (!rows) return rows.error();
+  out.newest = std::move(*rows);
+  return out;
 }
 
 Result<wire::Event> to_wire(const StoredEvent& e) {

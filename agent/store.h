@@ -128,6 +128,24 @@ struct StoredEvent {
   std::string body;  ///< JSON object: incident_state and type-specific fields
 };
 
+/// The change as JSON, for the dead_letters table and a person reading it.
+nlohmann::json change_json(const Change& change);
+
+/// A change the database refused for good, as kept in `dead_letters`.
+struct DeadLetterRow {
+  std::int64_t id = 0;
+  std::string at;
+  std::string what;
+  std::string error;
+};
+
+/// How many changes `dead_letters` holds, and the newest of them.
+struct DeadLetterSummary {
+  std::int64_t count = 0;
+  std::string newest_at;  ///< RFC 3339, "" when there are none
+  std::vector<DeadLetterRow> newest;
+};
+
 class Store {
  public:
   enum class Mode { read_only, read_write };
@@ -195,6 +213,12 @@ class Store {
   /// Every notification of one incident (or all when empty), oldest first,
   /// as JSON objects (channel, kind, state, attempts, last_error, …).
   Result<std::vector<nlohmann::json>> notifications(const std::string& incident_uid);
+
+  /// Keeps a change the database refused for good (`what` and `error` in
+  /// words), in a transaction of its own.
+  Status dead_letter(const Change& change, const std::string& what, const std::string& error);
+  /// The count of dead letters and the newest `limit` of them.
+  Result<DeadLetterSummary> dead_letters(int limit);
 
   const std::filesystem::path& path() const { return db_.path(); }
   /// The connection, for modules that own their own SQL (retention, report).

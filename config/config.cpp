@@ -112,6 +112,47 @@ Result<std::string> read_secret(const std::filesystem::path& file) {
   return std::move(s);
 }
 
+Result<std::string> read_command_key(const std::filesystem::path& file) {
+  auto text = read_secret(file);
+  if (!text) return text.error();
+  const std::string& hex = *text;
+  const std::string make = fmt::format("make one with: openssl rand -hex 32 > {}", file.string());
+  if (hex.size() > 2 * kMaxCommandKeyBytes) {
+    return Error{
+        fmt::format("{} is {} bytes long: not a command key file (at most {} hex digits); {}",
+                    file.string(), hex.size(), 2 * kMaxCommandKeyBytes, make)};
+  }
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string key;
+  key.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]);
+    const int lo = i + 1 < hex.size() ? nibble(hex[i + 1]) : -1;
+    if (hi < 0 || lo < 0) {
+      return Error{fmt::format(
+          "{} does not hold the key as hex digits (an even number of 0-9 a-f, nothing else); {}",
+          file.string(), make)};
+    }
+    key.push_back(static_cast<char>((hi << 4) | lo));
+  }
+  if (key.size() < kMinCommandKeyBytes) {
+    return Error{fmt::format("{} holds a key of {} bytes; at least {} ({} hex digits); {}",
+                             file.string(), key.size(), kMinCommandKeyBytes,
+                             2 * kMinCommandKeyBytes, make)};
+  }
+  return key;
+}
+
+bool HqConfig::enrolled(std::string_view store) const {
+  if (enroll == Enroll::automatic) return true;
+  return stores.find(std::string(store)) != stores.end();
+}
+
 std::string_view to_string(Severity s) {
   switch (s) {
     case Severity::critical: return "critical";

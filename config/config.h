@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -56,6 +57,17 @@ bool is_valid_store_id(std::string_view id);
 /// Reads a secret from a `*_file` key (DESIGN §7): the whole file with
 /// surrounding whitespace trimmed, or why it cannot be read.
 Result<std::string> read_secret(const std::filesystem::path& file);
+
+/// HQ commands' HMAC-SHA256 keys hold at least this many bytes of key material.
+inline constexpr std::size_t kMinCommandKeyBytes = 32;
+/// A command key file larger than this is not a key file.
+inline constexpr std::size_t kMaxCommandKeyBytes = 1024;
+
+/// Reads a command key file (`[sync] command_key_file`, `[hq] command_key_file`,
+/// a file of `[hq] command_keys_dir`): the key written as hex digits (at
+/// least 64, i.e. 32 bytes; `openssl rand -hex 32` makes one), surrounding
+/// whitespace ignored. Returns the key's bytes, or why the file is unusable.
+Result<std::string> read_command_key(const std::filesystem::path& file);
 
 enum class Severity { critical, high, medium, low, info };
 std::string_view to_string(Severity s);
@@ -178,6 +190,10 @@ struct SyncConfig : BrokerConfig {
   /// Warn (log, `sync status`, an incident) when the client certificate
   /// expires within this many days; 0 = never.
   int cert_warn_days = 21;
+  /// The HMAC-SHA256 key HQ signs its commands with (read_command_key). Set:
+  /// unsigned, expired or badly signed commands are refused. Empty: any
+  /// well-formed command is taken (DESIGN §6 as before).
+  std::filesystem::path command_key_file;
 };
 
 struct ProbeConfig {
@@ -357,6 +373,25 @@ struct HqConfig : BrokerConfig {
   /// A store's gap above its acked seq that lasts this long gets a `resync`
   /// command (again at most once per this interval while it lasts).
   Millis resync_after = 30s;
+  /// Which stores HQ takes events and status from: every store that shows
+  /// up (`automatic`, each new one logged once), or only those in `stores`.
+  enum class Enroll { automatic, list };
+  Enroll enroll = Enroll::automatic;
+  std::set<std::string> stores;  ///< enroll = "list": the stores accepted
+  /// An event whose seq is more than this above the store's acked seq at HQ
+  /// is refused (not stored, not acked; counted and logged).
+  std::int64_t max_seq_jump = 100'000;
+  /// A status whose session is more than this above the highest HQ has
+  /// recorded for the store (0 for a store it has none of) is refused.
+  std::int64_t max_session_jump = 1'000'000;
+  /// The fleet-wide key HQ signs commands with (read_command_key); a store
+  /// with a file of its own in command_keys_dir is signed with that instead.
+  std::filesystem::path command_key_file;
+  /// One key file per store, named `<store id>.key`.
+  std::filesystem::path command_keys_dir;
+
+  /// Whether HQ takes messages from `store` (enroll and stores).
+  bool enrolled(std::string_view store) const;
 };
 
 Loaded<HqConfig> load_hq(const std::filesystem::path& file);

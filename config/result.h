@@ -13,6 +13,10 @@ namespace storewatch {
 /// What went wrong, in words a store technician can act on.
 struct Error {
   std::string message;
+  /// The library's own code where one is known (SQLite's primary result
+  /// code, with an ENOSPC/EDQUOT I/O error counted as SQLITE_FULL); 0 when
+  /// none. Lets a caller tell a failure a retry may fix from one it cannot.
+  int code = 0;
 };
 
 /// A value or an Error; `std::expected` is not available under C++20.

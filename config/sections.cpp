@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <limits>
 #include <system_error>
 
@@ -125,6 +126,29 @@ std::string default_hq_client_id() {
       },
       '-');
   return name.empty() ? "storewatch-hq" : "storewatch-hq-" + name;
+}
+
+/// A command key file: a file this machine should have (relative is an
+/// error, missing a warning); when it can be read here, its key must be
+/// usable (read_command_key), else an error. Unreadable here (a technician
+/// checking a root-only file) is a warning: the daemon reads it as its user.
+std::optional<std::filesystem::path> command_key_file(const Value& v) {
+  auto path = v.file(Empty::allowed);
+  if (!path || path->empty()) return path;
+  std::error_code ec;
+  if (!std::filesystem::exists(*path, ec)) return path;  // file() warned
+  if (::access(path->c_str(), R_OK) != 0) {
+    v.warning(
+        fmt::format("cannot read {} here ({}): not checked; the daemon's user must be able "
+                    "to read it",
+                    path->string(), std::error_code(errno, std::generic_category()).message()));
+    return path;
+  }
+  if (auto key = read_command_key(*path); !key) {
+    v.error(key.error().message);
+    return std::nullopt;
+  }
+  return path;
 }
 
 int to_int(std::int64_t v) {
@@ -280,6 +304,9 @@ void read_sync(Context& ctx, const toml::node* node, Config& out) {
   fields.push_back({"cert_warn_days", [&s](const Value& v) {
                       if (auto n = v.integer(0, 3650)) s.cert_warn_days = to_int(*n);
                     }});
+  fields.push_back({"command_key_file", [&s](const Value& v) {
+                      if (auto path = command_key_file(v)) s.command_key_file = *path;
+                    }});
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
 }
 
@@ -300,8 +327,64 @@ void read_hq(Context& ctx, const toml::node* node, HqConfig& out) {
   fields.push_back({"resync_after", [&h](const Value& v) {
                       if (auto d = v.duration(Millis(100))) h.resync_after = *d;
                     }});
+  std::optional<SourcePos> enroll_at;
+  std::optional<SourcePos> stores_at;
+  fields.push_back({"enroll", [&h, &enroll_at](const Value& v) {
+                      auto mode = v.choice("auto|list");
+                      if (!mode) return;
+                      h.enroll =
+                          *mode == "list" ? HqConfig::Enroll::list : HqConfig::Enroll::automatic;
+                      enroll_at = v.where();
+                    }});
+  fields.push_back(
+      {"stores", [&h, &stores_at](const Value& v) {
+         const auto* array = v.node().as_array();
+         if (array == nullptr) {
+           v.error(fmt::format("expected an array of store ids, got {}", type_name(v.node())));
+           return;
+         }
+         stores_at = v.where();
+         for (std::size_t i = 0; i < array->size(); ++i) {
+           if (auto id = v.element(i, *array->get(i))
+                             .identifier("store id", kStoreIdExtraChars, kStoreIdMaxLength)) {
+             h.stores.insert(*id);
+           }
+         }
+       }});
+  fields.push_back({"max_seq_jump", [&h](const Value& v) {
+                      if (auto n = v.integer(1, std::int64_t{1} << 53)) h.max_seq_jump = *n;
+                    }});
+  fields.push_back({"max_session_jump", [&h](const Value& v) {
+                      if (auto n = v.integer(1, std::int64_t{1} << 53)) h.max_session_jump = *n;
+                    }});
+  fields.push_back({"command_key_file", [&h](const Value& v) {
+                      if (auto path = command_key_file(v)) h.command_key_file = *path;
+                    }});
+  fields.push_back({"command_keys_dir", [&h](const Value& v) {
+                      auto path = v.absolute_path();
+                      if (!path) return;
+                      std::error_code ec;
+                      const auto status = std::filesystem::status(*path, ec);
+                      if (status.type() == std::filesystem::file_type::not_found) {
+                        v.warning(fmt::format("{} does not exist on this machine", path->string()));
+                      } else if (!ec && !std::filesystem::is_directory(status)) {
+                        v.error(fmt::format("{} is not a directory", path->string()));
+                        return;
+                      }
+                      h.command_keys_dir = *path;
+                    }});
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
   if (h.client_id.empty()) h.client_id = default_hq_client_id();
+  if (h.enroll == HqConfig::Enroll::list && h.stores.empty() && !ctx.has_errors()) {
+    ctx.error(enroll_at.value_or(section_file(ctx, node)),
+              "[hq] enroll: \"list\" takes only the stores of [hq] stores, and there are none: "
+              "list them (stores = [\"store-0042\", ...]) or use enroll = \"auto\"");
+  }
+  if (h.enroll == HqConfig::Enroll::automatic && !h.stores.empty()) {
+    ctx.warning(stores_at.value_or(section_file(ctx, node)),
+                "[hq] stores: used only with enroll = \"list\"; with \"auto\" (the default) "
+                "every store is taken in");
+  }
 }
 
 }  // namespace storewatch::config::detail

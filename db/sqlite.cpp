@@ -1,5 +1,7 @@
 #include "db/sqlite.h"
 
+#include <cerrno>
+
 #include <sqlite3.h>
 
 #include <fmt/format.h>
@@ -55,7 +57,7 @@ Result<bool> Statement::step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return Error{db_->error_message(rc)};
+  return db_->error(rc);
 }
 
 Status Statement::run() {
@@ -156,7 +158,7 @@ Result<Database> Database::open(const std::filesystem::path& path, Mode mode) {
           "new one",
           path.string(), sqlite3_errstr(rc))};
     }
-    return Error{db.error_message(rc)};
+    return db.error(rc);
   }
   return db;
 }
@@ -182,7 +184,7 @@ Database::~Database() {
 Status Database::exec(std::string_view sql) {
   std::string s(sql);
   int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return Error{error_message(rc)};
+  if (rc != SQLITE_OK) return error(rc);
   return {};
 }
 
@@ -190,7 +192,7 @@ Result<Statement> Database::prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                               SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-  if (rc != SQLITE_OK) return Error{error_message(rc)};
+  if (rc != SQLITE_OK) return error(rc);
   return Statement(stmt, this);
 }
 
@@ -200,6 +202,38 @@ std::int64_t Database::last_insert_rowid() const {
 
 int Database::changes() const {
   return sqlite3_changes(db_);
+}
+
+Error Database::error(int rc) const {
+  int code = rc & 0xff;
+  // SQLite reports some writes that failed for want of space as I/O errors.
+  if (code == SQLITE_IOERR && db_ != nullptr) {
+    const int sys = sqlite3_system_errno(db_);
+    if (sys == ENOSPC || sys == EDQUOT) code = SQLITE_FULL;
+  }
+  return Error{error_message(rc), code};
+}
+
+bool retry_may_fix(const Error& e) {
+  switch (e.code) {
+    case SQLITE_FULL:   // space may be freed
+    case SQLITE_IOERR:  // a disk or mount that comes back
+    case SQLITE_BUSY:   // another connection's lock
+    case SQLITE_LOCKED:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:  // the -wal or -shm file, for a moment
+    case SQLITE_READONLY:  // a file system remounted read-only, then fixed
+    case SQLITE_PROTOCOL:
+    case SQLITE_INTERRUPT: return true;
+    default:
+      // A constraint, a schema error, a value too big, a corrupt file: the
+      // same statements fail the same way every time.
+      return false;
+  }
+}
+
+bool disk_full(const Error& e) {
+  return e.code == SQLITE_FULL;
 }
 
 std::string Database::error_message(int rc) const {

@@ -119,6 +119,8 @@ class Database {
 
   /// "path: message (code)" for the connection's last error.
   std::string error_message(int rc) const;
+  /// That message as an Error carrying the primary result code.
+  Error error(int rc) const;
   const std::filesystem::path& path() const { return path_; }
   sqlite3* handle() const { return db_; }
 
@@ -127,6 +129,13 @@ class Database {
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
 };
+
+/// Whether the same statements may succeed when tried again later (the
+/// disk is full, a lock is held, an I/O error): false for a failure that
+/// repeats every time (a constraint, a schema error, a corrupt file).
+bool retry_may_fix(const Error& e);
+/// Whether the write failed for want of space (SQLITE_FULL, ENOSPC, EDQUOT).
+bool disk_full(const Error& e);
 
 /// BEGIN IMMEDIATE … COMMIT, rolled back unless commit() succeeded.
 class Transaction {

@@ -17,7 +17,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // Times are stored as milliseconds since the Unix epoch (UTC).
-constexpr std::array<db::Migration, 2> kMigrations{{
+constexpr std::array<db::Migration, 3> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store      TEXT PRIMARY KEY,
@@ -64,6 +64,13 @@ ALTER TABLE stores ADD COLUMN resyncs INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN worker TEXT;
 CREATE INDEX incidents_detect ON incidents (t_detect_ms);
 )sql"},
+    // What HQ refused to believe of each store (docs/HQ.md, "Refused messages").
+    {3, R"sql(
+ALTER TABLE stores ADD COLUMN refused_seq_jump INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stores ADD COLUMN refused_conflict INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stores ADD COLUMN refused_session_jump INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stores ADD COLUMN refused_at INTEGER;
+)sql"},
 }};
 
 constexpr std::string_view kNotOpen = "COALESCE(state, '') NOT IN ('resolved', 'closed')";
@@ -103,8 +110,11 @@ struct HqStore::Impl {
 
   Status prepare_all();
 
-  /// Within the open write transaction: stores the events of one batch.
-  Status insert_batch(const wire::Batch& batch, std::int64_t now, Ingested& out);
+  /// Within the open write transaction: stores the events of one batch,
+  /// refusing those too far above `acked_before`; creates the store's row
+  /// before its first event stored when `out.known` is false.
+  Status insert_batch(const wire::Batch& batch, std::int64_t now, std::int64_t acked_before,
+                      Ingested& out);
   /// Within the open write transaction: walks `acked_seq` up and updates the
   /// gap state of one store.
   Status settle(Ingested& out, std::int64_t acked_before, std::int64_t now);
@@ -112,7 +122,12 @@ struct HqStore::Impl {
   // The database first: statements are finalized before it closes.
   db::Database db;
   std::string worker;
-  db::Statement touch_store;
+  IngestLimits limits;
+  db::Statement create_store;
+  db::Statement see_store;
+  db::Statement count_refused_events;
+  db::Statement get_session;
+  db::Statement count_refused_status;
   db::Statement get_acked;
   db::Statement set_acked;
   db::Statement insert_event;
@@ -141,7 +156,8 @@ Status HqStore::Impl::prepare_all() {
       kNotOpen);
   const std::string list_stores_sql = fmt::format(
       "SELECT s.store, s.online, s.acked_seq, s.last_seen, s.session, s.version, s.queued, "
-      "(SELECT count(*) FROM incidents i WHERE i.store = s.store AND {}), s.gap_from, s.resyncs "
+      "(SELECT count(*) FROM incidents i WHERE i.store = s.store AND {}), s.gap_from, s.resyncs, "
+      "s.refused_seq_jump, s.refused_conflict, s.refused_session_jump, s.refused_at "
       "FROM stores s ORDER BY s.store",
       kNotOpen);
   const std::string report_sql =
@@ -150,10 +166,17 @@ Status HqStore::Impl::prepare_all() {
       "AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:')) "
       "FROM incidents i WHERE i.t_detect_ms >= ?1 AND i.t_detect_ms <= ?2 "
       "ORDER BY i.store, i.t_detect_ms, i.uid";
-  const std::array<Sql, 15> all{{
-      {&touch_store,
-       "INSERT INTO stores (store, last_seen) VALUES (?1, ?2) ON CONFLICT (store) DO UPDATE "
-       "SET last_seen = max(COALESCE(last_seen, 0), excluded.last_seen)"},
+  const std::array<Sql, 19> all{{
+      {&create_store, "INSERT OR IGNORE INTO stores (store) VALUES (?1)"},
+      {&see_store,
+       "UPDATE stores SET last_seen = max(COALESCE(last_seen, 0), ?2) WHERE store = ?1"},
+      {&count_refused_events,
+       "UPDATE stores SET refused_seq_jump = refused_seq_jump + ?2, "
+       "refused_conflict = refused_conflict + ?3, refused_at = ?4 WHERE store = ?1"},
+      {&get_session, "SELECT session FROM stores WHERE store = ?1"},
+      {&count_refused_status,
+       "UPDATE stores SET refused_session_jump = refused_session_jump + 1, refused_at = ?2 "
+       "WHERE store = ?1"},
       {&get_acked, "SELECT acked_seq FROM stores WHERE store = ?1"},
       {&set_acked, "UPDATE stores SET acked_seq = ?2 WHERE store = ?1"},
       {&insert_event,
@@ -253,11 +276,26 @@ void HqStore::set_worker(std::string worker) {
   impl_->worker = std::move(worker);
 }
 
-Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now, Ingested& out) {
+void HqStore::set_limits(const IngestLimits& limits) {
+  impl_->limits = limits;
+}
+
+Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now,
+                                   std::int64_t acked_before, Ingested& out) {
   const std::optional<std::string> who =
       worker.empty() ? std::nullopt : std::optional<std::string>(worker);
   std::string event_text, snapshot_text;  // what is re-encoded, bound in place
   for (const wire::Event& e : batch.events) {
+    // seq >= 1 and acked_before >= 0: the difference cannot overflow.
+    if (e.seq - acked_before > limits.max_seq_jump) {
+      if (out.refused++ == 0) out.refused_seq = e.seq;
+      continue;
+    }
+    if (!out.known) {
+      if (auto st = create_store.bind(1, batch.store).run(); !st) return st;
+      out.known = true;
+      out.new_store = db.changes() > 0;
+    }
     // The event as the store sent it; re-encoded only when that is not at hand.
     if (e.sent_text.empty()) event_text = e.text();
     insert_event.bind(1, batch.store)
@@ -357,32 +395,76 @@ Result<std::vector<Ingested>> HqStore::ingest(std::span<const wire::Batch> batch
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const Ingested& i) { return i.store == batch.store; });
     if (it == out.end()) {
-      if (auto st = s.touch_store.bind(1, batch.store).bind(2, now).run(); !st) {
-        return st.error();
-      }
       s.get_acked.bind(1, batch.store);
       auto row = s.get_acked.step();
       if (!row) {
         s.get_acked.reset();
         return row.error();
       }
-      acked_before.push_back(*row ? s.get_acked.int64(0) : 0);
-      s.get_acked.reset();
       out.push_back(Ingested{batch.store});
+      out.back().known = *row;
+      acked_before.push_back(*row ? std::max<std::int64_t>(s.get_acked.int64(0), 0) : 0);
+      s.get_acked.reset();
       out.back().acked_seq = acked_before.back();
       it = out.end() - 1;
     }
-    if (auto st = s.insert_batch(batch, now, *it); !st) return st.error();
+    const auto i = static_cast<std::size_t>(it - out.begin());
+    if (auto st = s.insert_batch(batch, now, acked_before[i], *it); !st) return st.error();
   }
   for (std::size_t i = 0; i < out.size(); ++i) {
-    if (auto st = s.settle(out[i], acked_before[i], now); !st) return st.error();
+    Ingested& in = out[i];
+    // Unknown before and nothing stored: nothing is written for it (a store
+    // is not created by what HQ refused).
+    if (!in.known) continue;
+    // Seen: something stored, or a true duplicate (a re-send of what HQ has).
+    if (in.inserted > 0 || in.duplicates > in.conflicts) {
+      if (auto st = s.see_store.bind(1, in.store).bind(2, now).run(); !st) return st.error();
+    }
+    if (in.refused > 0 || in.conflicts > 0) {
+      if (auto st = s.count_refused_events.bind(1, in.store)
+                        .bind(2, in.refused)
+                        .bind(3, in.conflicts)
+                        .bind(4, now)
+                        .run();
+          !st) {
+        return st.error();
+      }
+    }
+    if (auto st = s.settle(in, acked_before[i], now); !st) return st.error();
   }
   if (auto st = tx->commit(); !st) return st.error();
   return out;
 }
 
-Status HqStore::record_status(const wire::StoreStatus& status, WallTime received) {
+Result<StatusRecorded> HqStore::record_status(const wire::StoreStatus& status, WallTime received) {
   Impl& s = *impl_;
+  StatusRecorded out;
+  auto tx = db::Transaction::begin(s.db);
+  if (!tx) return tx.error();
+  s.get_session.bind(1, status.store);
+  auto row = s.get_session.step();
+  if (!row) {
+    s.get_session.reset();
+    return row.error();
+  }
+  out.new_store = !*row;
+  std::optional<std::int64_t> stored = *row ? s.get_session.optional_int64(0) : std::nullopt;
+  s.get_session.reset();
+  out.session_before = std::max<std::int64_t>(stored.value_or(0), 0);
+  // session_before >= 0: the difference cannot overflow.
+  if (status.session > out.session_before &&
+      status.session - out.session_before > s.limits.max_session_jump) {
+    out.outcome = StatusRecorded::Outcome::session_jump;
+    out.new_store = false;  // nothing was created
+    if (*row) {
+      if (auto st = s.count_refused_status.bind(1, status.store).bind(2, to_ms(received)).run();
+          !st) {
+        return st.error();
+      }
+      if (auto st = tx->commit(); !st) return st.error();
+    }
+    return out;
+  }
   s.upsert_status.bind(1, status.store)
       .bind(2, status.online)
       .bind(3, status.session)
@@ -391,12 +473,14 @@ Status HqStore::record_status(const wire::StoreStatus& status, WallTime received
       .bind(6, status.queued)
       .bind(7, status.at)
       .bind(8, to_ms(received));
-  if (auto st = s.upsert_status.run(); !st) return st;
+  if (auto st = s.upsert_status.run(); !st) return st.error();
   if (s.db.changes() == 0) {
+    out.outcome = StatusRecorded::Outcome::stale;
     log::debug("hq: ignoring a status of store {} (session {}): older than the one recorded",
                status.store, status.session);
   }
-  return {};
+  if (auto st = tx->commit(); !st) return st.error();
+  return out;
 }
 
 Result<json> HqStore::stores_json() {
@@ -417,6 +501,12 @@ Result<json> HqStore::stores_json() {
     store["gap_from"] = nullptr;
     if (auto v = q.optional_int64(8)) store["gap_from"] = *v;
     store["resyncs"] = q.int64(9);
+    store["refused"] =
+        json{{"seq_jump", q.int64(10)}, {"conflict", q.int64(11)}, {"session_jump", q.int64(12)}};
+    store["refused_at"] = nullptr;
+    if (auto t = q.optional_int64(13)) {
+      store["refused_at"] = format_rfc3339(WallTime(std::chrono::milliseconds(*t)));
+    }
     out.push_back(std::move(store));
     return true;
   });

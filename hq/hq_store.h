@@ -55,18 +55,21 @@ class HqStore final : public IngestStore {
   using IngestStore::ingest;
   Result<std::vector<Ingested>> ingest(std::span<const wire::Batch> batches,
                                        WallTime received) override;
-  Status record_status(const wire::StoreStatus& status, WallTime received) override;
+  Result<StatusRecorded> record_status(const wire::StoreStatus& status, WallTime received) override;
+  void set_limits(const IngestLimits& limits) override;
   Result<std::vector<std::pair<std::string, std::int64_t>>> acked_seqs() override;
   Result<std::int64_t> acked_seq(const std::string& store) override;
   Result<std::vector<ResyncDue>> claim_resyncs(WallTime now, Millis after) override;
 
   /// `hq stores --json`: `[{"store","online","acked_seq","open_incidents",
-  /// "last_seen","session","version","queued","gap_from","resyncs"}]` sorted
-  /// by store. `online` is false for a store never heard from on its status
-  /// topic; `last_seen`, `session`, `version` and `queued` are null when
-  /// unknown; `gap_from` is the first missing seq while seqs above
-  /// `acked_seq` are stored (else null); `resyncs` counts the resync
-  /// commands HQ sent the store.
+  /// "last_seen","session","version","queued","gap_from","resyncs",
+  /// "refused","refused_at"}]` sorted by store. `online` is false for a store
+  /// never heard from on its status topic; `last_seen`, `session`, `version`
+  /// and `queued` are null when unknown; `gap_from` is the first missing seq
+  /// while seqs above `acked_seq` are stored (else null); `resyncs` counts
+  /// the resync commands HQ sent the store; `refused` counts what HQ refused
+  /// to believe of it: `{"seq_jump","conflict","session_jump"}`, and
+  /// `refused_at` is the last such refusal (null when none).
   Result<nlohmann::json> stores_json();
 
   /// `hq incidents --json`: each incident's latest snapshot exactly as its

@@ -7,11 +7,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <iterator>
+#include <system_error>
 #include <utility>
 
 #include "config/duration.h"
 #include "config/log.h"
+#include "sync/commands.h"
 
 namespace storewatch::hq {
 
@@ -21,15 +24,44 @@ std::string encode_resync(const std::string& id, std::int64_t from_seq) {
       .dump();
 }
 
+Result<std::string> command_payload(const config::HqConfig& config, const std::string& store,
+                                    const std::string& command, WallTime now) {
+  std::filesystem::path key_file;
+  if (!config.command_keys_dir.empty()) {
+    // Store ids are [A-Za-z0-9_-]: the name cannot leave the directory.
+    const std::filesystem::path own = config.command_keys_dir / (store + ".key");
+    std::error_code ec;
+    const bool exists = std::filesystem::exists(own, ec);
+    if (ec) {
+      return Error{fmt::format("cannot sign a command for store {}: cannot check {}: {}", store,
+                               own.string(), ec.message())};
+    }
+    if (exists) key_file = own;
+  }
+  if (key_file.empty()) key_file = config.command_key_file;
+  if (key_file.empty()) return command;
+  auto key = config::read_command_key(key_file);
+  if (!key) {
+    return Error{fmt::format("cannot sign a command for store {}: {}", store, key.error().message)};
+  }
+  const std::int64_t exp =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() +
+      sync::kCommandLifetime.count();
+  return sync::sign_command(*key, store, command, exp);
+}
+
 Ingest::Ingest(const config::HqConfig& config, IngestStore& store, sync::Transport& transport,
                const Clock& clock, boost::asio::any_io_executor executor)
-    : topics_(config.topic_prefix),
+    : config_(config),
+      topics_(config.topic_prefix),
       share_group_(config.share_group),
       resync_after_(config.resync_after),
       store_(store),
       transport_(transport),
       clock_(clock),
-      gap_timer_(std::move(executor)) {}
+      gap_timer_(std::move(executor)) {
+  store_.set_limits(IngestLimits{config.max_seq_jump, config.max_session_jump});
+}
 
 Ingest::~Ingest() {
   stop(std::chrono::milliseconds(0));
@@ -102,6 +134,18 @@ void Ingest::on_message(const sync::Message& message) {
 }
 
 void Ingest::on_events(const sync::Message& message, const std::string& store) {
+  if (!config_.enrolled(store)) {
+    ++shared_->stats.refused_unenrolled;
+    if (first_refusal(store, "not_enrolled")) {
+      log::warn(
+          "hq: refused the events of store {}: it is not enrolled ([hq] enroll = \"list\" and "
+          "it is not in [hq] stores), so nothing it sends is stored. To take it in, add it to "
+          "[hq] stores and restart HQ (it sends again what HQ has not acknowledged). Further "
+          "messages of it are refused without a word",
+          store);
+    }
+    return;
+  }
   if (message.payload.size() > wire::kMaxPayload) {
     drop(message.topic, fmt::format("payload of {} bytes is over the {} byte cap",
                                     message.payload.size(), wire::kMaxPayload));
@@ -152,12 +196,27 @@ void Ingest::flush(std::size_t max_groups) {
     for (const Ingested& i : *r) {
       shared_->stats.inserted += i.inserted;
       shared_->stats.duplicates += i.duplicates;
-      log::debug("hq: store {}: {} new, {} duplicate; acked {}{}", i.store, i.inserted,
-                 i.duplicates, i.acked_seq, i.gap ? " (a gap above it)" : "");
-      if (i.conflicts > 0) {
+      shared_->stats.conflicts += i.conflicts;
+      shared_->stats.refused_seq_jump += i.refused;
+      log::debug("hq: store {}: {} new, {} duplicate, {} refused; acked {}{}", i.store, i.inserted,
+                 i.duplicates, i.refused, i.acked_seq, i.gap ? " (a gap above it)" : "");
+      if (i.new_store) {
+        log::info("hq: new store {} ({}): its first events are stored", i.store, enrolled_as());
+      }
+      if (i.refused > 0 && first_refusal(i.store, "seq_jump")) {
+        log::warn(
+            "hq: refused {} event(s) of store {} from seq {}: more than max_seq_jump ({}) above "
+            "the {} HQ holds, so not stored; a store's seqs do not jump so (is someone else "
+            "publishing as this store? docs/SYNC.md has the broker ACL that stops it). Further "
+            "refusals are counted in `storewatch hq stores --json` (refused.seq_jump), not logged",
+            i.refused, i.store, i.refused_seq, config_.max_seq_jump, i.acked_seq);
+      }
+      if (i.conflicts > 0 && first_refusal(i.store, "conflict")) {
         log::warn(
             "hq: store {} sent {} event(s) whose seq HQ already holds for other events; was "
-            "its database replaced? They were not stored",
+            "its database replaced, or is someone else publishing as it? They were not stored. "
+            "Further ones are counted in `storewatch hq stores --json` (refused.conflict), not "
+            "logged",
             i.store, i.conflicts);
       }
       // A duplicate means the store re-sent something HQ had stored: it has
@@ -189,16 +248,46 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
     drop(message.topic, "the status says it is from store \"" + status->store + "\"");
     return;
   }
+  if (!config_.enrolled(store)) {
+    ++shared_->stats.refused_unenrolled;
+    if (first_refusal(store, "not_enrolled")) {
+      log::warn(
+          "hq: refused the status of store {}: it is not enrolled ([hq] enroll = \"list\" and "
+          "it is not in [hq] stores), so nothing it sends is stored. To take it in, add it to "
+          "[hq] stores and restart HQ. Further messages of it are refused without a word",
+          store);
+    }
+    return;
+  }
   WallTime received = clock_.wall_now();
   // A retained status handed over on subscribe is old news: the store was
   // last seen when it was written, not now.
   if (message.retained) {
     if (auto at = parse_rfc3339(status->at)) received = std::min(received, *at);
   }
-  if (auto st = store_.record_status(*status, received); !st) {
+  auto recorded = store_.record_status(*status, received);
+  if (!recorded) {
     ++shared_->stats.dropped;
-    shared_->stats.last_error = st.error().message;
-    log::error("hq: cannot record the status of store {}: {}", store, st.error().message);
+    shared_->stats.last_error = recorded.error().message;
+    log::error("hq: cannot record the status of store {}: {}", store, recorded.error().message);
+    return;
+  }
+  if (recorded->outcome == StatusRecorded::Outcome::session_jump) {
+    ++shared_->stats.refused_session_jump;
+    if (first_refusal(store, "session_jump")) {
+      log::warn(
+          "hq: refused a status of store {} (online {}): its session {} is more than "
+          "max_session_jump ({}) above the {} HQ has recorded, so it is not recorded; a store's "
+          "session does not jump so (is someone else publishing as this store? docs/SYNC.md has "
+          "the broker ACL that stops it). Further refusals are counted in `storewatch hq stores "
+          "--json` (refused.session_jump), not logged",
+          store, status->online, status->session, config_.max_session_jump,
+          recorded->session_before);
+    }
+    return;
+  }
+  if (recorded->new_store) {
+    log::info("hq: new store {} ({}): its first status is recorded", store, enrolled_as());
   }
 }
 
@@ -275,12 +364,23 @@ void Ingest::check_gaps() {
   }
   for (const ResyncDue& d : *due) {
     const std::string id = new_command_id();
+    auto payload =
+        command_payload(config_, d.store, encode_resync(id, d.from_seq), clock_.wall_now());
+    if (!payload) {
+      // Claimed but not sent: tried again after another resync_after.
+      shared_->stats.last_error = payload.error().message;
+      if (first_refusal(d.store, "sign")) {
+        log::error("hq: {}; the store is not asked to resync until it can be",
+                   payload.error().message);
+      }
+      continue;
+    }
     log::warn(
         "hq: store {} has had events missing from seq {} for over {}: asking it to resync "
         "(command {})",
         d.store, d.from_seq, format_duration(resync_after_), id);
     ++shared_->stats.resyncs_requested;
-    transport_.publish(sync::Message{topics_.cmd(d.store), encode_resync(id, d.from_seq), 1, false},
+    transport_.publish(sync::Message{topics_.cmd(d.store), std::move(*payload), 1, false},
                        [shared = shared_, store = d.store](const Status& st) {
                          if (st || shared->stopping) return;
                          // Claimed but not sent: asked again after another resync_after.
@@ -288,6 +388,28 @@ void Ingest::check_gaps() {
                                    st.error().message);
                        });
   }
+}
+
+std::string_view Ingest::enrolled_as() const {
+  return config_.enroll == config::HqConfig::Enroll::list ? "listed in [hq] stores"
+                                                          : "enroll = \"auto\"";
+}
+
+bool Ingest::first_refusal(const std::string& store, std::string_view kind) {
+  auto key = std::make_pair(store, std::string(kind));
+  if (warned_.contains(key)) return false;
+  if (warned_.size() >= kMaxWarned) {
+    if (!warned_full_) {
+      warned_full_ = true;
+      log::warn(
+          "hq: refusals of more than {} stores logged; further stores refused are no longer "
+          "logged one by one (the counters of `storewatch hq stores --json` go on)",
+          kMaxWarned);
+    }
+    return false;
+  }
+  warned_.insert(std::move(key));
+  return true;
 }
 
 void Ingest::drop(const std::string& topic, const std::string& why) {

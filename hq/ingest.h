@@ -17,7 +17,10 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/clock.h"
@@ -39,6 +42,14 @@ struct IngestStats {
   std::int64_t dropped = 0;     ///< messages dropped: malformed, wrong store, or not stored
   std::int64_t acks_published = 0;
   std::int64_t resyncs_requested = 0;  ///< `resync` commands published
+  /// Refused (docs/HQ.md, "Refused messages"): events more than
+  /// max_seq_jump ahead, events reusing a stored seq with another uid,
+  /// statuses whose session jumps more than max_session_jump, and messages
+  /// of stores not enrolled.
+  std::int64_t refused_seq_jump = 0;
+  std::int64_t conflicts = 0;
+  std::int64_t refused_session_jump = 0;
+  std::int64_t refused_unenrolled = 0;
   std::string last_error;
 };
 
@@ -46,13 +57,22 @@ struct IngestStats {
 /// `{"v":1,"id":ID,"op":"resync","from_seq":N,"by":"hq:gap"}`.
 std::string encode_resync(const std::string& id, std::int64_t from_seq);
 
+/// What HQ publishes on `P/stores/S/cmd` for `command` (its JSON text):
+/// signed (sync::sign_command, valid for sync::kCommandLifetime from `now`)
+/// with the store's own key, `command_keys_dir/S.key`, when that file
+/// exists, else with `command_key_file` when set; else the command as it is.
+/// An Error when the key to use cannot be read or is not a key.
+Result<std::string> command_payload(const config::HqConfig& config, const std::string& store,
+                                    const std::string& command, WallTime now);
+
 class Ingest final : public sync::TransportListener {
  public:
   /// Most batches committed in one transaction.
   static constexpr std::size_t kMaxGroup = 256;
 
   /// `store`, `transport` and `clock` must outlive the Ingest; `executor` is
-  /// the one of the transport's io_context (for the gap timer).
+  /// the one of the transport's io_context (for the gap timer). Gives
+  /// `store` the limits of `config` (max_seq_jump, max_session_jump).
   Ingest(const config::HqConfig& config, IngestStore& store, sync::Transport& transport,
          const Clock& clock, boost::asio::any_io_executor executor);
   ~Ingest() override;
@@ -90,8 +110,19 @@ class Ingest final : public sync::TransportListener {
   void arm_gap_timer();
   void check_gaps();
   void drop(const std::string& topic, const std::string& why);
+  /// Whether this is the first time `store` is refused for `kind` here
+  /// (each is logged once at warn; later ones only counted). Bounded: past
+  /// kMaxWarned stores it says so once and then returns false.
+  bool first_refusal(const std::string& store, std::string_view kind);
+  /// How a store HQ takes in got there, for the log: "enroll = \"auto\"" or
+  /// "listed in [hq] stores".
+  std::string_view enrolled_as() const;
   std::string new_command_id();
 
+  /// Stores and kinds of refusal remembered for first_refusal, at most.
+  static constexpr std::size_t kMaxWarned = 10'000;
+
+  const config::HqConfig config_;
   const wire::Topics topics_;
   const std::string share_group_;
   const Millis resync_after_;
@@ -113,6 +144,9 @@ class Ingest final : public sync::TransportListener {
   /// Per store, the highest ack this worker published on this connection:
   /// it never publishes a lower one after it.
   std::map<std::string, std::int64_t> published_;
+  /// (store, kind) already refused and logged once.
+  std::set<std::pair<std::string, std::string>> warned_;
+  bool warned_full_ = false;
   std::mt19937_64 rng_{std::random_device{}()};
   /// Shared with the transport's callbacks, which may run after the Ingest
   /// is gone (the failure of a publish made while disconnected is posted).

@@ -41,6 +41,41 @@ struct Ingested {
   int conflicts = 0;
   /// Seqs above `acked_seq` are stored: something below them is missing.
   bool gap = false;
+  /// Events refused because their seq is more than `max_seq_jump` above
+  /// `acked_seq` as it was before the commit; not stored, counted in the
+  /// store's `refused_seq_jump`. `refused_seq` is the first of them.
+  int refused = 0;
+  std::int64_t refused_seq = 0;
+  /// The store had no row before this commit (it was created by it).
+  bool new_store = false;
+  /// The store has a row after the commit (false: everything it sent was
+  /// refused and HQ knew nothing of it before, so nothing was written).
+  bool known = true;
+};
+
+/// What HQ refuses to believe, whoever sent it (DESIGN §8, docs/HQ.md
+/// "Refused messages").
+struct IngestLimits {
+  /// An event whose seq is more than this above the store's `acked_seq` is
+  /// refused.
+  std::int64_t max_seq_jump = 100'000;
+  /// A status whose `session` is more than this above the highest recorded
+  /// for the store (0 when none) is refused.
+  std::int64_t max_session_jump = 1'000'000;
+};
+
+/// What record_status did with a status.
+struct StatusRecorded {
+  enum class Outcome {
+    recorded,      ///< the store's status now
+    stale,         ///< older than the one recorded: ignored
+    session_jump,  ///< refused: `session` jumps more than max_session_jump
+  };
+  Outcome outcome = Outcome::recorded;
+  /// The highest session recorded for the store before (0 when none).
+  std::int64_t session_before = 0;
+  /// The store had no row before (it was created by this status).
+  bool new_store = false;
 };
 
 /// A store whose gap has persisted long enough: ask it to re-send from
@@ -59,6 +94,10 @@ class IngestStore {
   /// store's `acked_seq` raised to the highest seq below which nothing is
   /// missing, and its gap state updated. Nothing is visible unless
   /// everything is. One result per store, in the order of first appearance.
+  /// An event more than `max_seq_jump` above the store's `acked_seq` is
+  /// refused (counted, not stored); a store is created only by an event
+  /// stored, and its `last_seen` moves only when an event was stored or was
+  /// a true duplicate.
   virtual Result<std::vector<Ingested>> ingest(std::span<const wire::Batch> batches,
                                                WallTime received) = 0;
 
@@ -68,7 +107,14 @@ class IngestStore {
   /// session offline is final: the birth comes before the will, so a birth
   /// that a slower worker records after the will changes nothing.
   /// `last_seen` never goes backwards.
-  virtual Status record_status(const wire::StoreStatus& status, WallTime received) = 0;
+  /// A status whose session jumps more than `max_session_jump` above the
+  /// highest recorded is refused: not recorded, counted in the store's
+  /// `refused_session_jump` (when HQ knows the store).
+  virtual Result<StatusRecorded> record_status(const wire::StoreStatus& status,
+                                               WallTime received) = 0;
+
+  /// The limits ingest() and record_status() enforce.
+  virtual void set_limits(const IngestLimits& limits) = 0;
 
   /// Every store's acked seq, sorted by store (to re-publish retained acks).
   virtual Result<std::vector<std::pair<std::string, std::int64_t>>> acked_seqs() = 0;

@@ -82,6 +82,23 @@ int run(const config::HqConfig& config) {
             config.share_group.empty()
                 ? ""
                 : ", sharing the stores' events in group " + config.share_group);
+  if (config.enroll == config::HqConfig::Enroll::list) {
+    log::info("hq: enroll = \"list\": only the {} store(s) of [hq] stores are taken in",
+              config.stores.size());
+  } else {
+    log::info("hq: enroll = \"auto\": every store that sends is taken in (each new one logged)");
+  }
+  if (!config.command_keys_dir.empty() || !config.command_key_file.empty()) {
+    log::info(
+        "hq: commands are signed with {}{}{}",
+        config.command_keys_dir.empty() ? std::string()
+                                        : "the store's key in " + config.command_keys_dir.string(),
+        !config.command_keys_dir.empty() && !config.command_key_file.empty() ? ", else " : "",
+        config.command_key_file.empty() ? std::string()
+                                        : "the fleet key " + config.command_key_file.string());
+  } else {
+    log::info("hq: commands are not signed (no [hq] command_key_file or command_keys_dir)");
+  }
   ingest.start();
   if (watchdog) arm_watchdog();
   // Ready once the database is open and ingest has started; the broker may

@@ -27,6 +27,11 @@ struct ProbeResult {
   std::chrono::microseconds latency{0};
   std::string message;
   std::map<std::string, double> metrics;
+  /// The check could not run for a reason of the agent's own, not the
+  /// target's: storewatch is out of file descriptors. Set by the scheduler
+  /// (probes/descriptors.h); such a result never counts
+  /// toward the probe's incident.
+  bool agent_fault = false;
 };
 
 /// One configured target of one type.

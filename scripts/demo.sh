@@ -8,6 +8,12 @@
 # incident opening locally, arriving at HQ and resolving. Everything it
 # started is stopped when it ends or on Ctrl-C.
 #
+# The broker is set up as docs/SYNC.md says every one must be: a login for
+# the store (demo-store) and one for HQ (storewatch-hq), no anonymous
+# clients, and the ACL of config/examples/mosquitto/storewatch.acl (each
+# store only its own topics); HQ takes in only the stores it lists and signs
+# its commands with the store's key, which the store demands.
+#
 #   scripts/demo.sh [DEVICE]      (default DEVICE: lane-02-pos)
 set -euo pipefail
 
@@ -62,16 +68,43 @@ wait_for() {
 }
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port_open() { python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"; }
 
-step "Starting mosquitto on 127.0.0.1:$port"
+step "Making the logins and the command key (per store, as in production)"
+secrets="$work/secrets"
+mkdir -m 0700 "$secrets" "$work/hq-keys"
+# Random passwords and key, in files only (never on a command line).
+for who in demo-store storewatch-hq; do
+  python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$secrets/$who.password"
+done
+python3 -c 'import secrets; print(secrets.token_hex(32))' > "$secrets/command.key"  # = openssl rand -hex 32
+cp "$secrets/command.key" "$work/hq-keys/demo-store.key"
+: > "$work/mosquitto.passwd"
+for who in demo-store storewatch-hq; do
+  # mosquitto_passwd reads the password twice from stdin.
+  { cat "$secrets/$who.password"; cat "$secrets/$who.password"; } | mosquitto_passwd "$work/mosquitto.passwd" "$who" >/dev/null
+done
+note "broker logins demo-store and storewatch-hq ($work/mosquitto.passwd), passwords in $secrets"
+note "HQ signs commands with $work/hq-keys/demo-store.key; the store demands it ($secrets/command.key)"
+
+step "Starting mosquitto on 127.0.0.1:$port (logins only, the ACL of docs/SYNC.md)"
+# Started as root, mosquitto would drop to the mosquitto user, who may not
+# enter $work (mktemp makes it 0700).
 cat > "$work/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
-allow_anonymous true
+allow_anonymous false
+password_file $work/mosquitto.passwd
+acl_file $root/config/examples/mosquitto/storewatch.acl
 persistence false
+$( [ "$(id -u)" -eq 0 ] && echo "user root" )
 CONF
 mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
 pids+=($!)
-wait_for 10 mosquitto_sub -p "$port" -h 127.0.0.1 -t storewatch/demo/ping -W 1 -E || { echo "mosquitto did not start" >&2; exit 1; }
+wait_for 10 port_open "$port" || { echo "mosquitto did not start" >&2; exit 1; }
+if mosquitto_pub -h 127.0.0.1 -p "$port" -V mqttv5 -q 1 -t storewatch/v1/stores/demo-store/events -m forged >/dev/null 2>&1; then
+  echo "mosquitto took an anonymous client" >&2; exit 1
+fi
+note "an anonymous client is refused (mosquitto_pub: not authorized)"
 
 step "Starting the store simulator (devices of $(basename "$config"))"
 python3 "$lab" serve --config "$config" --control "$work/lab.sock" > "$work/storelab.log" 2>&1 &
@@ -87,6 +120,11 @@ cat > "$work/hq.toml" <<CONF
 [hq]
 broker = "tcp://127.0.0.1:$port"
 database = "$work/hq/hq.db"
+username = "storewatch-hq"
+password_file = "$secrets/storewatch-hq.password"
+enroll = "list"
+stores = ["demo-store"]
+command_keys_dir = "$work/hq-keys"
 CONF
 "$sw" hq run --config "$work/hq.toml" > "$work/hq.log" 2>&1 &
 pids+=($!)
@@ -95,12 +133,14 @@ wait_for 10 test -f "$work/hq/hq.db" || { echo "HQ did not start" >&2; exit 1; }
 step "Starting the agent (storewatch run --config config/examples/demo.toml)"
 mkdir -p "$work/conf.d"
 cat > "$work/conf.d/10-demo.toml" <<CONF
-# The demo's drop-in: its own broker port, data dir and socket.
+# The demo's drop-in: its own broker port, data dir, socket and secrets.
 [agent]
 data_dir = "$work/agent"
 control_socket = "$work/agent/control.sock"
 [sync]
 broker = "tcp://127.0.0.1:$port"
+password_file = "$secrets/demo-store.password"
+command_key_file = "$secrets/command.key"
 CONF
 agent=("$sw" --config "$config" --conf-dir "$work/conf.d")
 hq=("$sw" hq --config "$work/hq.toml")

@@ -7,6 +7,12 @@
 #include <limits>
 #include <set>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "config/clock.h"
+
 namespace storewatch::sync {
 namespace {
 
@@ -195,12 +201,14 @@ std::optional<std::string> scan_command_id(std::string_view payload) {
   return std::nullopt;
 }
 
-ParsedCommand parse_command(std::string_view payload) {
-  ParsedCommand out;
+namespace {
+
+/// The payload as a JSON object, or nullopt with `out` saying why not.
+std::optional<json> parse_payload(std::string_view payload, ParsedCommand& out) {
   auto refuse = [&out](std::string why) {
     out.command.reset();
     out.error = std::move(why);
-    return out;
+    return std::nullopt;
   };
   if (payload.size() > kMaxCommandPayload) {
     out.id = scan_command_id(payload);
@@ -217,6 +225,22 @@ ParsedCommand parse_command(std::string_view payload) {
     return refuse("the command is not JSON (or not UTF-8)");
   }
   if (!j.is_object()) return refuse("the command is not a JSON object");
+  return j;
+}
+
+/// A signed envelope has these; an unsigned command never does.
+bool is_envelope(const json& j) {
+  return j.contains("sig") || j.contains("cmd") || j.contains("exp");
+}
+
+/// The fields of an unsigned command (DESIGN §6), already a JSON object.
+ParsedCommand parse_fields(const json& j) {
+  ParsedCommand out;
+  auto refuse = [&out](std::string why) {
+    out.command.reset();
+    out.error = std::move(why);
+    return out;
+  };
 
   auto id = j.find("id");
   if (id == j.end()) return refuse("\"id\" is missing");
@@ -318,6 +342,192 @@ ParsedCommand parse_command(std::string_view payload) {
   }
   out.command = std::move(cmd);
   return out;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// `hex` (64 digits) as 32 bytes; nullopt when it is not that.
+std::optional<std::array<unsigned char, 32>> signature_bytes(std::string_view hex) {
+  std::array<unsigned char, 32> out{};
+  if (hex.size() != 2 * out.size()) return std::nullopt;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = hex_digit(hex[2 * i]);
+    const int lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<unsigned char>((hi << 4) | lo);
+  }
+  return out;
+}
+
+std::array<unsigned char, 32> hmac_sha256(std::string_view key, std::string_view input) {
+  std::array<unsigned char, 32> out{};
+  unsigned int len = 0;
+  ::HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(input.data()), input.size(), out.data(), &len);
+  return out;
+}
+
+std::string unix_time_text(std::int64_t seconds) {
+  constexpr std::int64_t kYear9999 = 253'402'300'799;
+  if (seconds < 0 || seconds > kYear9999) return fmt::format("{} (Unix seconds)", seconds);
+  return format_rfc3339(WallTime(std::chrono::seconds(seconds)));
+}
+
+const std::set<std::string_view>& envelope_fields() {
+  static const std::set<std::string_view> kFields = {"v", "id", "exp", "cmd", "sig"};
+  return kFields;
+}
+
+/// A signed envelope: its own fields, then (with a key) its signature and
+/// expiry, then the command it carries.
+ParsedCommand parse_envelope(const json& j, const CommandAuth& auth) {
+  ParsedCommand out;
+  out.was_signed = true;
+  auto refuse = [&out](std::string why) {
+    out.command.reset();
+    out.authenticated = false;
+    out.error = std::move(why);
+    return out;
+  };
+  auto id = j.find("id");
+  if (id == j.end()) return refuse("\"id\" is missing");
+  if (!id->is_string() || !valid_command_id(id->get_ref<const std::string&>())) {
+    return refuse(fmt::format("\"id\" must be a string of 1 to {} characters [A-Za-z0-9._:-]",
+                              kMaxCommandId));
+  }
+  out.id = id->get<std::string>();
+  auto v = j.find("v");
+  if (v == j.end()) return refuse("\"v\" is missing");
+  const auto version = as_int64(*v);
+  if (!version || *version != 1) return refuse("\"v\" must be the integer 1");
+  for (const auto& [key, value] : j.items()) {
+    if (!envelope_fields().contains(key)) {
+      return refuse(fmt::format("\"{}\" is not a field of a signed command (v, id, exp, cmd, sig)",
+                                shown(key)));
+    }
+  }
+  auto exp_it = j.find("exp");
+  if (exp_it == j.end()) return refuse("the signed command has no \"exp\"");
+  const auto exp = as_int64(*exp_it);
+  if (!exp || *exp < 0) return refuse("\"exp\" must be an integer (Unix seconds)");
+  auto cmd = j.find("cmd");
+  if (cmd == j.end()) return refuse("the signed command has no \"cmd\"");
+  if (!cmd->is_string()) return refuse("\"cmd\" must be a string: the command's JSON text");
+  auto sig = j.find("sig");
+  if (sig == j.end()) return refuse("the signed command has no \"sig\"");
+  if (!sig->is_string()) return refuse("\"sig\" must be a string of 64 hex digits");
+  const std::string& text = cmd->get_ref<const std::string&>();
+
+  if (auth.key) {
+    auto given = signature_bytes(sig->get_ref<const std::string&>());
+    if (!given) return refuse("\"sig\" must be 64 hex digits (HMAC-SHA256)");
+    const auto expected =
+        hmac_sha256(*auth.key, command_signing_input(auth.store, *out.id, *exp, text));
+    if (CRYPTO_memcmp(given->data(), expected.data(), expected.size()) != 0) {
+      return refuse(fmt::format(
+          "the signature does not match: the command was not signed for store {} with its "
+          "command key ([sync] command_key_file), or it was changed on the way",
+          auth.store));
+    }
+    if (*exp < auth.now) {
+      return refuse(fmt::format(
+          "the signed command expired at {} (this gateway's clock says {}); HQ signs a command "
+          "anew when it sends it again. If every command is refused so, check the clocks "
+          "(timedatectl)",
+          unix_time_text(*exp), unix_time_text(auth.now)));
+    }
+    if (*exp - auth.now > kMaxCommandLifetime.count()) {
+      return refuse(fmt::format(
+          "the signed command is valid until {}, more than {} s after this gateway's clock ({}): "
+          "refused, as it could outlive the record that it was applied. Check the clocks "
+          "(timedatectl)",
+          unix_time_text(*exp), kMaxCommandLifetime.count(), unix_time_text(auth.now)));
+    }
+  }
+
+  ParsedCommand inner;
+  auto inner_json = parse_payload(text, inner);
+  if (!inner_json) return refuse("the signed command: " + inner.error);
+  if (is_envelope(*inner_json)) return refuse("the signed command holds another signed command");
+  inner = parse_fields(*inner_json);
+  if (!inner.command) return refuse(inner.error);
+  if (inner.command->id != *out.id) {
+    return refuse(fmt::format("the signed command's id \"{}\" is not the envelope's \"{}\"",
+                              inner.command->id, *out.id));
+  }
+  out.command = std::move(inner.command);
+  out.authenticated = auth.key.has_value();
+  return out;
+}
+
+}  // namespace
+
+ParsedCommand parse_command(std::string_view payload) {
+  return parse_command(payload, CommandAuth{});
+}
+
+ParsedCommand parse_command(std::string_view payload, const CommandAuth& auth) {
+  ParsedCommand out;
+  auto j = parse_payload(payload, out);
+  if (!j) return out;
+  if (is_envelope(*j)) return parse_envelope(*j, auth);
+  out = parse_fields(*j);
+  if (auth.key) {
+    out.command.reset();
+    out.error =
+        "this store takes only signed commands ([sync] command_key_file is set), and this one "
+        "is not signed";
+  }
+  return out;
+}
+
+std::string command_signing_input(std::string_view store, std::string_view id, std::int64_t exp,
+                                  std::string_view cmd) {
+  std::string out;
+  out.reserve(kCommandSignatureLabel.size() + store.size() + id.size() + cmd.size() + 24);
+  out += kCommandSignatureLabel;
+  out += '\n';
+  out += store;
+  out += '\n';
+  out += id;
+  out += '\n';
+  out += std::to_string(exp);
+  out += '\n';
+  out += cmd;
+  return out;
+}
+
+std::string command_signature(std::string_view key, std::string_view input) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : hmac_sha256(key, input)) {
+    out += kHex[b >> 4];
+    out += kHex[b & 0x0f];
+  }
+  return out;
+}
+
+Result<std::string> sign_command(std::string_view key, std::string_view store,
+                                 std::string_view command, std::int64_t exp) {
+  json j = json::parse(command.begin(), command.end(), nullptr, /*allow_exceptions=*/false);
+  auto id = j.is_object() ? j.find("id") : j.end();
+  if (!j.is_object() || id == j.end() || !id->is_string() ||
+      !valid_command_id(id->get_ref<const std::string&>())) {
+    return Error{"cannot sign a command without a valid \"id\""};
+  }
+  const std::string cmd_id = id->get<std::string>();
+  json envelope{
+      {"v", 1},
+      {"id", cmd_id},
+      {"exp", exp},
+      {"cmd", std::string(command)},
+      {"sig", command_signature(key, command_signing_input(store, cmd_id, exp, command))}};
+  return envelope.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string command_done(const std::string& id, const json& fields) {

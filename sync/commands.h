@@ -16,12 +16,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "config/duration.h"
+#include "config/result.h"
 
 namespace storewatch::sync {
 
@@ -62,9 +64,68 @@ struct ParsedCommand {
   std::optional<Command> command;
   std::optional<std::string> id;
   std::string error;
+  /// The command came in a signed envelope whose signature and expiry were
+  /// checked against the store's key.
+  bool authenticated = false;
+  /// The payload was a signed envelope (checked or, without a key, not).
+  bool was_signed = false;
 };
 
+/// An unsigned command (DESIGN §6), or a signed envelope taken apart without
+/// checking its signature (what a store without a key does).
 ParsedCommand parse_command(std::string_view payload);
+
+// --- Signed commands (docs/SYNC.md, "Signed commands") -----------------------
+//
+// A signed command is an envelope around the command's exact JSON text:
+//
+//   {"v":1,"id":ID,"exp":EXP,"cmd":"<the command's JSON text>","sig":HEX}
+//
+// `sig` is the HMAC-SHA256, in 64 lowercase hex digits, with the key of
+// `command_key_file`, of the bytes
+//
+//   "storewatch-cmd-v1" LF store LF id LF exp LF cmd
+//
+// where store is the id of the store the command is for (the S of
+// P/stores/S/cmd), id the command's id (the envelope's and the command's own,
+// which must be equal), exp the envelope's "exp" in decimal (Unix seconds,
+// UTC) and cmd the string value of "cmd" as decoded from JSON. No JSON is
+// re-encoded to check it: the signed bytes are the string HQ sent.
+
+/// The first line of the signed bytes.
+inline constexpr std::string_view kCommandSignatureLabel = "storewatch-cmd-v1";
+/// How long HQ's signature on a command lasts.
+inline constexpr std::chrono::seconds kCommandLifetime{600};
+/// The furthest in the future a store accepts a command's `exp`: an applied
+/// id is kept for `[agent] retention`, at least an hour, so a signed command
+/// cannot be applied again once its id is forgotten.
+inline constexpr std::chrono::seconds kMaxCommandLifetime{3600};
+
+/// The bytes a signature covers (see above).
+std::string command_signing_input(std::string_view store, std::string_view id, std::int64_t exp,
+                                  std::string_view cmd);
+
+/// HMAC-SHA256 of `input` with `key`, as 64 lowercase hex digits.
+std::string command_signature(std::string_view key, std::string_view input);
+
+/// Wraps `command` (a command's JSON text with a valid "id") in a signed
+/// envelope for `store`, valid until `exp` (Unix seconds).
+Result<std::string> sign_command(std::string_view key, std::string_view store,
+                                 std::string_view command, std::int64_t exp);
+
+/// What a store checks commands with.
+struct CommandAuth {
+  std::string store;  ///< its id: a signature is for one store
+  /// Its key (raw bytes, config::read_command_key); nullopt: no key, and any
+  /// well-formed command, signed or not, is taken.
+  std::optional<std::string> key;
+  std::int64_t now = 0;  ///< its clock, Unix seconds
+};
+
+/// parse_command, and with a key: an unsigned command, a signature that does
+/// not match, or an `exp` in the past or more than kMaxCommandLifetime ahead
+/// is refused. The signature is compared in constant time.
+ParsedCommand parse_command(std::string_view payload, const CommandAuth& auth);
 
 /// Whether `id` is a usable command id (see kMaxCommandId).
 bool valid_command_id(std::string_view id);

@@ -23,6 +23,9 @@ namespace {
 std::string reason_text(const mqtt::token& tok) {
   int rc = tok.get_return_code();
   int reason = tok.get_reason_code();
+  // A CONNACK that refuses the connection (bad login: 0x86, not authorized:
+  // 0x87) comes from Paho C as the return code, not the reason code.
+  if (reason < 0x80 && rc >= 0x80 && rc <= 0xff) reason = rc;
   if (reason >= 0x80) {
     return fmt::format("refused by broker: {} (reason 0x{:02x})",
                        mqtt::exception::reason_code_str(reason), reason);

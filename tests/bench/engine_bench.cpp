@@ -12,15 +12,21 @@
 //      commit; and one row per transaction (submit, wait for its commit) for
 //      the ratio. The writer's own counters give the batch sizes; plain SQLite
 //      inserts on the same disk (100 rows and 1 row per transaction) say what
-//      the disk allowed at that moment.
+//      the disk allowed at that moment;
+//  (c) memory held for resolved incidents (issue 18): incidents opened and
+//      resolved through the engine, 1,000 a minute on a driven clock, for
+//      RESOLVED_MINUTES minutes (close_after 24 h, so none closes), handed to
+//      a sink that drops them as committed (SQLite's page cache is not the
+//      engine's); the heap in use (mallinfo2) before and after, per incident.
 //
 // Exits non-zero if (a) wrote anything or (b) lost an event. Prints one JSON
 // object on stdout (tests/bench/engine_load.py turns it into
 // the Markdown section) and a summary on stderr.
 //
 //   engine_bench [--probes 1000] [--rounds 300] [--events 200000]
-//                [--single-seconds 5] [--reps 3] [--dir DIR]
+//                [--single-seconds 5] [--resolved-minutes 13] [--reps 3] [--dir DIR]
 
+#include <malloc.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -280,6 +286,103 @@ json one_per_transaction(const fs::path& dir, double seconds, int probes) {
   return out;
 }
 
+/// A clock the benchmark drives: minutes of a store's life in seconds.
+class DrivenClock final : public Clock {
+ public:
+  SteadyTime steady_now() const override { return steady_; }
+  WallTime wall_now() const override { return wall_; }
+  void advance(std::chrono::milliseconds d) {
+    steady_ += d;
+    wall_ += d;
+  }
+
+ private:
+  SteadyTime steady_{};
+  WallTime wall_ = SystemClock().wall_now();
+};
+
+std::size_t heap_in_use() {
+  ::malloc_trim(0);
+  return mallinfo2().uordblks;
+}
+
+/// Takes the engine's changes as a writer would once it has committed them
+/// (they are dropped at once), counting incidents opened and resolved: (c)
+/// measures what the engine itself holds, not SQLite's page cache.
+class CountingSink final : public agent::ChangeSink {
+ public:
+  void submit(agent::Change change) override {
+    ++submitted_;
+    if (const auto* c = std::get_if<agent::IncidentChange>(&change)) {
+      if (c->event.type == "opened") ++opened;
+      if (c->event.type == "resolved") ++resolved;
+      if (c->event.type == "closed" || c->event.type == "reopened") ++other;
+    }
+  }
+  std::uint64_t ticket() const override { return submitted_; }
+  std::int64_t opened = 0, resolved = 0, other = 0;
+
+ private:
+  std::uint64_t submitted_ = 0;
+};
+
+/// (c): incidents opened and resolved, 1,000 a minute for `minutes`, none
+/// closing; the heap the engine holds for them afterwards.
+json resolved_memory(int minutes) {
+  constexpr int kProbes = 50;
+  constexpr int kPerMinute = 1000;
+  config::Config config = make_config(kProbes);
+  config.incidents.close_after = std::chrono::hours(24);
+  // A probe fails again 3 s (of store time) after it recovered: past this
+  // window, so each failure is a new incident, as 1,000 different ones a
+  // minute would be.
+  config.incidents.reopen_window = std::chrono::seconds(1);
+  CountingSink sink;
+  DrivenClock clock;
+  auto engine = make_engine(config, clock, sink);
+  const probes::ProbeResult fail = result_of(probes::ProbeStatus::fail);
+  const probes::ProbeResult ok = result_of(probes::ProbeStatus::ok);
+  // One incident: opened at the third failure, resolved at the second
+  // success; enough successes after it that the probe never counts as
+  // flapping (a flapping probe keeps one incident open instead).
+  auto cycle = [&](const std::string& name) {
+    for (int i = 0; i < 3; ++i) engine->on_result(name, fail);
+    for (int i = 0; i < 20; ++i) engine->on_result(name, ok);
+  };
+  // Every probe through one incident first: the engine's steady state.
+  for (const auto& p : config.probes) cycle(p.name);
+  clock.advance(std::chrono::seconds(2));  // past reopen_window: no reopens
+  engine->tick();
+  engine->on_committed(sink.ticket());
+  const std::size_t before = heap_in_use();
+  // An incident resolves every 60 ms of store time, each probe in turn.
+  const std::chrono::milliseconds step(60'000 / kPerMinute);
+  const int total = minutes * kPerMinute;
+  const auto t0 = Steady::now();
+  for (int k = 0; k < total; ++k) {
+    cycle(config.probes[static_cast<std::size_t>(k % kProbes)].name);
+    clock.advance(step);
+    if (k % kPerMinute == 0) {
+      engine->tick();
+      engine->on_committed(sink.ticket());
+    }
+  }
+  engine->tick();
+  engine->on_committed(sink.ticket());
+  const double elapsed = seconds_since(t0);
+  const std::size_t after = heap_in_use();
+  const double grown = static_cast<double>(after) - static_cast<double>(before);
+  // What the figure rests on: every incident opened and resolved, none
+  // reopened or closed.
+  if (sink.resolved != total + kProbes || sink.opened != sink.resolved || sink.other != 0) {
+    die(fmt::format("(c): {} incidents opened, {} resolved, {} reopened or closed; expected {}",
+                    sink.opened, sink.resolved, sink.other, total + kProbes));
+  }
+  return json{{"minutes", minutes},        {"incidents", total},
+              {"seconds", elapsed},        {"heap_before_bytes", before},
+              {"heap_after_bytes", after}, {"bytes_per_incident", grown / total}};
+}
+
 /// What the disk allows at the moment, apart from storewatch's code: plain
 /// SQLite (WAL, synchronous=FULL) inserting rows of about an event's size,
 /// `per_tx` rows per transaction, for `seconds`.
@@ -329,6 +432,7 @@ int main_(int argc, char** argv) {
   std::size_t events = 200'000;
   double single_seconds = 5;
   int reps = 3;
+  int resolved_minutes = 13;
   fs::path dir = fs::temp_directory_path();
   app.add_option("--probes", probes, "probes in the engine's config")->check(CLI::Range(1, 100000));
   app.add_option("--rounds", rounds, "(a): results per probe measured")->check(CLI::PositiveNumber);
@@ -336,6 +440,9 @@ int main_(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--single-seconds", single_seconds, "(b): seconds of one row per transaction")
       ->check(CLI::PositiveNumber);
+  app.add_option("--resolved-minutes", resolved_minutes,
+                 "(c): minutes of 1,000 incidents a minute, resolved and held")
+      ->check(CLI::Range(1, 24 * 60));
   app.add_option("--reps", reps, "repetitions of each measure")->check(CLI::Range(1, 100));
   app.add_option("--dir", dir, "where the database files go (a real disk: fsync is measured)")
       ->check(CLI::ExistingDirectory);
@@ -351,6 +458,7 @@ int main_(int argc, char** argv) {
            {"rounds", rounds},
            {"events", events},
            {"single_seconds", single_seconds},
+           {"resolved_minutes", resolved_minutes},
            {"dir", dir.string()}};
   for (int rep = 0; rep < reps; ++rep) {
     json ok = results_without_change(config, work, rounds, probes::ProbeStatus::ok);
@@ -359,18 +467,20 @@ int main_(int argc, char** argv) {
     json single = one_per_transaction(work, single_seconds, probes);
     json base100 = sqlite_baseline(work, 100, single_seconds);
     json base1 = sqlite_baseline(work, 1, single_seconds);
+    json resolved = resolved_memory(resolved_minutes);
     std::fprintf(
         stderr,
         "rep %d: (a) %.0f ok results/s (%llu written), %.0f failing results/s (%llu "
         "written); (b) %.0f changes/s grouped (%llu batches, largest %llu), %.0f/s one "
         "per transaction; plain SQLite %.0f rows/s in 100-row transactions, %.0f/s one per "
-        "transaction\n",
+        "transaction; (c) %.0f bytes held per resolved incident (%d incidents)\n",
         rep + 1, ok["per_second"].get<double>(), ok["changes_written"].get<unsigned long long>(),
         failing["per_second"].get<double>(), failing["changes_written"].get<unsigned long long>(),
         group["per_second"].get<double>(), group["writer"]["batches"].get<unsigned long long>(),
         group["writer"]["largest_batch"].get<unsigned long long>(),
         single["per_second"].get<double>(), base100["per_second"].get<double>(),
-        base1["per_second"].get<double>());
+        base1["per_second"].get<double>(), resolved["bytes_per_incident"].get<double>(),
+        resolved["incidents"].get<int>());
     // What the figures rest on: (a) wrote nothing, (b) wrote every event.
     for (const json* a : {&ok, &failing}) {
       if ((*a)["changes_written"] != 0) {
@@ -390,6 +500,7 @@ int main_(int argc, char** argv) {
     out["one_per_transaction"].push_back(std::move(single));
     out["sqlite_100_per_transaction"].push_back(std::move(base100));
     out["sqlite_1_per_transaction"].push_back(std::move(base1));
+    out["resolved_memory"].push_back(std::move(resolved));
   }
   fs::remove_all(work);
   std::printf("%s\n", out.dump(2).c_str());

@@ -149,6 +149,12 @@ TEST_F(Doctor, DaemonDownWithAPreparedDatabase) {
   // No daemon to ask: the broker is reached directly.
   EXPECT_EQ(v.status("broker"), "ok") << v.summary("broker");
   EXPECT_EQ(v.checks["broker"]["data"]["source"], "direct");
+  // This test broker lets anyone in: said, as a warning, with the fix.
+  EXPECT_EQ(v.status("broker_auth"), "warn") << v.summary("broker_auth");
+  EXPECT_TRUE(v.checks["broker_auth"]["data"]["anonymous_accepted"]);
+  EXPECT_THAT(v.summary("broker_auth"), HasSubstr("lets in clients without"));
+  EXPECT_THAT(v.checks["broker_auth"]["fix"].dump(), HasSubstr("docs/SYNC.md"));
+  EXPECT_THAT(v.checks["broker_auth"]["fix"].dump(), HasSubstr("allow_anonymous false"));
   // Measured against the simulator's NTP server, in step.
   EXPECT_EQ(v.status("clock"), "ok") << v.summary("clock");
   EXPECT_LT(std::abs(v.checks["clock"]["data"]["probes"][0]["offset_ms"].get<double>()), 250);
@@ -166,6 +172,7 @@ TEST_F(Doctor, DaemonDownWithAPreparedDatabase) {
   EXPECT_EQ(v.status("broker"), "fail");
   EXPECT_THAT(v.summary("broker"), HasSubstr("cannot connect to 127.0.0.1"));
   EXPECT_THAT(v.checks["broker"]["fix"].dump(), HasSubstr("nc -vz 127.0.0.1"));
+  EXPECT_EQ(v.status("broker_auth"), "skip");
 }
 
 TEST_F(Doctor, DaemonUp) {
@@ -210,9 +217,10 @@ TEST_F(Doctor, AMissingConfigFailsAndSkipsTheRest) {
   EXPECT_EQ(v.exit_code, 1);
   EXPECT_EQ(v.status("config"), "fail");
   EXPECT_THAT(v.summary("config"), HasSubstr("does not exist"));
-  for (const char* name : {"database", "daemon", "broker", "clock", "disk"}) {
+  for (const char* name : {"database", "daemon", "broker", "broker_auth", "clock", "disk"}) {
     EXPECT_EQ(v.status(name), "skip") << name;
   }
+  EXPECT_EQ(v.doc["checks"].size(), 7u);
 }
 
 TEST_F(Doctor, ACorruptDatabaseFileFails) {
@@ -251,6 +259,47 @@ TEST_F(Doctor, ADatabaseYouCannotReadSaysHowToGetAccess) {
   EXPECT_THAT(db["summary"].get<std::string>(), HasSubstr("you (nobody) cannot read"));
   EXPECT_FALSE(db["data"]["readable"]);
   EXPECT_THAT(db["fix"].dump(), HasSubstr("sudo usermod -aG storewatch nobody"));
+}
+
+// Issue 18: a broker that lets anyone in is a warning; one that wants a
+// login is ok, and doctor never uses the store's own login or client id.
+TEST(DoctorBrokerAuth, ABrokerThatWantsALoginIsOk) {
+  TempDir dir;
+  Broker broker({{"store-0042", "pw-0042-x"}}, {});
+  write_file(dir / "mqtt-password", "pw-0042-x\n");
+  const auto config = dir / "storewatch.toml";
+  write_file(config, fmt::format(R"([store]
+id = "store-0042"
+
+[agent]
+data_dir = "{}"
+control_socket = "{}"
+
+[sync]
+broker = "{}"
+username = "store-0042"
+password_file = "{}"
+
+[[probe]]
+name = "lane-01"
+type = "tcp"
+host = "127.0.0.1"
+port = {}
+)",
+                                 (dir / "data").string(), (dir / "control.sock").string(),
+                                 broker.uri(), (dir / "mqtt-password").string(), free_port()));
+  auto r = run(storewatch_command({"--config", config.string(), "doctor", "--json"}));
+  json doc = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(doc.is_object()) << r.out << r.err;
+  json auth;
+  for (const auto& c : doc["checks"]) {
+    if (c["check"] == "broker_auth") auth = c;
+  }
+  ASSERT_TRUE(auth.is_object()) << doc.dump();
+  EXPECT_EQ(auth["status"], "ok") << auth.dump();
+  EXPECT_FALSE(auth["data"]["anonymous_accepted"]);
+  EXPECT_THAT(auth["summary"].get<std::string>(), HasSubstr("refuses clients without credentials"));
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("mqtt:"))) << "the attempt is not logged";
 }
 
 // The direct broker check's TLS handshake against real TLS servers (the

@@ -24,6 +24,8 @@
 #include <thread>
 
 #include "agent/store.h"
+#include "config/clock.h"
+#include "sync/commands.h"
 #include "sync/mqtt_transport.h"
 #include "sync/wire.h"
 #include "tests/support/run_on.h"
@@ -162,8 +164,10 @@ struct StoreSite {
   TcpDevice device;
   std::filesystem::path config = dir / "storewatch.toml";
 
-  StoreSite() {
-    write_file(config, fmt::format(R"(
+  /// `sync_extra`: more keys for [sync].
+  explicit StoreSite(const std::string& sync_extra = "") {
+    write_file(config,
+               fmt::format(R"(
 [store]
 id = "{0}"
 
@@ -176,6 +180,7 @@ log_level = "debug"
 broker = "{2}"
 reconnect_max = "1s"
 ack_timeout = "30s"
+{4}
 
 [[probe]]
 name = "lane-01-pos"
@@ -189,7 +194,7 @@ recover_after = 2
 severity = "high"
 labels = {{ kind = "pos" }}
 )",
-                                   kStore, dir.path().string(), broker.uri(), device.port()));
+                           kStore, dir.path().string(), broker.uri(), device.port(), sync_extra));
   }
 
   std::unique_ptr<Child> start_agent() {
@@ -351,6 +356,57 @@ TEST(HqCommands, EveryOpIsAppliedOnceThroughTheDaemon) {
   EXPECT_EQ(hq.answers_for("ack-1")[2]["duplicate"], true);
   auto after = site.database();
   EXPECT_EQ(hq_events(after, uid).size(), 4u);
+}
+
+/// Issue 18: with an anonymous broker, anyone could silence every probe of
+/// a store for a year. With [sync] command_key_file the store takes only
+/// commands HQ signed for it.
+TEST(HqCommands, WithACommandKeyOnlyCommandsSignedForThisStoreAreApplied) {
+  TempDir keys;
+  write_file(keys / "command.key", std::string(64, 'c') + "\n");
+  StoreSite site(fmt::format("command_key_file = \"{}\"", (keys / "command.key").string()));
+  auto agent = site.start_agent();
+  HqClient hq(site.broker.uri());
+  // The unsigned warm-up resyncs are answered (refused), which is all it waits for.
+  wait_for_commands(hq, *agent);
+
+  hq.send(command("forged-1", "silence", {{"match", "*"}, {"for", "366d"}, {"reason", "gotcha"}}));
+  json forged = hq.answer("forged-1");
+  EXPECT_EQ(forged["ok"], false) << forged.dump();
+  EXPECT_NE(forged["error"].get<std::string>().find("only signed commands"), std::string::npos)
+      << forged.dump();
+
+  const std::string key(32, '\xcc');
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(SystemClock().wall_now().time_since_epoch())
+          .count();
+  // Signed with the right key, but for another store: not replayable here.
+  auto elsewhere = sync::sign_command(
+      key, "store-other",
+      command("forged-2", "silence", {{"match", "*"}, {"for", "366d"}, {"reason", "gotcha"}})
+          .dump(),
+      now + 600);
+  ASSERT_TRUE(elsewhere.ok());
+  hq.send(*elsewhere);
+  EXPECT_EQ(hq.answer("forged-2")["ok"], false);
+  json none = site.cli({"silence", "list", "--json"});
+  ASSERT_TRUE(none.is_object()) << none.dump();
+  EXPECT_TRUE(none["silences"].empty()) << none.dump();
+
+  auto legit = sync::sign_command(
+      key, kStore,
+      command("signed-1", "silence", {{"match", "kind=pos"}, {"for", "1h"}, {"reason", "refit"}})
+          .dump(),
+      now + 600);
+  ASSERT_TRUE(legit.ok());
+  hq.send(*legit);
+  json applied = hq.answer("signed-1");
+  ASSERT_EQ(applied["ok"], true) << applied.dump() << logs_of(*agent);
+  EXPECT_EQ(applied["silence"]["created_by"], "hq:alice");
+  json one = site.cli({"silence", "list", "--json"});
+  ASSERT_TRUE(one.is_object());
+  EXPECT_EQ(one["silences"].size(), 1u) << one.dump();
+  EXPECT_EQ(agent->stop(SIGTERM), 0) << logs_of(*agent);
 }
 
 /// Fault test 6(d): malformed and hostile commands.

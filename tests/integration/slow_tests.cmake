@@ -19,8 +19,14 @@ set(storewatch_slow_tests
   DaemonNotifies.IncidentsOpenedWithinGroupWaitGoOutAsOneMessage
   DaemonNotifies.AGroupIsFormedFromTheOutboxAfterARestart
   Watchdog.PingsComeWhileTheLoopRunsAndStopWhileItIsStuck
+  Watchdog.PingsStopWhileTheStoreWriterCannotCommit
   JournalLog.NoLinePerProbeResultAtInfo
-  DaemonIncidents.OverTheSizeCapWithNothingSyncedRaisesACriticalStorageIncident)
+  DaemonIncidents.OverTheSizeCapWithNothingSyncedRaisesACriticalStorageIncident
+  HostileStore.AFullDiskIsSeenEverywhereAndAKillNineLosesOnlyWhatWaitedInMemory
+  Soak.FlappingProbesCommandsAndActionsForTenMinutesKeepEveryInvariant)
 foreach(t IN LISTS storewatch_slow_tests)
   set_tests_properties(${t} PROPERTIES LABELS "integration;slow")
 endforeach()
+# The soak runs for ten minutes, then drains to HQ.
+set_tests_properties(Soak.FlappingProbesCommandsAndActionsForTenMinutesKeepEveryInvariant
+                     PROPERTIES TIMEOUT 1200)

@@ -67,7 +67,7 @@ struct ClientFiles {
   }
 };
 
-int count_of(const std::string& text, const std::string& needle) {
+int tls_count_of(const std::string& text, const std::string& needle) {
   int n = 0;
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
   return n;
@@ -203,7 +203,8 @@ TEST(SyncTlsReload, BrokenFilesOnSighupAreRefusedAndTheOldConnectionKeepsWorking
     json s;
     ASSERT_TRUE(wait_until([&] {
       s = lab.sync_status();
-      return count_of(agent->err(), "SIGHUP: new TLS files refused") == refusals && s.is_object() &&
+      return tls_count_of(agent->err(), "SIGHUP: new TLS files refused") == refusals &&
+             s.is_object() &&
              s["last_error"].get<std::string>().find(b.reason) != std::string::npos;
     })) << s.dump()
         << logs_of(*agent);

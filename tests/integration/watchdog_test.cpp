@@ -6,6 +6,8 @@
 // RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 and a clean exit on SIGTERM.
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -229,6 +231,43 @@ TEST_F(Watchdog, PingsComeWhileTheLoopRunsAndStopWhileItIsStuck) {
       << daemon->err();
   EXPECT_LT(longest_gap(notify->pings(resumed_at)), kWatchdog);
   EXPECT_TRUE(daemon->running());
+}
+
+// Issue 18: the loop went on pinging while the store writer retried one
+// batch forever. Now the pings stop while the writer cannot commit (here,
+// another connection holds the database's write lock), so systemd restarts
+// a wedged agent, and they come back once it commits again.
+TEST_F(Watchdog, PingsStopWhileTheStoreWriterCannotCommit) {
+  ASSERT_TRUE(wait_until([&] { return !notify->with("READY=1").empty(); })) << daemon->err();
+  ASSERT_TRUE(wait_until([&] { return notify->pings().size() >= 3; }, 10s)) << daemon->err();
+  sqlite3* lock = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "data" / "storewatch.db").c_str(), &lock), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(lock);
+  // A change for the writer: it waits on the lock.
+  auto added = run(storewatch_command({"--config", config.string(), "silence", "add", "--match",
+                                       "lane-01", "--for", "1h", "--reason", "test"}));
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  const auto locked_at = Clock::now();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return daemon->err().find("watchdog: not pinging systemd: the store writer") !=
+               std::string::npos;
+      },
+      20s))
+      << daemon->err();
+  const auto withheld_at = Clock::now();
+  // No ping for longer than WATCHDOG_USEC: systemd would restart the agent.
+  ASSERT_TRUE(wait_until([&] { return Clock::now() - withheld_at > kWatchdog + 500ms; }, 10s));
+  EXPECT_TRUE(notify->pings(withheld_at + 100ms).empty())
+      << "pinged while the writer could not commit";
+  (void)sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(lock);
+  const auto released_at = Clock::now();
+  ASSERT_TRUE(wait_until([&] { return notify->pings(released_at).size() >= 2; }, 15s))
+      << daemon->err();
+  EXPECT_NE(daemon->err().find("watchdog: the store writer commits again"), std::string::npos);
+  EXPECT_LT(withheld_at - locked_at, 15s);
 }
 
 TEST_F(Watchdog, SighupSaysReloadingThenReady) {

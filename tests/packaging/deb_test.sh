@@ -90,7 +90,8 @@ for f in ./usr/bin/storewatch ./usr/lib/systemd/system/storewatch.service \
   ./usr/lib/systemd/system/storewatch-hq.service ./usr/lib/sysusers.d/storewatch.conf \
   ./usr/lib/tmpfiles.d/storewatch.conf ./usr/share/polkit-1/rules.d/50-storewatch.rules \
   ./etc/storewatch/storewatch.toml ./usr/share/doc/storewatch/copyright \
-  ./usr/share/doc/storewatch/changelog.gz ./usr/share/doc/storewatch/examples/hq.toml; do
+  ./usr/share/doc/storewatch/changelog.gz ./usr/share/doc/storewatch/examples/hq.toml \
+  ./usr/share/doc/storewatch/examples/mosquitto/storewatch.acl; do
   grep -q " $f\$" "$tmp/files" || problem "the package lacks $f"
 done
 grep -q '^-rwxr-xr-x ./usr/bin/storewatch$' "$tmp/files" || problem "/usr/bin/storewatch is not 0755"

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -178,6 +179,39 @@ Broker::Broker() {
   start();
 }
 
+Broker::Broker(const std::map<std::string, std::string>& passwords,
+               const std::filesystem::path& acl_file) {
+  port_ = free_port();
+  const auto passwd = dir_ / "passwd";
+  write_file(passwd, "");
+  for (const auto& [user, password] : passwords) {
+    // mosquitto_passwd reads the password (twice) from stdin: not in its argv.
+    write_file(dir_ / "pw.in", password + "\n" + password + "\n");
+    auto r = run({"sh", "-c", "exec mosquitto_passwd \"$0\" \"$1\" < \"$2\" > /dev/null",
+                  passwd.string(), user, (dir_ / "pw.in").string()});
+    if (r.exit_code != 0) {
+      throw std::runtime_error("mosquitto_passwd failed for " + user + ": " + r.err);
+    }
+  }
+  std::filesystem::remove(dir_ / "pw.in");
+  std::string conf = "listener " + std::to_string(port_) +
+                     " 127.0.0.1\n"
+                     "allow_anonymous false\n"
+                     "password_file " +
+                     passwd.string() + "\n";
+  if (!acl_file.empty()) conf += "acl_file " + acl_file.string() + "\n";
+  // Started as root, mosquitto would drop to the mosquitto user, which
+  // cannot read the test's files.
+  if (::geteuid() == 0) conf += "user root\n";
+  conf +=
+      "persistence false\n"
+      "log_dest stderr\n"
+      "log_type error\n"
+      "log_type warning\n";
+  write_file(dir_ / "mosquitto.conf", conf);
+  start();
+}
+
 Broker::~Broker() {
   stop();
 }
@@ -229,6 +263,55 @@ int open_fds() {
   int n = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
   return n;
+}
+
+SmallDisk::SmallDisk(std::size_t bytes) {
+  if (::geteuid() != 0) {
+    why_not_ = "mounts a small tmpfs to fill the disk: needs root";
+    return;
+  }
+  auto r = run({"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(bytes), "tmpfs",
+                dir_.path().string()});
+  if (r.exit_code != 0) {
+    why_not_ = "cannot mount a tmpfs here: " + r.err;
+    return;
+  }
+  mounted_ = true;
+}
+
+SmallDisk::~SmallDisk() {
+  if (mounted_) (void)run({"umount", "-l", dir_.path().string()});
+}
+
+void SmallDisk::fill() {
+  const auto filler = dir_ / "filler";
+  int fd = ::open(filler.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot create " + filler.string());
+  std::string block(64 * 1024, 'x');
+  for (int i = 0; i < 1'000'000; ++i) {
+    ssize_t n = ::write(fd, block.data(), block.size());
+    if (n < 0) break;  // ENOSPC
+    if (static_cast<std::size_t>(n) < block.size()) block.resize(block.size() / 2);
+    if (block.empty()) break;
+  }
+  // Smaller and smaller writes take the last pages too.
+  for (std::size_t len = 4096; len > 0; len /= 2) {
+    std::string tail(len, 'x');
+    while (::write(fd, tail.data(), tail.size()) > 0) {
+    }
+  }
+  ::close(fd);
+}
+
+void SmallDisk::free_space() {
+  std::error_code ec;
+  fs::remove(dir_ / "filler", ec);
+}
+
+std::int64_t SmallDisk::available() const {
+  struct statvfs s {};
+  if (::statvfs(dir_.path().c_str(), &s) != 0) return -1;
+  return static_cast<std::int64_t>(s.f_bavail) * static_cast<std::int64_t>(s.f_frsize);
 }
 
 bool under_emulator() {

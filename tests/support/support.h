@@ -87,7 +87,13 @@ RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> 
 /// no persistence. restart() keeps the port.
 class Broker {
  public:
+  /// Anonymous clients may do anything (what most tests, not about auth, want).
   Broker();
+  /// Logins only: each user of `passwords` (user → password) with that
+  /// password, anonymous clients refused; `acl_file` (may be empty) decides
+  /// what each may publish and read.
+  Broker(const std::map<std::string, std::string>& passwords,
+         const std::filesystem::path& acl_file);
   ~Broker();
   int port() const { return port_; }
   std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
@@ -116,6 +122,31 @@ bool under_emulator();
 /// out, and under qemu-user the emulator has to read it. Tests that run it
 /// as nobody (root only) skip with this.
 std::string nobody_cannot_run_storewatch();
+
+/// A small file system of its own (a tmpfs of `bytes`, root only) that a
+/// test fills up to make writes fail with ENOSPC, and frees again.
+class SmallDisk {
+ public:
+  /// Mounts it; `why_not()` says why not when that is impossible here.
+  explicit SmallDisk(std::size_t bytes);
+  ~SmallDisk();
+  SmallDisk(const SmallDisk&) = delete;
+  SmallDisk& operator=(const SmallDisk&) = delete;
+  const std::string& why_not() const { return why_not_; }
+  const std::filesystem::path& path() const { return dir_.path(); }
+  std::filesystem::path operator/(const std::string& name) const { return dir_ / name; }
+  /// Writes a filler file until the disk is full.
+  void fill();
+  /// Removes the filler.
+  void free_space();
+  /// Bytes available now.
+  std::int64_t available() const;
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+  std::string why_not_;
+};
 
 /// Whether something accepts TCP connections on 127.0.0.1:port.
 bool port_open(int port, const std::string& host = "127.0.0.1");

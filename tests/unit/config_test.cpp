@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -1114,9 +1115,17 @@ TEST(ConfigExamples, DemoStoreIsWhatTheDemoScriptExpects) {
   const fs::path demo = fs::path(STOREWATCH_SOURCE_DIR) / "config" / "examples" / "demo.toml";
   auto loaded = load(demo, {.conf_dir = std::nullopt, .probe_types = probes::schemas()});
   ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
-  EXPECT_TRUE(loaded.diagnostics.empty()) << dump(loaded.diagnostics);
+  // Only the secrets the demo's drop-in replaces may be missing here.
+  for (const Diagnostic& d : loaded.diagnostics) {
+    EXPECT_EQ(d.kind, Diagnostic::Kind::warning) << dump(loaded.diagnostics);
+    EXPECT_THAT(d.message, HasSubstr("/etc/storewatch/secrets/")) << dump(loaded.diagnostics);
+  }
   const Config& c = *loaded.config;
   EXPECT_EQ(c.store.id, "demo-store");
+  // Per-store login and signed commands, as docs/SYNC.md leads with.
+  EXPECT_EQ(c.sync.username, c.store.id);
+  EXPECT_FALSE(c.sync.password_file.empty());
+  EXPECT_FALSE(c.sync.command_key_file.empty());
   ASSERT_EQ(c.probes.size(), 7u);
   // The demo takes lane-02-pos (an http health endpoint) down and up.
   const ProbeConfig* lane = c.find_probe("lane-02-pos");
@@ -1134,6 +1143,152 @@ TEST(ConfigExamples, DemoStoreIsWhatTheDemoScriptExpects) {
   EXPECT_EQ(gw->timeout, Millis(500));
   EXPECT_EQ(gw->severity, Severity::critical);
   EXPECT_EQ(gw->depends_on, std::vector<std::string>{"lan-switch"});
+}
+
+// ---------------------------------------------------------------------------
+// Command keys ([sync] command_key_file, [hq] command_key_file, command_keys_dir)
+
+const std::string kGoodHexKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+TEST(CommandKey, IsHexOfAtLeast32BytesWithWhitespaceIgnored) {
+  TempDir dir;
+  auto key = read_command_key(dir.write("good", "  " + kGoodHexKey + "\n"));
+  ASSERT_TRUE(key) << key.error().message;
+  ASSERT_EQ(key->size(), 32u);
+  EXPECT_EQ(static_cast<unsigned char>((*key)[1]), 0x11);
+  EXPECT_EQ(static_cast<unsigned char>((*key)[31]), 0xff);
+  auto upper = read_command_key(dir.write("upper", "AABBCCDDEEFF" + kGoodHexKey));
+  ASSERT_TRUE(upper);
+  EXPECT_EQ(upper->size(), 38u);
+
+  auto short_key = read_command_key(dir.write("short", kGoodHexKey.substr(0, 62)));
+  ASSERT_FALSE(short_key);
+  EXPECT_THAT(short_key.error().message, HasSubstr("a key of 31 bytes; at least 32"));
+  EXPECT_THAT(short_key.error().message, HasSubstr("openssl rand -hex 32 >"));
+  for (const std::string& bad : {kGoodHexKey + "0", kGoodHexKey + "zz", std::string("my secret"),
+                                 kGoodHexKey.substr(0, 32) + " " + kGoodHexKey.substr(32)}) {
+    auto r = read_command_key(dir.write("bad", bad));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_THAT(r.error().message, HasSubstr("hex digits")) << bad;
+  }
+  auto huge = read_command_key(dir.write("huge", std::string(4096, 'a')));
+  ASSERT_FALSE(huge);
+  EXPECT_THAT(huge.error().message, HasSubstr("not a command key file"));
+  auto missing = read_command_key(dir.path() / "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().message, HasSubstr("No such file"));
+}
+
+TEST(CommandKey, ConfigCheckValidatesTheStoresKeyFile) {
+  TempDir dir;
+  const fs::path good = dir.write("good.key", kGoodHexKey + "\n");
+  auto loaded = parse(std::string(kValid) +
+                      fmt::format("[sync]\ncommand_key_file = \"{}\"\n", good.string()));
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_TRUE(loaded.diagnostics.empty()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->sync.command_key_file, good);
+
+  // Missing on this machine: a warning, as for every secret.
+  loaded = parse(std::string(kValid) + "[sync]\ncommand_key_file = \"/nonexistent/command.key\"\n");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  ASSERT_EQ(warnings(loaded.diagnostics).size(), 1u) << dump(loaded.diagnostics);
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("does not exist on this machine"));
+
+  // There but not a usable key: an error, with what the file must hold.
+  const fs::path weak = dir.write("weak.key", "password123\n");
+  auto d = only_error(std::string(kValid) +
+                      fmt::format("[sync]\ncommand_key_file = \"{}\"\n", weak.string()));
+  EXPECT_THAT(d.message, HasSubstr("[sync] command_key_file: "));
+  EXPECT_THAT(d.message, HasSubstr("hex digits"));
+  EXPECT_EQ(d.where.line, 10);
+  const fs::path short_key = dir.write("short.key", kGoodHexKey.substr(0, 40));
+  d = only_error(std::string(kValid) +
+                 fmt::format("[sync]\ncommand_key_file = \"{}\"\n", short_key.string()));
+  EXPECT_THAT(d.message, HasSubstr("at least 32"));
+  d = only_error(std::string(kValid) + "[sync]\ncommand_key_file = \"command.key\"\n");
+  EXPECT_THAT(d.message, HasSubstr("absolute path"));
+}
+
+TEST(CommandKey, UnreadableHereIsAWarning) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads every file";
+  TempDir dir;
+  const fs::path key = dir.write("root-only.key", kGoodHexKey);
+  fs::permissions(key, fs::perms::none);
+  auto loaded =
+      parse(std::string(kValid) + fmt::format("[sync]\ncommand_key_file = \"{}\"\n", key.string()));
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_THAT(dump(warnings(loaded.diagnostics)), HasSubstr("cannot read"));
+}
+
+TEST(ConfigLoadHq, EnrollmentLimitsAndKeys) {
+  TempDir dir;
+  const fs::path fleet = dir.write("fleet.key", kGoodHexKey);
+  fs::create_directories(dir.path() / "keys");
+  auto loaded = load_hq_string(fmt::format(R"([hq]
+database = "/tmp/hq.db"
+enroll = "list"
+stores = ["store-0042", "store-0043", "store-0042"]
+max_seq_jump = 5000
+max_session_jump = 200
+command_key_file = "{}"
+command_keys_dir = "{}"
+)",
+                                           fleet.string(), (dir.path() / "keys").string()),
+                               "hq.toml");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_TRUE(loaded.diagnostics.empty()) << dump(loaded.diagnostics);
+  const HqConfig& h = *loaded.config;
+  EXPECT_EQ(h.enroll, HqConfig::Enroll::list);
+  EXPECT_EQ(h.stores, (std::set<std::string>{"store-0042", "store-0043"}));
+  EXPECT_TRUE(h.enrolled("store-0043"));
+  EXPECT_FALSE(h.enrolled("store-0044"));
+  EXPECT_EQ(h.max_seq_jump, 5000);
+  EXPECT_EQ(h.max_session_jump, 200);
+  EXPECT_EQ(h.command_key_file, fleet);
+  EXPECT_EQ(h.command_keys_dir, dir.path() / "keys");
+
+  // The defaults: every store, DESIGN §8's 100,000, no signing.
+  loaded = load_hq_string("[hq]\ndatabase = \"/tmp/hq.db\"\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded.config->enroll, HqConfig::Enroll::automatic);
+  EXPECT_TRUE(loaded.config->enrolled("anyone"));
+  EXPECT_EQ(loaded.config->max_seq_jump, 100'000);
+  EXPECT_EQ(loaded.config->max_session_jump, 1'000'000);
+  EXPECT_TRUE(loaded.config->command_key_file.empty());
+}
+
+TEST(ConfigLoadHq, EnrollmentAndLimitsAreChecked) {
+  auto d = only_error(load_hq_string("[hq]\nenroll = \"list\"\n", "hq.toml"));
+  EXPECT_EQ(to_string(d.where), "hq.toml:2:10");
+  EXPECT_THAT(d.message, HasSubstr("[hq] stores"));
+  EXPECT_THAT(d.message, HasSubstr("enroll = \"auto\""));
+  d = only_error(load_hq_string("[hq]\nenroll = \"open\"\n", "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("[hq] enroll: \"open\" is not one of auto,list"));
+  d = only_error(
+      load_hq_string("[hq]\nenroll = \"list\"\nstores = [\"ok\", \"a/b\"]\n", "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("[hq] stores"));
+  EXPECT_EQ(d.where.line, 3);
+  d = only_error(load_hq_string("[hq]\nstores = \"store-0042\"\n", "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("expected an array of store ids"));
+  d = only_error(load_hq_string("[hq]\nmax_seq_jump = 0\n", "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("[hq] max_seq_jump: must be between 1 and"));
+  d = only_error(load_hq_string("[hq]\nmax_session_jump = -5\n", "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("[hq] max_session_jump"));
+
+  TempDir dir;
+  const fs::path not_dir = dir.write("keys", "x");
+  d = only_error(load_hq_string(fmt::format("[hq]\ncommand_keys_dir = \"{}\"\n", not_dir.string()),
+                                "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("is not a directory"));
+  const fs::path weak = dir.write("weak.key", "abcd");
+  d = only_error(
+      load_hq_string(fmt::format("[hq]\ncommand_key_file = \"{}\"\n", weak.string()), "hq.toml"));
+  EXPECT_THAT(d.message, HasSubstr("at least 32"));
+
+  // Stores listed while every store is taken anyway: said, not refused.
+  auto loaded = load_hq_string("[hq]\nstores = [\"store-0042\"]\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_THAT(dump(warnings(loaded.diagnostics)), HasSubstr("used only with enroll = \"list\""));
 }
 
 TEST(Secrets, AreReadWithSurroundingWhitespaceTrimmed) {

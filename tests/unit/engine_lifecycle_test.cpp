@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <random>
 
@@ -76,6 +77,9 @@ class Lifecycle : public ::testing::Test {
     EngineHooks hooks;
     hooks.run_now = [this](const std::string& p) { rechecks.push_back(p); };
     hooks.runner = &runner;
+    // The database, as far as the sink has committed (all it was handed,
+    // unless a test says otherwise).
+    hooks.stored = [this](const std::string& uid) { return sink.stored(uid, committed); };
     engine = std::make_unique<Engine>(config, clock, sink, hooks);
     return *engine;
   }
@@ -135,6 +139,8 @@ class Lifecycle : public ::testing::Test {
   ManualRunner runner;
   std::vector<std::string> rechecks;
   std::unique_ptr<Engine> engine;
+  /// How many of the sink's changes the database holds (hooks.stored).
+  std::size_t committed = std::numeric_limits<std::size_t>::max();
 };
 
 using Types = std::vector<std::string>;
@@ -308,6 +314,194 @@ TEST_F(Lifecycle, HumanResolveCloseAndNoteAreRecordedWithTheActor) {
   EXPECT_NE(unknown.error().message.find("no incident"), std::string::npos);
   // A note on a closed incident is history, and allowed.
   EXPECT_TRUE(engine->act(Engine::Action::note, printer, "cli:x", "post-mortem", stored));
+}
+
+// --- actions on what the writer has not committed yet (issue 18) ---------------
+
+TEST_F(Lifecycle, ANoteRightAfterACloseIsOnTheClosedIncidentNotTheStaleRow) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const Incident as_stored = *open_of("pos");  // the database's row, the close not yet committed
+  committed = sink.changes.size();
+  ASSERT_TRUE(engine->act(Engine::Action::close, as_stored.uid, "hq:ops", "", std::nullopt));
+  auto noted = engine->act(Engine::Action::note, as_stored.uid, "hq:ops", "why", as_stored);
+  ASSERT_TRUE(noted) << noted.error().message;
+  EXPECT_EQ(noted->state, IncidentState::closed);
+  ASSERT_EQ(events("note").size(), 1u);
+  EXPECT_EQ(events("note").at(0).incident.state, IncidentState::closed)
+      << "the note must not write the row back as it was before the close";
+  EXPECT_TRUE(events("note").at(0).incident.t_closed.has_value());
+  auto again = engine->act(Engine::Action::resolve, as_stored.uid, "hq:ops", "", as_stored);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message.find("closed"), std::string::npos);
+
+  // Once committed, the database's copy is the incident.
+  committed = sink.changes.size();
+  engine->on_committed(sink.ticket());
+  auto later = engine->act(Engine::Action::note, as_stored.uid, "cli:dana", "post-mortem",
+                           sink.stored(as_stored.uid));
+  ASSERT_TRUE(later);
+  EXPECT_EQ(events("note").at(1).incident.state, IncidentState::closed);
+
+  // The probe still fails: a new incident of its own after fail_after more
+  // failures, never a second unresolved row of the closed one.
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_NE(open_of("pos"), nullptr);
+  EXPECT_NE(open_of("pos")->uid, as_stored.uid);
+}
+
+TEST_F(Lifecycle, EveryPairOfActionsBackToBackLeavesEachRowAsItsNewestEvent) {
+  using A = Engine::Action;
+  const std::vector<A> actions = {A::ack, A::resolve, A::close, A::note};
+  for (bool recovers : {false, true}) {
+    for (A first : actions) {
+      for (A second : actions) {
+        const std::string name =
+            fmt::format("p{}{}{}", static_cast<int>(first), static_cast<int>(second), recovers);
+        config.probes.push_back(probe(name));
+      }
+    }
+  }
+  start();
+  for (const auto& p : config.probes) engine->on_result(p.name, result(ProbeStatus::fail));
+  for (const auto& p : config.probes) engine->on_result(p.name, result(ProbeStatus::fail));
+  for (const auto& p : config.probes) engine->on_result(p.name, result(ProbeStatus::fail));
+  std::map<std::string, std::string> uid_of;
+  for (const auto& p : config.probes) {
+    ASSERT_NE(open_of(p.name), nullptr) << p.name;
+    uid_of[p.name] = open_of(p.name)->uid;
+  }
+  // Nothing is committed while the pairs run: every stale copy is the open row.
+  committed = sink.changes.size();
+  std::size_t i = 0;
+  for (bool recovers : {false, true}) {
+    for (A first : actions) {
+      for (A second : actions) {
+        const std::string& name = config.probes[i++].name;
+        const std::string& uid = uid_of[name];
+        const auto stale = sink.stored(uid, committed);
+        (void)engine->act(first, uid, "cli:a", "one", stale);
+        if (recovers) engine->on_result(name, result(ProbeStatus::ok));
+        (void)engine->act(second, uid, "cli:b", "two", stale);
+      }
+    }
+  }
+  // The probes go on: failing ones reopen or open anew, recovering ones resolve.
+  for (int round = 0; round < 4; ++round) {
+    for (std::size_t k = 0; k < config.probes.size(); ++k) {
+      const bool recovers = k >= config.probes.size() / 2;
+      engine->on_result(config.probes[k].name,
+                        result(recovers ? ProbeStatus::ok : ProbeStatus::fail));
+    }
+    clock.advance(1s);
+    engine->tick();
+  }
+  // What the database would hold: every row is its newest event's snapshot
+  // (the store writes them together), and never two unresolved rows of one key.
+  std::map<std::string, IncidentState> row;
+  std::map<std::string, std::string> key_of;
+  for (const auto& c : sink.incident_changes()) {
+    row[c.incident.uid] = c.incident.state;
+    key_of[c.incident.uid] = c.incident.dedup_key;
+  }
+  std::map<std::string, int> unresolved_per_key;
+  for (const auto& [uid, state] : row) unresolved_per_key[key_of[uid]] += is_unresolved(state);
+  for (const auto& [key, n] : unresolved_per_key) EXPECT_LE(n, 1) << key;
+  // A closed incident stays closed whatever came after it.
+  for (const auto& [name, uid] : uid_of) {
+    bool closed = false;
+    for (const auto& c : sink.incident_changes()) {
+      if (c.incident.uid != uid) continue;
+      if (closed) {
+        EXPECT_EQ(c.incident.state, IncidentState::closed)
+            << name << ": " << c.event.type << " after the close";
+      }
+      closed = closed || c.incident.state == IncidentState::closed;
+    }
+  }
+}
+
+TEST_F(Lifecycle, AResolvedIncidentIsLetGoOnceItCannotReopenAndStillClosesOnTime) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 2h;  // reopen_window: 30 min
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  ASSERT_EQ(events("resolved").size(), 1u);
+  EXPECT_EQ(engine->uids_with_prefix(uid), std::vector<std::string>{uid});
+  engine->on_committed(sink.ticket());
+  clock.advance(31min);
+  engine->tick();
+  EXPECT_TRUE(engine->uids_with_prefix(uid).empty())
+      << "a resolved incident that can no longer reopen is not held in memory";
+  clock.advance(88min);
+  engine->tick();
+  EXPECT_TRUE(events("closed").empty());
+  clock.advance(2min);
+  engine->tick();
+  auto closed = events("closed");
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].incident.uid, uid);
+  EXPECT_EQ(closed[0].incident.state, IncidentState::closed);
+  EXPECT_TRUE(closed[0].incident.t_resolved.has_value());
+  EXPECT_EQ(closed[0].incident.summary, events("resolved").at(0).incident.summary);
+}
+
+TEST_F(Lifecycle, AResolvedIncidentClosedByAPersonIsNotClosedAgainByTime) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(40min);
+  engine->tick();
+  engine->on_committed(sink.ticket());
+  // Not held any more: closed from the database's copy.
+  auto closed = engine->act(Engine::Action::close, uid, "cli:dana", "", std::nullopt);
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(closed->state, IncidentState::closed);
+  clock.advance(30min);
+  engine->tick();
+  EXPECT_EQ(events("closed").size(), 1u);
+}
+
+TEST_F(Lifecycle, AReopenedAndResolvedAgainIncidentClosesAfterItsLastResolution) {
+  config.probes = {probe("pos")};
+  config.incidents.close_after = 1h;
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(20min);
+  feed("pos", ProbeStatus::fail, 3);  // reopens
+  ASSERT_EQ(open_of("pos")->uid, uid);
+  feed("pos", ProbeStatus::ok, 2);
+  clock.advance(45min);  // 65 min after the first resolution, 45 after the second
+  engine->tick();
+  EXPECT_TRUE(events("closed").empty()) << "closed by its first resolution's time";
+  clock.advance(16min);
+  engine->tick();
+  EXPECT_EQ(events("closed").size(), 1u);
+}
+
+// Found by the soak: a reopened incident left a stale index entry behind,
+// and a note after a person closed it took the daemon down (map::at).
+TEST_F(Lifecycle, AReopenedIncidentClosedByAPersonTakesANote) {
+  config.probes = {probe("pos")};
+  start();
+  feed("pos", ProbeStatus::fail, 3);
+  const std::string uid = open_of("pos")->uid;
+  feed("pos", ProbeStatus::ok, 2);
+  feed("pos", ProbeStatus::fail, 3);
+  ASSERT_EQ(open_of("pos")->uid, uid);
+  ASSERT_TRUE(engine->act(Engine::Action::close, uid, "cli:dana", "", std::nullopt));
+  auto noted = engine->act(Engine::Action::note, uid, "cli:dana", "after", std::nullopt);
+  ASSERT_TRUE(noted) << noted.error().message;
+  EXPECT_EQ(noted->state, IncidentState::closed);
+  EXPECT_TRUE(engine->uids_with_prefix(uid).size() <= 1u);
 }
 
 TEST_F(Lifecycle, DoubleAckAndDoubleResolveAreErrors) {

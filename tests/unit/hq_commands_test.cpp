@@ -371,5 +371,85 @@ TEST_F(HqCommandsTest, OldCommandIdsArePruned) {
   EXPECT_TRUE(store->command("new-1")->has_value());
 }
 
+// --- [sync] command_key_file ----------------------------------------------------
+
+const std::string kHqCmdHexKey(64, 'a');  // 32 bytes of 0xaa
+
+std::string hq_cmd_key_bytes() {
+  return std::string(32, static_cast<char>(0xaa));
+}
+
+TEST_F(HqCommandsTest, WithAKeyOnlyCommandsSignedForThisStoreAreApplied) {
+  const auto key_file = dir / "command.key";
+  test::write_file(key_file, kHqCmdHexKey + "\n");
+  config.sync.command_key_file = key_file;
+  restart_commands();
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock.wall_now().time_since_epoch()).count();
+
+  // The attack: anyone on the broker silences every probe for a year.
+  json forged = cmd("f-1", "silence", {{"match", "*"}, {"for", "366d"}, {"reason", "x"}});
+  json answer = send(forged);
+  EXPECT_EQ(answer["ok"], false);
+  EXPECT_EQ(answer["id"], "f-1");
+  EXPECT_NE(answer["error"].get<std::string>().find("only signed commands"), std::string::npos)
+      << answer.dump();
+  auto silences = store->silences(clock.wall_now());
+  ASSERT_TRUE(silences.ok());
+  EXPECT_TRUE(silences->empty());
+  EXPECT_EQ(command_rows(), 0) << "refused, not kept: nothing was applied";
+
+  // Signed with the key, for another store, or expired: refused alike.
+  auto sign = [&](const json& c, const std::string& store_id, std::int64_t exp) {
+    auto p = sync::sign_command(hq_cmd_key_bytes(), store_id, c.dump(), exp);
+    EXPECT_TRUE(p.ok());
+    return p.ok() ? *p : std::string();
+  };
+  commands->on_command(sign(forged, "store-2", now + 60));
+  EXPECT_EQ(answers.back()["ok"], false);
+  EXPECT_NE(answers.back()["error"].get<std::string>().find("signature does not match"),
+            std::string::npos);
+  commands->on_command(sign(forged, "store-1", now - 1));
+  EXPECT_EQ(answers.back()["ok"], false);
+  EXPECT_NE(answers.back()["error"].get<std::string>().find("expired"), std::string::npos);
+  silences = store->silences(clock.wall_now());
+  ASSERT_TRUE(silences.ok());
+  EXPECT_TRUE(silences->empty());
+  EXPECT_EQ(commands->stats().refused, 3u);
+
+  // HQ's: applied, once.
+  json legit = cmd("l-1", "silence", {{"match", "kind=pos"}, {"for", "1h"}, {"reason", "refit"}});
+  commands->on_command(sign(legit, "store-1", now + 600));
+  ASSERT_EQ(answers.back()["ok"], true) << answers.back().dump();
+  commands->on_command(sign(legit, "store-1", now + 600));
+  EXPECT_EQ(answers.back()["duplicate"], true);
+  silences = store->silences(clock.wall_now());
+  ASSERT_TRUE(silences.ok());
+  EXPECT_EQ(silences->size(), 1u);
+}
+
+TEST_F(HqCommandsTest, AKeyFileThatCannotBeReadRefusesEveryCommand) {
+  config.sync.command_key_file = dir / "missing.key";
+  restart_commands();
+  json answer = send(cmd("r-1", "resync", {{"from_seq", 1}}));
+  EXPECT_EQ(answer["ok"], false);
+  EXPECT_EQ(answer["id"], "r-1");
+  EXPECT_NE(answer["error"].get<std::string>().find("command_key_file cannot be used"),
+            std::string::npos)
+      << answer.dump();
+  EXPECT_TRUE(resyncs.empty());
+
+  // Fixed without a restart: read again at the next command.
+  test::write_file(dir / "missing.key", kHqCmdHexKey);
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock.wall_now().time_since_epoch()).count();
+  auto signed_resync = sync::sign_command(hq_cmd_key_bytes(), "store-1",
+                                          cmd("r-2", "resync", {{"from_seq", 4}}).dump(), now + 60);
+  ASSERT_TRUE(signed_resync.ok());
+  commands->on_command(*signed_resync);
+  EXPECT_EQ(answers.back()["ok"], true) << answers.back().dump();
+  EXPECT_EQ(resyncs, std::vector<std::int64_t>{4});
+}
+
 }  // namespace
 }  // namespace storewatch::agent

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -482,6 +483,135 @@ TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
   ASSERT_TRUE(stores.ok());
   EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:03.123Z");
   EXPECT_EQ((*stores)[0]["online"], true);
+}
+
+// --- what HQ refuses to believe (docs/HQ.md, "Refused messages") ---------------
+
+TEST_F(HqStoreTest, AnEventFarAboveTheAckedSeqIsRefusedAndCountedNotStored) {
+  HqStore store = open_rw();
+  store.set_limits(IngestLimits{.max_seq_jump = 100, .max_session_jump = 1000});
+  ASSERT_TRUE(
+      store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "resolved")}), kNow).ok());
+
+  // 2 + 100 is the furthest an event may be; 2^63-1 is far beyond.
+  auto r = store.ingest(batch("s1", {event(std::numeric_limits<std::int64_t>::max(), "x", "open"),
+                                     event(103, "y", "open"), event(102, "z", "open")}),
+                        kNow + 1s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->refused, 2);
+  EXPECT_EQ(r->refused_seq, std::numeric_limits<std::int64_t>::max());
+  EXPECT_EQ(r->inserted, 1);
+  EXPECT_EQ(r->acked_seq, 2);
+  EXPECT_TRUE(r->gap) << "102 is within reach: stored, with 3..101 missing";
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE store = 's1' AND seq > 102"), 0);
+
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["refused"], (json{{"seq_jump", 2}, {"conflict", 0}, {"session_jump", 0}}));
+  EXPECT_EQ((*stores)[0]["refused_at"], "2025-11-26T22:18:04.123Z");
+
+  // The store's own events go on: 3..102 close the gap.
+  std::vector<wire::Event> rest;
+  for (std::int64_t seq = 3; seq <= 101; ++seq) rest.push_back(event(seq, "b", "open"));
+  r = store.ingest(batch("s1", rest), kNow + 2s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked_seq, 102);
+  EXPECT_FALSE(r->gap);
+  EXPECT_EQ(r->refused, 0);
+}
+
+TEST_F(HqStoreTest, AStoreIsNotCreatedByWhatWasRefused) {
+  HqStore store = open_rw();
+  auto r = store.ingest(batch("ghost", {event(std::int64_t{1} << 62, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->refused, 1);
+  EXPECT_FALSE(r->known);
+  EXPECT_FALSE(r->new_store);
+  EXPECT_EQ(count("SELECT count(*) FROM stores"), 0);
+
+  // The first event stored creates it, once.
+  r = store.ingest(batch("s1", {event(1, "a", "open")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->new_store);
+  r = store.ingest(batch("s1", {event(2, "a", "resolved")}), kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->new_store);
+}
+
+TEST_F(HqStoreTest, OnlyWhatWasStoredOrResentMovesLastSeen) {
+  HqStore store = open_rw();
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+  // Refused, and a seq HQ holds for another event: not news of the store.
+  ASSERT_TRUE(store.ingest(batch("s1", {event(500'000, "a", "open")}), kNow + 1h).ok());
+  wire::Event forged = event(1, "a", "open");
+  forged.uid = "forged";
+  auto r = store.ingest(batch("s1", {forged}), kNow + 2h);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->conflicts, 1);
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:03.123Z");
+  EXPECT_EQ((*stores)[0]["refused"]["conflict"], 1);
+  EXPECT_EQ((*stores)[0]["refused"]["seq_jump"], 1);
+  // A true re-send is: the store is there.
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow + 3h).ok());
+  stores = store.stores_json();
+  EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-27T01:18:03.123Z");
+}
+
+TEST_F(HqStoreTest, ASessionThatJumpsIsRefusedAndTheStoresOwnStatusGoesOn) {
+  HqStore store = open_rw();
+  store.set_limits(IngestLimits{.max_seq_jump = 100, .max_session_jump = 1000});
+  wire::StoreStatus birth{"s1", true, 7, "0.1.0", {}, 0, "2025-11-26T22:18:00.000Z"};
+  auto r = store.record_status(birth, kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, StatusRecorded::Outcome::recorded);
+  EXPECT_TRUE(r->new_store);
+
+  // A will with a session far ahead would pin the store offline for good.
+  wire::StoreStatus forged = birth;
+  forged.online = false;
+  forged.session = std::numeric_limits<std::int64_t>::max();
+  r = store.record_status(forged, kNow + 1s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, StatusRecorded::Outcome::session_jump);
+  EXPECT_EQ(r->session_before, 7);
+  forged.session = 7 + 1001;
+  EXPECT_EQ(store.record_status(forged, kNow + 2s)->outcome, StatusRecorded::Outcome::session_jump);
+
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ((*stores)[0]["online"], true);
+  EXPECT_EQ((*stores)[0]["session"], 7);
+  EXPECT_EQ((*stores)[0]["refused"]["session_jump"], 2);
+  EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-26T22:18:03.123Z");
+
+  // Within the limit it is taken: the store reconnected 1000 times.
+  wire::StoreStatus next = birth;
+  next.session = 7 + 1000;
+  r = store.record_status(next, kNow + 3s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, StatusRecorded::Outcome::recorded);
+  EXPECT_FALSE(r->new_store);
+  wire::StoreStatus will = next;
+  will.online = false;
+  ASSERT_TRUE(store.record_status(will, kNow + 4s).ok());
+  stores = store.stores_json();
+  EXPECT_EQ((*stores)[0]["online"], false);
+  EXPECT_EQ((*stores)[0]["session"], 1007);
+}
+
+TEST_F(HqStoreTest, AFirstStatusWithAHugeSessionCreatesNothing) {
+  HqStore store = open_rw();
+  wire::StoreStatus forged{"ghost", false, std::int64_t{1} << 62, "0.1.0", {}, 0, "x"};
+  auto r = store.record_status(forged, kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, StatusRecorded::Outcome::session_jump);
+  EXPECT_FALSE(r->new_store);
+  EXPECT_EQ(count("SELECT count(*) FROM stores"), 0);
+  // The real store's first status, whatever came before.
+  wire::StoreStatus birth{"ghost", true, 3, "0.1.0", {}, 0, "2025-11-26T22:18:00.000Z"};
+  EXPECT_EQ(store.record_status(birth, kNow)->outcome, StatusRecorded::Outcome::recorded);
 }
 
 TEST_F(HqStoreTest, ReadOnlyReadsWhatWasWritten) {

@@ -406,7 +406,8 @@ TEST(StoreOpen, MigratesSchema2IncidentsWithTheirRowsAndIndexes) {
                    change(incident("u2", "lane-02", IncidentState::resolved), "opened", 4)}));
     // Back to schema 2: the next open runs migrations 3 to 5 over these rows.
     ASSERT_TRUE(s->database().exec(
-        "DROP TABLE commands; DROP TABLE notifications; PRAGMA user_version = 2"));
+        "DROP TABLE commands; DROP TABLE notifications; DROP TABLE dead_letters; "
+        "PRAGMA user_version = 2"));
   }
   auto s = Store::open(path, Store::Mode::read_write);
   ASSERT_TRUE(s) << s.error().message;
@@ -454,6 +455,7 @@ DROP TABLE events;
 ALTER TABLE events_old RENAME TO events;
 UPDATE sqlite_sequence SET seq = 7 WHERE name = 'events';
 CREATE INDEX events_incident ON events(incident_uid, seq);
+DROP TABLE dead_letters;
 PRAGMA user_version = 5;
 )sql"));
   }
