@@ -291,6 +291,9 @@ void ControlServer::accept_later() {
 }
 
 Result<ControlRequest> parse_control_request(std::string_view line) {
+  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
+  // never holds one, and what follows it would otherwise pass unread.
+  if (line.find('\0') != std::string_view::npos) return Error{"request is not a JSON object"};
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded() || !request.is_object()) return Error{"request is not a JSON object"};
   auto v = request.find("v");

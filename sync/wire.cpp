@@ -15,6 +15,9 @@ Result<json> parse_object(std::string_view payload) {
     return Error{
         fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
   }
+  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
+  // never holds one, and what follows it would otherwise pass unread.
+  if (payload.find('\0') != std::string_view::npos) return Error{"payload is not JSON"};
   json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Error{"payload is not JSON"};
   if (!j.is_object()) return Error{"payload is not a JSON object"};

@@ -64,6 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const sync::CommandAuth auth{std::string(kStore), std::string(kKey), kNow};
   const sync::ParsedCommand keyed = sync::parse_command(payload, auth);
   check(keyed);
+  // JSON text never holds a NUL byte (the parser would stop at one).
+  if (open.command || keyed.command) FUZZ_CHECK(payload.find('\0') == std::string_view::npos);
   // A key only ever takes commands away.
   if (keyed.command) {
     FUZZ_CHECK(keyed.authenticated && keyed.was_signed);

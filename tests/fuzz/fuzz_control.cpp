@@ -25,6 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   FUZZ_CHECK(parsed->request.is_object());
+  // JSON text never holds a NUL byte (the parser would stop at one).
+  FUZZ_CHECK(line.find('\0') == std::string_view::npos);
   FUZZ_CHECK(parsed->request.at("op").get<std::string>() == parsed->op);
   const json unknown{
       {"v", agent::kControlVersion}, {"ok", false}, {"error", "unknown op \"" + parsed->op + "\""}};

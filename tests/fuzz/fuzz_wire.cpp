@@ -14,7 +14,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size > wire::kMaxPayload + 1024) return 0;
   const std::string_view payload = storewatch::fuzz::text_of(data, size);
 
+  // JSON text never holds a NUL byte (the parser would stop at one).
+  const bool has_nul = payload.find('\0') != std::string_view::npos;
+
   if (auto batch = wire::decode_batch(payload)) {
+    FUZZ_CHECK(!has_nul);
     for (const wire::Event& e : batch->events) {
       FUZZ_CHECK(e.seq >= 1);
       FUZZ_CHECK(!e.uid.empty() && !e.incident.empty() && !e.type.empty() && !e.at.empty() &&
@@ -41,11 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   if (auto status = wire::decode_status(payload)) {
+    FUZZ_CHECK(!has_nul);
     auto round = wire::decode_status(wire::encode_status(*status));
     FUZZ_CHECK(round.ok() && round->store == status->store && round->online == status->online);
   }
 
   if (auto seq = wire::decode_ack(payload)) {
+    FUZZ_CHECK(!has_nul);
     FUZZ_CHECK(*seq >= 0);
     FUZZ_CHECK(wire::decode_ack(wire::encode_ack(*seq)).value() == *seq);
   }

@@ -66,6 +66,11 @@ TEST(Batch, RejectsWhatBreaksTheContract) {
     EXPECT_FALSE(decode_batch(bad)) << bad;
   }
   EXPECT_FALSE(decode_batch(std::string(kMaxPayload + 1, ' ')));
+  // A NUL ends the parser's input: what follows must not pass unread (found
+  // by tests/fuzz/fuzz_wire).
+  const std::string nul = std::string(R"({"v":1,"store":"s","events":[]})") + '\0' + "\x91,";
+  EXPECT_FALSE(decode_batch(nul));
+  EXPECT_FALSE(decode_ack(std::string(R"({"v":1,"acked_seq":1})") + '\0' + "junk"));
 }
 
 TEST(Ack, RoundTripsAndRejectsNegatives) {
