@@ -224,7 +224,7 @@ Result<std::unique_ptr<ControlServer>> ControlServer::open(asio::io_context& io,
 }
 
 ControlServer::ControlServer(asio::io_context& io, std::filesystem::path path)
-    : io_(io), path_(std::move(path)), acceptor_(io), retry_(io) {}
+    : path_(std::move(path)), acceptor_(io), retry_(io) {}
 
 ControlServer::~ControlServer() {
   stop();
@@ -290,24 +290,34 @@ void ControlServer::accept_later() {
   });
 }
 
-json ControlServer::dispatch(const std::string& line, const Peer& peer) {
+Result<ControlRequest> parse_control_request(std::string_view line) {
+  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
+  // never holds one, and what follows it would otherwise pass unread.
+  if (line.find('\0') != std::string_view::npos) return Error{"request is not a JSON object"};
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-  auto fail = [](std::string why) {
-    return json{{"v", kControlVersion}, {"ok", false}, {"error", std::move(why)}};
-  };
-  if (request.is_discarded() || !request.is_object()) return fail("request is not a JSON object");
+  if (request.is_discarded() || !request.is_object()) return Error{"request is not a JSON object"};
   auto v = request.find("v");
   // Compared as 64 bits: 2^32 + 1 must not pass as 1.
   if (v == request.end() || !v->is_number_integer() || v->get<std::int64_t>() != kControlVersion) {
-    return fail(
-        fmt::format("unsupported protocol version (this daemon speaks {})", kControlVersion));
+    return Error{
+        fmt::format("unsupported protocol version (this daemon speaks {})", kControlVersion)};
   }
   auto op = request.find("op");
-  if (op == request.end() || !op->is_string()) return fail("request has no string \"op\"");
-  auto it = handlers_.find(op->get<std::string>());
-  if (it == handlers_.end()) return fail("unknown op \"" + op->get<std::string>() + "\"");
+  if (op == request.end() || !op->is_string()) return Error{"request has no string \"op\""};
+  std::string name = op->get<std::string>();
+  return ControlRequest{std::move(request), std::move(name)};
+}
+
+json ControlServer::dispatch(const std::string& line, const Peer& peer) {
+  auto fail = [](std::string why) {
+    return json{{"v", kControlVersion}, {"ok", false}, {"error", std::move(why)}};
+  };
+  auto parsed = parse_control_request(line);
+  if (!parsed) return fail(parsed.error().message);
+  auto it = handlers_.find(parsed->op);
+  if (it == handlers_.end()) return fail("unknown op \"" + parsed->op + "\"");
   try {
-    json response = it->second(request, peer);
+    json response = it->second(parsed->request, peer);
     if (!response.contains("ok")) response["ok"] = true;
     response["v"] = kControlVersion;
     return response;

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "config/result.h"
 
@@ -36,6 +37,18 @@ struct Peer {
   unsigned uid = 0;
   std::string user;  ///< login name, or the uid as text
 };
+
+/// One request line as the control socket takes it: a JSON object of
+/// protocol version kControlVersion with a string "op".
+struct ControlRequest {
+  nlohmann::json request;
+  std::string op;
+};
+
+/// Parses one request line (without or with its '\n') the way the server
+/// does before it picks a handler; an Error says why the server refuses it.
+/// Pure (no socket, no handlers), so it can be fuzzed.
+Result<ControlRequest> parse_control_request(std::string_view line);
 
 class ControlServer {
  public:
@@ -68,7 +81,6 @@ class ControlServer {
   void accept_later();
   nlohmann::json dispatch(const std::string& line, const Peer& peer);
 
-  boost::asio::io_context& io_;
   std::filesystem::path path_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::map<std::string, Handler> handlers_;

@@ -346,19 +346,25 @@ Answer answer_for(const Message& reply, std::string_view name, std::uint16_t qty
   auto owned_by = [&](const Record& r, std::uint16_t t) {
     return r.type == t && r.klass == kClassIn && same_name(r.name, current);
   };
-  // Each step moves along one CNAME, so the answers bound the walk.
-  for (std::size_t step = 0; step <= reply.answers.size(); ++step) {
+  // Each step follows a CNAME record not followed before: a loop ends when
+  // it comes round (the chain shows it once), and the walk is bounded by the
+  // answers and by kMaxCnameChain, however many records a reply holds.
+  std::vector<bool> followed(reply.answers.size(), false);
+  for (;;) {
     for (const Record& r : reply.answers) {
       if (owned_by(r, qtype)) a.values.push_back(r.data);
     }
     if (!a.values.empty() || qtype == type::CNAME) return a;
+    if (a.chain.size() >= kMaxCnameChain) return a;
     auto cname = std::find_if(reply.answers.begin(), reply.answers.end(),
                               [&](const Record& r) { return owned_by(r, type::CNAME); });
     if (cname == reply.answers.end()) return a;
+    const auto at = static_cast<std::size_t>(cname - reply.answers.begin());
+    if (followed[at]) return a;
+    followed[at] = true;
     current = cname->data;
     a.chain.push_back(current);
   }
-  return a;
 }
 
 std::optional<std::string> reverse_name(std::string_view text) {

@@ -105,10 +105,15 @@ Status check_reply(const Message& reply, std::uint16_t id, std::string_view name
 /// Names compare case-insensitively; a final dot does not matter.
 bool same_name(std::string_view a, std::string_view b);
 
+/// The most CNAME links answer_for follows (resolvers give up near there too):
+/// the chain ends up in the probe's message.
+inline constexpr std::size_t kMaxCnameChain = 16;
+
 /// What the answer section says about `name`/`qtype`: the CNAME chain from
-/// `name` is followed (within the answers, each step at most once) and the
-/// records of `qtype` at its end are collected. For qtype CNAME the CNAME
-/// records of `name` itself are the answer.
+/// `name` is followed (within the answers, each CNAME record at most once, at
+/// most kMaxCnameChain links) and the records of `qtype` at its end are
+/// collected. For qtype CNAME the CNAME records of `name` itself are the
+/// answer.
 struct Answer {
   std::vector<std::string> values;  ///< `data` of each matching record
   std::vector<std::string> chain;   ///< the CNAME targets followed, in order

@@ -12,11 +12,16 @@ packages=(
   mosquitto mosquitto-clients sqlite3 python3 procps clang-format
   openssl dbus-daemon monitoring-plugins-basic monit fping iproute2
   systemd polkitd util-linux dpkg-dev file
+  clang-14 libclang-rt-14-dev
 )
 # systemd: systemd-analyze (unit security and verify), systemd-sysusers and
 # systemd-tmpfiles for tests/systemd; polkitd: polkitd and pkcheck judge the
 # polkit rule there (util-linux: its unshare and setpriv). dpkg-dev and file:
 # cpack's .deb (dpkg-shlibdeps computes Depends) for tests/packaging.
+# clang-14 and libclang-rt-14-dev: the preset fuzz (tests/fuzz), whose
+# -fsanitize=fuzzer links libFuzzer from the compiler-rt package (the
+# standalone libfuzzer-14-dev is not needed). g++'s TSan runtime (libtsan2)
+# comes with g++.
 
 missing=()
 for p in "${packages[@]}"; do

@@ -12,9 +12,15 @@
 #   aarch64  cross/build.sh aarch64: Release cross build for 64-bit ARM (no
 #            benchmarks), the unit tests and the integration tests labelled
 #            `target` under qemu-aarch64, and the arm64 .deb
+#   tsan     ThreadSanitizer with -Werror: the same tests as asan (tests/tsan.supp
+#            holds the reports inside uninstrumented third-party libraries)
+#   fuzz     clang and libFuzzer (preset fuzz): every target of tests/fuzz
+#            for FUZZ_SECONDS (default 45) from its seed corpus, nproc at once
 #
-#   scripts/test.sh            all three legs
-#   scripts/test.sh dev        one leg (dev | asan | aarch64 | release), or several
+# Every leg also replays the fuzz corpora (ctest fuzz_replay_*, label unit).
+#
+#   scripts/test.sh            all five legs
+#   scripts/test.sh dev        one leg (dev | asan | tsan | aarch64 | fuzz | release), or several
 #
 # Each leg prints how long it took, and the end sums them up.
 set -euo pipefail
@@ -23,12 +29,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 legs=("$@")
-[ ${#legs[@]} -gt 0 ] || legs=(dev asan aarch64)
+[ ${#legs[@]} -gt 0 ] || legs=(dev asan tsan fuzz aarch64)
 for leg in "${legs[@]}"; do
   case $leg in
-    dev | asan | release | aarch64) ;;
+    dev | asan | tsan | release | aarch64 | fuzz) ;;
     *)
-      echo "scripts/test.sh: unknown leg '$leg' (dev, asan, aarch64, release)" >&2
+      echo "scripts/test.sh: unknown leg '$leg' (dev, asan, tsan, aarch64, fuzz, release)" >&2
       exit 2
       ;;
   esac
@@ -43,7 +49,7 @@ git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
 
 jobs=$(nproc)
 summary=()
-# What the asan and aarch64 legs run: the unit tests and the `target` suites.
+# What the asan, tsan and aarch64 legs run: the unit tests and the `target` suites.
 leg_labels='^(unit|target)$'
 
 for leg in "${legs[@]}"; do
@@ -54,10 +60,17 @@ for leg in "${legs[@]}"; do
       "$root/cross/build.sh" aarch64 --no-bench --label "$leg_labels" --exclude-label slow \
         -j "$jobs"
       ;;
+    fuzz)
+      echo "==> [$leg] build the fuzz targets (clang, libFuzzer, ASan, UBSan)"
+      cmake --preset fuzz >/dev/null
+      cmake --build --preset fuzz -j "$jobs"
+      echo "==> [$leg] each target ${FUZZ_SECONDS:-45} s, $jobs at once"
+      "$root/tests/fuzz/run.sh" -t "${FUZZ_SECONDS:-45}" -j "$jobs"
+      ;;
     *)
       ctest_args=()
       bench=ON
-      if [ "$leg" = asan ]; then
+      if [ "$leg" = asan ] || [ "$leg" = tsan ]; then
         ctest_args=(-L "$leg_labels" -LE slow)
         bench=OFF
       fi

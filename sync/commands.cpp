@@ -219,7 +219,11 @@ std::optional<json> parse_payload(std::string_view payload, ParsedCommand& out) 
     out.id = scan_command_id(payload);
     return refuse(fmt::format("the command nests deeper than {} levels", kMaxCommandDepth));
   }
-  json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
+  // never holds one, and what follows it would otherwise pass unread.
+  json j = payload.find('\0') != std::string_view::npos
+               ? json(json::value_t::discarded)
+               : json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     out.id = scan_command_id(payload);
     return refuse("the command is not JSON (or not UTF-8)");
@@ -514,7 +518,10 @@ std::string command_signature(std::string_view key, std::string_view input) {
 
 Result<std::string> sign_command(std::string_view key, std::string_view store,
                                  std::string_view command, std::int64_t exp) {
-  json j = json::parse(command.begin(), command.end(), nullptr, /*allow_exceptions=*/false);
+  // A NUL would end the parse early and the rest, unchecked, would be signed.
+  json j = command.find('\0') != std::string_view::npos
+               ? json(json::value_t::discarded)
+               : json::parse(command.begin(), command.end(), nullptr, /*allow_exceptions=*/false);
   auto id = j.is_object() ? j.find("id") : j.end();
   if (!j.is_object() || id == j.end() || !id->is_string() ||
       !valid_command_id(id->get_ref<const std::string&>())) {

@@ -253,7 +253,7 @@ std::vector<std::size_t> group_members(const std::vector<Notice>& queued, std::i
 }
 
 Notifier::Notifier(asio::io_context& io, const config::Config& config, NotifyOutbox& outbox)
-    : io_(io), config_(config), outbox_(outbox), timer_(io) {
+    : io_(io), outbox_(outbox), timer_(io) {
   for (const config::NotifyConfig& n : config.notify) {
     Channel c;
     c.config = &n;

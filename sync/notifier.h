@@ -112,7 +112,6 @@ class Notifier {
   void drop(const Notice& n, const std::string& why);
 
   boost::asio::io_context& io_;
-  const config::Config& config_;
   NotifyOutbox& outbox_;
   std::map<std::string, Channel> channels_;
   /// Sent or dropped, their update perhaps not committed yet: never twice.

@@ -35,8 +35,7 @@ std::string config_digest(const std::vector<std::filesystem::path>& files) {
 
 Publisher::Publisher(boost::asio::io_context& io, const config::Config& config, Outbox& outbox,
                      Transport& transport)
-    : io_(io),
-      store_(config.store.id),
+    : store_(config.store.id),
       sync_(config.sync),
       topics_(config.sync.topic_prefix),
       outbox_(outbox),
@@ -86,7 +85,7 @@ void Publisher::on_connected() {
   // from HQ's acknowledgement; HQ drops what it already has.
   sent_ = acked_;
   transport_.publish(Message{topics_.status(store_), status_payload(true), 1, true},
-                     [this](const Status& st) {
+                     [](const Status& st) {
                        if (!st)
                          log::warn("sync: birth message not delivered: {}", st.error().message);
                      });

@@ -104,7 +104,6 @@ class Publisher final : public TransportListener {
   std::string status_payload(bool online, const std::string& reason = "");
   void set_error(std::string error);
 
-  boost::asio::io_context& io_;
   const std::string store_;
   const config::SyncConfig sync_;
   const wire::Topics topics_;

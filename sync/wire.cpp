@@ -15,6 +15,9 @@ Result<json> parse_object(std::string_view payload) {
     return Error{
         fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
   }
+  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
+  // never holds one, and what follows it would otherwise pass unread.
+  if (payload.find('\0') != std::string_view::npos) return Error{"payload is not JSON"};
   json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Error{"payload is not JSON"};
   if (!j.is_object()) return Error{"payload is not a JSON object"};
@@ -71,7 +74,10 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
 }
 
 // The text of member `key` (its last one, as the parser keeps) of the object
-// at `i`; empty when absent. Keys are compared as written (no escapes).
+// at `i`; empty when absent. Keys are compared as written, so a key with an
+// escape in it ("ev\u0065nts") could be `key` to the parser and not to the
+// scan: then the scan gives up (empty), since it could otherwise return a
+// member the parser did not keep.
 std::string_view member(std::string_view s, std::size_t i, std::string_view key) {
   std::string_view found;
   i = skip_ws(s, i);
@@ -82,6 +88,7 @@ std::string_view member(std::string_view s, std::size_t i, std::string_view key)
     if (i >= s.size() || s[i] != '"') return found;
     const std::size_t key_end = skip_string(s, i);
     const std::string_view k = s.substr(i + 1, key_end - i - 2);
+    if (k.find('\\') != std::string_view::npos) return {};
     i = skip_ws(s, key_end);
     if (i >= s.size() || s[i] != ':') return found;
     const std::size_t value = skip_ws(s, i + 1);

@@ -117,6 +117,18 @@ TEST(CommandRefused, WrongVersion) {
   expect_refused(parse(j), kId, "version 2");
 }
 
+// nlohmann's parser stops at a NUL byte as at the end of the input: a
+// command followed by a NUL and bytes nobody read (not even UTF-8) is not
+// JSON, and HQ cannot sign one either, since its envelope would carry those
+// bytes replaced and never verify (found by tests/fuzz/fuzz_commands).
+TEST(CommandRefused, ANulAndWhatFollowsItAreNotJson) {
+  json j = base("resync");
+  j["from_seq"] = 1;
+  const std::string tail = j.dump() + '\0' + "\x91\x91,";
+  expect_refused(parse_command(tail), kId, "not JSON");
+  EXPECT_FALSE(sign_command("key", "store-0042", tail, 1764195600).ok());
+}
+
 TEST(CommandRefused, UnknownOps) {
   for (json op : {json("reboot"), json("exec"), json("ACK"), json(""), json("ack "),
                   json("remediate"), json(std::string(5000, 'a'))}) {

@@ -182,6 +182,8 @@ TEST_F(ControlServerTest, GarbageIsRefusedWithAReasonAndTheConnectionStaysUsable
       {"\"v\"", "not a JSON object"},
       {R"({"v":1,"op":"echo")", "not a JSON object"},  // cut short
       {std::string("{\"v\":1,\0\"op\":\"echo\"}", 20), "not a JSON object"},
+      // A whole request, then a NUL and bytes the parser never read.
+      {std::string("{\"v\":1,\"op\":\"echo\"}\0\x91", 21), "not a JSON object"},
       {"\xff\xfe{}", "not a JSON object"},
       {"{}", "unsupported protocol version"},
       {R"({"op":"echo"})", "unsupported protocol version"},

@@ -66,6 +66,11 @@ TEST(Batch, RejectsWhatBreaksTheContract) {
     EXPECT_FALSE(decode_batch(bad)) << bad;
   }
   EXPECT_FALSE(decode_batch(std::string(kMaxPayload + 1, ' ')));
+  // A NUL ends the parser's input: what follows must not pass unread (found
+  // by tests/fuzz/fuzz_wire).
+  const std::string nul = std::string(R"({"v":1,"store":"s","events":[]})") + '\0' + "\x91,";
+  EXPECT_FALSE(decode_batch(nul));
+  EXPECT_FALSE(decode_ack(std::string(R"({"v":1,"acked_seq":1})") + '\0' + "junk"));
 }
 
 TEST(Ack, RoundTripsAndRejectsNegatives) {
@@ -196,6 +201,36 @@ TEST(Batch, DecodingKeepsEachEventsTextAndItsSnapshotsAsSent) {
   EXPECT_EQ(back->events[0].seq, 5);
   EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_text)["uid"], "e5");
   EXPECT_EQ(back->events[0].sent_state_text, R"({ "uid" : "inc-1" })");
+}
+
+// A key written with an escape is the same key to the parser ("ev\u0065nts"
+// is "events"), and the last one wins: the texts kept as sent must be those
+// of the members the parser kept, or none (found by tests/fuzz/fuzz_wire).
+TEST(Batch, AnEscapedKeyNeverPairsAnEventWithAnotherEventsText) {
+  const std::string first = event(1).text();
+  const std::string second = event(2).text();
+  const std::string payload =
+      R"({"v":1,"store":"store-1","events":[)" + first + R"(],"ev\u0065nts":[)" + second + "]}";
+  auto back = decode_batch(payload);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 1u);
+  EXPECT_EQ(back->events[0].seq, 2);
+  if (!back->events[0].sent_text.empty()) {
+    EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_text), back->events[0].to_json());
+  }
+
+  // The same inside an event: its incident_state.
+  const std::string state_twice =
+      R"({"v":1,"store":"store-1","events":[{"seq":3,"uid":"e3","incident":"i","type":"opened",)"
+      R"("at":"t","actor":"agent","incident_state":{"uid":"old"},)"
+      R"("incident\u005fstate":{"uid":"new"}}]})";
+  back = decode_batch(state_twice);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->events.size(), 1u);
+  EXPECT_EQ(back->events[0].body["incident_state"]["uid"], "new");
+  if (!back->events[0].sent_state_text.empty()) {
+    EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_state_text).value("uid", ""), "new");
+  }
 }
 
 }  // namespace
