@@ -209,6 +209,11 @@ TEST_F(StoreTest, FindsAnIncidentByUniquePrefix) {
   EXPECT_EQ((*store.incident("abc"))->uid, "abc-1");
   EXPECT_FALSE(store.incident("ab"));  // ambiguous
   EXPECT_FALSE(store.incident("zzz")->has_value());
+  // A whole uid that is also the start of another one is that incident.
+  ASSERT_TRUE(store.commit({change(incident("abc-10", "c", IncidentState::open), "opened", 1)}));
+  EXPECT_EQ((*store.incident("abc-1"))->uid, "abc-1");
+  EXPECT_FALSE(store.incident("abc"));  // now ambiguous
+  EXPECT_EQ((*store.incident("abc-10"))->uid, "abc-10");
 }
 
 TEST_F(StoreTest, OpenBySeverityCountsUnresolvedOnly) {
