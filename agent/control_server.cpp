@@ -89,20 +89,20 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
   /// Serves the client, or tells it there are too many connections and
   /// closes; false in that case.
   bool start() {
-    std::size_t& mine = sessions_->by_uid[peer_.uid];
-    if (sessions_->open >= kMaxControlSessions || mine >= kMaxControlSessionsPerUser) {
-      if (mine == 0) sessions_->by_uid.erase(peer_.uid);
+    auto mine = sessions_->by_uid.find(peer_.uid);
+    const std::size_t theirs = mine == sessions_->by_uid.end() ? 0 : mine->second;
+    if (sessions_->open >= kMaxControlSessions || theirs >= kMaxControlSessionsPerUser) {
       reply(json{{"v", kControlVersion},
                  {"ok", false},
                  {"error", fmt::format("too many control connections ({} open, {} of them {}'s; "
                                        "at most {}, {} per user): try again in a moment",
-                                       sessions_->open, mine, peer_.user, kMaxControlSessions,
+                                       sessions_->open, theirs, peer_.user, kMaxControlSessions,
                                        kMaxControlSessionsPerUser)}},
             /*then_close=*/true);
       return false;
     }
     ++sessions_->open;
-    ++mine;
+    ++sessions_->by_uid[peer_.uid];
     counted_ = true;
     read();
     return true;

@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -18,14 +19,17 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "tests/support/support.h"
 
@@ -250,6 +254,79 @@ TEST_F(ControlServerTest, AClientThatHangsDoesNotStallOthersAndIsClosed) {
   // The server closes the idle ones after its 10 s client timeout.
   EXPECT_TRUE(silent.closed_by_server(20s));
   EXPECT_TRUE(partial.closed_by_server(5s));
+}
+
+/// A client whose credentials say `uid`: connected from a thread whose
+/// effective uid alone is changed (the raw syscall, not glibc's wrapper, which
+/// would change every thread's); the server reads it with SO_PEERCRED.
+std::unique_ptr<Client> connect_as(uid_t uid, const std::filesystem::path& path) {
+  std::unique_ptr<Client> client;
+  std::string failed;
+  std::thread([&] {
+    if (::syscall(SYS_setresuid, -1, uid, -1) != 0) {
+      failed = std::string("setresuid: ") + std::strerror(errno);
+      return;
+    }
+    try {
+      client = std::make_unique<Client>(path);
+    } catch (const std::exception& e) {
+      failed = e.what();
+    }
+  }).join();
+  if (!client) throw std::runtime_error(failed);
+  return client;
+}
+
+TEST_F(ControlServerTest, ConnectionsAreCappedInAllAndForEachUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as other users";
+  // Other users reach the socket as they would the daemon's.
+  ::chmod(dir_.path().c_str(), 0755);
+  ::chmod(path_.c_str(), 0666);
+  std::vector<std::unique_ptr<Client>> held;
+  auto served = [](Client& c) {
+    auto a = c.ask(R"({"v":1,"op":"echo"})");
+    return a && (*a)["ok"] == true;
+  };
+  for (std::size_t i = 0; i < kMaxControlSessionsPerUser; ++i) {
+    held.push_back(std::make_unique<Client>(path_));
+    ASSERT_TRUE(served(*held.back())) << i;
+  }
+  // One user past its share is told so and closed; the others are not.
+  {
+    Client over(path_);
+    auto a = over.answer();
+    ASSERT_TRUE(a);
+    EXPECT_EQ((*a)["ok"], false);
+    EXPECT_THAT((*a)["error"].get<std::string>(),
+                HasSubstr(fmt::format("{} open, {} of them", kMaxControlSessionsPerUser,
+                                      kMaxControlSessionsPerUser)));
+    EXPECT_TRUE(over.closed_by_server(5s));
+  }
+  const uid_t first = 60001;
+  for (uid_t uid = first; held.size() < kMaxControlSessions; ++uid) {
+    for (std::size_t i = 0; i < kMaxControlSessionsPerUser && held.size() < kMaxControlSessions;
+         ++i) {
+      held.push_back(connect_as(uid, path_));
+      ASSERT_TRUE(served(*held.back())) << "uid " << uid << ", connection " << i;
+    }
+  }
+  // All are taken: a user with none open is refused too (its count was
+  // read from a map entry it then erased, once).
+  auto newcomer = connect_as(first + 100, path_);
+  auto a = newcomer->answer();
+  ASSERT_TRUE(a);
+  EXPECT_EQ((*a)["ok"], false);
+  EXPECT_THAT((*a)["error"].get<std::string>(),
+              HasSubstr(fmt::format("{} open, 0 of them {}'s", kMaxControlSessions, first + 100)));
+  EXPECT_TRUE(newcomer->closed_by_server(5s));
+  // One closes; its place is free again, for anyone.
+  held.pop_back();
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        auto again = connect_as(first + 100, path_);
+        return served(*again);
+      },
+      5s));
 }
 
 TEST(ControlServerOpen, RefusesAPathTooLongForASocket) {
