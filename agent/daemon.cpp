@@ -97,9 +97,6 @@ struct StorageFigures {
   }
 };
 
-/// The agent's storage incident has two sources: retention (the database
-/// stuck over its cap) and the store writer (commits failing, a full disk).
-/// One incident says whichever are true; it resolves when none is.
 /// Commits failing for this long are the agent's storage incident (a lock
 /// held for a moment is not); a full disk is one at once.
 constexpr auto kWriterFailingFor = std::chrono::seconds(10);
@@ -129,6 +126,10 @@ std::optional<std::string> writer_problem(const StoreWriter::Health& h,
       db.string());
 }
 
+/// The agent's storage incident has two sources: retention (the database
+/// stuck over its cap) and the store writer (commits failing, a full disk).
+/// One incident says whichever are true; it resolves when none is (and no
+/// dead letter waits for a person: Engine::dead_letter).
 struct StorageProblems {
   Engine& engine;
   const StoreWriter& store_writer;
