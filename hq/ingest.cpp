@@ -134,18 +134,7 @@ void Ingest::on_message(const sync::Message& message) {
 }
 
 void Ingest::on_events(const sync::Message& message, const std::string& store) {
-  if (!config_.enrolled(store)) {
-    ++shared_->stats.refused_unenrolled;
-    if (first_refusal(store, "not_enrolled")) {
-      log::warn(
-          "hq: refused the events of store {}: it is not enrolled ([hq] enroll = \"list\" and "
-          "it is not in [hq] stores), so nothing it sends is stored. To take it in, add it to "
-          "[hq] stores and restart HQ (it sends again what HQ has not acknowledged). Further "
-          "messages of it are refused without a word",
-          store);
-    }
-    return;
-  }
+  if (refused_unenrolled(store, "events")) return;
   if (message.payload.size() > wire::kMaxPayload) {
     drop(message.topic, fmt::format("payload of {} bytes is over the {} byte cap",
                                     message.payload.size(), wire::kMaxPayload));
@@ -248,17 +237,7 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
     drop(message.topic, "the status says it is from store \"" + status->store + "\"");
     return;
   }
-  if (!config_.enrolled(store)) {
-    ++shared_->stats.refused_unenrolled;
-    if (first_refusal(store, "not_enrolled")) {
-      log::warn(
-          "hq: refused the status of store {}: it is not enrolled ([hq] enroll = \"list\" and "
-          "it is not in [hq] stores), so nothing it sends is stored. To take it in, add it to "
-          "[hq] stores and restart HQ. Further messages of it are refused without a word",
-          store);
-    }
-    return;
-  }
+  if (refused_unenrolled(store, "status")) return;
   WallTime received = clock_.wall_now();
   // A retained status handed over on subscribe is old news: the store was
   // last seen when it was written, not now.
@@ -393,6 +372,20 @@ void Ingest::check_gaps() {
 std::string_view Ingest::enrolled_as() const {
   return config_.enroll == config::HqConfig::Enroll::list ? "listed in [hq] stores"
                                                           : "enroll = \"auto\"";
+}
+
+bool Ingest::refused_unenrolled(const std::string& store, std::string_view what) {
+  if (config_.enrolled(store)) return false;
+  ++shared_->stats.refused_unenrolled;
+  if (first_refusal(store, "not_enrolled")) {
+    log::warn(
+        "hq: refused the {} of store {}: it is not enrolled ([hq] enroll = \"list\" and it is "
+        "not in [hq] stores), so nothing it sends is stored. To take it in, add it to [hq] "
+        "stores and restart HQ{}. Further messages of it are refused without a word",
+        what, store,
+        what == "events" ? " (it sends again what HQ has not acknowledged)" : std::string_view{});
+  }
+  return true;
 }
 
 bool Ingest::first_refusal(const std::string& store, std::string_view kind) {

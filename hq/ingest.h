@@ -114,6 +114,9 @@ class Ingest final : public sync::TransportListener {
   /// (each is logged once at warn; later ones only counted). Bounded: past
   /// kMaxWarned stores it says so once and then returns false.
   bool first_refusal(const std::string& store, std::string_view kind);
+  /// True when `store` is not enrolled: its `what` ("events", "status") is
+  /// refused, counted, and logged at warn the first time.
+  bool refused_unenrolled(const std::string& store, std::string_view what);
   /// How a store HQ takes in got there, for the log: "enroll = \"auto\"" or
   /// "listed in [hq] stores".
   std::string_view enrolled_as() const;
