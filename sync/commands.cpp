@@ -237,6 +237,17 @@ bool is_envelope(const json& j) {
   return j.contains("sig") || j.contains("cmd") || j.contains("exp");
 }
 
+/// A command's "id" (DESIGN §6), or why it is not one.
+Result<std::string> command_id_of(const json& j) {
+  auto id = j.find("id");
+  if (id == j.end()) return Error{"\"id\" is missing"};
+  if (!id->is_string() || !valid_command_id(id->get_ref<const std::string&>())) {
+    return Error{fmt::format("\"id\" must be a string of 1 to {} characters [A-Za-z0-9._:-]",
+                             kMaxCommandId)};
+  }
+  return id->get<std::string>();
+}
+
 /// The fields of an unsigned command (DESIGN §6), already a JSON object.
 ParsedCommand parse_fields(const json& j) {
   ParsedCommand out;
@@ -246,14 +257,10 @@ ParsedCommand parse_fields(const json& j) {
     return out;
   };
 
-  auto id = j.find("id");
-  if (id == j.end()) return refuse("\"id\" is missing");
-  if (!id->is_string() || !valid_command_id(id->get_ref<const std::string&>())) {
-    return refuse(fmt::format("\"id\" must be a string of 1 to {} characters [A-Za-z0-9._:-]",
-                              kMaxCommandId));
-  }
+  auto id = command_id_of(j);
+  if (!id) return refuse(id.error().message);
   Command cmd;
-  cmd.id = id->get<std::string>();
+  cmd.id = std::move(*id);
   out.id = cmd.id;
 
   auto v = j.find("v");
@@ -398,13 +405,9 @@ ParsedCommand parse_envelope(const json& j, const CommandAuth& auth) {
     out.error = std::move(why);
     return out;
   };
-  auto id = j.find("id");
-  if (id == j.end()) return refuse("\"id\" is missing");
-  if (!id->is_string() || !valid_command_id(id->get_ref<const std::string&>())) {
-    return refuse(fmt::format("\"id\" must be a string of 1 to {} characters [A-Za-z0-9._:-]",
-                              kMaxCommandId));
-  }
-  out.id = id->get<std::string>();
+  auto id = command_id_of(j);
+  if (!id) return refuse(id.error().message);
+  out.id = std::move(*id);
   auto v = j.find("v");
   if (v == j.end()) return refuse("\"v\" is missing");
   const auto version = as_int64(*v);
