@@ -19,6 +19,11 @@
 #
 # Every leg also replays the fuzz corpora (ctest fuzz_replay_*, label unit).
 #
+# The dev leg's ten-minute soak (Soak.*, label slow) uses little CPU: when
+# more legs follow it runs in the background beside them (its log in
+# build/dev/soak.log), and the script waits for it, and fails with it, at the
+# end.
+#
 #   scripts/test.sh            all five legs
 #   scripts/test.sh dev        one leg (dev | asan | tsan | aarch64 | fuzz | release), or several
 #
@@ -49,6 +54,24 @@ git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
 
 jobs=$(nproc)
 summary=()
+soak_pid=
+soak_log="$root/build/dev/soak.log"
+soak_start=0
+# A leg that fails ends the script: the soak goes with it.
+# (setsid: the soak's ctest, the test and the agents it started are one group.)
+trap '[ -z "$soak_pid" ] || kill -- -"$soak_pid" 2>/dev/null || true' EXIT
+# Waits for the background soak, if one runs; fails with it.
+wait_soak() {
+  [ -n "$soak_pid" ] || return 0
+  echo "==> [dev] waiting for the soak (started $(($(date +%s) - soak_start)) s ago)"
+  if ! wait "$soak_pid"; then
+    cat "$soak_log"
+    echo "==> [dev] the soak FAILED (log above: $soak_log)" >&2
+    exit 1
+  fi
+  soak_pid=
+  echo "==> [dev] the soak passed in $(($(date +%s) - soak_start)) s (ran beside the legs after dev)"
+}
 # What the asan, tsan and aarch64 legs run: the unit tests and the `target` suites.
 leg_labels='^(unit|target)$'
 
@@ -77,6 +100,13 @@ for leg in "${legs[@]}"; do
       echo "==> [$leg] configure and build"
       cmake --preset "$leg" -DSTOREWATCH_BUILD_BENCH=$bench >/dev/null
       cmake --build --preset "$leg" -j "$jobs"
+      if [ "$leg" = dev ] && [ "${legs[-1]}" != dev ]; then
+        echo "==> [$leg] the soak in the background (log: $soak_log)"
+        soak_start=$(date +%s)
+        setsid ctest --preset dev -R '^Soak\.' >"$soak_log" 2>&1 &
+        soak_pid=$!
+        ctest_args=(-E '^Soak\.')
+      fi
       echo "==> [$leg] test ${ctest_args[*]:-(all)}"
       ctest --preset "$leg" -j "$jobs" "${ctest_args[@]}"
       ;;
@@ -85,5 +115,7 @@ for leg in "${legs[@]}"; do
   echo "==> [$leg] passed in $took s"
   summary+=("$leg $took s")
 done
+
+wait_soak
 
 echo "==> all passed in $(($(date +%s) - all_start)) s ($(IFS=,; echo "${summary[*]}" | sed 's/,/, /g'))"
