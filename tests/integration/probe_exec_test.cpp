@@ -700,7 +700,8 @@ TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
   const std::string mark = unique_mark("leftover");
   Child left({"/usr/bin/env", mark, "sleep", "300"}, dir / "logs");
   write_file(leftover / "cgroup.procs", std::to_string(left.pid()));
-  ASSERT_EQ(carrying(mark).size(), 1u);
+  // The mark is in the environment once env has exec'd sleep.
+  ASSERT_TRUE(wait_until([&] { return carrying(mark).size() == 1u; }, 5s));
 
   probes::force_containment(std::nullopt);  // as a new agent starts
   ASSERT_EQ(probes::containment(), probes::Containment::cgroup);
