@@ -169,13 +169,19 @@ RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> 
 
 Broker::Broker() {
   port_ = free_port();
-  write_file(dir_ / "mosquitto.conf", "listener " + std::to_string(port_) +
-                                          " 127.0.0.1\n"
-                                          "allow_anonymous true\n"
-                                          "persistence false\n"
-                                          "log_dest stderr\n"
-                                          "log_type error\n"
-                                          "log_type warning\n");
+  std::string conf = "listener " + std::to_string(port_) +
+                     " 127.0.0.1\n"
+                     "allow_anonymous true\n";
+  // Started as root, mosquitto would drop to the mosquitto user, and the
+  // change of user clears its parent-death signal: a test killed by a
+  // signal would leave its broker running.
+  if (::geteuid() == 0) conf += "user root\n";
+  conf +=
+      "persistence false\n"
+      "log_dest stderr\n"
+      "log_type error\n"
+      "log_type warning\n";
+  write_file(dir_ / "mosquitto.conf", conf);
   start();
 }
 
