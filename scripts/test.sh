@@ -70,7 +70,7 @@ wait_soak() {
     exit 1
   fi
   soak_pid=
-  echo "==> [dev] the soak passed in $(($(date +%s) - soak_start)) s (ran beside the legs after dev)"
+  echo "==> [dev] the soak passed (started $(($(date +%s) - soak_start)) s ago, beside the legs after dev)"
 }
 # What the asan, tsan and aarch64 legs run: the unit tests and the `target` suites.
 leg_labels='^(unit|target)$'
