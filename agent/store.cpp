@@ -768,23 +768,20 @@ Result<std::vector<Incident>> Store::incidents(bool unresolved_only,
 }
 
 Result<std::optional<Incident>> Store::incident(const std::string& uid_or_prefix) {
-  // The uid's own index both ways: an exact match, then a prefix as a range
-  // of it (uids are ASCII; DEL sorts after every character they use). The
-  // engine looks up every incident it closes by time here.
-  auto exact =
-      db_.prepare(fmt::format("SELECT {} FROM incidents WHERE uid = ?1", kIncidentColumns));
-  if (!exact) return exact.error();
-  exact->bind(1, uid_or_prefix);
-  auto found = collect<Incident>(*exact, incident_from_row);
-  if (!found) return found.error();
-  if (!found->empty()) return std::optional<Incident>(std::move(found->front()));
-  auto range = db_.prepare(
+  // A prefix as a range of the uid's index (uids are ASCII; DEL sorts after
+  // every character they use). A whole uid sorts before every longer one it
+  // starts, so an exact match is the first row. The engine looks up every
+  // incident it closes by time here.
+  auto stmt = db_.prepare(
       fmt::format("SELECT {} FROM incidents WHERE uid >= ?1 AND uid < ?2 ORDER BY uid LIMIT 2",
                   kIncidentColumns));
-  if (!range) return range.error();
-  range->bind(1, uid_or_prefix).bind(2, uid_or_prefix + "\x7f");
-  auto rows = collect<Incident>(*range, incident_from_row);
+  if (!stmt) return stmt.error();
+  stmt->bind(1, uid_or_prefix).bind(2, uid_or_prefix + "\x7f");
+  auto rows = collect<Incident>(*stmt, incident_from_row);
   if (!rows) return rows.error();
+  if (!rows->empty() && rows->front().uid == uid_or_prefix) {
+    return std::optional<Incident>(std::move(rows->front()));
+  }
   if (rows->size() > 1) {
     return Error{
         fmt::format("'{}' matches more than one incident; give more of the uid", uid_or_prefix)};
