@@ -167,21 +167,29 @@ RunResult run(std::vector<std::string> argv, std::map<std::string, std::string> 
 
 // --- Broker ------------------------------------------------------------------
 
-Broker::Broker() {
-  port_ = free_port();
-  std::string conf = "listener " + std::to_string(port_) +
-                     " 127.0.0.1\n"
-                     "allow_anonymous true\n";
-  // Started as root, mosquitto would drop to the mosquitto user, and the
-  // change of user clears its parent-death signal: a test killed by a
-  // signal would leave its broker running.
+namespace {
+
+/// mosquitto.conf for a test broker: a loopback listener on `port` with
+/// `access` (who may connect) and the same log and persistence settings.
+void write_broker_conf(const std::filesystem::path& dir, int port, const std::string& access) {
+  std::string conf = "listener " + std::to_string(port) + " 127.0.0.1\n" + access;
+  // Started as root, mosquitto would drop to the mosquitto user, which cannot
+  // read the test's files, and the change of user clears its parent-death
+  // signal: a test killed by a signal would leave its broker running.
   if (::geteuid() == 0) conf += "user root\n";
   conf +=
       "persistence false\n"
       "log_dest stderr\n"
       "log_type error\n"
       "log_type warning\n";
-  write_file(dir_ / "mosquitto.conf", conf);
+  write_file(dir / "mosquitto.conf", conf);
+}
+
+}  // namespace
+
+Broker::Broker() {
+  port_ = free_port();
+  write_broker_conf(dir_.path(), port_, "allow_anonymous true\n");
   start();
 }
 
@@ -200,21 +208,9 @@ Broker::Broker(const std::map<std::string, std::string>& passwords,
     }
   }
   std::filesystem::remove(dir_ / "pw.in");
-  std::string conf = "listener " + std::to_string(port_) +
-                     " 127.0.0.1\n"
-                     "allow_anonymous false\n"
-                     "password_file " +
-                     passwd.string() + "\n";
-  if (!acl_file.empty()) conf += "acl_file " + acl_file.string() + "\n";
-  // Started as root, mosquitto would drop to the mosquitto user, which
-  // cannot read the test's files.
-  if (::geteuid() == 0) conf += "user root\n";
-  conf +=
-      "persistence false\n"
-      "log_dest stderr\n"
-      "log_type error\n"
-      "log_type warning\n";
-  write_file(dir_ / "mosquitto.conf", conf);
+  std::string access = "allow_anonymous false\npassword_file " + passwd.string() + "\n";
+  if (!acl_file.empty()) access += "acl_file " + acl_file.string() + "\n";
+  write_broker_conf(dir_.path(), port_, access);
   start();
 }
 
