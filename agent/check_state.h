@@ -7,7 +7,7 @@
 #include <optional>
 #include <string_view>
 
-#include "config/clock.h"
+#include "base/clock.h"
 
 namespace storewatch::agent {
 

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 

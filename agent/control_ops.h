@@ -15,7 +15,7 @@
 #include "agent/control_server.h"
 #include "agent/engine.h"
 #include "agent/store.h"
-#include "config/duration.h"
+#include "base/duration.h"
 
 namespace storewatch::agent {
 

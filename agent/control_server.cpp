@@ -18,7 +18,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 

@@ -19,7 +19,7 @@
 #include <string>
 #include <string_view>
 
-#include "config/result.h"
+#include "base/result.h"
 
 namespace storewatch::agent {
 

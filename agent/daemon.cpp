@@ -36,8 +36,8 @@
 #include "agent/status.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
-#include "config/log.h"
-#include "probes/process.h"
+#include "base/log.h"
+#include "os/process.h"
 #include "sync/mqtt_transport.h"
 #include "sync/notifier.h"
 #include "sync/publisher.h"
@@ -885,7 +885,7 @@ int run_daemon(config::Config cfg, ConfigLoader load) {
             STOREWATCH_VERSION, cfg.store.id, cfg.probes.size(), db_path.string(),
             cfg.agent.control_socket.string());
   log::info("plugins and exec remediations: each run contained in {}",
-            probes::containment_description());
+            os::containment_description());
   ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
 
   io.run();

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <deque>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 

@@ -23,13 +23,13 @@
 
 #include "agent/check_state.h"
 #include "agent/flap.h"
-#include "agent/incident.h"
 #include "agent/reload.h"
 #include "agent/remediation_runner.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
+#include "incident/incident.h"
 #include "probes/probe.h"
 
 namespace storewatch::agent {

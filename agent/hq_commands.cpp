@@ -4,7 +4,7 @@
 
 #include "agent/control_ops.h"
 #include "agent/status.h"
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 

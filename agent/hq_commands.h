@@ -31,7 +31,7 @@
 #include "agent/engine.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
 #include "probes/probe.h"
 #include "sync/commands.h"

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/incident.h"
 #include "config/config.h"
+#include "incident/incident.h"
 #include "sync/notify_outbox.h"
 
 namespace storewatch::agent {

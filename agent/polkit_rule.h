@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/result.h"
 #include "config/config.h"
-#include "config/result.h"
 
 namespace storewatch::agent {
 

@@ -7,7 +7,7 @@
 #include <map>
 #include <utility>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 
@@ -207,23 +207,23 @@ void ReloadPreflight::cancel() {
 
 void ReloadPreflight::start(Done done) {
   running_ = true;
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = command_;
   spec.timeout = timeout_;
   // Only whether it ends well matters; its diagnostics are the daemon's own
   // load's. A config with many errors may print a lot: read it all.
   spec.output_cap = 4 * 1024;
   spec.drain_limit = std::size_t{256} << 20;
-  process_ = probes::Process::start(executor_, std::move(spec),
-                                    [this, done = std::move(done)](probes::ProcessResult r) {
-                                      running_ = false;
-                                      done(verdict(r));
-                                      if (queued_ && !running_) {
-                                        Done next = std::move(*queued_);
-                                        queued_.reset();
-                                        start(std::move(next));
-                                      }
-                                    });
+  process_ = os::Process::start(executor_, std::move(spec),
+                                [this, done = std::move(done)](os::ProcessResult r) {
+                                  running_ = false;
+                                  done(verdict(r));
+                                  if (queued_ && !running_) {
+                                    Done next = std::move(*queued_);
+                                    queued_.reset();
+                                    start(std::move(next));
+                                  }
+                                });
 }
 
 namespace {
@@ -251,8 +251,8 @@ std::optional<std::string> unchecked(const std::string& why) {
 
 }  // namespace
 
-std::optional<std::string> ReloadPreflight::verdict(const probes::ProcessResult& r) {
-  using Outcome = probes::ProcessResult::Outcome;
+std::optional<std::string> ReloadPreflight::verdict(const os::ProcessResult& r) {
+  using Outcome = os::ProcessResult::Outcome;
   static constexpr std::string_view kWhat = "checking the new config in a child process";
   static constexpr std::string_view kSee =
       "the daemon did not load it; `storewatch config check` shows what the child did";

@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "base/duration.h"
 #include "config/config.h"
-#include "config/duration.h"
-#include "probes/process.h"
+#include "os/process.h"
 
 namespace storewatch::agent {
 
@@ -71,7 +71,7 @@ inline constexpr Millis kPreflightTimeout = std::chrono::seconds(30);
 /// the running config stays. The child is the daemon's own binary
 /// (`/proc/self/exe`, the very build running even after a package upgrade
 /// replaced the file) as `storewatch --config F --conf-dir D config check`,
-/// run with probes::Process: asynchronously, with a timeout, every process
+/// run with os::Process: asynchronously, with a timeout, every process
 /// of it killed at the end. Its answer is only whether it is safe to load:
 /// exit 0 (valid) or 2 (errors, which the daemon's own load then reports)
 /// are; a signal, the timeout or any other exit are not. A child that
@@ -102,7 +102,7 @@ class ReloadPreflight {
   void cancel();
 
   /// What a child's end means for the reload: nullopt when safe to load.
-  static std::optional<std::string> verdict(const probes::ProcessResult& result);
+  static std::optional<std::string> verdict(const os::ProcessResult& result);
 
  private:
   void start(Done done);
@@ -110,7 +110,7 @@ class ReloadPreflight {
   boost::asio::any_io_executor executor_;
   std::vector<std::string> command_;
   Millis timeout_;
-  probes::Process process_;
+  os::Process process_;
   bool running_ = false;
   std::optional<Done> queued_;
 };

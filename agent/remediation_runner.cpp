@@ -16,11 +16,11 @@
 #include <string_view>
 #include <utility>
 
-#include "config/curl_multi.h"
-#include "config/duration.h"
-#include "probes/http_check.h"
-#include "probes/process.h"
-#include "probes/system_bus.h"
+#include "base/duration.h"
+#include "os/curl_multi.h"
+#include "os/http_check.h"
+#include "os/process.h"
+#include "os/system_bus.h"
 #include "probes/systemd_unit.h"
 
 namespace storewatch::agent {
@@ -60,11 +60,11 @@ struct Action {
   bool finished = false;
 
   // exec
-  probes::Process process;
+  os::Process process;
 
   // systemd-restart
-  probes::BusSlot match;
-  probes::BusSlot call;
+  os::BusSlot match;
+  os::BusSlot call;
   std::optional<asio::steady_timer> deadline;
   std::string job;                                   ///< the job's path, once systemd replied
   std::map<std::string, std::string> early_results;  ///< JobRemoved before the reply: path → result
@@ -84,16 +84,16 @@ ActionOutcome failed(std::string detail) {
 }
 
 /// stdout, then stderr, cut at kActionOutputKept.
-void keep_output(const probes::ProcessResult& r, ActionOutcome& o) {
+void keep_output(const os::ProcessResult& r, ActionOutcome& o) {
   o.output = r.out;
   o.output += r.err;
   o.output_truncated = r.out_truncated || r.err_truncated || o.output.size() > kActionOutputKept;
   if (o.output.size() > kActionOutputKept) o.output.resize(kActionOutputKept);
 }
 
-ActionOutcome exec_outcome(const config::RemediationConfig& c, const probes::ProcessResult& r) {
-  using Outcome = probes::ProcessResult::Outcome;
-  using SpawnError = probes::ProcessResult::SpawnError;
+ActionOutcome exec_outcome(const config::RemediationConfig& c, const os::ProcessResult& r) {
+  using Outcome = os::ProcessResult::Outcome;
+  using SpawnError = os::ProcessResult::SpawnError;
   ActionOutcome o;
   switch (r.outcome) {
     case Outcome::exited:
@@ -186,14 +186,14 @@ class Runner final : public RemediationRunner {
   // --- exec -------------------------------------------------------------------------------
 
   void run_exec(const ActionPtr& a, const config::RemediationConfig& c) {
-    probes::ProcessSpec spec;
+    os::ProcessSpec spec;
     spec.argv = c.command;
     spec.timeout = c.timeout;
     spec.output_cap = kActionOutputKept;
     spec.drain_limit = kExecDrainLimit;
-    a->process = probes::Process::start(
-        io_.get_executor(), std::move(spec),
-        [this, a, c](probes::ProcessResult r) { finish(a, exec_outcome(c, r)); });
+    a->process =
+        os::Process::start(io_.get_executor(), std::move(spec),
+                           [this, a, c](os::ProcessResult r) { finish(a, exec_outcome(c, r)); });
   }
 
   // --- systemd-restart --------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Runner final : public RemediationRunner {
   void run_systemd(const ActionPtr& a, const config::RemediationConfig& c) {
     auto unit = probes::unit_name(c.unit);
     if (!unit) return finish(a, failed(unit.error().message));
-    auto& service = probes::SystemBus::of(io_.get_executor());
+    auto& service = os::SystemBus::of(io_.get_executor());
     auto bus = service.bus();
     if (!bus)
       return finish(a, failed(fmt::format("system bus unavailable: {}", bus.error().message)));
@@ -248,7 +248,7 @@ class Runner final : public RemediationRunner {
     sd_bus_message* raw = nullptr;
     int r =
         sd_bus_message_new_method_call(*bus, &raw, kSystemd, kManagerPath, kManager, "RestartUnit");
-    probes::BusMessage m(raw);
+    os::BusMessage m(raw);
     if (r >= 0) r = sd_bus_message_append(m.get(), "ss", unit->c_str(), "replace");
     if (r < 0) {
       return finish(a, failed(fmt::format("system bus unavailable: {}", std::strerror(-r))));
@@ -287,7 +287,7 @@ class Runner final : public RemediationRunner {
   std::string bus_error(sd_bus* bus, const std::string& unit, const sd_bus_error& e) {
     const std::string_view name = e.name != nullptr ? e.name : "";
     const std::string_view message = e.message != nullptr ? e.message : "";
-    if (!probes::SystemBus::of(io_.get_executor()).connected(bus)) {
+    if (!os::SystemBus::of(io_.get_executor()).connected(bus)) {
       return fmt::format("system bus unavailable: {}", message.empty() ? name : message);
     }
     if (name == "org.freedesktop.systemd1.NoSuchUnit") {
@@ -328,12 +328,12 @@ class Runner final : public RemediationRunner {
     if (!a->easy || !configure(*a, c)) {
       return finish(a, failed("cannot set up the request (libcurl)"));
     }
-    probes::http::TransferFailure where;
+    os::http::TransferFailure where;
     where.host = host;
     where.port = port;
     where.timeout = c.timeout;
     const int expect = c.expect_status;
-    if (!CurlMulti::of(io_.get_executor())
+    if (!os::CurlMulti::of(io_.get_executor())
              .add(a->easy.get(), [this, a, where, expect](CURLcode code) mutable {
                if (a->finished) return;
                finish(a, http_outcome(*a, code, std::move(where), expect));
@@ -344,7 +344,7 @@ class Runner final : public RemediationRunner {
 
   static bool configure(Action& a, const config::RemediationConfig& c) {
     CURL* e = a.easy.get();
-    bool ok = set_request_options(e, c.url, c.timeout, a.error, &on_body, &a);
+    bool ok = os::set_request_options(e, c.url, c.timeout, a.error, &on_body, &a);
     if (c.method == "HEAD") {
       ok = ok && curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK;
     } else if (c.method == "GET") {
@@ -360,7 +360,7 @@ class Runner final : public RemediationRunner {
     return ok;
   }
 
-  static ActionOutcome http_outcome(Action& a, CURLcode code, probes::http::TransferFailure f,
+  static ActionOutcome http_outcome(Action& a, CURLcode code, os::http::TransferFailure f,
                                     int expect) {
     CURL* e = a.easy.get();
     // Stopped by on_body past kActionOutputKept: the answer is complete enough.
@@ -370,7 +370,7 @@ class Runner final : public RemediationRunner {
       curl_easy_getinfo(e, CURLINFO_SSL_VERIFYRESULT, &f.verify_result);
       curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &f.os_errno);
       f.error_text = a.error;
-      return failed(probes::http::failure_message(f));
+      return failed(os::http::failure_message(f));
     }
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -390,7 +390,7 @@ class Runner final : public RemediationRunner {
   void release(Action& a) {
     a.process.cancel();
     if (a.easy) {
-      CurlMulti::of(io_.get_executor()).remove(a.easy.get());
+      os::CurlMulti::of(io_.get_executor()).remove(a.easy.get());
       a.easy.reset();
     }
     if (a.deadline) a.deadline->cancel();

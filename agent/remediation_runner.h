@@ -47,8 +47,8 @@ class RemediationRunner {
   virtual void stop() = 0;
 };
 
-/// The real runner: exec via probes/process.h, systemd-restart via the shared sd-bus connection
-/// of probes/system_bus.h, http via the libcurl multi of config/curl_multi.h. Destroying it
+/// The real runner: exec via os/process.h, systemd-restart via the shared sd-bus connection
+/// of os/system_bus.h, http via the libcurl multi of os/curl_multi.h. Destroying it
 /// cancels what still runs without calling their `done`.
 std::unique_ptr<RemediationRunner> make_remediation_runner(boost::asio::io_context& io);
 

@@ -21,9 +21,9 @@
 #include <cstdint>
 
 #include "agent/store.h"
-#include "config/clock.h"
-#include "config/duration.h"
-#include "config/result.h"
+#include "base/clock.h"
+#include "base/duration.h"
+#include "base/result.h"
 
 namespace storewatch::agent {
 

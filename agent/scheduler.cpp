@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "config/log.h"
+#include "base/log.h"
 #include "probes/descriptors.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"

@@ -10,7 +10,7 @@
 #include "agent/engine.h"
 #include "agent/scheduler.h"
 #include "agent/store.h"
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
 #include "sync/client_cert.h"
 #include "sync/publisher.h"

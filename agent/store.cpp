@@ -5,7 +5,7 @@
 #include <chrono>
 #include <system_error>
 
-#include "config/json_text.h"
+#include "base/json_text.h"
 
 namespace storewatch::agent {
 namespace {

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "agent/check_state.h"
-#include "agent/incident.h"
-#include "config/result.h"
+#include "base/result.h"
 #include "db/sqlite.h"
+#include "incident/incident.h"
 #include "sync/notify_outbox.h"
 #include "sync/wire.h"
 

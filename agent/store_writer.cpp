@@ -11,7 +11,7 @@
 
 #include <algorithm>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::agent {
 

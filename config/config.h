@@ -16,9 +16,9 @@
 #include <variant>
 #include <vector>
 
-#include "config/duration.h"
-#include "config/log.h"
-#include "config/result.h"
+#include "base/duration.h"
+#include "base/log.h"
+#include "base/result.h"
 #include "config/schedule.h"
 
 namespace storewatch::config {

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "config/clock.h"
-#include "config/result.h"
+#include "base/clock.h"
+#include "base/result.h"
 
 namespace date {
 class time_zone;

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/result.h"
 #include "config/reader.h"
-#include "config/result.h"
 
 namespace storewatch::config::detail {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "config/result.h"
+#include "base/result.h"
 
 struct sqlite3;
 struct sqlite3_stmt;

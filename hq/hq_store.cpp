@@ -8,7 +8,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "config/log.h"
+#include "base/log.h"
 
 namespace storewatch::hq {
 namespace {

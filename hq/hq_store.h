@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "config/clock.h"
-#include "config/result.h"
+#include "base/clock.h"
+#include "base/result.h"
 #include "db/sqlite.h"
 #include "hq/ingest_store.h"
 #include "sync/wire.h"

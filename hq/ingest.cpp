@@ -12,8 +12,8 @@
 #include <system_error>
 #include <utility>
 
-#include "config/duration.h"
-#include "config/log.h"
+#include "base/duration.h"
+#include "base/log.h"
 #include "sync/commands.h"
 
 namespace storewatch::hq {

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
 #include "hq/ingest_store.h"
 #include "sync/transport.h"

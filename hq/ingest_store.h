@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "config/clock.h"
-#include "config/duration.h"
-#include "config/result.h"
+#include "base/clock.h"
+#include "base/duration.h"
+#include "base/result.h"
 #include "sync/wire.h"
 
 namespace storewatch::hq {

@@ -5,8 +5,8 @@
 #include <map>
 #include <utility>
 
-#include "agent/incident.h"
-#include "agent/table.h"
+#include "base/table.h"
+#include "incident/incident.h"
 
 namespace storewatch::hq {
 namespace {
@@ -25,19 +25,18 @@ bool bool_field(const json& j, const char* key) {
 }
 
 std::string or_dash(const std::optional<double>& s) {
-  return s ? agent::format_span(*s) : "-";
+  return s ? format_span(*s) : "-";
 }
 
 }  // namespace
 
-agent::ReportRow report_row(const json& snapshot, bool human_ack) {
-  agent::ReportRow r;
+ReportRow report_row(const json& snapshot, bool human_ack) {
+  ReportRow r;
   if (auto it = snapshot.find("probe"); it != snapshot.end() && it->is_string()) {
     r.probe = it->get<std::string>();
   }
   if (auto it = snapshot.find("state"); it != snapshot.end() && it->is_string()) {
-    r.state =
-        agent::parse_incident_state(it->get<std::string>()).value_or(agent::IncidentState::open);
+    r.state = parse_incident_state(it->get<std::string>()).value_or(IncidentState::open);
   }
   auto suppressed = snapshot.find("suppressed_by");
   r.suppressed = suppressed != snapshot.end() && !suppressed->is_null();
@@ -57,7 +56,7 @@ Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis sinc
                                        const std::optional<std::string>& only_store) {
   auto known = store.acked_seqs();
   if (!known) return known.error();
-  std::map<std::string, std::vector<agent::ReportRow>> by_store;
+  std::map<std::string, std::vector<ReportRow>> by_store;
   for (const auto& [id, seq] : *known) {
     if (!only_store || id == *only_store) by_store[id];
   }
@@ -67,11 +66,11 @@ Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis sinc
 
   auto incidents = store.report_incidents(now - since, now);
   if (!incidents) return incidents.error();
-  std::vector<agent::ReportRow> all;
+  std::vector<ReportRow> all;
   for (const ReportIncident& i : *incidents) {
     auto it = by_store.find(i.store);
     if (it == by_store.end()) continue;
-    agent::ReportRow row = report_row(i.snapshot, i.human_ack);
+    ReportRow row = report_row(i.snapshot, i.human_ack);
     // Selected by HQ's t_detect column, which came from this same snapshot.
     if (!row.t_detect) continue;
     it->second.push_back(row);
@@ -79,9 +78,9 @@ Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis sinc
   }
 
   FleetReport out;
-  out.fleet = agent::report_from_rows(all, now, since);
+  out.fleet = report_from_rows(all, now, since);
   for (auto& [id, rows] : by_store) {
-    out.stores.push_back({id, agent::report_from_rows(rows, now, since)});
+    out.stores.push_back({id, report_from_rows(rows, now, since)});
   }
   return out;
 }
@@ -100,18 +99,17 @@ json FleetReport::to_json() const {
 }
 
 std::string FleetReport::render(bool colour) const {
-  std::string out = paint("Fleet", agent::Colour::bold, colour) + " (" +
-                    std::to_string(stores.size()) + (stores.size() == 1 ? " store" : " stores") +
-                    ")\n" + fleet.render(colour);
-  agent::Table t({"STORE", "INCIDENTS", "MTTD", "MTTA", "MTTR", "SELF-HEAL", "AUTO-HEAL"});
+  std::string out = paint("Fleet", Colour::bold, colour) + " (" + std::to_string(stores.size()) +
+                    (stores.size() == 1 ? " store" : " stores") + ")\n" + fleet.render(colour);
+  Table t({"STORE", "INCIDENTS", "MTTD", "MTTA", "MTTR", "SELF-HEAL", "AUTO-HEAL"});
   for (const StoreReport& s : stores) {
-    const agent::Report& r = s.report;
+    const Report& r = s.report;
     const auto rate = r.heal_rate();
     t.add({s.store, std::to_string(r.incidents), or_dash(r.mttd.mean_s), or_dash(r.mtta.mean_s),
            or_dash(r.mttr.mean_s), or_dash(r.heal.mean_s),
            rate ? fmt::format("{:.0f}%", *rate * 100.0) : "-"});
   }
-  out += "\n" + paint("Per store (means)", agent::Colour::bold, colour) + "\n" + t.render(colour);
+  out += "\n" + paint("Per store (means)", Colour::bold, colour) + "\n" + t.render(colour);
   return out;
 }
 

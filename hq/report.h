@@ -3,8 +3,8 @@
 /// `storewatch hq report`: MTTD, MTTA, MTTR and the auto-heal rate of every
 /// store HQ knows, and of the fleet, from the incident snapshots the stores
 /// sent. The figures are those of the agent's `storewatch report`
-/// (docs/METRICS.md), computed by the same code (agent/report.h); the shape is
-/// in docs/HQ.md.
+/// (docs/METRICS.md), computed by the same code (incident/metrics.h); the
+/// shape is in docs/HQ.md.
 
 #include <nlohmann/json.hpp>
 
@@ -12,22 +12,22 @@
 #include <string>
 #include <vector>
 
-#include "agent/report.h"
-#include "config/clock.h"
-#include "config/duration.h"
-#include "config/result.h"
+#include "base/clock.h"
+#include "base/duration.h"
+#include "base/result.h"
 #include "hq/hq_store.h"
+#include "incident/metrics.h"
 
 namespace storewatch::hq {
 
 struct StoreReport {
   std::string store;
-  agent::Report report;
+  Report report;
 };
 
 struct FleetReport {
   /// Every incident of the stores below together.
-  agent::Report fleet;
+  Report fleet;
   /// One per store HQ knows (or only the one asked for), sorted by store;
   /// a store with no incident in the window has zero counts.
   std::vector<StoreReport> stores;
@@ -40,7 +40,7 @@ struct FleetReport {
 };
 
 /// A snapshot as HQ stores it (`incident_state`), as the report needs it.
-agent::ReportRow report_row(const nlohmann::json& snapshot, bool human_ack);
+ReportRow report_row(const nlohmann::json& snapshot, bool human_ack);
 
 /// The report of the incidents detected in [now − since, now]; `store` limits
 /// it to one store (an Error when HQ has never heard of it).

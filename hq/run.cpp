@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <functional>
 
-#include "config/clock.h"
-#include "config/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "hq/hq_store.h"
 #include "hq/ingest.h"
 #include "sync/mqtt_transport.h"

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "config/result.h"
+#include "base/result.h"
 
 namespace storewatch::probes::dns {
 

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <string_view>
 
-#include "config/result.h"
+#include "base/result.h"
 #include "probes/probe.h"
 
 namespace storewatch::probes {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "config/result.h"
+#include "base/result.h"
 
 namespace storewatch::probes::escpos {
 

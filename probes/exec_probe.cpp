@@ -64,7 +64,7 @@ std::string stderr_line(const std::string& err) {
 
 class ExecProbe final : public Probe {
  public:
-  ExecProbe(ProcessSpec spec, asio::any_io_executor ex)
+  ExecProbe(os::ProcessSpec spec, asio::any_io_executor ex)
       : spec_(std::move(spec)), ex_(std::move(ex)) {}
 
   ~ExecProbe() override { cancel(); }
@@ -72,20 +72,20 @@ class ExecProbe final : public Probe {
   void start(Done done) override {
     // The scheduler enforces the timeout by calling cancel(), which kills
     // the whole process group.
-    process_ = Process::start(
-        ex_, spec_, [done = std::move(done)](ProcessResult run) { done(plugin_result(run)); });
+    process_ = os::Process::start(
+        ex_, spec_, [done = std::move(done)](os::ProcessResult run) { done(plugin_result(run)); });
   }
 
   void cancel() override { process_.cancel(); }
 
  private:
-  ProcessSpec spec_;
+  os::ProcessSpec spec_;
   asio::any_io_executor ex_;
-  Process process_;
+  os::Process process_;
 };
 
 std::unique_ptr<Probe> create_exec(const config::ProbeConfig& c, asio::any_io_executor ex) {
-  ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = c.strings("command");
   if (c.has("env")) spec.env = c.table("env");
   return std::make_unique<ExecProbe>(std::move(spec), std::move(ex));
@@ -93,11 +93,11 @@ std::unique_ptr<Probe> create_exec(const config::ProbeConfig& c, asio::any_io_ex
 
 }  // namespace
 
-ProbeResult plugin_result(const ProcessResult& run) {
+ProbeResult plugin_result(const os::ProcessResult& run) {
   ProbeResult r;
   r.latency = run.elapsed;
   r.status = ProbeStatus::unknown;
-  using Outcome = ProcessResult::Outcome;
+  using Outcome = os::ProcessResult::Outcome;
   if (run.outcome == Outcome::spawn_failed) {
     r.message = fmt::format("cannot run the plugin: {}", printable(run.error));
     return r;

@@ -11,8 +11,8 @@
 #include <memory>
 #include <variant>
 
-#include "config/curl_multi.h"
-#include "probes/http_check.h"
+#include "os/curl_multi.h"
+#include "os/http_check.h"
 
 namespace storewatch::probes {
 namespace {
@@ -151,7 +151,7 @@ std::optional<std::chrono::system_clock::time_point> leaf_expiry(CURL* easy) {
   for (curl_slist* f = info->certinfo[0]; f != nullptr; f = f->next) {
     std::string_view line(f->data);
     if (line.substr(0, kField.size()) == kField) {
-      return http::parse_cert_time(line.substr(kField.size()));
+      return os::http::parse_cert_time(line.substr(kField.size()));
     }
   }
   return std::nullopt;
@@ -169,7 +169,7 @@ class HttpProbe final : public Probe {
         cert_warn_days_(c.integer("cert_warn_days")),
         max_body_(static_cast<std::size_t>(c.integer("max_body"))),
         timeout_(c.timeout),
-        multi_(CurlMulti::of(ex)),
+        multi_(os::CurlMulti::of(ex)),
         ex_(std::move(ex)),
         parsed_(parse_url(url_)) {
     if (auto* parts = std::get_if<UrlParts>(&parsed_)) https_ = parts->scheme == "https";
@@ -227,7 +227,7 @@ class HttpProbe final : public Probe {
 
   bool configure(Attempt& a) {
     CURL* e = a.easy.get();
-    bool ok = set_request_options(e, url_, timeout_, a.error, &on_body, &a);
+    bool ok = os::set_request_options(e, url_, timeout_, a.error, &on_body, &a);
     // Every check opens its own connection: connect time is part of what
     // we measure, and a dead device must not hide behind a cached socket.
     ok = ok && curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK;
@@ -270,7 +270,7 @@ class HttpProbe final : public Probe {
     // Stopped by on_body at max_body: the answer is there, what was read of it.
     if (code == CURLE_WRITE_ERROR && a.truncated) code = CURLE_OK;
     if (code != CURLE_OK) {
-      http::TransferFailure f;
+      os::http::TransferFailure f;
       f.code = code;
       curl_easy_getinfo(e, CURLINFO_SSL_VERIFYRESULT, &f.verify_result);
       curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &f.os_errno);
@@ -279,7 +279,7 @@ class HttpProbe final : public Probe {
       f.port = parts.port;
       f.timeout = s.timeout;
       r.status = ProbeStatus::fail;
-      r.message = http::failure_message(f);
+      r.message = os::http::failure_message(f);
     } else {
       long status = 0;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -295,7 +295,7 @@ class HttpProbe final : public Probe {
       std::optional<int> days;
       if (s.https) {
         if (auto expiry = leaf_expiry(e)) {
-          days = http::days_left(*expiry, std::chrono::system_clock::now());
+          days = os::http::days_left(*expiry, std::chrono::system_clock::now());
           r.metrics["cert_days_left"] = *days;
         }
       }
@@ -341,7 +341,7 @@ class HttpProbe final : public Probe {
   std::int64_t cert_warn_days_;
   std::size_t max_body_;
   Millis timeout_;
-  CurlMulti& multi_;
+  os::CurlMulti& multi_;
   asio::any_io_executor ex_;
   std::variant<UrlParts, std::string> parsed_;
   bool https_ = false;

@@ -19,7 +19,7 @@
 #include <memory>
 #include <string>
 
-#include "config/result.h"
+#include "base/result.h"
 #include "probes/icmp_packet.h"
 
 namespace storewatch::probes::icmp {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "config/result.h"
+#include "base/result.h"
 
 namespace storewatch::probes::procfs {
 

@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "probes/system_bus.h"
+#include "os/system_bus.h"
 #include "probes/systemd_unit.h"
 
 namespace storewatch::probes {
@@ -42,7 +42,7 @@ constexpr std::chrono::microseconds kReplyGrace = std::chrono::seconds(1);
 struct Check {
   Probe::Done done;
   steady_clock::time_point started;
-  BusSlot slot;  ///< the call in flight; releasing it means its handler never runs
+  os::BusSlot slot;  ///< the call in flight; releasing it means its handler never runs
   UnitState state;
   std::string path;
   bool cancelled = false;
@@ -105,7 +105,7 @@ class SystemdProbe final : public Probe {
       r.message = invalid_;
       return finish(c, std::move(r));
     }
-    auto bus = SystemBus::of(ex_).bus();
+    auto bus = os::SystemBus::of(ex_).bus();
     if (!bus) {
       finish(c, unavailable(bus.error().message));
       return;
@@ -139,18 +139,18 @@ class SystemdProbe final : public Probe {
            const char* interface, const char* member, const std::string& arg, Next next) {
     sd_bus_message* raw = nullptr;
     int r = sd_bus_message_new_method_call(bus, &raw, kSystemd, path.c_str(), interface, member);
-    BusMessage m(raw);
+    os::BusMessage m(raw);
     if (r >= 0) r = sd_bus_message_append(m.get(), "s", arg.c_str());
     if (r < 0) return finish(c, unavailable(std::strerror(-r)));
     std::weak_ptr<Check> weak = c;
-    auto slot = SystemBus::of(ex_).call(m.get(), reply_timeout_,
-                                        [this, weak, bus, next = std::move(next)](
-                                            sd_bus_message* reply, const sd_bus_error* error) {
-                                          auto c = weak.lock();
-                                          if (!c || c->cancelled) return;
-                                          if (error != nullptr) return on_error(c, bus, *error);
-                                          next(c, reply);
-                                        });
+    auto slot = os::SystemBus::of(ex_).call(m.get(), reply_timeout_,
+                                            [this, weak, bus, next = std::move(next)](
+                                                sd_bus_message* reply, const sd_bus_error* error) {
+                                              auto c = weak.lock();
+                                              if (!c || c->cancelled) return;
+                                              if (error != nullptr) return on_error(c, bus, *error);
+                                              next(c, reply);
+                                            });
     if (!slot) return finish(c, unavailable(slot.error().message));
     c->slot = std::move(*slot);
   }
@@ -172,7 +172,7 @@ class SystemdProbe final : public Probe {
     const std::string_view name = error.name != nullptr ? error.name : "";
     const std::string_view message = error.message != nullptr ? error.message : "";
     // A connection that went away answers every pending call itself.
-    if (!SystemBus::of(ex_).connected(bus)) {
+    if (!os::SystemBus::of(ex_).connected(bus)) {
       return finish(c, unavailable(message.empty() ? name : message));
     }
     finish(c, assess_error(unit_, name, message));

@@ -2,7 +2,7 @@
 /// \file
 /// `systemd`: a unit's LoadState, ActiveState and SubState (and its type's
 /// Result and NRestarts) from systemd over the system bus. Every probe of an
-/// io_context shares one connection (probes/system_bus.h).
+/// io_context shares one connection (os/system_bus.h).
 
 #include "probes/probe.h"
 

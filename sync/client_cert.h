@@ -9,9 +9,9 @@
 #include <optional>
 #include <string>
 
-#include "config/clock.h"
+#include "base/clock.h"
+#include "base/result.h"
 #include "config/config.h"
-#include "config/result.h"
 
 namespace storewatch::sync {
 

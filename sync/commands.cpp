@@ -11,7 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "config/clock.h"
+#include "base/clock.h"
 
 namespace storewatch::sync {
 namespace {

@@ -22,8 +22,8 @@
 #include <string>
 #include <string_view>
 
-#include "config/duration.h"
-#include "config/result.h"
+#include "base/duration.h"
+#include "base/result.h"
 
 namespace storewatch::sync {
 

@@ -11,7 +11,7 @@
 #include <map>
 #include <random>
 
-#include "config/log.h"
+#include "base/log.h"
 #include "sync/client_cert.h"
 
 namespace storewatch::sync {

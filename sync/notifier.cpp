@@ -8,8 +8,8 @@
 #include <chrono>
 #include <cstring>
 
-#include "config/curl_multi.h"
-#include "config/log.h"
+#include "base/log.h"
+#include "os/curl_multi.h"
 
 namespace storewatch::sync {
 
@@ -211,7 +211,7 @@ std::function<void()> send_notice(asio::io_context& io, const config::NotifyConf
   auto cfg = std::make_shared<const config::NotifyConfig>(channel);
   auto sec = std::make_shared<const ChannelSecrets>(secrets);
   t->active =
-      CurlMulti::of(io.get_executor()).add(t->easy, [t, cfg, sec, done](CURLcode rc) mutable {
+      os::CurlMulti::of(io.get_executor()).add(t->easy, [t, cfg, sec, done](CURLcode rc) mutable {
         t->active = false;
         Outcome o = outcome_of(*t, *cfg, *sec, rc);
         auto keep = std::move(t);  // freed after done, on this stack
@@ -220,7 +220,7 @@ std::function<void()> send_notice(asio::io_context& io, const config::NotifyConf
   if (!t->active) return fail_soon("libcurl refused the transfer");
   return [weak, &io] {
     if (auto t = weak.lock(); t && t->active) {
-      CurlMulti::of(io.get_executor()).remove(t->easy);
+      os::CurlMulti::of(io.get_executor()).remove(t->easy);
       t->active = false;
     }
   };

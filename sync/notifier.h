@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The notifier (issue 8): sends the `notifications` outbox through each
-/// [[notify]] channel with libcurl on the loop (config/curl_multi.h), one
+/// [[notify]] channel with libcurl on the loop (os/curl_multi.h), one
 /// transfer per channel at a time, in queue order. A failed attempt is
 /// retried after 5 s doubling to 10 min, or the receiver's Retry-After when
 /// longer; every attempt is recorded in the outbox (attempts, next try, last

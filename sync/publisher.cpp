@@ -8,8 +8,8 @@
 #include <fstream>
 #include <memory>
 
-#include "config/clock.h"
-#include "config/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 namespace storewatch::sync {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
 #include "sync/outbox.h"
 #include "sync/transport.h"

@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "base/json_text.h"
 #include "config/config.h"
-#include "config/json_text.h"
 
 namespace storewatch::wire {
 namespace {

@@ -52,12 +52,12 @@
 #include <vector>
 
 #include "agent/engine.h"
-#include "agent/incident.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
-#include "config/clock.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "config/config.h"
-#include "config/log.h"
+#include "incident/incident.h"
 #include "probes/registry.h"
 #include "tests/bench/bench_config.h"
 
@@ -195,25 +195,25 @@ json results_without_change(const config::Config& config, const fs::path& dir, i
 /// over `probes` probes, each a full row plus its event.
 agent::IncidentChange change_of(std::size_t i, int probes, WallTime at) {
   const std::size_t k = i / 2;
-  agent::Incident inc;
+  Incident inc;
   inc.uid = fmt::format("01900000-0000-7000-8000-{:012x}", k);
   inc.probe = fmt::format("p{:04}", k % static_cast<std::size_t>(probes));
   inc.dedup_key = "store-bench:" + inc.probe + ":down";
   inc.condition = "down";
   inc.severity = config::Severity::high;
-  inc.priority = agent::priority_for(inc.severity);
+  inc.priority = priority_for(inc.severity);
   inc.t_fault = at - std::chrono::milliseconds(3000);
   inc.t_detect = at;
   inc.summary = inc.probe + " is down: connect to 127.0.0.1:9: connection refused";
   std::string type = "opened";
   if (i % 2 == 1) {
-    inc.state = agent::IncidentState::resolved;
+    inc.state = IncidentState::resolved;
     inc.t_restored = at;
     inc.t_resolved = at;
     type = "resolved";
   }
-  agent::IncidentEvent ev{agent::new_uid(at), type, at, "agent",
-                          json{{"message", "connect to 127.0.0.1:9: connection refused"}}};
+  IncidentEvent ev{new_uid(at), type, at, "agent",
+                   json{{"message", "connect to 127.0.0.1:9: connection refused"}}};
   return agent::IncidentChange{std::move(inc), std::move(ev)};
 }
 

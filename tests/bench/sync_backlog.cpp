@@ -38,9 +38,9 @@
 #include "agent/engine.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
-#include "config/clock.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "config/config.h"
-#include "config/log.h"
 #include "probes/registry.h"
 #include "tests/bench/bench_config.h"
 

@@ -2,7 +2,7 @@
 /// \file
 /// A clock tests move by hand.
 
-#include "config/clock.h"
+#include "base/clock.h"
 
 namespace storewatch::test {
 

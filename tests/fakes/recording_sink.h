@@ -27,9 +27,9 @@ class RecordingSink final : public agent::ChangeSink {
 
   /// The incident `uid` as the database holds it once the first `n`
   /// changes are committed (all of them by default): its newest row.
-  std::optional<agent::Incident> stored(
-      const std::string& uid, std::size_t n = std::numeric_limits<std::size_t>::max()) const {
-    std::optional<agent::Incident> out;
+  std::optional<Incident> stored(const std::string& uid,
+                                 std::size_t n = std::numeric_limits<std::size_t>::max()) const {
+    std::optional<Incident> out;
     for (std::size_t i = 0; i < changes.size() && i < n; ++i) {
       if (const auto* ic = std::get_if<agent::IncidentChange>(&changes[i]);
           ic != nullptr && ic->incident.uid == uid) {

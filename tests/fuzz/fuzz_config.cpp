@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "config/config.h"
-#include "config/log.h"
 #include "probes/registry.h"
 #include "tests/fuzz/fuzz_check.h"
 

@@ -12,9 +12,9 @@
 
 #include <sstream>
 
-#include "agent/incident.h"
 #include "agent/store.h"
-#include "config/clock.h"
+#include "base/clock.h"
+#include "incident/incident.h"
 #include "tests/support/support.h"
 
 namespace storewatch::test {

@@ -10,7 +10,7 @@
 
 #include <csignal>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "tests/support/support.h"
 #include "tests/support/tcp_device.h"
 

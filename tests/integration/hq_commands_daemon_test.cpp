@@ -24,7 +24,7 @@
 #include <thread>
 
 #include "agent/store.h"
-#include "config/clock.h"
+#include "base/clock.h"
 #include "sync/commands.h"
 #include "sync/mqtt_transport.h"
 #include "sync/wire.h"

@@ -15,7 +15,7 @@
 #include <set>
 #include <sstream>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "sync/notify_payload.h"
 #include "tests/support/notify_receiver.h"
 #include "tests/support/store_lab.h"

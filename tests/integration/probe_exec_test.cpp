@@ -20,8 +20,8 @@
 #include <optional>
 #include <sstream>
 
+#include "os/process.h"
 #include "probes/perfdata.h"
-#include "probes/process.h"
 #include "tests/integration/probe_harness.h"
 
 namespace storewatch::test {
@@ -294,7 +294,7 @@ TEST_F(ExecProbe, EnvIsPassedAndTheAgentsIsNot) {
   EXPECT_EQ(status_of(r), "ok") << r.message;
   EXPECT_EQ(r.message, "OK bar baz/C/.");
   auto env = read_file(envfile);
-  EXPECT_THAT(env, HasSubstr(fmt::format("PATH={}\n", probes::kDefaultPath)));
+  EXPECT_THAT(env, HasSubstr(fmt::format("PATH={}\n", os::kDefaultPath)));
   EXPECT_THAT(env, ::testing::Not(HasSubstr("STOREWATCH_TEST_SECRET")));
 
   r = run_probe(exec_toml({plugin.string()}, "env = { LANG = \"de_DE.UTF-8\" }"));
@@ -381,14 +381,14 @@ TEST_F(ExecProbe, ProbeRunThroughTheBinary) {
 // --- the runner on its own ------------------------------------------------------
 
 struct Ran {
-  std::optional<probes::ProcessResult> result;
+  std::optional<os::ProcessResult> result;
 };
 
-Ran run_process(probes::ProcessSpec spec, std::chrono::milliseconds limit = 20s) {
+Ran run_process(os::ProcessSpec spec, std::chrono::milliseconds limit = 20s) {
   boost::asio::io_context io;
   Ran ran;
-  auto p = probes::Process::start(io.get_executor(), std::move(spec),
-                                  [&](probes::ProcessResult r) { ran.result = std::move(r); });
+  auto p = os::Process::start(io.get_executor(), std::move(spec),
+                              [&](os::ProcessResult r) { ran.result = std::move(r); });
   io.run_for(limit);
   return ran;
 }
@@ -396,7 +396,7 @@ Ran run_process(probes::ProcessSpec spec, std::chrono::milliseconds limit = 20s)
 class ProcessRunner : public ExecProbe {
  protected:
   void TearDown() override {
-    probes::use_sigchld_for_exits(false);
+    os::use_sigchld_for_exits(false);
     ExecProbe::TearDown();
   }
 };
@@ -406,24 +406,24 @@ TEST_F(ProcessRunner, OwnTimeoutKillsTheGroupAndSaysTimedOut) {
   auto plugin =
       script(dir, "forever",
              fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\nwait\n", pids.string()));
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string()};
   spec.timeout = 300ms;
   auto ran = run_process(spec);
   ASSERT_TRUE(ran.result);
-  EXPECT_EQ(ran.result->outcome, probes::ProcessResult::Outcome::timed_out);
+  EXPECT_EQ(ran.result->outcome, os::ProcessResult::Outcome::timed_out);
   EXPECT_THAT(ran.result->describe(), HasSubstr("timed out after"));
   for (pid_t p : read_pids(pids)) EXPECT_TRUE(wait_until([&] { return gone(p); }, 5s)) << p;
 }
 
 TEST_F(ProcessRunner, OutputIsCappedAndStderrKeptApart) {
   auto plugin = script(dir, "loud", "head -c 300000 /dev/zero\necho 'to stderr' >&2\nexit 4\n");
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string()};
   spec.output_cap = 1000;
   auto ran = run_process(spec);
   ASSERT_TRUE(ran.result);
-  EXPECT_EQ(ran.result->outcome, probes::ProcessResult::Outcome::exited);
+  EXPECT_EQ(ran.result->outcome, os::ProcessResult::Outcome::exited);
   EXPECT_EQ(ran.result->exit_code, 4);
   EXPECT_EQ(ran.result->out.size(), 1000u);
   EXPECT_TRUE(ran.result->out_truncated);
@@ -434,7 +434,7 @@ TEST_F(ProcessRunner, OutputIsCappedAndStderrKeptApart) {
 TEST_F(ProcessRunner, WorkingDirAndArgumentsWithoutAShell) {
   auto plugin = script(dir, "args", "pwd\nprintf '[%s]' \"$@\"\n");
   fs::create_directories(dir / "work");
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string(), "a b", "$HOME", "*", ";true"};
   spec.working_dir = dir / "work";
   auto ran = run_process(spec);
@@ -445,7 +445,7 @@ TEST_F(ProcessRunner, WorkingDirAndArgumentsWithoutAShell) {
 
 TEST_F(ProcessRunner, OnlyStdioIsInherited) {
   auto plugin = script(dir, "fds", "ls /proc/$$/fd\n");
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string()};
   auto ran = run_process(spec);
   ASSERT_TRUE(ran.result);
@@ -461,10 +461,9 @@ TEST_F(ProcessRunner, CancelKillsAndReapsAndDoesNotCallDone) {
              fmt::format("echo $$ > {0}\nsleep 60 &\necho $! >> {0}\nwait\n", pids.string()));
   boost::asio::io_context io;
   bool called = false;
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string()};
-  auto p = probes::Process::start(io.get_executor(), spec,
-                                  [&](probes::ProcessResult) { called = true; });
+  auto p = os::Process::start(io.get_executor(), spec, [&](os::ProcessResult) { called = true; });
   ASSERT_TRUE(wait_until(
       [&] {
         io.poll();
@@ -480,9 +479,9 @@ TEST_F(ProcessRunner, CancelKillsAndReapsAndDoesNotCallDone) {
 }
 
 TEST_F(ProcessRunner, SigchldFallbackSeesExitsAndTimeouts) {
-  probes::use_sigchld_for_exits(true);
+  os::use_sigchld_for_exits(true);
   auto quick = script(dir, "quick", "echo hi\nexit 2\n");
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {quick.string()};
   auto ran = run_process(spec);
   ASSERT_TRUE(ran.result);
@@ -496,7 +495,7 @@ TEST_F(ProcessRunner, SigchldFallbackSeesExitsAndTimeouts) {
   spec.timeout = 300ms;
   ran = run_process(spec);
   ASSERT_TRUE(ran.result);
-  EXPECT_EQ(ran.result->outcome, probes::ProcessResult::Outcome::timed_out);
+  EXPECT_EQ(ran.result->outcome, os::ProcessResult::Outcome::timed_out);
   for (pid_t p : read_pids(pids)) EXPECT_TRUE(wait_until([&] { return gone(p); }, 5s)) << p;
 
   // Several at once on one loop: every SIGCHLD wakes every waiter, each
@@ -504,9 +503,9 @@ TEST_F(ProcessRunner, SigchldFallbackSeesExitsAndTimeouts) {
   boost::asio::io_context io;
   int finished = 0;
   for (int i = 0; i < 8; ++i) {
-    probes::ProcessSpec s;
+    os::ProcessSpec s;
     s.argv = {quick.string()};
-    probes::Process::start(io.get_executor(), s, [&](probes::ProcessResult r) {
+    os::Process::start(io.get_executor(), s, [&](os::ProcessResult r) {
       EXPECT_EQ(r.exit_code, 2);
       ++finished;
     });
@@ -548,28 +547,28 @@ std::string env_of(const std::string& mark) {
 // Both mechanisms, where this machine has them: cgroup needs a cgroup v2
 // directory this process may make cgroups in (root here, or systemd's
 // Delegate=); tracked works anywhere.
-class RunContainment : public ExecProbe, public ::testing::WithParamInterface<probes::Containment> {
+class RunContainment : public ExecProbe, public ::testing::WithParamInterface<os::Containment> {
  protected:
   void SetUp() override {
-    if (GetParam() == probes::Containment::tracked) {
-      probes::force_containment(probes::Containment::tracked);
+    if (GetParam() == os::Containment::tracked) {
+      os::force_containment(os::Containment::tracked);
     } else {
-      probes::force_containment(std::nullopt);
-      if (probes::containment() != probes::Containment::cgroup) {
+      os::force_containment(std::nullopt);
+      if (os::containment() != os::Containment::cgroup) {
         GTEST_SKIP() << "no cgroup v2 directory this process may make cgroups in";
       }
     }
-    RecordProperty("containment", probes::containment_description());
+    RecordProperty("containment", os::containment_description());
   }
   void TearDown() override {
-    probes::force_containment(std::nullopt);
+    os::force_containment(std::nullopt);
     ExecProbe::TearDown();
   }
 
   /// Run cgroups of this process left in the cgroup they are made in.
   static std::vector<std::string> run_cgroups_left() {
     std::vector<std::string> out;
-    const std::string described = probes::containment_description();
+    const std::string described = os::containment_description();
     const auto under = described.find(" under ");
     if (under == std::string::npos) return out;
     const std::string prefix = fmt::format("storewatch-run-{}-", ::getpid());
@@ -620,16 +619,16 @@ TEST_P(RunContainment, OnlyTheRunsOwnProcessesAreKilled) {
   auto long_plugin = script(dir, "long", "setsid sleep 300 &\nsleep 2\necho OK\n");
   auto short_plugin = script(dir, "short", "setsid sleep 300 &\necho OK\n");
   boost::asio::io_context io;
-  std::optional<probes::ProcessResult> long_done, short_done;
-  probes::ProcessSpec spec;
+  std::optional<os::ProcessResult> long_done, short_done;
+  os::ProcessSpec spec;
   spec.argv = {long_plugin.string()};
   spec.env = {{"SW_TEST_MARK", long_mark.substr(long_mark.find('=') + 1)}};
-  auto long_run = probes::Process::start(io.get_executor(), spec,
-                                         [&](probes::ProcessResult r) { long_done = r; });
+  auto long_run =
+      os::Process::start(io.get_executor(), spec, [&](os::ProcessResult r) { long_done = r; });
   spec.argv = {short_plugin.string()};
   spec.env = {{"SW_TEST_MARK", short_mark.substr(short_mark.find('=') + 1)}};
-  auto short_run = probes::Process::start(io.get_executor(), spec,
-                                          [&](probes::ProcessResult r) { short_done = r; });
+  auto short_run =
+      os::Process::start(io.get_executor(), spec, [&](os::ProcessResult r) { short_done = r; });
   ASSERT_TRUE(wait_until(
       [&] {
         io.poll();
@@ -666,7 +665,7 @@ TEST_P(RunContainment, TheChildGetsDefaultSignalsAnEmptyMaskAndOnlyStdio) {
   ::pthread_sigmask(SIG_BLOCK, &usr1, &old);
   auto plugin =
       script(dir, "signals", "ls /proc/$$/fd\nexec grep -E '^Sig(Blk|Ign)' /proc/self/status\n");
-  probes::ProcessSpec spec;
+  os::ProcessSpec spec;
   spec.argv = {plugin.string()};
   auto ran = run_process(spec);
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -685,8 +684,8 @@ TEST_P(RunContainment, TheChildGetsDefaultSignalsAnEmptyMaskAndOnlyStdio) {
 }
 
 TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
-  if (GetParam() != probes::Containment::cgroup) GTEST_SKIP() << "cgroups only";
-  const std::string described = probes::containment_description();
+  if (GetParam() != os::Containment::cgroup) GTEST_SKIP() << "cgroups only";
+  const std::string described = os::containment_description();
   const fs::path base = described.substr(described.find(" under ") + 7);
   // A pid that was a process a moment ago, and is no more.
   const pid_t gone_pid = run({"/bin/sh", "-c", "echo $$"}).exit_code == 0
@@ -703,8 +702,8 @@ TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
   // The mark is in the environment once env has exec'd sleep.
   ASSERT_TRUE(wait_until([&] { return carrying(mark).size() == 1u; }, 5s));
 
-  probes::force_containment(std::nullopt);  // as a new agent starts
-  ASSERT_EQ(probes::containment(), probes::Containment::cgroup);
+  os::force_containment(std::nullopt);  // as a new agent starts
+  ASSERT_EQ(os::containment(), os::Containment::cgroup);
   EXPECT_TRUE(wait_until([&] { return carrying(mark).empty(); }, 5s));
   // Its process was ours (a Child): reaped, the cgroup can go, which the
   // next run's end sees to if it could not be removed at once.
@@ -718,10 +717,9 @@ TEST_P(RunContainment, RunCgroupsOfAStorewatchThatIsGoneAreClearedAtStart) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Mechanisms, RunContainment,
-                         ::testing::Values(probes::Containment::cgroup,
-                                           probes::Containment::tracked),
-                         [](const ::testing::TestParamInfo<probes::Containment>& info) {
-                           return info.param == probes::Containment::cgroup ? "cgroup" : "tracked";
+                         ::testing::Values(os::Containment::cgroup, os::Containment::tracked),
+                         [](const ::testing::TestParamInfo<os::Containment>& info) {
+                           return info.param == os::Containment::cgroup ? "cgroup" : "tracked";
                          });
 
 TEST_F(ExecProbe, ASetsidChildIsKilledThroughTheBinaryToo) {

@@ -11,7 +11,7 @@
 #include <optional>
 #include <set>
 
-#include "config/curl_multi.h"
+#include "os/curl_multi.h"
 #include "tests/integration/probe_harness.h"
 #include "tests/support/store_lab.h"
 
@@ -289,7 +289,7 @@ TEST_F(HttpProbeLab, ManyProbesRunConcurrentlyOnOneLoop) {
   for (int i = 0; i < kProbes; ++i) {
     running[i]->start([&results, i](probes::ProbeResult r) { results[i] = std::move(r); });
   }
-  auto& multi = CurlMulti::of(io.get_executor());
+  auto& multi = os::CurlMulti::of(io.get_executor());
   EXPECT_EQ(multi.active(), static_cast<std::size_t>(kProbes));
   const auto deadline = Clock::now() + 60s;
   auto all_done = [&] {
@@ -338,7 +338,7 @@ TEST_F(HttpProbeLab, CancelClosesTheConnectionAndReportsNothing) {
       },
       20s));
   for (auto& p : running) p->cancel();
-  EXPECT_EQ(CurlMulti::of(io.get_executor()).active(), 0u);
+  EXPECT_EQ(os::CurlMulti::of(io.get_executor()).active(), 0u);
   EXPECT_TRUE(wait_until(
       [&] {
         run_for(io, 20ms);

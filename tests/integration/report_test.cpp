@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "tests/support/history.h"
 #include "tests/support/support.h"
 
@@ -57,36 +57,36 @@ port = 1
     auto store = agent::Store::open(data_dir / "storewatch.db", agent::Store::Mode::read_write);
     ASSERT_TRUE(store) << store.error().message;
     const WallTime now = SystemClock().wall_now();
-    auto resolve = [&](agent::Incident& i, WallTime restored, bool healed) {
-      i.state = agent::IncidentState::resolved;
+    auto resolve = [&](Incident& i, WallTime restored, bool healed) {
+      i.state = IncidentState::resolved;
       i.self_healed = healed;
       i.t_restored = i.t_resolved = restored;
       record(*store, i, "resolved", restored);
     };
 
-    agent::Incident a = incident("a", "lane-01", now - 3h, now - 3h + 30s);
+    Incident a = incident("a", "lane-01", now - 3h, now - 3h + 30s);
     record(*store, a, "opened", *a.t_detect);
-    a.state = agent::IncidentState::acknowledged;
+    a.state = IncidentState::acknowledged;
     a.t_ack = *a.t_detect + 90s;
     record(*store, a, "acknowledged", *a.t_ack, "cli:ann");
     resolve(a, now - 3h + 20min, false);
 
-    agent::Incident b = incident("b", "printer-01", now - 2h, now - 2h + 10s);
+    Incident b = incident("b", "printer-01", now - 2h, now - 2h + 10s);
     record(*store, b, "opened", *b.t_detect);
     resolve(b, now - 2h + 60s, true);
 
-    agent::Incident c = incident("c", "lane-01", now - 1h, now - 1h + 20s);
+    Incident c = incident("c", "lane-01", now - 1h, now - 1h + 20s);
     record(*store, c, "opened", *c.t_detect);
     resolve(c, now - 1h + 10min, false);
-    c.state = agent::IncidentState::closed;
+    c.state = IncidentState::closed;
     c.t_closed = now - 30min;
     record(*store, c, "closed", *c.t_closed);
 
-    agent::Incident s = incident("s", "lane-02", now - 1h, now - 1h + 5s);
+    Incident s = incident("s", "lane-02", now - 1h, now - 1h + 5s);
     s.suppressed_by = "c";
     record(*store, s, "suppressed", *s.t_detect);
 
-    agent::Incident old = incident("old", "uplink", now - 240h, now - 240h + 10s);
+    Incident old = incident("old", "uplink", now - 240h, now - 240h + 10s);
     record(*store, old, "opened", *old.t_detect);
     resolve(old, now - 240h + 1h, false);
   }

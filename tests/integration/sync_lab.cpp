@@ -3,8 +3,8 @@
 #include <csignal>
 #include <stdexcept>
 
-#include "agent/incident.h"
-#include "config/clock.h"
+#include "base/clock.h"
+#include "incident/incident.h"
 
 namespace storewatch::test {
 

@@ -16,9 +16,9 @@
 namespace storewatch::test {
 
 /// An open incident of `probe` (dedup key "s:PROBE:down").
-inline agent::Incident incident(const std::string& uid, const std::string& probe,
-                                std::optional<WallTime> t_fault, std::optional<WallTime> t_detect) {
-  agent::Incident i;
+inline Incident incident(const std::string& uid, const std::string& probe,
+                         std::optional<WallTime> t_fault, std::optional<WallTime> t_detect) {
+  Incident i;
   i.uid = uid;
   i.probe = probe;
   i.dedup_key = "s:" + probe + ":down:" + uid;  // unique: tests keep several open per probe
@@ -32,10 +32,10 @@ inline agent::Incident incident(const std::string& uid, const std::string& probe
 }
 
 /// Commits the incident as it now is with one event; returns the event's seq.
-inline std::int64_t record(agent::Store& store, const agent::Incident& i, const std::string& type,
+inline std::int64_t record(agent::Store& store, const Incident& i, const std::string& type,
                            WallTime at, const std::string& actor = "agent",
                            nlohmann::json extra = nlohmann::json::object()) {
-  agent::IncidentEvent e{agent::new_uid(at), type, at, actor, std::move(extra)};
+  IncidentEvent e{new_uid(at), type, at, actor, std::move(extra)};
   auto seqs = store.commit({agent::IncidentChange{i, std::move(e)}});
   EXPECT_TRUE(seqs) << (seqs ? "" : seqs.error().message);
   return seqs ? seqs->at(0) : 0;

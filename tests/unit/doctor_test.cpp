@@ -1,6 +1,6 @@
-// `storewatch doctor` (agent/doctor.h), check by check, against real files,
+// `storewatch doctor` (cli/doctor.h), check by check, against real files,
 // real SQLite databases (sound and damaged), real Unix and TCP sockets.
-#include "agent/doctor.h"
+#include "cli/doctor.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -19,7 +19,7 @@
 #include "probes/registry.h"
 #include "tests/support/support.h"
 
-namespace storewatch::agent {
+namespace storewatch::cli {
 namespace {
 
 using ::testing::HasSubstr;
@@ -152,7 +152,7 @@ class DoctorDatabase : public ::testing::Test {
   /// filler table's root page.
   std::int64_t make_database() {
     {
-      auto store = Store::open(db(), Store::Mode::read_write);
+      auto store = agent::Store::open(db(), agent::Store::Mode::read_write);
       EXPECT_TRUE(store) << store.error().message;
     }
     auto d = db::Database::open(db(), db::Database::Mode::read_write);
@@ -224,9 +224,9 @@ TEST_F(DoctorDatabase, NearTheSizeCapWarns) {
 TEST_F(DoctorDatabase, ChangesTheDatabaseRefusedFailWithWhatTheyWere) {
   make_database();
   {
-    auto store = Store::open(db(), Store::Mode::read_write);
+    auto store = agent::Store::open(db(), agent::Store::Mode::read_write);
     ASSERT_TRUE(store);
-    ProbeStateRow row;
+    agent::ProbeStateRow row;
     row.probe = "lane-07";
     ASSERT_TRUE(store->dead_letter(row, "probe state of lane-07", "UNIQUE constraint failed"));
   }
@@ -394,4 +394,4 @@ TEST(DoctorDisk, ReportsTheStateDirectory) {
 }
 
 }  // namespace
-}  // namespace storewatch::agent
+}  // namespace storewatch::cli

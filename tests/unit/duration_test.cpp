@@ -1,8 +1,8 @@
-#include "config/duration.h"
+#include "base/duration.h"
 
 #include <gtest/gtest.h>
 
-#include "config/clock.h"
+#include "base/clock.h"
 
 namespace storewatch {
 namespace {

@@ -1,6 +1,6 @@
 // The http probe's certificate dates and failure messages.
 
-#include "probes/http_check.h"
+#include "os/http_check.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include "config/config.h"
 #include "probes/registry.h"
 
-namespace storewatch::probes::http {
+namespace storewatch::os::http {
 namespace {
 
 using ::testing::HasSubstr;
@@ -139,7 +139,7 @@ TEST(FailureMessage, OtherErrorsKeepCurlsWords) {
 std::string config_errors(const std::string& probe_keys) {
   auto loaded = config::load_string(
       "[store]\nid = \"s\"\n[[probe]]\nname = \"p\"\ntype = \"http\"\n" + probe_keys, "t.toml",
-      schemas());
+      probes::schemas());
   std::string out;
   for (const auto& d : loaded.diagnostics) {
     if (d.kind == config::Diagnostic::Kind::error) out += config::to_string(d) + "\n";
@@ -152,7 +152,7 @@ TEST(HttpConfig, AcceptsHttpAndHttpsWithDefaults) {
   EXPECT_EQ(config_errors("url = \"https://[::1]/health\"\nmethod = \"HEAD\""), "");
   auto loaded = config::load_string(
       "[store]\nid = \"s\"\n[[probe]]\nname = \"p\"\ntype = \"http\"\nurl = \"http://x/\"\n",
-      "t.toml", schemas());
+      "t.toml", probes::schemas());
   ASSERT_TRUE(loaded.ok());
   const auto& p = loaded.config->probes.at(0);
   EXPECT_EQ(p.str("method"), "GET");
@@ -190,4 +190,4 @@ TEST(HttpConfig, RejectsOtherSchemesAndBadValues) {
 }
 
 }  // namespace
-}  // namespace storewatch::probes::http
+}  // namespace storewatch::os::http

@@ -1,7 +1,7 @@
-// Log records (config/log.h): the sd-daemon priority prefix under journald,
+// Log records (base/log.h): the sd-daemon priority prefix under journald,
 // decided from JOURNAL_STREAM against stderr's device and inode; plain
 // timestamped lines elsewhere.
-#include "config/log.h"
+#include "base/log.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

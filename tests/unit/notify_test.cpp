@@ -182,8 +182,8 @@ type = "pager"
 
 // --- rules --------------------------------------------------------------------
 
-agent::Incident incident(config::Severity severity, const std::string& probe = "lane-01") {
-  agent::Incident i;
+Incident incident(config::Severity severity, const std::string& probe = "lane-01") {
+  Incident i;
   i.uid = "0193-inc";
   i.probe = probe;
   i.dedup_key = "store-0042:" + probe + ":down";
@@ -196,9 +196,8 @@ agent::Incident incident(config::Severity severity, const std::string& probe = "
   return i;
 }
 
-agent::IncidentEvent event(const std::string& type, json extra = json::object()) {
-  return agent::IncidentEvent{"0193-ev", type, WallTime(1'764'195'490'000ms), "agent",
-                              std::move(extra)};
+IncidentEvent event(const std::string& type, json extra = json::object()) {
+  return IncidentEvent{"0193-ev", type, WallTime(1'764'195'490'000ms), "agent", std::move(extra)};
 }
 
 config::Config rules_config() {
@@ -330,8 +329,8 @@ TEST(NotifyOutbox, NoticesCommitWithTheirEventAndResolutionsNeedAnOpening) {
   other.uid = "0193-other";
   auto resolved = event("resolved");
   resolved.uid = "0193-ev2";
-  inc.state = agent::IncidentState::resolved;
-  other.state = agent::IncidentState::resolved;
+  inc.state = IncidentState::resolved;
+  other.state = IncidentState::resolved;
   agent::IncidentChange r1{inc, resolved, agent::notices_for(cfg, inc, resolved, false)};
   resolved.uid = "0193-ev3";
   agent::IncidentChange r2{other, resolved, agent::notices_for(cfg, other, resolved, false)};
@@ -380,7 +379,7 @@ TEST(NotifyOutbox, NoticesCommitWithTheirEventAndResolutionsNeedAnOpening) {
   auto pruned = store->prune_notifications(now + 1, 100);
   ASSERT_TRUE(pruned) << pruned.error().message;
   EXPECT_EQ(*pruned, 0);
-  inc.state = agent::IncidentState::closed;
+  inc.state = IncidentState::closed;
   auto closed = event("closed");
   closed.uid = "0193-ev4";
   ASSERT_TRUE(store->commit({agent::IncidentChange{inc, closed, {}}}));

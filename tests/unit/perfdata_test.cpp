@@ -200,9 +200,9 @@ TEST(Printable, BoundedAtACharacterBoundary) {
   EXPECT_EQ(printable("short", 100), "short");
 }
 
-ProcessResult exited(int code, std::string out, std::string err = "") {
-  ProcessResult r;
-  r.outcome = ProcessResult::Outcome::exited;
+os::ProcessResult exited(int code, std::string out, std::string err = "") {
+  os::ProcessResult r;
+  r.outcome = os::ProcessResult::Outcome::exited;
   r.exit_code = code;
   r.out = std::move(out);
   r.err = std::move(err);
@@ -226,8 +226,8 @@ TEST(PluginResult, OtherExitCodesAndSignalsAreUnknownSayingSo) {
   EXPECT_THAT(r.message, HasSubstr("exited with code 127, not 0-3"));
   EXPECT_THAT(r.message, HasSubstr("frobnicate: not found"));
 
-  ProcessResult killed;
-  killed.outcome = ProcessResult::Outcome::signalled;
+  os::ProcessResult killed;
+  killed.outcome = os::ProcessResult::Outcome::signalled;
   killed.signal = 11;
   killed.out = "half a line";
   r = plugin_result(killed);
@@ -237,9 +237,9 @@ TEST(PluginResult, OtherExitCodesAndSignalsAreUnknownSayingSo) {
 }
 
 TEST(PluginResult, SpawnFailuresAreUnknown) {
-  ProcessResult f;
-  f.outcome = ProcessResult::Outcome::spawn_failed;
-  f.spawn_error = ProcessResult::SpawnError::not_executable;
+  os::ProcessResult f;
+  f.outcome = os::ProcessResult::Outcome::spawn_failed;
+  f.spawn_error = os::ProcessResult::SpawnError::not_executable;
   f.error = "/x: not executable (Permission denied)";
   auto r = plugin_result(f);
   EXPECT_EQ(r.status, ProbeStatus::unknown);

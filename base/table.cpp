@@ -1,11 +1,11 @@
-#include "agent/table.h"
+#include "base/table.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 
-namespace storewatch::agent {
+namespace storewatch {
 
 namespace {
 
@@ -85,4 +85,4 @@ std::string Table::render(bool colour) const {
   return out;
 }
 
-}  // namespace storewatch::agent
+}  // namespace storewatch

@@ -1,13 +1,13 @@
 #pragma once
 /// \file
-/// Aligned text tables for the CLI, coloured only on a terminal and never
-/// when NO_COLOR is set.
+/// Aligned text tables for the terminal (the CLI, `storewatch report`, `hq
+/// report`), coloured only on a terminal and never when NO_COLOR is set.
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
-namespace storewatch::agent {
+namespace storewatch {
 
 enum class Colour { none, green, yellow, red, dim, bold };
 
@@ -34,4 +34,4 @@ class Table {
 /// The colour a state word is shown in (ok green, failing red, …).
 Colour colour_of(const std::string& state);
 
-}  // namespace storewatch::agent
+}  // namespace storewatch

@@ -1,4 +1,4 @@
-#include "agent/doctor.h"
+#include "cli/doctor.h"
 
 #include <grp.h>
 #include <pwd.h>
@@ -25,12 +25,12 @@
 
 #include "agent/control_server.h"
 #include "agent/store.h"
-#include "agent/table.h"
+#include "base/table.h"
 #include "probes/registry.h"
 #include "probes/run_once.h"
 #include "sync/mqtt_transport.h"
 
-namespace storewatch::agent {
+namespace storewatch::cli {
 
 using nlohmann::json;
 namespace asio = boost::asio;
@@ -293,7 +293,7 @@ DoctorCheck check_database(const config::Config& cfg, std::int64_t* db_bytes) {
     }
   }
 
-  auto store = Store::open(path, Store::Mode::read_only);
+  auto store = agent::Store::open(path, agent::Store::Mode::read_only);
   if (!store) {
     c.status = CheckStatus::fail;
     c.summary = store.error().message;
@@ -440,7 +440,8 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
       return c;
     }
   }
-  auto answer = control_request(path, json{{"v", kControlVersion}, {"op", "status"}}, timeout);
+  auto answer =
+      agent::control_request(path, json{{"v", agent::kControlVersion}, {"op", "status"}}, timeout);
   if (!answer || !answer->value("ok", false) || !answer->contains("status")) {
     c.status = CheckStatus::fail;
     c.summary = fmt::format("the daemon at {} does not answer within {} ms{}", path.string(),
@@ -1057,4 +1058,4 @@ DoctorReport run_doctor(const DoctorOptions& options) {
   return report;
 }
 
-}  // namespace storewatch::agent
+}  // namespace storewatch::cli

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <utility>
 
-#include "config/clock.h"
+#include "base/clock.h"
 
 namespace storewatch::log {
 

@@ -1,4 +1,4 @@
-#include "probes/containment.h"
+#include "os/containment.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -23,9 +23,9 @@
 #include <utility>
 #include <vector>
 
-#include "config/log.h"
+#include "base/log.h"
 
-namespace storewatch::probes::detail {
+namespace storewatch::os::detail {
 namespace {
 
 using std::chrono::steady_clock;
@@ -558,9 +558,9 @@ void tidy(std::chrono::milliseconds patience) {
   }
 }
 
-}  // namespace storewatch::probes::detail
+}  // namespace storewatch::os::detail
 
-namespace storewatch::probes {
+namespace storewatch::os {
 
 Containment containment() {
   auto& s = detail::shared();
@@ -592,4 +592,4 @@ void force_containment(std::optional<Containment> mode) {
   detail::detect(s);
 }
 
-}  // namespace storewatch::probes
+}  // namespace storewatch::os

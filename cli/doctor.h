@@ -18,7 +18,7 @@
 
 #include "config/config.h"
 
-namespace storewatch::agent {
+namespace storewatch::cli {
 
 enum class CheckStatus { ok, warn, fail, skip };
 std::string_view to_string(CheckStatus s);
@@ -100,4 +100,4 @@ CheckStatus disk_status(std::uint64_t free_bytes, std::uint64_t total_bytes,
 /// "1.2 MB", "512 KB", "3 B".
 std::string human_bytes(std::uint64_t bytes);
 
-}  // namespace storewatch::agent
+}  // namespace storewatch::cli

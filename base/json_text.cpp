@@ -1,4 +1,4 @@
-#include "config/json_text.h"
+#include "base/json_text.h"
 
 namespace storewatch::json_text {
 namespace {

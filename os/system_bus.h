@@ -20,9 +20,9 @@
 #include <string>
 #include <unordered_set>
 
-#include "config/result.h"
+#include "base/result.h"
 
-namespace storewatch::probes {
+namespace storewatch::os {
 
 /// Releases an sd-bus slot; a slot released before its reply arrives means
 /// its handler never runs.
@@ -112,4 +112,4 @@ class SystemBus : public boost::asio::execution_context::service {
   std::unordered_set<Pending*> pending_;  ///< every call's user data, told when the service goes
 };
 
-}  // namespace storewatch::probes
+}  // namespace storewatch::os

@@ -1,4 +1,4 @@
-#include "probes/system_bus.h"
+#include "os/system_bus.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace storewatch::probes {
+namespace storewatch::os {
 
 namespace asio = boost::asio;
 using std::chrono::steady_clock;
@@ -285,4 +285,4 @@ void SystemBus::arm() {
   });
 }
 
-}  // namespace storewatch::probes
+}  // namespace storewatch::os

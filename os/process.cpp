@@ -1,4 +1,4 @@
-#include "probes/process.h"
+#include "os/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -23,9 +23,9 @@
 #include <utility>
 #include <variant>
 
-#include "probes/containment.h"
+#include "os/containment.h"
 
-namespace storewatch::probes {
+namespace storewatch::os {
 
 namespace asio = boost::asio;
 using std::chrono::steady_clock;
@@ -559,4 +559,4 @@ pid_t Process::pid() const {
   return state_ ? state_->pid : -1;
 }
 
-}  // namespace storewatch::probes
+}  // namespace storewatch::os

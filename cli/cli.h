@@ -3,8 +3,8 @@
 /// The `storewatch` command line (DESIGN §7): CLI11 subcommands, aligned
 /// tables or `--json`, exit codes 0 ok, 1 failure, 2 usage or config error.
 
-namespace storewatch::agent {
+namespace storewatch::cli {
 
 int run_cli(int argc, char** argv);
 
-}  // namespace storewatch::agent
+}  // namespace storewatch::cli

@@ -1,4 +1,4 @@
-#include "agent/cli.h"
+#include "cli/cli.h"
 
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -16,15 +16,15 @@
 #include "agent/control_ops.h"
 #include "agent/control_server.h"
 #include "agent/daemon.h"
-#include "agent/doctor.h"
 #include "agent/notices.h"
 #include "agent/polkit_rule.h"
 #include "agent/report.h"
 #include "agent/status.h"
 #include "agent/store.h"
-#include "agent/table.h"
+#include "base/log.h"
+#include "base/table.h"
+#include "cli/doctor.h"
 #include "config/config.h"
-#include "config/log.h"
 #include "hq/hq_store.h"
 #include "hq/report.h"
 #include "hq/run.h"
@@ -32,7 +32,7 @@
 #include "probes/registry.h"
 #include "probes/run_once.h"
 
-namespace storewatch::agent {
+namespace storewatch::cli {
 
 using nlohmann::json;
 
@@ -116,17 +116,17 @@ int fail(const Error& e) {
 }
 
 /// The agent's database, read-only: reads work with the daemon down.
-Result<Store> open_agent_store(const config::Config& cfg) {
-  return Store::open(cfg.agent.data_dir / "storewatch.db", Store::Mode::read_only);
+Result<agent::Store> open_agent_store(const config::Config& cfg) {
+  return agent::Store::open(cfg.agent.data_dir / "storewatch.db", agent::Store::Mode::read_only);
 }
 
 // --- status --------------------------------------------------------------
 
 /// The daemon's live `status` document, or nullopt when no daemon answers.
 std::optional<json> live_status(const config::Config& cfg) {
-  auto live =
-      control_request(cfg.agent.control_socket, json{{"v", kControlVersion}, {"op", "status"}},
-                      std::chrono::seconds(3));
+  auto live = agent::control_request(cfg.agent.control_socket,
+                                     json{{"v", agent::kControlVersion}, {"op", "status"}},
+                                     std::chrono::seconds(3));
   if (live && live->value("ok", false) && live->contains("status")) return (*live)["status"];
   return std::nullopt;
 }
@@ -140,7 +140,7 @@ int cmd_status(const Globals& g, bool as_json) {
   } else {
     auto store = open_agent_store(*cfg);
     if (!store) return fail(store.error());
-    auto s = status_from_store(*cfg, *store);
+    auto s = agent::status_from_store(*cfg, *store);
     if (!s) return fail(s.error());
     status = std::move(*s);
   }
@@ -239,7 +239,7 @@ int cmd_sync_status(const Globals& g, bool as_json) {
   } else {
     auto store = open_agent_store(*cfg);
     if (!store) return fail(store.error());
-    auto s = sync_json_from_store(*cfg, *store, now());
+    auto s = agent::sync_json_from_store(*cfg, *store, now());
     if (!s) return fail(s.error());
     sync = std::move(*s);
   }
@@ -360,11 +360,11 @@ int cmd_probe_run(const Globals& g, const std::vector<std::string>& names, bool 
   if (as_json) {
     // One probe by name: the object of DESIGN §7; several or --all: an array of them.
     if (!all && chosen.size() == 1) {
-      print_json(probe_result_json(*chosen[0], results[0]));
+      print_json(agent::probe_result_json(*chosen[0], results[0]));
     } else {
       json list = json::array();
       for (std::size_t i = 0; i < chosen.size(); ++i) {
-        list.push_back(probe_result_json(*chosen[i], results[i]));
+        list.push_back(agent::probe_result_json(*chosen[i], results[i]));
       }
       print_json(list);
     }
@@ -620,7 +620,7 @@ int cmd_report(const Globals& g, const std::string& since, bool as_json) {
   if (!cfg) return kUsage;
   auto store = open_agent_store(*cfg);
   if (!store) return fail(store.error());
-  auto report = build_report(*store, now(), *window);
+  auto report = agent::build_report(*store, now(), *window);
   if (!report) return fail(report.error());
   if (as_json) {
     print_json(report->to_json());
@@ -771,11 +771,11 @@ int cmd_hq_report(const Globals& g, const std::string& store_id, const std::stri
 /// Sends a change to the daemon (the one writer) and returns its answer, or
 /// prints why it could not and returns nullopt.
 std::optional<json> ask_daemon(const config::Config& cfg, json request) {
-  request["v"] = kControlVersion;
+  request["v"] = agent::kControlVersion;
   const std::string socket = cfg.agent.control_socket.string();
   int connect_errno = 0;
-  auto answer =
-      control_request(cfg.agent.control_socket, request, std::chrono::seconds(10), &connect_errno);
+  auto answer = agent::control_request(cfg.agent.control_socket, request, std::chrono::seconds(10),
+                                       &connect_errno);
   if (!answer) {
     if (connect_errno == ENOENT || connect_errno == ECONNREFUSED) {
       std::cerr << "storewatch: the daemon is not running (nothing listens at " << socket
@@ -860,9 +860,9 @@ int cmd_silence_list(const Globals& g, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
   json list;
-  auto live = control_request(cfg->agent.control_socket,
-                              json{{"v", kControlVersion}, {"op", "silence_list"}},
-                              std::chrono::seconds(3));
+  auto live = agent::control_request(cfg->agent.control_socket,
+                                     json{{"v", agent::kControlVersion}, {"op", "silence_list"}},
+                                     std::chrono::seconds(3));
   if (live && live->value("ok", false)) {
     list = json{{"silences", (*live)["silences"]}, {"scheduled", (*live)["scheduled"]}};
   } else {
@@ -873,7 +873,8 @@ int cmd_silence_list(const Globals& g, bool as_json) {
       if (!active) return fail(active.error());
       for (const auto& r : *active) rows.push_back(r.to_json());
     }
-    list = json{{"silences", std::move(rows)}, {"scheduled", scheduled_silences_json(*cfg, now())}};
+    list = json{{"silences", std::move(rows)},
+                {"scheduled", agent::scheduled_silences_json(*cfg, now())}};
   }
   if (as_json) {
     print_json(list);
@@ -933,7 +934,7 @@ int run_cli(int argc, char** argv) {
       return;
     }
     log::set_level(cfg->agent.log_level);
-    rc = run_daemon(std::move(*cfg), [&g] {
+    rc = agent::run_daemon(std::move(*cfg), [&g] {
       config::LoadOptions options;
       if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
       options.probe_types = probes::schemas();
@@ -1067,7 +1068,7 @@ int run_cli(int argc, char** argv) {
   notify_test_cmd->add_flag("--json", json_out, "Print JSON instead of text");
   notify_test_cmd->callback([&] {
     auto cfg = load_agent_config(g);
-    rc = cfg ? notify_test(*cfg, channel, json_out) : kUsage;
+    rc = cfg ? agent::notify_test(*cfg, channel, json_out) : kUsage;
   });
 
   auto* config_cmd = sub(app, "config", "Work with the config file");
@@ -1089,10 +1090,10 @@ int run_cli(int argc, char** argv) {
       rc = kUsage;
       return;
     }
-    const std::string rule = polkit_rule(restart_units(*cfg));
+    const std::string rule = agent::polkit_rule(agent::restart_units(*cfg));
     if (polkit_out.empty()) {
       std::cout << rule;
-    } else if (auto w = write_polkit_rule(polkit_out, rule); !w) {
+    } else if (auto w = agent::write_polkit_rule(polkit_out, rule); !w) {
       rc = fail(w.error());
       return;
     }
@@ -1151,4 +1152,4 @@ int run_cli(int argc, char** argv) {
   return rc;
 }
 
-}  // namespace storewatch::agent
+}  // namespace storewatch::cli

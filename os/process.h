@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Runs one child process asynchronously on an Asio executor: the `exec`
-/// probe's plugins and, later, `exec` remediations. Nothing here blocks the
+/// probe's plugins and `exec` remediations. Nothing here blocks the
 /// loop: output is read through pipes, the exit is seen through a pidfd (or,
 /// where pidfd_open is missing, e.g. under some qemu-user builds, SIGCHLD
 /// and waitid(WNOHANG)). Boost 1.74's signal_set installs its handler without
@@ -21,7 +21,7 @@
 ///  - and is contained with everything it starts, also what leaves the group
 ///    or the session (setsid, a double fork): in a cgroup of its own where
 ///    this process may make cgroups, else tracked by this process as their
-///    child subreaper (probes/containment.h, docs/PROBES.md). The end of the
+///    child subreaper (os/containment.h, docs/PROBES.md). The end of the
 ///    run, however it ends, kills every process of it.
 ///
 /// When the direct child exits, the runner waits up to ProcessSpec::eof_grace
@@ -43,9 +43,9 @@
 #include <string_view>
 #include <vector>
 
-#include "config/duration.h"
+#include "base/duration.h"
 
-namespace storewatch::probes {
+namespace storewatch::os {
 
 /// PATH of the child's environment unless ProcessSpec::env sets its own.
 inline constexpr std::string_view kDefaultPath =
@@ -152,4 +152,4 @@ std::string containment_description();
 /// that first.
 void force_containment(std::optional<Containment> mode);
 
-}  // namespace storewatch::probes
+}  // namespace storewatch::os

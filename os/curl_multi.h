@@ -25,7 +25,7 @@
 #include <optional>
 #include <string>
 
-namespace storewatch {
+namespace storewatch::os {
 
 /// The options every storewatch request shares (http probes, http
 /// remediations): the URL, http and https only, an error buffer, no signals,
@@ -87,4 +87,4 @@ class CurlMulti final : public boost::asio::execution_context::service {
   bool shut_down_ = false;
 };
 
-}  // namespace storewatch
+}  // namespace storewatch::os

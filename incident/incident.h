@@ -10,10 +10,10 @@
 #include <string>
 #include <string_view>
 
-#include "config/clock.h"
+#include "base/clock.h"
 #include "config/config.h"
 
-namespace storewatch::agent {
+namespace storewatch {
 
 enum class IncidentState { open, remediating, escalated, acknowledged, resolved, closed };
 
@@ -73,4 +73,4 @@ struct IncidentEvent {
 /// A fresh UUIDv7 (time-ordered, so uids sort by creation).
 std::string new_uid(WallTime now);
 
-}  // namespace storewatch::agent
+}  // namespace storewatch

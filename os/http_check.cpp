@@ -1,4 +1,4 @@
-#include "probes/http_check.h"
+#include "os/http_check.h"
 
 #include <fmt/format.h>
 
@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstring>
 
-namespace storewatch::probes::http {
+namespace storewatch::os::http {
 namespace {
 
 // X509_V_ERR_* codes (openssl/x509_vfy.h), spelled out so this file needs
@@ -187,4 +187,4 @@ std::string failure_message(const TransferFailure& f) {
                      f.error_text.empty() ? target : f.error_text);
 }
 
-}  // namespace storewatch::probes::http
+}  // namespace storewatch::os::http

@@ -1,13 +1,13 @@
-#include "agent/incident.h"
+#include "incident/incident.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <random>
 
-#include "config/json_text.h"
+#include "base/json_text.h"
 
-namespace storewatch::agent {
+namespace storewatch {
 
 std::string_view to_string(IncidentState s) {
   switch (s) {
@@ -84,4 +84,4 @@ std::string new_uid(WallTime now) {
                      hi & 0xFFFF, lo >> 48, lo & 0xFFFFFFFFFFFFull);
 }
 
-}  // namespace storewatch::agent
+}  // namespace storewatch

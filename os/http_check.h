@@ -1,8 +1,9 @@
 #pragma once
 /// \file
-/// The parts of the `http` probe that need no network: reading the
-/// certificate's expiry date as libcurl reports it, and turning a failed
-/// transfer into a message that says which failure it was.
+/// What an HTTP transfer's outcome means, for the `http` probe and `http`
+/// remediations alike, with no network here: the certificate's expiry date
+/// as libcurl reports it, and a failed transfer as a message that says which
+/// failure it was.
 
 #include <curl/curl.h>
 
@@ -11,9 +12,9 @@
 #include <string>
 #include <string_view>
 
-#include "config/duration.h"
+#include "base/duration.h"
 
-namespace storewatch::probes::http {
+namespace storewatch::os::http {
 
 /// Parses a certificate time as OpenSSL prints it (ASN1_TIME_print), which
 /// is what libcurl's CERTINFO "Expire date" holds with the OpenSSL backend:
@@ -50,4 +51,4 @@ struct TransferFailure {
 /// problem, or curl's own words for the rest.
 std::string failure_message(const TransferFailure& f);
 
-}  // namespace storewatch::probes::http
+}  // namespace storewatch::os::http

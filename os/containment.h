@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Internal to probes/process.cpp: keeping each run's processes together so
+/// Internal to os/process.cpp: keeping each run's processes together so
 /// that the end of a run kills all of them, also those that left its process
 /// group or session (a plugin whose child calls setsid(), or double-forks).
 /// Two mechanisms, picked once per process (docs/PROBES.md says when):
@@ -30,9 +30,9 @@
 #include <optional>
 #include <string>
 
-#include "probes/process.h"
+#include "os/process.h"
 
-namespace storewatch::probes::detail {
+namespace storewatch::os::detail {
 
 /// What a child started in a cgroup needs, all prepared before the fork:
 /// the child may only make system calls before it execs.
@@ -99,4 +99,4 @@ std::unique_lock<std::mutex> spawn_lock();
 /// owns) and removes emptied cgroups, waiting at most `patience` for them.
 void tidy(std::chrono::milliseconds patience);
 
-}  // namespace storewatch::probes::detail
+}  // namespace storewatch::os::detail

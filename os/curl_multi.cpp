@@ -1,4 +1,4 @@
-#include "config/curl_multi.h"
+#include "os/curl_multi.h"
 
 #include <algorithm>
 
@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <utility>
 
-namespace storewatch {
+namespace storewatch::os {
 
 bool set_request_options(CURL* e, const std::string& url, std::chrono::milliseconds timeout,
                          char* error_buffer, curl_write_callback write, void* data) {
@@ -208,4 +208,4 @@ void CurlMulti::finish_done_transfers() {
   }
 }
 
-}  // namespace storewatch
+}  // namespace storewatch::os
