@@ -5,16 +5,15 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <array>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
-#include <functional>
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/periodic.h"
 #include "hq/hq_store.h"
 #include "hq/ingest.h"
 #include "sync/mqtt_transport.h"
@@ -56,17 +55,10 @@ int run(const config::HqConfig& config) {
 
   // Under systemd (Type=notify, WatchdogSec=): WATCHDOG=1 from a timer on the
   // loop, so the pings stop when the loop stops making progress.
-  boost::asio::steady_timer watchdog_timer(io);
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = ::sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
-  std::function<void()> arm_watchdog = [&]() {
-    watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
-    watchdog_timer.async_wait([&](const boost::system::error_code& e) {
-      if (e) return;
-      ::sd_notify(0, "WATCHDOG=1");
-      arm_watchdog();
-    });
-  };
+  Periodic watchdog_timer(io.get_executor(), std::chrono::microseconds(watchdog_usec / 2),
+                          [] { ::sd_notify(0, "WATCHDOG=1"); });
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&ingest, &watchdog_timer](const boost::system::error_code& ec, int signal) {
@@ -100,7 +92,7 @@ int run(const config::HqConfig& config) {
     log::info("hq: commands are not signed (no [hq] command_key_file or command_keys_dir)");
   }
   ingest.start();
-  if (watchdog) arm_watchdog();
+  if (watchdog) watchdog_timer.start();
   // Ready once the database is open and ingest has started; the broker may
   // still be out of reach (it is retried for as long as it takes).
   ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->path().string().c_str(),
