@@ -5,6 +5,11 @@
 /// broker, the clock and the disk — and says for each problem what to do
 /// about it, as commands a technician can type. Needs no daemon; asks it when
 /// it runs. docs/DOCTOR.md has the checks, the exit codes and the JSON shape.
+///
+/// Defined in doctor.cpp (the report, the config check, run_doctor),
+/// doctor_database.cpp, doctor_daemon.cpp (the control socket),
+/// doctor_broker.cpp (reach, TLS, anonymous access) and doctor_host.cpp (the
+/// clock and the disk); what they share is in doctor_internal.h.
 
 #include <nlohmann/json.hpp>
 

@@ -1,0 +1,133 @@
+// hq run, stores, incidents, report: HQ's side, on HQ's config and database.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "hq/hq_store.h"
+#include "hq/report.h"
+#include "hq/run.h"
+
+namespace storewatch::cli {
+
+using nlohmann::json;
+
+namespace {
+
+int cmd_hq_run(const Globals& g) {
+  auto cfg = load_hq_config(g);
+  if (!cfg) return kUsage;
+  return hq::run(*cfg);
+}
+
+/// Runs `f` on HQ's database, opened read-only; a bad config is a usage
+/// error (2), a database that cannot be read a failure (1).
+template <class F>
+int with_hq_store(const Globals& g, F&& f) {
+  auto cfg = load_hq_config(g);
+  if (!cfg) return kUsage;
+  auto store = hq::HqStore::open(cfg->database, db::Database::Mode::read_only);
+  if (!store) return fail(store.error());
+  return f(*store);
+}
+
+int cmd_hq_stores(const Globals& g, bool as_json) {
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto list = store.stores_json();
+    if (!list) return fail(list.error());
+    if (as_json) {
+      print_json(*list);
+      return kOk;
+    }
+    const bool colour = use_colour(stdout);
+    Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN", "MISSING FROM"});
+    for (const auto& s : *list) {
+      bool online = s.value("online", false);
+      const json& gap = s["gap_from"];
+      t.add({s.value("store", ""), online ? "online" : "offline",
+             std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
+             when(s["last_seen"]), gap.is_number() ? std::to_string(gap.get<std::int64_t>()) : "-"},
+            {Colour::none, online ? Colour::green : Colour::red, Colour::none, Colour::none,
+             Colour::none, gap.is_number() ? Colour::yellow : Colour::none});
+    }
+    std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
+    return kOk;
+  });
+}
+
+int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json) {
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto list =
+        store.incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
+    if (!list) return fail(list.error());
+    if (as_json) {
+      print_json(*list);
+      return kOk;
+    }
+    if (list->empty()) {
+      std::cout << (open_only ? "No open incidents at HQ.\n" : "No incidents at HQ.\n");
+      return kOk;
+    }
+    Table t(incident_headers(true));
+    for (const auto& i : *list) add_incident_row(t, i, true);
+    std::cout << t.render(use_colour(stdout));
+    return kOk;
+  });
+}
+
+int cmd_hq_report(const Globals& g, const std::string& store_id, const std::string& since,
+                  bool as_json) {
+  auto window = parse_since(since, true, "7d");
+  if (!window) return stop(window.error());
+  return with_hq_store(g, [&](hq::HqStore& store) {
+    auto report = hq::build_fleet_report(store, now(), *window,
+                                         store_id.empty() ? std::nullopt : std::optional(store_id));
+    if (!report) return fail(report.error());
+    if (as_json) {
+      print_json(report->to_json());
+      return kOk;
+    }
+    std::cout << report->render(use_colour(stdout));
+    return kOk;
+  });
+}
+
+struct HqOptions {
+  std::string store;
+  bool open_only = false;
+  std::string since = "7d";
+  bool json_out = false;
+};
+
+}  // namespace
+
+void add_hq_commands(CLI::App& app, const Globals& g, int& rc) {
+  auto o = std::make_shared<HqOptions>();
+  auto* hq_cmd = sub(app, "hq", "Headquarters side: ingest store events, fleet views");
+  hq_cmd->require_subcommand(1);
+  auto* hq_run = sub(*hq_cmd, "run", "Run HQ ingest: store every store's events once, ack them");
+  hq_run->callback([&g, &rc] { rc = cmd_hq_run(g); });
+  auto* hq_stores =
+      sub(*hq_cmd, "stores", "Every store HQ knows: online, acked seq, open incidents");
+  hq_stores->add_flag("--json", o->json_out, "Print a JSON array instead of a table");
+  hq_stores->callback([&g, &rc, o] { rc = cmd_hq_stores(g, o->json_out); });
+  auto* hq_incidents =
+      sub(*hq_cmd, "incidents", "Every incident HQ knows (resolved and closed too)");
+  hq_incidents->add_option("--store", o->store, "Only this store's incidents");
+  hq_incidents->add_flag("--open", o->open_only, "Only incidents not resolved or closed");
+  hq_incidents->add_flag("--json", o->json_out, "Print a JSON array instead of a table");
+  hq_incidents->callback(
+      [&g, &rc, o] { rc = cmd_hq_incidents(g, o->store, o->open_only, o->json_out); });
+  auto* hq_report =
+      sub(*hq_cmd, "report",
+          "MTTD, MTTA, MTTR and auto-heal rate per store and fleet-wide, from the "
+          "incidents the stores sent (docs/METRICS.md definitions, docs/HQ.md shape)");
+  hq_report->add_option("--store", o->store, "Only this store");
+  hq_report->add_option("--since", o->since,
+                        "Incidents detected within this long before now (default 7d)");
+  hq_report->add_flag("--json", o->json_out, "Print JSON instead of tables");
+  hq_report->callback([&g, &rc, o] { rc = cmd_hq_report(g, o->store, o->since, o->json_out); });
+}
+
+}  // namespace storewatch::cli
