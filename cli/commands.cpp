@@ -94,23 +94,28 @@ Result<Millis> parse_since(const std::string& text, bool positive, const char* e
   auto d = parse_duration(text);
   if (!d || (positive && d->count() <= 0)) {
     return Error{fmt::format("--since {} is not a duration (use a number and ms|s|m|h|d, e.g. {})",
-                             text, example),
-                 kUsage};
+                             text, example)};
   }
   return *d;
 }
 
-Result<AgentReading> read_agent(const Globals& g) {
-  auto cfg = load_agent_config(g);
-  if (!cfg) return Error{"", kUsage};
-  auto store = open_agent_store(*cfg);
-  if (!store) return Error{store.error().message, kFailure};
-  return AgentReading{std::move(*cfg), std::move(*store)};
+int usage(const Error& e) {
+  std::cerr << "storewatch: " << e.message << "\n";
+  return kUsage;
 }
 
-int stop(const Error& e) {
-  if (!e.message.empty()) std::cerr << "storewatch: " << e.message << "\n";
-  return e.code;
+std::optional<AgentReading> read_agent(const Globals& g, int& rc) {
+  auto cfg = load_agent_config(g);
+  if (!cfg) {
+    rc = kUsage;
+    return std::nullopt;
+  }
+  auto store = open_agent_store(*cfg);
+  if (!store) {
+    rc = fail(store.error());
+    return std::nullopt;
+  }
+  return AgentReading{std::move(*cfg), std::move(*store)};
 }
 
 std::optional<json> ask_daemon(const config::Config& cfg, json request) {

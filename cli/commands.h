@@ -75,14 +75,12 @@ struct AgentReading {
 
 /// The preamble of the commands that read the agent's database: loads the
 /// config (printing its diagnostics) and opens the database read-only. On
-/// errors, unlike elsewhere, the Error's `code` is the command's exit code
-/// (2 for the config, 1 for the database) and its message what is left to
-/// print, if anything: hand it to `stop`.
-Result<AgentReading> read_agent(const Globals& g);
+/// errors it has printed why and set `rc` to the command's exit code (2 for
+/// the config, 1 for the database).
+std::optional<AgentReading> read_agent(const Globals& g, int& rc);
 
-/// Prints the message of an error of parse_since or read_agent, if it has
-/// one, and returns its exit code.
-int stop(const Error& e);
+/// Prints a usage error (a bad option value) and returns its exit code, 2.
+int usage(const Error& e);
 
 /// Sends a change to the daemon (the one writer) and returns its answer, or
 /// prints why it could not and returns nullopt.

@@ -79,7 +79,7 @@ int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_on
 int cmd_hq_report(const Globals& g, const std::string& store_id, const std::string& since,
                   bool as_json) {
   auto window = parse_since(since, true, "7d");
-  if (!window) return stop(window.error());
+  if (!window) return usage(window.error());
   return with_hq_store(g, [&](hq::HqStore& store) {
     auto report = hq::build_fleet_report(store, now(), *window,
                                          store_id.empty() ? std::nullopt : std::optional(store_id));

@@ -21,11 +21,12 @@ int cmd_incidents(const Globals& g, bool all, const std::string& since, bool as_
   std::optional<WallTime> since_time;
   if (!since.empty()) {
     auto d = parse_since(since, false, "24h");
-    if (!d) return stop(d.error());
+    if (!d) return usage(d.error());
     since_time = now() - *d;
   }
-  auto read = read_agent(g);
-  if (!read) return stop(read.error());
+  int rc = kOk;
+  auto read = read_agent(g, rc);
+  if (!read) return rc;
   auto rows = read->store.incidents(!all, since_time);
   if (!rows) return fail(rows.error());
   json list = json::array();
@@ -70,8 +71,9 @@ std::string event_detail(const json& e) {
 }
 
 int cmd_incident_show(const Globals& g, const std::string& uid, bool as_json) {
-  auto read = read_agent(g);
-  if (!read) return stop(read.error());
+  int rc = kOk;
+  auto read = read_agent(g, rc);
+  if (!read) return rc;
   auto inc = read->store.incident(uid);
   if (!inc) return fail(inc.error());
   if (!*inc) {

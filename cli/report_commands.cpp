@@ -15,9 +15,10 @@ namespace {
 /// every figure comes from committed incidents and events.
 int cmd_report(const Globals& g, const std::string& since, bool as_json) {
   auto window = parse_since(since, true, "7d");
-  if (!window) return stop(window.error());
-  auto read = read_agent(g);
-  if (!read) return stop(read.error());
+  if (!window) return usage(window.error());
+  int rc = kOk;
+  auto read = read_agent(g, rc);
+  if (!read) return rc;
   auto report = agent::build_report(read->store, now(), *window);
   if (!report) return fail(report.error());
   if (as_json) {
