@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 
+#include "probes/attempt.h"
 #include "probes/dns_message.h"
 
 namespace storewatch::probes {
@@ -83,10 +84,9 @@ std::uint16_t random_id() {
   return static_cast<std::uint16_t>(std::uniform_int_distribution<int>(0, 0xFFFF)(gen));
 }
 
-// What one check needs; shared with the handlers so one that completes after
-// the probe is gone still touches valid memory.
-struct Attempt {
-  explicit Attempt(const asio::any_io_executor& ex) : udp_socket(ex), tcp_socket(ex) {}
+struct DnsAttempt final : Attempt {
+  DnsAttempt(const asio::any_io_executor& ex, Probe::Done done)
+      : Attempt(std::move(done)), udp_socket(ex), tcp_socket(ex) {}
   udp::socket udp_socket;
   tcp::socket tcp_socket;
   udp::endpoint server;
@@ -99,32 +99,16 @@ struct Attempt {
   std::array<std::uint8_t, 2> tcp_length{};
   std::vector<std::uint8_t> buffer;
   bool over_tcp = false;
-  Clock::time_point started, sent;
-  Probe::Done done;
-  bool cancelled = false;
+  Clock::time_point sent;
+
+  void release() override {
+    boost::system::error_code ignored;
+    udp_socket.close(ignored);
+    tcp_socket.close(ignored);
+  }
 };
 
-using AttemptPtr = std::shared_ptr<Attempt>;
-
-void close_sockets(Attempt& a) {
-  boost::system::error_code ignored;
-  a.udp_socket.close(ignored);
-  a.tcp_socket.close(ignored);
-}
-
-void finish(Attempt& a, ProbeResult r) {
-  close_sockets(a);
-  if (a.cancelled || !a.done) return;
-  r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
-  deliver_once(a.done, std::move(r));
-}
-
-void finish_with(Attempt& a, ProbeStatus status, std::string message) {
-  ProbeResult r;
-  r.status = status;
-  r.message = std::move(message);
-  finish(a, std::move(r));
-}
+using AttemptPtr = std::shared_ptr<DnsAttempt>;
 
 // Compares an answer with `expect`: addresses as addresses ("::1" is
 // "0::1"), names without regard to case or a final dot.
@@ -136,17 +120,17 @@ bool matches(const std::string& value, const std::string& expect) {
   return dns::same_name(value, expect);
 }
 
-void evaluate(Attempt& a, std::span<const std::uint8_t> wire, double rtt_ms) {
+void evaluate(DnsAttempt& a, std::span<const std::uint8_t> wire, double rtt_ms) {
   const std::string where = fmt::format("{}{}", a.server_text, a.over_tcp ? " over TCP" : "");
   auto reply = dns::parse_message(wire);
   if (!reply) {
-    finish_with(a, ProbeStatus::unknown,
-                fmt::format("malformed reply from {}: {}", where, reply.error().message));
+    a.finish(ProbeStatus::unknown,
+             fmt::format("malformed reply from {}: {}", where, reply.error().message));
     return;
   }
   if (auto s = dns::check_reply(*reply, a.id, a.name, a.qtype); !s) {
-    finish_with(a, ProbeStatus::unknown,
-                fmt::format("malformed reply from {}: {}", where, s.error().message));
+    a.finish(ProbeStatus::unknown,
+             fmt::format("malformed reply from {}: {}", where, s.error().message));
     return;
   }
   ProbeResult r;
@@ -172,7 +156,7 @@ void evaluate(Attempt& a, std::span<const std::uint8_t> wire, double rtt_ms) {
             fmt::format("{}: {} answered {} with an error", dns::rcode_name(rc), where, asked);
         break;
     }
-    finish(a, std::move(r));
+    a.finish(std::move(r));
     return;
   }
   const auto answer = dns::answer_for(*reply, a.name, a.qtype);
@@ -183,7 +167,7 @@ void evaluate(Attempt& a, std::span<const std::uint8_t> wire, double rtt_ms) {
     r.status = ProbeStatus::fail;
     r.message = fmt::format("no {} record for {}{} (NOERROR, empty answer from {})",
                             dns::type_name(a.qtype), a.name, via, where);
-    finish(a, std::move(r));
+    a.finish(std::move(r));
     return;
   }
   const std::string got = fmt::format("{}", fmt::join(answer.values, ", "));
@@ -191,24 +175,25 @@ void evaluate(Attempt& a, std::span<const std::uint8_t> wire, double rtt_ms) {
                                         [&](const auto& v) { return matches(v, a.expect); })) {
     r.status = ProbeStatus::fail;
     r.message = fmt::format("{}{}: expected {}, got {}", asked, via, a.expect, got);
-    finish(a, std::move(r));
+    a.finish(std::move(r));
     return;
   }
   r.status = ProbeStatus::ok;
   r.message = fmt::format("{}{}: {} ({} in {:.1f} ms)", asked, via, got, where, rtt_ms);
-  finish(a, std::move(r));
+  a.finish(std::move(r));
 }
 
 void ask_over_tcp(const AttemptPtr& a) {
   a->over_tcp = true;
-  close_sockets(*a);
+  boost::system::error_code ignored;
+  a->udp_socket.close(ignored);
   const tcp::endpoint ep(a->server.address(), a->server.port());
   a->tcp_socket.async_connect(ep, [a](const boost::system::error_code& ec) {
-    if (a->cancelled) return;
+    if (a->over()) return;
     if (ec) {
-      finish_with(*a, ProbeStatus::fail,
-                  fmt::format("the UDP reply was truncated and TCP to {} failed: {}",
-                              a->server_text, ec.message()));
+      a->finish(ProbeStatus::fail,
+                fmt::format("the UDP reply was truncated and TCP to {} failed: {}", a->server_text,
+                            ec.message()));
       return;
     }
     a->tcp_length = {static_cast<std::uint8_t>(a->query.size() >> 8),
@@ -217,23 +202,21 @@ void ask_over_tcp(const AttemptPtr& a) {
                                                     asio::buffer(a->query)};
     asio::async_write(
         a->tcp_socket, request, [a](const boost::system::error_code& ec2, std::size_t) {
-          if (a->cancelled) return;
+          if (a->over()) return;
           if (ec2) {
-            finish_with(
-                *a, ProbeStatus::fail,
-                fmt::format("send query to {} over TCP: {}", a->server_text, ec2.message()));
+            a->finish(ProbeStatus::fail,
+                      fmt::format("send query to {} over TCP: {}", a->server_text, ec2.message()));
             return;
           }
           asio::async_read(
               a->tcp_socket, asio::buffer(a->tcp_length),
               [a](const boost::system::error_code& ec3, std::size_t) {
-                if (a->cancelled) return;
+                if (a->over()) return;
                 if (ec3) {
-                  finish_with(
-                      *a, ec3 == asio::error::eof ? ProbeStatus::unknown : ProbeStatus::fail,
-                      fmt::format("read reply from {} over TCP: {}", a->server_text,
-                                  ec3 == asio::error::eof ? "the server closed the connection"
-                                                          : ec3.message()));
+                  a->finish(ec3 == asio::error::eof ? ProbeStatus::unknown : ProbeStatus::fail,
+                            fmt::format("read reply from {} over TCP: {}", a->server_text,
+                                        ec3 == asio::error::eof ? "the server closed the connection"
+                                                                : ec3.message()));
                   return;
                 }
                 a->buffer.resize(
@@ -241,13 +224,12 @@ void ask_over_tcp(const AttemptPtr& a) {
                 asio::async_read(
                     a->tcp_socket, asio::buffer(a->buffer),
                     [a](const boost::system::error_code& ec4, std::size_t n) {
-                      if (a->cancelled) return;
+                      if (a->over()) return;
                       if (ec4) {
-                        finish_with(
-                            *a, ProbeStatus::unknown,
-                            fmt::format("malformed reply from {} over TCP: {} of {} bytes, "
-                                        "then {}",
-                                        a->server_text, n, a->buffer.size(), ec4.message()));
+                        a->finish(ProbeStatus::unknown,
+                                  fmt::format("malformed reply from {} over TCP: {} of {} bytes, "
+                                              "then {}",
+                                              a->server_text, n, a->buffer.size(), ec4.message()));
                         return;
                       }
                       evaluate(*a, a->buffer, ms_between(a->sent, Clock::now()));
@@ -258,30 +240,29 @@ void ask_over_tcp(const AttemptPtr& a) {
 }
 
 void receive_udp(const AttemptPtr& a) {
-  a->udp_socket.async_receive(
-      asio::buffer(a->buffer), [a](const boost::system::error_code& ec, std::size_t n) {
-        if (a->cancelled) return;
-        if (ec == asio::error::connection_refused) {
-          finish_with(*a, ProbeStatus::fail,
-                      fmt::format("no DNS server at {} (connection refused: ICMP port "
-                                  "unreachable)",
-                                  a->server_text));
-          return;
-        }
-        if (ec) {
-          finish_with(*a, ProbeStatus::fail,
-                      fmt::format("receive from {}: {}", a->server_text, ec.message()));
-          return;
-        }
-        const double rtt = ms_between(a->sent, Clock::now());
-        const std::span<const std::uint8_t> wire(a->buffer.data(), n);
-        auto header = dns::parse_header(wire);
-        if (header && header->id == a->id && header->qr && (header->tc || n == kUdpBuffer)) {
-          ask_over_tcp(a);
-          return;
-        }
-        evaluate(*a, wire, rtt);
-      });
+  a->udp_socket.async_receive(asio::buffer(a->buffer), [a](const boost::system::error_code& ec,
+                                                           std::size_t n) {
+    if (a->over()) return;
+    if (ec == asio::error::connection_refused) {
+      a->finish(ProbeStatus::fail, fmt::format("no DNS server at {} (connection refused: ICMP port "
+                                               "unreachable)",
+                                               a->server_text));
+      return;
+    }
+    if (ec) {
+      a->finish(ProbeStatus::fail,
+                fmt::format("receive from {}: {}", a->server_text, ec.message()));
+      return;
+    }
+    const double rtt = ms_between(a->sent, Clock::now());
+    const std::span<const std::uint8_t> wire(a->buffer.data(), n);
+    auto header = dns::parse_header(wire);
+    if (header && header->id == a->id && header->qr && (header->tc || n == kUdpBuffer)) {
+      ask_over_tcp(a);
+      return;
+    }
+    evaluate(*a, wire, rtt);
+  });
 }
 
 class DnsProbe final : public Probe {
@@ -312,15 +293,11 @@ class DnsProbe final : public Probe {
                        : fmt::format("{}:{}", server_.address().to_string(), server_.port());
   }
 
-  ~DnsProbe() override { cancel(); }
-
   void start(Done done) override {
-    auto a = std::make_shared<Attempt>(ex_);
-    attempt_ = a;
-    a->done = std::move(done);
-    a->started = Clock::now();
+    auto a = std::make_shared<DnsAttempt>(ex_, std::move(done));
+    current_.track(a);
     if (!setup_error_.empty()) {
-      finish_with(*a, ProbeStatus::unknown, setup_error_);
+      a->finish(ProbeStatus::unknown, setup_error_);
       return;
     }
     a->server = server_;
@@ -331,8 +308,7 @@ class DnsProbe final : public Probe {
     a->id = random_id();
     auto query = dns::encode_query(a->id, a->name, a->qtype);
     if (!query) {
-      finish_with(*a, ProbeStatus::unknown,
-                  fmt::format("query {}: {}", a->name, query.error().message));
+      a->finish(ProbeStatus::unknown, fmt::format("query {}: {}", a->name, query.error().message));
       return;
     }
     a->query = std::move(*query);
@@ -343,29 +319,23 @@ class DnsProbe final : public Probe {
     a->udp_socket.open(server_.protocol(), ec);
     if (!ec) a->udp_socket.connect(server_, ec);
     if (ec) {
-      finish_with(*a, ProbeStatus::fail,
-                  fmt::format("UDP socket to {}: {}", server_text_, ec.message()));
+      a->finish(ProbeStatus::fail, fmt::format("UDP socket to {}: {}", server_text_, ec.message()));
       return;
     }
     a->sent = Clock::now();
     a->udp_socket.async_send(
         asio::buffer(a->query), [a](const boost::system::error_code& e, std::size_t) {
-          if (a->cancelled) return;
+          if (a->over()) return;
           if (e) {
-            finish_with(*a, ProbeStatus::fail,
-                        fmt::format("send query to {}: {}", a->server_text, e.message()));
+            a->finish(ProbeStatus::fail,
+                      fmt::format("send query to {}: {}", a->server_text, e.message()));
             return;
           }
           receive_udp(a);
         });
   }
 
-  void cancel() override {
-    if (auto a = attempt_.lock()) {
-      a->cancelled = true;
-      close_sockets(*a);
-    }
-  }
+  void cancel() override { current_.cancel(); }
 
  private:
   std::string name_;
@@ -375,7 +345,7 @@ class DnsProbe final : public Probe {
   udp::endpoint server_;
   std::string server_text_;
   std::string setup_error_;
-  std::weak_ptr<Attempt> attempt_;
+  CurrentAttempt current_;
 };
 
 std::unique_ptr<Probe> create_dns(const config::ProbeConfig& c, asio::any_io_executor ex) {

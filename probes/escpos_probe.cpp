@@ -1,6 +1,5 @@
 #include "probes/escpos_probe.h"
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
@@ -11,6 +10,7 @@
 #include <array>
 #include <vector>
 
+#include "probes/attempt.h"
 #include "probes/escpos_status.h"
 
 namespace storewatch::probes {
@@ -35,43 +35,37 @@ double flag(bool b) {
   return b ? 1.0 : 0.0;
 }
 
-// Shared by the probe and its handlers, so a handler that completes after the
-// probe is destroyed still has something valid to touch.
-struct Attempt {
-  explicit Attempt(const asio::any_io_executor& ex) : resolver(ex), socket(ex) {}
+struct EscposAttempt final : Attempt {
+  EscposAttempt(const asio::any_io_executor& ex, Probe::Done done, std::string target)
+      : Attempt(std::move(done)), resolver(ex), socket(ex), target(std::move(target)) {}
   tcp::resolver resolver;
   tcp::socket socket;
   std::string target;
-  Clock::time_point started;
   double connect_ms = 0;
   std::array<std::uint8_t, 3> request{0x10, 0x04, 0};  // DLE EOT n
   std::uint8_t reply = 0;
   std::vector<std::uint8_t> replies;
-  Probe::Done done;
-  bool cancelled = false;
+
+  // The socket closes before the result is reported: the printer is free
+  // again before anyone hears about it.
+  void release() override {
+    resolver.cancel();
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
 };
 
-using AttemptPtr = std::shared_ptr<Attempt>;
+using AttemptPtr = std::shared_ptr<EscposAttempt>;
 
-// Closes the socket first, then reports: the printer is free again before
-// anyone hears about the result.
-void finish(Attempt& a, ProbeResult r) {
-  boost::system::error_code ignored;
-  a.socket.close(ignored);
-  if (a.cancelled || !a.done) return;
-  r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
-  deliver_once(a.done, std::move(r));
-}
-
-void fail(Attempt& a, ProbeStatus status, std::string message) {
+void fail(EscposAttempt& a, ProbeStatus status, std::string message) {
   ProbeResult r;
   r.status = status;
   r.message = std::move(message);
   if (a.connect_ms > 0) r.metrics["connect_ms"] = a.connect_ms;
-  finish(a, std::move(r));
+  a.finish(std::move(r));
 }
 
-void report(Attempt& a, const escpos::PrinterStatus& s) {
+void report(EscposAttempt& a, const escpos::PrinterStatus& s) {
   const auto assessment = escpos::assess(s);
   ProbeResult r;
   switch (assessment.level) {
@@ -91,7 +85,7 @@ void report(Attempt& a, const escpos::PrinterStatus& s) {
   r.metrics["unrecoverable_error"] = flag(s.unrecoverable_error);
   r.metrics["auto_recoverable_error"] = flag(s.auto_recoverable_error);
   r.metrics["drawer_pin_high"] = flag(s.drawer_pin_high);
-  finish(a, std::move(r));
+  a.finish(std::move(r));
 }
 
 // Asks DLE EOT n for the next n, or decodes once all four are in.
@@ -109,7 +103,7 @@ void ask_next(const AttemptPtr& a) {
   a->request[2] = static_cast<std::uint8_t>(a->replies.size() + 1);
   asio::async_write(
       a->socket, asio::buffer(a->request), [a](const boost::system::error_code& ec, std::size_t) {
-        if (a->cancelled) return;
+        if (a->over()) return;
         if (ec) {
           fail(*a, ProbeStatus::fail,
                fmt::format("send DLE EOT {} to {}: {}", a->request[2], a->target, ec.message()));
@@ -118,7 +112,7 @@ void ask_next(const AttemptPtr& a) {
         asio::async_read(
             a->socket, asio::buffer(&a->reply, 1),
             [a](const boost::system::error_code& ec2, std::size_t) {
-              if (a->cancelled) return;
+              if (a->over()) return;
               if (ec2 == asio::error::eof) {
                 auto partial = escpos::decode(a->replies);
                 fail(*a, ProbeStatus::unknown,
@@ -142,13 +136,15 @@ void ask_next(const AttemptPtr& a) {
       });
 }
 
-void connected(const AttemptPtr& a, const boost::system::error_code& ec) {
-  if (a->cancelled) return;
+void connected(const AttemptPtr& a, const boost::system::error_code& ec, ConnectStep step,
+               const std::string& host) {
   if (ec) {
-    fail(*a, ProbeStatus::fail, fmt::format("connect {}: {}", a->target, ec.message()));
+    fail(*a, ProbeStatus::fail,
+         step == ConnectStep::resolve ? fmt::format("resolve {}: {}", host, ec.message())
+                                      : fmt::format("connect {}: {}", a->target, ec.message()));
     return;
   }
-  a->connect_ms = ms_since(a->started);
+  a->connect_ms = ms_since(a->started());
   boost::system::error_code ignored;
   a->socket.set_option(tcp::no_delay(true), ignored);
   ask_next(a);
@@ -159,50 +155,23 @@ class EscposProbe final : public Probe {
   EscposProbe(std::string host, std::uint16_t port, asio::any_io_executor ex)
       : host_(std::move(host)), port_(port), ex_(std::move(ex)) {}
 
-  ~EscposProbe() override { cancel(); }
-
   void start(Done done) override {
-    auto a = std::make_shared<Attempt>(ex_);
-    attempt_ = a;
-    a->done = std::move(done);
-    a->started = Clock::now();
-    a->target = fmt::format("{}:{}", host_, port_);
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(host_, ec);
-    if (!ec) {
-      a->socket.async_connect(tcp::endpoint(address, port_),
-                              [a](const boost::system::error_code& e) { connected(a, e); });
-      return;
-    }
-    a->resolver.async_resolve(
-        host_, std::to_string(port_),
-        [a, host = host_](const boost::system::error_code& e,
-                          const tcp::resolver::results_type& results) {
-          if (a->cancelled) return;
-          if (e) {
-            fail(*a, ProbeStatus::fail, fmt::format("resolve {}: {}", host, e.message()));
-            return;
-          }
-          asio::async_connect(
-              a->socket, results,
-              [a](const boost::system::error_code& e2, const tcp::endpoint&) { connected(a, e2); });
-        });
+    auto a =
+        std::make_shared<EscposAttempt>(ex_, std::move(done), fmt::format("{}:{}", host_, port_));
+    current_.track(a);
+    connect_tcp(a, a->resolver, a->socket, host_, port_,
+                [a, host = host_](const boost::system::error_code& ec, ConnectStep step) {
+                  connected(a, ec, step, host);
+                });
   }
 
-  void cancel() override {
-    if (auto a = attempt_.lock()) {
-      a->cancelled = true;
-      a->resolver.cancel();
-      boost::system::error_code ignored;
-      a->socket.close(ignored);
-    }
-  }
+  void cancel() override { current_.cancel(); }
 
  private:
   std::string host_;
   std::uint16_t port_;
   asio::any_io_executor ex_;
-  std::weak_ptr<Attempt> attempt_;
+  CurrentAttempt current_;
 };
 
 std::unique_ptr<Probe> create_escpos(const config::ProbeConfig& c, asio::any_io_executor ex) {

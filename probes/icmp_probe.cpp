@@ -1,7 +1,6 @@
 #include "probes/icmp_probe.h"
 
 #include <boost/asio/ip/icmp.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <fmt/format.h>
@@ -9,6 +8,7 @@
 #include <algorithm>
 #include <map>
 
+#include "probes/attempt.h"
 #include "probes/icmp_channel.h"
 
 namespace storewatch::probes {
@@ -58,22 +58,20 @@ std::vector<std::string> validate(const config::ProbeConfig& p) {
   return problems;
 }
 
-struct Attempt {
-  explicit Attempt(const asio::any_io_executor& ex) : resolver(ex), next_echo(ex), deadline(ex) {}
+struct EchoAttempt final : Attempt {
+  EchoAttempt(const asio::any_io_executor& ex, Probe::Done done)
+      : Attempt(std::move(done)), resolver(ex), next_echo(ex), deadline(ex) {}
   asio::ip::icmp::resolver resolver;
   asio::steady_timer next_echo;
   asio::steady_timer deadline;
   std::shared_ptr<icmp::EchoChannel> channel;
   asio::ip::address target;
-  Clock::time_point started;
   int to_send = 0;
   int sent = 0;
   int received = 0;
   std::map<std::uint16_t, Clock::time_point> outstanding;  // seq -> when sent
   std::vector<double> rtts_ms;
   std::string error;  // the first unreachable or send error
-  Probe::Done done;
-  bool cancelled = false;
 
   void forget_all() {
     if (channel) {
@@ -81,7 +79,17 @@ struct Attempt {
     }
     outstanding.clear();
   }
+
+  void release() override {
+    resolver.cancel();
+    next_echo.cancel();
+    deadline.cancel();
+    forget_all();
+    channel.reset();
+  }
 };
+
+using AttemptPtr = std::shared_ptr<EchoAttempt>;
 
 class IcmpProbe final : public Probe {
  public:
@@ -92,51 +100,28 @@ class IcmpProbe final : public Probe {
         budget_(budget_of(timeout)),
         ex_(std::move(ex)) {}
 
-  ~IcmpProbe() override { cancel(); }
-
   void start(Done done) override {
-    auto a = std::make_shared<Attempt>(ex_);
-    attempt_ = a;
-    a->done = std::move(done);
-    a->started = Clock::now();
+    auto a = std::make_shared<EchoAttempt>(ex_, std::move(done));
+    current_.track(a);
     a->to_send = count_;
-    a->deadline.expires_at(a->started + budget_);
+    a->deadline.expires_at(a->started() + budget_);
     a->deadline.async_wait([a, this_probe = params()](const boost::system::error_code& ec) {
       if (!ec) finish(*a, this_probe);
     });
-    boost::system::error_code ec;
-    auto address = asio::ip::make_address(host_, ec);
-    if (!ec) {
-      // Posted, so `done` never runs inside start().
-      asio::post(ex_, [a, address, p = params()] {
-        if (!a->cancelled && a->done) begin(a, address, p);
-      });
-      return;
-    }
-    a->resolver.async_resolve(
-        host_, "",
+    resolve_host<asio::ip::icmp>(
+        a, a->resolver, host_, 0,
         [a, p = params()](const boost::system::error_code& e,
-                          const asio::ip::icmp::resolver::results_type& results) {
-          if (a->cancelled || !a->done) return;
-          if (e || results.empty()) {
-            report(*a, ProbeStatus::fail,
-                   fmt::format("cannot resolve {}: {}", p.host, e ? e.message() : "no addresses"));
+                          const std::vector<asio::ip::icmp::endpoint>& endpoints) {
+          if (e || endpoints.empty()) {
+            a->finish(ProbeStatus::fail, fmt::format("cannot resolve {}: {}", p.host,
+                                                     e ? e.message() : "no addresses"));
             return;
           }
-          begin(a, results.begin()->endpoint().address(), p);
+          begin(a, endpoints.front().address(), p);
         });
   }
 
-  void cancel() override {
-    if (auto a = attempt_.lock()) {
-      a->cancelled = true;
-      a->resolver.cancel();
-      a->next_echo.cancel();
-      a->deadline.cancel();
-      a->forget_all();
-      a->channel.reset();
-    }
-  }
+  void cancel() override { current_.cancel(); }
 
  private:
   struct Params {
@@ -146,25 +131,24 @@ class IcmpProbe final : public Probe {
   };
   Params params() const { return {host_, spacing_, budget_}; }
 
-  static void begin(const std::shared_ptr<Attempt>& a, const asio::ip::address& target,
-                    const Params& p) {
+  static void begin(const AttemptPtr& a, const asio::ip::address& target, const Params& p) {
     a->target = target;
     auto channel = icmp::EchoChannel::acquire(a->next_echo.get_executor(),
                                               target.is_v4() ? icmp::Family::v4 : icmp::Family::v6);
     if (!channel) {
-      report(*a, ProbeStatus::unknown, channel.error().message);
+      a->finish(ProbeStatus::unknown, channel.error().message);
       return;
     }
     a->channel = std::move(*channel);
     send_echo(a, p);
   }
 
-  static void send_echo(const std::shared_ptr<Attempt>& a, const Params& p) {
-    if (a->cancelled || !a->done) return;
+  static void send_echo(const AttemptPtr& a, const Params& p) {
+    if (a->over()) return;
     --a->to_send;
     ++a->sent;
     const auto at = Clock::now();
-    std::weak_ptr<Attempt> weak = a;
+    std::weak_ptr<EchoAttempt> weak = a;
     auto seq = a->channel->send(a->target, [weak, p](const icmp::EchoEvent& event) {
       if (auto locked = weak.lock()) on_event(*locked, p, event);
     });
@@ -183,8 +167,8 @@ class IcmpProbe final : public Probe {
     }
   }
 
-  static void on_event(Attempt& a, const Params& p, const icmp::EchoEvent& event) {
-    if (a.cancelled || !a.done) return;
+  static void on_event(EchoAttempt& a, const Params& p, const icmp::EchoEvent& event) {
+    if (a.over()) return;
     auto it = a.outstanding.find(event.seq);
     if (it == a.outstanding.end()) return;
     if (event.kind == icmp::EchoEvent::Kind::reply) {
@@ -198,8 +182,9 @@ class IcmpProbe final : public Probe {
     if (a.to_send == 0 && a.outstanding.empty()) finish(a, p);
   }
 
-  static void finish(Attempt& a, const Params& p) {
-    if (a.cancelled || !a.done) return;
+  // Sums up the echoes sent so far: all are in, or the budget ran out.
+  static void finish(EchoAttempt& a, const Params& p) {
+    if (a.over()) return;
     ProbeResult r;
     const bool raw = a.channel && a.channel->socket_kind() == icmp::EchoChannel::SocketKind::raw;
     const std::string socket_kind = raw ? "raw socket" : "datagram socket";
@@ -241,25 +226,7 @@ class IcmpProbe final : public Probe {
             fmt::format("{}: {}: 100% loss, {} sent ({})", target, a.error, a.sent, socket_kind);
       }
     }
-    complete(a, std::move(r));
-  }
-
-  static void report(Attempt& a, ProbeStatus status, std::string message) {
-    if (a.cancelled || !a.done) return;
-    ProbeResult r;
-    r.status = status;
-    r.message = std::move(message);
-    complete(a, std::move(r));
-  }
-
-  static void complete(Attempt& a, ProbeResult r) {
-    r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.started);
-    a.resolver.cancel();
-    a.next_echo.cancel();
-    a.deadline.cancel();
-    a.forget_all();
-    a.channel.reset();
-    deliver_once(a.done, std::move(r));
+    a.finish(std::move(r));
   }
 
   std::string host_;
@@ -267,7 +234,7 @@ class IcmpProbe final : public Probe {
   Millis spacing_;
   Millis budget_;
   asio::any_io_executor ex_;
-  std::weak_ptr<Attempt> attempt_;
+  CurrentAttempt current_;
 };
 
 std::unique_ptr<Probe> create_icmp(const config::ProbeConfig& c, asio::any_io_executor ex) {

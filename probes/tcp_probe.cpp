@@ -1,9 +1,10 @@
 #include "probes/tcp_probe.h"
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <fmt/format.h>
+
+#include "probes/attempt.h"
 
 namespace storewatch::probes {
 namespace {
@@ -16,15 +17,17 @@ constexpr config::KeySpec kKeys[] = {
     {"port", config::KeyKind::port, true, "", "TCP port to connect to"},
 };
 
-// The sockets live in shared state so a handler that completes after the
-// probe is destroyed still has something valid to touch.
-struct Attempt {
-  explicit Attempt(const asio::any_io_executor& ex) : resolver(ex), socket(ex) {}
+struct TcpAttempt final : Attempt {
+  TcpAttempt(const asio::any_io_executor& ex, Probe::Done done)
+      : Attempt(std::move(done)), resolver(ex), socket(ex) {}
   tcp::resolver resolver;
   tcp::socket socket;
-  std::chrono::steady_clock::time_point started;
-  Probe::Done done;
-  bool cancelled = false;
+
+  void release() override {
+    resolver.cancel();
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
 };
 
 class TcpProbe final : public Probe {
@@ -32,72 +35,36 @@ class TcpProbe final : public Probe {
   TcpProbe(std::string host, std::uint16_t port, asio::any_io_executor ex)
       : host_(std::move(host)), port_(port), ex_(std::move(ex)) {}
 
-  ~TcpProbe() override { cancel(); }
-
   void start(Done done) override {
-    auto a = std::make_shared<Attempt>(ex_);
-    attempt_ = a;
-    a->done = std::move(done);
-    a->started = std::chrono::steady_clock::now();
-    boost::system::error_code ec;
-    auto address = asio::ip::make_address(host_, ec);
-    if (!ec) {
-      tcp::endpoint ep(address, port_);
-      a->socket.async_connect(ep, [this_host = target(), a](const boost::system::error_code& e) {
-        finish(*a, this_host, e);
-      });
-      return;
-    }
-    a->resolver.async_resolve(
-        host_, std::to_string(port_),
-        [a, this_host = target()](const boost::system::error_code& e,
-                                  const tcp::resolver::results_type& results) {
-          if (a->cancelled) return;
-          if (e) {
-            finish(*a, this_host, e);
-            return;
-          }
-          asio::async_connect(a->socket, results,
-                              [a, this_host](const boost::system::error_code& e2,
-                                             const tcp::endpoint&) { finish(*a, this_host, e2); });
-        });
+    auto a = std::make_shared<TcpAttempt>(ex_, std::move(done));
+    current_.track(a);
+    connect_tcp(a, a->resolver, a->socket, host_, port_,
+                [a, target = fmt::format("{}:{}", host_, port_)](
+                    const boost::system::error_code& ec, ConnectStep) { finish(*a, target, ec); });
   }
 
-  void cancel() override {
-    if (auto a = attempt_.lock()) {
-      a->cancelled = true;
-      a->resolver.cancel();
-      boost::system::error_code ignored;
-      a->socket.close(ignored);
-    }
-  }
+  void cancel() override { current_.cancel(); }
 
  private:
-  std::string target() const { return fmt::format("{}:{}", host_, port_); }
-
   static void finish(Attempt& a, const std::string& target, const boost::system::error_code& ec) {
-    if (a.cancelled || !a.done) return;
     ProbeResult r;
-    r.latency = std::chrono::duration_cast<std::chrono::microseconds>(
-        std::chrono::steady_clock::now() - a.started);
+    const auto elapsed = a.elapsed();
     if (ec) {
       r.status = ProbeStatus::fail;
       r.message = fmt::format("connect {}: {}", target, ec.message());
     } else {
       r.status = ProbeStatus::ok;
       r.message = fmt::format("connected to {} in {:.1f} ms", target,
-                              static_cast<double>(r.latency.count()) / 1000.0);
-      r.metrics["connect_ms"] = static_cast<double>(r.latency.count()) / 1000.0;
+                              static_cast<double>(elapsed.count()) / 1000.0);
+      r.metrics["connect_ms"] = static_cast<double>(elapsed.count()) / 1000.0;
     }
-    boost::system::error_code ignored;
-    a.socket.close(ignored);
-    deliver_once(a.done, std::move(r));
+    a.finish(std::move(r), elapsed);
   }
 
   std::string host_;
   std::uint16_t port_;
   asio::any_io_executor ex_;
-  std::weak_ptr<Attempt> attempt_;
+  CurrentAttempt current_;
 };
 
 std::unique_ptr<Probe> create_tcp(const config::ProbeConfig& c, asio::any_io_executor ex) {

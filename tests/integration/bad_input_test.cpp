@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstring>
 
+#include "tests/support/daemon.h"
 #include "tests/support/support.h"
 #include "tests/support/tcp_device.h"
 
@@ -45,43 +46,20 @@ class BadInput : public ::testing::Test {
 
   void write_config(const std::string& data, const std::string& sock,
                     const std::string& broker = "tcp://127.0.0.1:1") {
-    write_file(config, fmt::format(R"([store]
-id = "store-bad"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "{}"
-
-[[probe]]
-name = "lane-01-pos"
-type = "tcp"
-host = "127.0.0.1"
-port = {}
-interval = "200ms"
-timeout = "100ms"
-)",
-                                   data, sock, broker, device_port));
+    DaemonConfig c;
+    c.store_id = "store-bad";
+    c.data_dir = data;
+    c.control_socket = sock;
+    c.broker = broker;
+    c.body =
+        tcp_probe_toml("lane-01-pos", device_port, "interval = \"200ms\"\ntimeout = \"100ms\"\n");
+    c.write(config);
   }
   void SetUp() override { write_config(data_dir.string(), socket.string()); }
 
-  RunResult sw(std::vector<std::string> args) {
-    std::vector<std::string> full{"--config", config.string()};
-    full.insert(full.end(), args.begin(), args.end());
-    return run(storewatch_command(full));
-  }
-  std::unique_ptr<Child> start() {
-    return std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
-                                   dir / "logs");
-  }
-  bool daemon_answers() {
-    auto r = sw({"status", "--json"});
-    if (r.exit_code != 0) return false;
-    json s = json::parse(r.out, nullptr, false);
-    return s.is_object() && s["agent"]["running"] == true;
-  }
+  RunResult sw(std::vector<std::string> args) { return run_cli(config, std::move(args)); }
+  std::unique_ptr<Child> start() { return launch_daemon(config, dir / "logs"); }
+  bool daemon_answers() { return daemon_is_running(config); }
 };
 
 TEST_F(BadInput, MissingConfigIsAUsageErrorNamingTheFile) {
@@ -360,7 +338,7 @@ TEST_F(BadInput, AReaderInTheDatabasesGroupReadsWithTheDaemonUpAndDown) {
   if (auto why = nobody_cannot_run_storewatch(); !why.empty()) GTEST_SKIP() << why;
   std::filesystem::permissions(dir.path(), std::filesystem::perms(0755));
   std::string daemon_cmd = "umask 027; exec";
-  for (const auto& a : storewatch_command({"--config", config.string(), "run"})) {
+  for (const auto& a : daemon_command(config)) {
     daemon_cmd += " '" + a + "'";
   }
   auto daemon =

@@ -8,13 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include <fmt/format.h>
-
 #include <sstream>
 
 #include "agent/store.h"
 #include "base/clock.h"
 #include "incident/incident.h"
+#include "tests/support/daemon.h"
 #include "tests/support/support.h"
 
 namespace storewatch::test {
@@ -42,29 +41,9 @@ std::string line_with(const std::string& text, const std::string& needle) {
 class CliOutput : public ::testing::Test {
  protected:
   void SetUp() override {
-    write_file(config_, fmt::format(R"([store]
-id = "store-cli"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "tcp://127.0.0.1:1"
-
-[[probe]]
-name = "lane-02-pos"
-type = "tcp"
-host = "127.0.0.1"
-port = 1
-
-[[probe]]
-name = "printer-01"
-type = "tcp"
-host = "127.0.0.1"
-port = 1
-)",
-                                    (dir_ / "data").string(), (dir_ / "control.sock").string()));
+    auto config = DaemonConfig::in(dir_, "store-cli");
+    config.body = tcp_probe_toml("lane-02-pos", 1) + "\n" + tcp_probe_toml("printer-01", 1);
+    config.write(config_);
     prepare();
   }
 
@@ -135,8 +114,7 @@ port = 1
 
   RunResult sw(std::vector<std::string> args,
                std::map<std::string, std::string> env = {{"NO_COLOR", "1"}}) {
-    args.insert(args.begin(), {"--config", config_.string()});
-    return run(storewatch_command(args), std::move(env));
+    return run_cli(config_, std::move(args), std::move(env));
   }
 
   TempDir dir_;

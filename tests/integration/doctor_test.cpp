@@ -13,6 +13,7 @@
 #include <csignal>
 #include <memory>
 
+#include "tests/support/daemon.h"
 #include "tests/support/store_lab.h"
 #include "tests/support/support.h"
 
@@ -52,24 +53,10 @@ offset = -5.0
 
   void write_config(int clock_port) {
     config = dir / "storewatch.toml";
-    write_file(config, fmt::format(R"([store]
-id = "store-0042"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "{}"
-
-[[probe]]
-name = "lane-01"
-type = "tcp"
-host = "127.0.0.1"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-
+    auto c = DaemonConfig::in(dir, "store-0042");
+    c.broker = broker.uri();
+    c.body = tcp_probe_toml("lane-01", lane_port, "interval = \"200ms\"\ntimeout = \"150ms\"\n") +
+             fmt::format(R"(
 [[probe]]
 name = "ntp-clock"
 type = "system"
@@ -78,25 +65,16 @@ ntp_server = "127.0.0.1:{}"
 interval = "1m"
 timeout = "1s"
 )",
-                                   (dir / "data").string(), (dir / "control.sock").string(),
-                                   broker.uri(), lane_port, clock_port));
+                         clock_port);
+    c.write(config);
   }
 
   void start_daemon() {
-    daemon = std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
-                                     dir / "logs");
-    ASSERT_TRUE(wait_until([&] {
-      auto r = cli({"sync", "status", "--json"});
-      auto j = json::parse(r.out, nullptr, false);
-      return j.is_object() && j.value("connected", false);
-    })) << daemon->err();
+    daemon = launch_daemon(config, dir / "logs");
+    ASSERT_TRUE(wait_until([&] { return daemon_is_connected(config); })) << daemon->err();
   }
 
-  RunResult cli(std::vector<std::string> args) {
-    std::vector<std::string> full = {"--config", config.string()};
-    full.insert(full.end(), args.begin(), args.end());
-    return run(storewatch_command(full));
-  }
+  RunResult cli(std::vector<std::string> args) { return run_cli(config, std::move(args)); }
 
   /// `doctor --json`: the document, checks by name, and the exit code.
   struct Verdict {
@@ -268,27 +246,13 @@ TEST(DoctorBrokerAuth, ABrokerThatWantsALoginIsOk) {
   Broker broker({{"store-0042", "pw-0042-x"}}, {});
   write_file(dir / "mqtt-password", "pw-0042-x\n");
   const auto config = dir / "storewatch.toml";
-  write_file(config, fmt::format(R"([store]
-id = "store-0042"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "{}"
-username = "store-0042"
-password_file = "{}"
-
-[[probe]]
-name = "lane-01"
-type = "tcp"
-host = "127.0.0.1"
-port = {}
-)",
-                                 (dir / "data").string(), (dir / "control.sock").string(),
-                                 broker.uri(), (dir / "mqtt-password").string(), free_port()));
-  auto r = run(storewatch_command({"--config", config.string(), "doctor", "--json"}));
+  auto c = DaemonConfig::in(dir, "store-0042");
+  c.broker = broker.uri();
+  c.sync_keys = fmt::format("username = \"store-0042\"\npassword_file = \"{}\"\n",
+                            (dir / "mqtt-password").string());
+  c.body = tcp_probe_toml("lane-01", free_port());
+  c.write(config);
+  auto r = run_cli(config, {"doctor", "--json"});
   json doc = json::parse(r.out, nullptr, false);
   ASSERT_TRUE(doc.is_object()) << r.out << r.err;
   json auth;
@@ -318,20 +282,11 @@ TEST(DoctorTls, TheBrokersCertificateIsVerified) {
   TempDir dir;
   auto doctor = [&](const std::string& cert) {
     const auto config = dir / (cert + ".toml");
-    write_file(config, fmt::format(R"([store]
-id = "store-0042"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "ssl://127.0.0.1:{}"
-ca_file = "{}"
-)",
-                                   (dir / "data").string(), (dir / "control.sock").string(),
-                                   ports.at(cert), lab.ca_file().string()));
-    auto r = run(storewatch_command({"--config", config.string(), "doctor", "--json"}));
+    auto c = DaemonConfig::in(dir, "store-0042");
+    c.broker = fmt::format("ssl://127.0.0.1:{}", ports.at(cert));
+    c.sync_keys = fmt::format("ca_file = \"{}\"\n", lab.ca_file().string());
+    c.write(config);
+    auto r = run_cli(config, {"doctor", "--json"});
     auto doc = json::parse(r.out, nullptr, false);
     EXPECT_TRUE(doc.is_object()) << r.out << r.err;
     return doc.is_object() ? doc["checks"][3] : json();

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <memory>
 
+#include "tests/support/daemon.h"
 #include "tests/support/store_lab.h"
 #include "tests/support/support.h"
 
@@ -36,41 +37,25 @@ class DaemonIncidents : public ::testing::Test {
 
   /// A tcp probe of a lab device, fast enough for a test.
   std::string probe(const std::string& name, const std::string& extra = "") {
-    return fmt::format(
-        "[[probe]]\nname = \"{}\"\ntype = \"tcp\"\nhost = \"{}\"\nport = {}\ninterval = \"200ms\"\n"
-        "timeout = \"150ms\"\nfail_after = 2\nrecover_after = 2\n{}\n",
-        name, kLaneHost, ports.at(name), extra);
+    return tcp_probe_toml(name, ports.at(name),
+                          "interval = \"200ms\"\ntimeout = \"150ms\"\nfail_after = 2\n"
+                          "recover_after = 2\n" +
+                              extra + "\n");
   }
 
   void start(const std::string& body) {
     config = dir / "storewatch.toml";
-    write_file(config, fmt::format(R"([store]
-id = "store-0042"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "tcp://127.0.0.1:{}"
-
-{})",
-                                   (dir / "data").string(), (dir / "control.sock").string(),
-                                   free_port(), body));
+    daemon_config = DaemonConfig::in(dir, "store-0042");
+    daemon_config.broker = fmt::format("tcp://127.0.0.1:{}", free_port());
+    daemon_config.body = body;
+    daemon_config.write(config);
     auto check = cli({"config", "check"});
     ASSERT_EQ(check.exit_code, 0) << check.err;
-    daemon = std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
-                                     dir / "logs");
-    ASSERT_TRUE(wait_until([&] {
-      return cli({"status", "--json"}).out.find("\"running\": true") != std::string::npos;
-    })) << daemon->err();
+    daemon = launch_daemon(config, dir / "logs");
+    ASSERT_TRUE(wait_until([&] { return daemon_is_running(config); })) << daemon->err();
   }
 
-  RunResult cli(std::vector<std::string> args) {
-    std::vector<std::string> full = {"--config", config.string()};
-    full.insert(full.end(), args.begin(), args.end());
-    return run(storewatch_command(full));
-  }
+  RunResult cli(std::vector<std::string> args) { return run_cli(config, std::move(args)); }
 
   json incidents() {
     auto r = cli({"incidents", "--all", "--json"});
@@ -107,6 +92,7 @@ broker = "tcp://127.0.0.1:{}"
 
   TempDir dir;
   std::filesystem::path config;
+  DaemonConfig daemon_config;
   std::map<std::string, int> ports;
   std::unique_ptr<StoreLab> lab;
   std::unique_ptr<Child> daemon;
@@ -259,13 +245,10 @@ TEST_F(DaemonIncidents, AnUplinkDownGivesOneIncidentWithItsLanesSuppressed) {
   std::vector<std::string> names = {"uplink"};
   for (int i = 1; i <= 6; ++i) names.push_back(fmt::format("lane-{:02}", i));
   lab_with(names);
-  std::string body = probe("uplink", "interval = \"700ms\"");
   // A slower uplink probe than its lanes: the lanes see the outage first.
-  body = fmt::format(
-      "[[probe]]\nname = \"uplink\"\ntype = \"tcp\"\nhost = \"{}\"\nport = {}\ninterval = "
-      "\"700ms\"\ntimeout = \"150ms\"\nfail_after = 2\nrecover_after = 2\nseverity = "
-      "\"critical\"\n\n",
-      kLaneHost, ports.at("uplink"));
+  std::string body = tcp_probe_toml("uplink", ports.at("uplink"),
+                                    "interval = \"700ms\"\ntimeout = \"150ms\"\nfail_after = 2\n"
+                                    "recover_after = 2\nseverity = \"critical\"\n\n");
   for (int i = 1; i <= 6; ++i) {
     body += probe(fmt::format("lane-{:02}", i), "depends_on = [\"uplink\"]");
   }
@@ -327,11 +310,9 @@ TEST_F(DaemonIncidents, OverTheSizeCapWithNothingSyncedRaisesACriticalStorageInc
                    "'i', 'note', '2026-11-27T00:00:00.000Z', 'agent', "
                    "json_object('pad', hex(zeroblob(500))) FROM c;"});
   ASSERT_EQ(fill.exit_code, 0) << fill.err;
-  std::string text = read_file(config);
-  text.replace(text.find("[sync]"), 6, "max_db_size = \"1MB\"\n\n[sync]");
-  write_file(config, text);
-  daemon = std::make_unique<Child>(storewatch_command({"--config", config.string(), "run"}),
-                                   dir / "logs");
+  daemon_config.agent_keys = "max_db_size = \"1MB\"\n";
+  daemon_config.write(config);
+  daemon = launch_daemon(config, dir / "logs");
   json storage;
   ASSERT_TRUE(wait_until(
       [&] {

@@ -13,6 +13,7 @@
 #include <regex>
 #include <sstream>
 
+#include "tests/support/daemon.h"
 #include "tests/support/store_lab.h"
 #include "tests/support/support.h"
 
@@ -69,46 +70,21 @@ class JournalLog : public ::testing::Test {
   /// nothing listens on (an incident opens: a warning).
   void write_config(const std::string& level, const std::string& data_dir = "") {
     config = dir / "storewatch.toml";
-    write_file(config, fmt::format(R"([store]
-id = "store-0042"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-log_level = "{}"
-
-[sync]
-broker = "{}"
-
-[[probe]]
-name = "lane-01"
-type = "tcp"
-host = "127.0.0.1"
-port = {}
-interval = "100ms"
-timeout = "100ms"
-
-[[probe]]
-name = "payment-gw"
-type = "tcp"
-host = "127.0.0.1"
-port = {}
-interval = "100ms"
-timeout = "100ms"
-fail_after = 1
-severity = "critical"
-)",
-                                   data_dir.empty() ? (dir / "data").string() : data_dir,
-                                   (dir / "control.sock").string(), level, broker.uri(), lane_port,
-                                   free_port()));
+    auto c = DaemonConfig::in(dir, "store-0042");
+    if (!data_dir.empty()) c.data_dir = data_dir;
+    c.agent_keys = fmt::format("log_level = \"{}\"\n", level);
+    c.broker = broker.uri();
+    const std::string fast = "interval = \"100ms\"\ntimeout = \"100ms\"\n";
+    c.body = tcp_probe_toml("lane-01", lane_port, fast) + "\n" +
+             tcp_probe_toml("payment-gw", free_port(),
+                            fast + "fail_after = 1\nseverity = \"critical\"\n");
+    c.write(config);
   }
 
-  std::vector<std::string> daemon_args() {
-    return storewatch_command({"--config", config.string(), "run"});
-  }
+  std::vector<std::string> daemon_args() { return daemon_command(config); }
 
   json status() {
-    auto r = run(storewatch_command({"--config", config.string(), "status", "--json"}));
+    auto r = run_cli(config, {"status", "--json"});
     return json::parse(r.out, nullptr, false);
   }
 

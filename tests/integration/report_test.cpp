@@ -6,9 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <fmt/format.h>
-
 #include "base/clock.h"
+#include "tests/support/daemon.h"
 #include "tests/support/history.h"
 #include "tests/support/support.h"
 
@@ -25,29 +24,14 @@ class ReportCli : public ::testing::Test {
   std::filesystem::path data_dir = dir / "data";
 
   ReportCli() {
-    write_file(config, fmt::format(R"([store]
-id = "store-report"
-
-[agent]
-data_dir = "{}"
-control_socket = "{}"
-
-[sync]
-broker = "tcp://127.0.0.1:1"
-
-[[probe]]
-name = "lane-01"
-type = "tcp"
-host = "127.0.0.1"
-port = 1
-)",
-                                   data_dir.string(), (dir / "control.sock").string()));
+    auto c = DaemonConfig::in(dir, "store-report");
+    c.data_dir = data_dir;
+    c.body = tcp_probe_toml("lane-01", 1);
+    c.write(config);
   }
 
   RunResult storewatch(std::vector<std::string> args) {
-    std::vector<std::string> full{"--config", config.string()};
-    full.insert(full.end(), args.begin(), args.end());
-    return run(storewatch_command(full), {{"NO_COLOR", "1"}});
+    return run_cli(config, std::move(args), {{"NO_COLOR", "1"}});
   }
 
   /// Three counted incidents in the last hours, one suppressed, one ten

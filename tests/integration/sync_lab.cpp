@@ -5,6 +5,7 @@
 
 #include "base/clock.h"
 #include "incident/incident.h"
+#include "tests/support/daemon.h"
 
 namespace storewatch::test {
 
@@ -44,40 +45,21 @@ void OwnBroker::stop() {
 
 void SyncLab::configure(const std::string& agent_broker, const std::string& hq_broker,
                         const std::string& sync_extra) {
-  write_file(agent_config,
-             fmt::format(R"(
-[store]
-id = "{0}"
-name = "Sync Lab"
-
-[agent]
-data_dir = "{1}/agent"
-control_socket = "{1}/agent/control.sock"
-log_level = "debug"
-
-[sync]
-broker = "{2}"
-reconnect_max = "1s"
-ack_timeout = "3s"
-{3}
-
-# The fault tests flap the device on purpose: no flap detection.
-[incidents]
-flap_high = 100
-flap_low = 90
-
-[[probe]]
-name = "lane-01-pos"
-type = "tcp"
-host = "127.0.0.1"
-port = {4}
-interval = "100ms"
-timeout = "200ms"
-fail_after = 1
-recover_after = 1
-severity = "high"
-)",
-                         store, dir.path().string(), agent_broker, sync_extra, device.port()));
+  DaemonConfig c;
+  c.store_id = store;
+  c.store_keys = "name = \"Sync Lab\"\n";
+  c.data_dir = dir / "agent";
+  c.control_socket = dir / "agent" / "control.sock";
+  c.agent_keys = "log_level = \"debug\"\n";
+  c.broker = agent_broker;
+  c.sync_keys = "reconnect_max = \"1s\"\nack_timeout = \"3s\"\n" + sync_extra;
+  c.body =
+      "# The fault tests flap the device on purpose: no flap detection.\n"
+      "[incidents]\nflap_high = 100\nflap_low = 90\n\n" +
+      tcp_probe_toml("lane-01-pos", device.port(),
+                     "interval = \"100ms\"\ntimeout = \"200ms\"\nfail_after = 1\n"
+                     "recover_after = 1\nseverity = \"high\"\n");
+  c.write(agent_config);
   write_file(hq_config, fmt::format(R"(
 [hq]
 broker = "{}"
@@ -89,9 +71,7 @@ reconnect_max = "1s"
 }
 
 RunResult SyncLab::agent(std::vector<std::string> args) {
-  std::vector<std::string> full{"--config", agent_config.string()};
-  full.insert(full.end(), args.begin(), args.end());
-  return run(storewatch_command(full));
+  return run_cli(agent_config, std::move(args));
 }
 
 RunResult SyncLab::hq(std::vector<std::string> args) {
@@ -102,7 +82,7 @@ RunResult SyncLab::hq(std::vector<std::string> args) {
 
 std::unique_ptr<Child> SyncLab::start_agent() {
   std::vector<std::string> argv = agent_prefix;
-  for (auto& a : storewatch_command({"--config", agent_config.string(), "run"})) argv.push_back(a);
+  for (auto& a : daemon_command(agent_config)) argv.push_back(a);
   return std::make_unique<Child>(argv, dir / "logs");
 }
 
