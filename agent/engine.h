@@ -13,10 +13,11 @@
 /// tick() does the waiting work that is due; the daemon calls it every
 /// second, tests call it after moving their clock.
 ///
-/// Engine is defined in three files: engine.cpp (results, incidents, root
-/// cause, the waiting work, humans' actions, the agent's own condition),
-/// engine_healing.cpp (self-healing: attempts, backoff, verify, escalation)
-/// and engine_silences.cpp (silences and the end of maintenance).
+/// Engine is defined in four files: engine.cpp (results, incidents, root
+/// cause, the waiting work, the agent's own condition), engine_actions.cpp
+/// (humans' actions: ack, resolve, close, note), engine_healing.cpp
+/// (self-healing: attempts, backoff, verify, escalation) and
+/// engine_silences.cpp (silences and the end of maintenance).
 
 #include <deque>
 #include <functional>

@@ -1,9 +1,9 @@
 #pragma once
 /// \file
-/// What the files that define Engine (engine.cpp, engine_healing.cpp,
-/// engine_silences.cpp) share and nobody else uses: the condition of a
-/// probe's own incident, the slack on a re-run's answer, and how a duration
-/// is written in an event.
+/// What the files that define Engine (engine.cpp, engine_actions.cpp,
+/// engine_healing.cpp, engine_silences.cpp) share and nobody else uses: the
+/// condition of a probe's own incident, the slack on a re-run's answer, and
+/// how a duration is written in an event.
 
 #include <chrono>
 #include <string>

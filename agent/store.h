@@ -4,6 +4,10 @@
 /// `incidents` rows, the `events` timeline that doubles as the outbox to HQ,
 /// `sync_state` and `probe_state`. One Store is one connection, used by one
 /// thread: the StoreWriter's for changes, the loop's or the CLI's for reads.
+///
+/// Store is defined in two files: store.cpp (opening, committing changes,
+/// the reads) and store_notifications.cpp (the notification outbox: the
+/// `notifications` rows). Its schema history is in agent/migrations.h.
 
 #include <cstdint>
 #include <filesystem>
