@@ -111,7 +111,7 @@ json scheduled_silences_json(const config::Config& config, WallTime now) {
 }
 
 void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
-                           const config::Config& config) {
+                           const RunningConfig& config) {
   server.handle("incident", [&engine, &reader](const json& req, const Peer& peer) {
     auto action = Engine::parse_action(string_field(req, "action"));
     if (!action) return fail("\"action\" must be ack, resolve, close or note");
@@ -149,7 +149,7 @@ void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
     json list = json::array();
     for (const auto& s : engine.silences()) list.push_back(s.to_json());
     return json{{"silences", std::move(list)},
-                {"scheduled", scheduled_silences_json(config, SystemClock().wall_now())}};
+                {"scheduled", scheduled_silences_json(*config, SystemClock().wall_now())}};
   });
 }
 

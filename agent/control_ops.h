@@ -14,6 +14,7 @@
 
 #include "agent/control_server.h"
 #include "agent/engine.h"
+#include "agent/running_config.h"
 #include "agent/store.h"
 #include "base/duration.h"
 
@@ -45,8 +46,9 @@ Result<Incident> apply_incident_action(Engine& engine, Store& reader, Engine::Ac
 Result<SilenceRow> apply_silence_add(Engine& engine, const std::string& match, Millis length,
                                      const std::string& reason, const std::string& actor);
 
+/// `config` is read at each request (a reload may replace it).
 void add_incident_handlers(ControlServer& server, Engine& engine, Store& reader,
-                           const config::Config& config);
+                           const RunningConfig& config);
 
 /// The `[[silence]]` schedules of the config as JSON, each with whether it
 /// is in force at `now`.

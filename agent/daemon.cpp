@@ -144,10 +144,11 @@ std::unique_ptr<Daemon> Daemon::open(config::Config cfg, ConfigLoader load) {
 }
 
 Daemon::Daemon(config::Config config, ConfigLoader load, Opened opened)
-    : config_(std::move(config)),
+    : started_with_(std::make_shared<const config::Config>(std::move(config))),
+      config_(started_with_),
       load_(std::move(load)),
       started_(SystemClock().wall_now()),
-      db_path_(config_.agent.data_dir / "storewatch.db"),
+      db_path_(started_with_->agent.data_dir / "storewatch.db"),
       lock_(std::move(opened.lock)),
       reader_(std::move(opened.reader)),
       io_(std::move(opened.io)),
@@ -158,27 +159,29 @@ Daemon::Daemon(config::Config config, ConfigLoader load, Opened opened)
           [this] { storage_.check_writer(); }),
       runner_(make_remediation_runner(*io_)),
       command_sink_(writer_),
-      engine_(config_, clock_, command_sink_, engine_hooks()),
+      engine_(config_.share(), clock_, command_sink_, engine_hooks()),
+      // Retention runs on the writer's thread: it gets copies, not the config.
       storage_(*io_, engine_, writer_, db_path_,
-               PrunePolicy{.retention = config_.agent.retention,
-                           .max_db_bytes = config_.agent.max_db_bytes}),
+               PrunePolicy{.retention = started_with_->agent.retention,
+                           .max_db_bytes = started_with_->agent.max_db_bytes}),
       outbox_(reader_, writer_, opened.session),
       notify_outbox_(reader_, writer_, engine_),
-      notifier_(config_.notify.empty()
-                    ? std::nullopt
-                    : std::optional<sync::Notifier>(std::in_place, *io_, config_, notify_outbox_)),
-      transport_(open_transport(*io_, config_, sync_error_)),
-      publisher_(transport_ ? std::optional<sync::Publisher>(std::in_place, *io_, config_, outbox_,
-                                                             *transport_)
+      notifier_(
+          started_with_->notify.empty()
+              ? std::nullopt
+              : std::optional<sync::Notifier>(std::in_place, *io_, *started_with_, notify_outbox_)),
+      transport_(open_transport(*io_, *started_with_, sync_error_)),
+      publisher_(transport_ ? std::optional<sync::Publisher>(std::in_place, *io_, *started_with_,
+                                                             outbox_, *transport_)
                             : std::nullopt),
-      cert_watch_(config_.sync, engine_),
+      cert_watch_(started_with_->sync, engine_),
       hq_commands_(config_, clock_, engine_, reader_, command_sink_, command_hooks()),
-      scheduler_(*io_, config_,
+      scheduler_(*io_, config_.share(),
                  [this](const std::string& probe, const probes::ProbeResult& r) {
                    engine_.on_result(probe, r);
                    hq_commands_.on_probe_result(probe, r);
                  }),
-      config_state_(sync::config_digest(config_.files), started_),
+      config_state_(sync::config_digest(started_with_->files), started_),
       status_({.config = config_,
                .started = started_,
                .config_state = config_state_,
@@ -192,7 +195,7 @@ Daemon::Daemon(config::Config config, ConfigLoader load, Opened opened)
                .hq_commands = hq_commands_,
                .cert_watch = cert_watch_,
                .notifier = notifier_}),
-      preflight_(io_->get_executor(), ReloadPreflight::check_command(config_)),
+      preflight_(io_->get_executor(), ReloadPreflight::check_command(*started_with_)),
       flush_timer_(io_->get_executor(), kProbeStateFlush, [this] { flush(); }),
       tick_timer_(io_->get_executor(), kTick, [this] { tick(); }),
       cert_timer_(io_->get_executor(), kCertCheckEvery, [this] { cert_watch_.check(); }),
@@ -251,9 +254,9 @@ EngineHooks Daemon::engine_hooks() {
     return std::move(**found);
   };
   // Notices ride with the change that causes them (agent/notices.h).
-  if (!config_.notify.empty()) {
+  if (!started_with_->notify.empty()) {
     hooks.notices = [this](const Incident& inc, const IncidentEvent& ev) {
-      return notices_for(config_, inc, ev, engine_.silenced(inc.probe).has_value());
+      return notices_for(*config_, inc, ev, engine_.silenced(inc.probe).has_value());
     };
   }
   return hooks;
@@ -326,7 +329,7 @@ void Daemon::reload_config(const std::optional<std::string>& unsafe) {
   };
   if (unsafe) return refuse(*unsafe);
   log::info("SIGHUP: re-reading the config ({} and its drop-ins)",
-            config_.files.empty() ? std::string("?") : config_.files.front().string());
+            config_->files.empty() ? std::string("?") : config_->files.front().string());
   auto loaded = load_();
   int errors = 0;
   for (const auto& d : loaded.diagnostics) {
@@ -344,7 +347,7 @@ void Daemon::reload_config(const std::optional<std::string>& unsafe) {
                     errors, errors == 1 ? "" : "s"));
     return;
   }
-  ConfigChange change = diff_config(config_, *loaded.config);
+  ConfigChange change = diff_config(*config_, *loaded.config);
   if (!change.needs_restart.empty()) {
     refuse(
         fmt::format("{} changed, which needs a restart (systemctl restart storewatch); "
@@ -353,11 +356,12 @@ void Daemon::reload_config(const std::optional<std::string>& unsafe) {
     return;
   }
   const std::string hash = sync::config_digest(loaded.config->files);
-  apply_config(config_, std::move(*loaded.config));
-  log::set_level(config_.agent.log_level);
+  auto next = std::make_shared<const config::Config>(std::move(*loaded.config));
+  config_.replace(next);
+  log::set_level(next->agent.log_level);
   // The engine first: the scheduler may start checks whose results it takes.
-  engine_.reconfigure(change);
-  scheduler_.reconfigure(change.rescheduled);
+  engine_.reconfigure(next, change);
+  scheduler_.reconfigure(next, change.rescheduled);
   config_state_.last_error.clear();
   ++config_state_.reloads;
   config_state_.loaded_at = now;
@@ -374,14 +378,15 @@ void Daemon::reload_tls() {
   if (!transport_) {
     log::warn("SIGHUP: sync is disabled ({}); restart the service to apply new files", sync_error_);
     cert_watch_.load();
-  } else if (auto r = transport_->reload_tls(config_.sync); !r) {
+  } else if (auto r = transport_->reload_tls(started_with_->sync); !r) {
     const std::string why =
         "SIGHUP: new TLS files refused, the connection keeps the old ones: " + r.error().message;
     log::error("{}", why);
     publisher_->note_error(why);
     cert_watch_.check();
   } else if (*r) {
-    log::info("SIGHUP: TLS files reloaded; reconnecting to {} with them", config_.sync.broker);
+    log::info("SIGHUP: TLS files reloaded; reconnecting to {} with them",
+              started_with_->sync.broker);
     cert_watch_.load();
   } else {
     log::info("SIGHUP: TLS files unchanged; the connection is kept");
@@ -460,8 +465,8 @@ int Daemon::run() {
   cert_timer_.start();
   if (watchdog_period_) watchdog_timer_.start();
   log::info("storewatch {} running for store {}: {} probes, database {}, control socket {}",
-            STOREWATCH_VERSION, config_.store.id, config_.probes.size(), db_path_.string(),
-            config_.agent.control_socket.string());
+            STOREWATCH_VERSION, config_->store.id, config_->probes.size(), db_path_.string(),
+            config_->agent.control_socket.string());
   log::info("plugins and exec remediations: each run contained in {}",
             os::containment_description());
   ::sd_notifyf(0, "READY=1\nSTATUS=%s", status_.line().c_str());

@@ -23,6 +23,7 @@
 #include "agent/live_status.h"
 #include "agent/reload.h"
 #include "agent/remediation_runner.h"
+#include "agent/running_config.h"
 #include "agent/scheduler.h"
 #include "agent/storage_watch.h"
 #include "agent/store.h"
@@ -87,7 +88,13 @@ class Daemon {
   /// SIGTERM or SIGINT: cancels what keeps the loop running.
   void stop();
 
-  config::Config config_;  ///< moved into by accepted reloads (agent/reload.h)
+  /// The config the daemon started with. What needs a restart to change is
+  /// read from it — a reload that changes any of that is refused, so it is
+  /// the running config's too: the data directory, retention, the link to
+  /// HQ, the notifier's channels, the client certificate.
+  const std::shared_ptr<const config::Config> started_with_;
+  /// The config in force, replaced as a whole by an accepted reload.
+  RunningConfig config_;
   const ConfigLoader load_;
   const WallTime started_;
   const std::filesystem::path db_path_;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <utility>
 
 #include "agent/engine_internal.h"
 #include "base/log.h"
@@ -30,20 +31,20 @@ bool failed_status(probes::ProbeStatus s) {
 
 }  // namespace
 
-Engine::Engine(const config::Config& config, const Clock& clock, ChangeSink& sink,
+Engine::Engine(std::shared_ptr<const config::Config> config, const Clock& clock, ChangeSink& sink,
                EngineHooks hooks)
-    : config_(config),
+    : config_(std::move(config)),
       clock_(clock),
       sink_(sink),
       hooks_(std::move(hooks)),
       tz_(config::TimeZone::utc()) {
   locate_zone();
-  for (const auto& p : config_.probes) probes_[p.name];
+  for (const auto& p : config_->probes) probes_[p.name];
   wire();
 }
 
 void Engine::locate_zone() {
-  if (auto tz = config::TimeZone::locate(config_.store.timezone)) {
+  if (auto tz = config::TimeZone::locate(config_->store.timezone)) {
     tz_ = *tz;
   } else {
     tz_ = config::TimeZone::utc();
@@ -55,22 +56,22 @@ void Engine::wire() {
   ancestors_.clear();
   descendants_.clear();
   precondition_of_.clear();
-  for (const auto& p : config_.probes) {
+  for (const auto& p : config_->probes) {
     Runtime& r = probes_.at(p.name);
     r.config = &p;
-    r.remediation = p.remediation.empty() ? nullptr : config_.find_remediation(p.remediation);
+    r.remediation = p.remediation.empty() ? nullptr : config_->find_remediation(p.remediation);
   }
   // Ancestors nearest first (breadth first over depends_on); the loader has
   // rejected cycles and unknown names.
-  for (const auto& p : config_.probes) {
+  for (const auto& p : config_->probes) {
     std::vector<std::string>& out = ancestors_[p.name];
     std::deque<std::string> queue(p.depends_on.begin(), p.depends_on.end());
     std::set<std::string> seen;
-    while (!queue.empty() && seen.size() < config_.probes.size()) {
+    while (!queue.empty() && seen.size() < config_->probes.size()) {
       std::string a = std::move(queue.front());
       queue.pop_front();
       if (a == p.name || !seen.insert(a).second) continue;
-      const config::ProbeConfig* ap = config_.find_probe(a);
+      const config::ProbeConfig* ap = config_->find_probe(a);
       if (ap == nullptr) continue;
       out.push_back(a);
       queue.insert(queue.end(), ap->depends_on.begin(), ap->depends_on.end());
@@ -84,12 +85,14 @@ void Engine::wire() {
   }
 }
 
-void Engine::reconfigure(const ConfigChange& change) {
+void Engine::reconfigure(std::shared_ptr<const config::Config> next, const ConfigChange& change) {
+  // The probes point into the old snapshot until wire(): it lives until then.
+  const auto old = std::exchange(config_, std::move(next));
   locate_zone();
   // Probes no longer configured: their state goes; an attempt of theirs
   // still running is ignored when it ends (on_action_done finds no probe).
   for (const std::string& name : change.removed) probes_.erase(name);
-  for (const auto& p : config_.probes) probes_[p.name];  // new ones start unknown
+  for (const auto& p : config_->probes) probes_[p.name];  // new ones start unknown
   for (auto& [name, r] : probes_) {
     // A hold waits for ancestors that may have changed: let the next failed
     // result decide again (on_result holds or raises a hard-failing probe
@@ -134,7 +137,7 @@ void Engine::stop() {
 }
 
 std::string Engine::dedup_key(const std::string& probe) const {
-  return fmt::format("{}:{}:{}", config_.store.id, probe, kConditionDown);
+  return fmt::format("{}:{}:{}", config_->store.id, probe, kConditionDown);
 }
 
 Incident* Engine::unresolved_of(const std::string& probe) {
@@ -178,8 +181,8 @@ SteadyTime Engine::steady_of(WallTime t) const {
 }
 
 bool Engine::trading_now() const {
-  if (config_.store.trading.empty()) return true;
-  return config_.store.trading.contains(clock_.wall_now(), tz_);
+  if (config_->store.trading.empty()) return true;
+  return config_->store.trading.contains(clock_.wall_now(), tz_);
 }
 
 std::string Engine::priority_now(config::Severity severity) const {
@@ -382,7 +385,7 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
 void Engine::update_flapping(const std::string& probe, Runtime& r) {
   const double pct = r.flap.percent();
   const bool next =
-      next_flapping(r.flapping, pct, config_.incidents.flap_high, config_.incidents.flap_low);
+      next_flapping(r.flapping, pct, config_->incidents.flap_high, config_->incidents.flap_low);
   if (next == r.flapping) return;
   r.flapping = next;
   persist(probe, r);
@@ -501,7 +504,7 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
   // The newest resolved incident of this key, if it resolved recently.
   auto held = reopenable_.find(key);
   const bool reopen =
-      held != reopenable_.end() && now - held->second.at <= config_.incidents.reopen_window;
+      held != reopenable_.end() && now - held->second.at <= config_->incidents.reopen_window;
 
   Incident inc;
   std::string type;
@@ -638,7 +641,7 @@ void Engine::after_root_gone(const std::string& root_uid) {
 
 void Engine::keep_resolved(Incident inc, SteadyTime at) {
   closing_.push_back(Closing{at, inc.t_resolved.value_or(clock_.wall_now()), inc.uid});
-  if (clock_.steady_now() - at > config_.incidents.reopen_window) return;
+  if (clock_.steady_now() - at > config_->incidents.reopen_window) return;
   // The newest of its key is the one a new failure may reopen; an older one
   // only waits in closing_.
   const std::string key = inc.dedup_key;
@@ -669,7 +672,7 @@ void Engine::tick() {
 }
 
 void Engine::tick_closing(SteadyTime now) {
-  while (!closing_.empty() && now - closing_.front().at >= config_.incidents.close_after) {
+  while (!closing_.empty() && now - closing_.front().at >= config_->incidents.close_after) {
     const Closing due = std::move(closing_.front());
     closing_.pop_front();
     // As it is now: held (reopenable), parked, or as committed. One that was
@@ -687,15 +690,16 @@ void Engine::tick_closing(SteadyTime now) {
     forget_reopenable(inc->dedup_key);
     inc->state = IncidentState::closed;
     inc->t_closed = clock_.wall_now();
-    emit(*inc, "closed",
-         json{{"reason", fmt::format("resolved for {}", describe(config_.incidents.close_after))}});
+    emit(
+        *inc, "closed",
+        json{{"reason", fmt::format("resolved for {}", describe(config_->incidents.close_after))}});
     park(*inc);
   }
 }
 
 void Engine::tick_reopenable(SteadyTime now) {
   std::erase_if(reopenable_, [&](const auto& r) {
-    if (now - r.second.at <= config_.incidents.reopen_window) return false;
+    if (now - r.second.at <= config_->incidents.reopen_window) return false;
     reopenable_uids_.erase(r.second.incident.uid);
     return true;
   });
@@ -741,7 +745,8 @@ void Engine::set_storage_problem(const std::optional<std::string>& problem) {
 }
 
 void Engine::dead_letter(const std::string& what, bool record) {
-  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, kConditionStorage);
+  const std::string key =
+      fmt::format("{}:{}:{}", config_->store.id, kAgentProbe, kConditionStorage);
   auto it = unresolved_.find(key);
   if (!record) {
     if (it != unresolved_.end()) storage_needs_person_ = true;
@@ -771,7 +776,7 @@ void Engine::set_client_cert_problem(const std::optional<std::string>& problem,
 
 void Engine::set_own_problem(const char* condition, config::Severity severity,
                              const std::optional<std::string>& problem) {
-  const std::string key = fmt::format("{}:{}:{}", config_.store.id, kAgentProbe, condition);
+  const std::string key = fmt::format("{}:{}:{}", config_->store.id, kAgentProbe, condition);
   auto it = unresolved_.find(key);
   if (problem && it == unresolved_.end()) {
     const WallTime at = clock_.wall_now();
@@ -827,8 +832,8 @@ void Engine::flush_probe_states() {
 
 std::vector<ProbeView> Engine::probes() const {
   std::vector<ProbeView> out;
-  out.reserve(config_.probes.size());
-  for (const auto& p : config_.probes) {
+  out.reserve(config_->probes.size());
+  for (const auto& p : config_->probes) {
     const Runtime& r = probes_.at(p.name);
     out.push_back(ProbeView{p.name, p.type, r.check.level(), r.last_check, r.last_status,
                             r.latency_ms, r.message, r.flapping, r.flap.percent(), r.held});

@@ -22,6 +22,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -90,22 +91,25 @@ inline constexpr const char* kConditionDescriptors = "descriptors";
 
 class Engine {
  public:
-  Engine(const config::Config& config, const Clock& clock, ChangeSink& sink,
+  /// Points into `config` (each probe at its [[probe]] and [[remediation]])
+  /// for as long as it holds it: until reconfigure() hands it the next one.
+  Engine(std::shared_ptr<const config::Config> config, const Clock& clock, ChangeSink& sink,
          EngineHooks hooks = {});
 
   /// Resumes from the database: probe levels and counters, flap history,
   /// remediation attempts, unresolved and resolved incidents and silences.
   void restore(EngineSnapshot snapshot);
 
-  /// The Config this engine holds was changed in place by a reload
-  /// (agent/reload.h apply_config): re-points every probe at its new
-  /// settings, keeping what the engine knows of the probes that stay (check
-  /// levels, flap history, remediation attempts) and every incident. Probes
+  /// A reload made `next` the running config (agent/reload.h; `change` is
+  /// diff_config of the one this engine holds and `next`): re-points every
+  /// probe at its new settings, keeping what the engine knows of the probes
+  /// that stay (check levels, flap history, remediation attempts) and every
+  /// incident. Probes
   /// removed lose their state and their unresolved incident is resolved
   /// ("the probe was removed from the config"); probes added start unknown;
   /// holds start over; a remediation attempt in flight for a probe whose
   /// remediation changed is abandoned (a remediation_failed event says so).
-  void reconfigure(const ConfigChange& change);
+  void reconfigure(std::shared_ptr<const config::Config> next, const ConfigChange& change);
 
   /// Feeds one result of one probe.
   void on_result(const std::string& probe, const probes::ProbeResult& result);
@@ -310,7 +314,7 @@ class Engine {
   void tick_maintenance();
   void tick_trading();
 
-  const config::Config& config_;
+  std::shared_ptr<const config::Config> config_;
   const Clock& clock_;
   ChangeSink& sink_;
   EngineHooks hooks_;

@@ -66,8 +66,8 @@ void Engine::maybe_remediate(const std::string& probe) {
   }
   // With no trading_hours configured the store is never "in trading hours"
   // for this rule (config check warns that the flag has no effect).
-  if (rem.only_outside_trading_hours && !config_.store.trading.empty() && trading_now()) {
-    auto ends = config_.store.trading.next_change(wall, tz_);
+  if (rem.only_outside_trading_hours && !config_->store.trading.empty() && trading_now()) {
+    auto ends = config_->store.trading.next_change(wall, tz_);
     h.next_try = ends ? steady_of(wall) + (*ends - wall) : now + std::chrono::minutes(1);
     if (!h.trading_skip_reported) {
       h.trading_skip_reported = true;
@@ -81,7 +81,7 @@ void Engine::maybe_remediate(const std::string& probe) {
   }
   if (!rem.precondition.empty()) {
     h.phase = Healing::Phase::precondition;
-    const config::ProbeConfig* pre = config_.find_probe(rem.precondition);
+    const config::ProbeConfig* pre = config_->find_probe(rem.precondition);
     h.deadline = now + (pre != nullptr ? pre->timeout : Millis(0)) + kAnswerSlack;
     run_now(rem.precondition);
     return;

@@ -40,11 +40,11 @@ void Engine::tick_maintenance() {
 }
 
 std::optional<std::string> Engine::silenced(const std::string& probe) const {
-  const config::ProbeConfig* pc = config_.find_probe(probe);
+  const config::ProbeConfig* pc = config_->find_probe(probe);
   static const std::map<std::string, std::string> kNoLabels;
   const auto& labels = pc != nullptr ? pc->labels : kNoLabels;
   const WallTime now = clock_.wall_now();
-  for (const auto& s : config_.silences) {
+  for (const auto& s : config_->silences) {
     if (s.match.matches(probe, labels) && s.schedule.contains(now, tz_)) {
       return fmt::format("{} ({}): {}", s.schedule.text(), s.match.text(), s.reason);
     }
@@ -66,12 +66,12 @@ Result<SilenceRow> Engine::add_silence(const std::string& match, Millis length,
   auto m = config::ProbeMatch::parse(match, &why);
   if (!m) return Error{why};
   std::vector<std::string> hits;
-  for (const auto& p : config_.probes) {
+  for (const auto& p : config_->probes) {
     if (m->matches(p.name, p.labels)) hits.push_back(p.name);
   }
   if (hits.empty()) {
     return Error{fmt::format("--match \"{}\" matches none of the {} configured probes", match,
-                             config_.probes.size())};
+                             config_->probes.size())};
   }
   if (length <= Millis(0)) return Error{"--for must be a positive duration"};
   if (reason.empty()) return Error{"--reason is required: say why the probes are silenced"};

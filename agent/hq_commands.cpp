@@ -56,7 +56,7 @@ std::optional<Engine::Action> action_of(sync::CommandOp op) {
 
 }  // namespace
 
-HqCommands::HqCommands(const config::Config& config, const Clock& clock, Engine& engine,
+HqCommands::HqCommands(const RunningConfig& config, const Clock& clock, Engine& engine,
                        Store& reader, CommandSink& sink, HqCommandHooks hooks)
     : config_(config),
       clock_(clock),
@@ -65,21 +65,21 @@ HqCommands::HqCommands(const config::Config& config, const Clock& clock, Engine&
       sink_(sink),
       hooks_(std::move(hooks)) {
   // Said at start, not only at the first command.
-  if (config_.sync.command_key_file.empty()) return;
+  if (config_->sync.command_key_file.empty()) return;
   if (auto a = auth(); !a) {
     log::error("sync: {}", a.error().message);
   } else {
     log::info("sync: HQ commands must be signed with the key of {}",
-              config_.sync.command_key_file.string());
+              config_->sync.command_key_file.string());
   }
 }
 
 Result<sync::CommandAuth> HqCommands::auth() {
   sync::CommandAuth a;
-  a.store = config_.store.id;
+  a.store = config_->store.id;
   a.now = std::chrono::duration_cast<std::chrono::seconds>(clock_.wall_now().time_since_epoch())
               .count();
-  const auto& file = config_.sync.command_key_file;
+  const auto& file = config_->sync.command_key_file;
   if (file.empty()) return a;
   // Read for every command (they are few): a new key in the same file is
   // used at once, and a file that went missing refuses, never lets through.
@@ -187,7 +187,7 @@ void HqCommands::apply(const sync::Command& cmd) {
       return;
     }
     case sync::CommandOp::probe_run: {
-      if (config_.find_probe(cmd.probe) == nullptr) {
+      if (config_->find_probe(cmd.probe) == nullptr) {
         finish(cmd, Error{fmt::format("no probe \"{}\" in the config", cmd.probe)});
         return;
       }
@@ -223,7 +223,7 @@ void HqCommands::on_probe_result(const std::string& probe, const probes::ProbeRe
   std::vector<sync::Command> waiting = std::move(it->second);
   probe_runs_.erase(it);
   pending_probe_runs_ -= waiting.size();
-  const config::ProbeConfig* pc = config_.find_probe(probe);
+  const config::ProbeConfig* pc = config_->find_probe(probe);
   if (pc == nullptr) return;
   for (const auto& cmd : waiting) {
     finish(cmd, json{{"result", probe_result_json(*pc, result)}});

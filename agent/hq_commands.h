@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "agent/engine.h"
+#include "agent/running_config.h"
 #include "agent/store.h"
 #include "agent/store_writer.h"
 #include "base/clock.h"
@@ -73,7 +74,8 @@ struct HqCommandHooks {
 
 class HqCommands {
  public:
-  HqCommands(const config::Config& config, const Clock& clock, Engine& engine, Store& reader,
+  /// `config` is read at each command (a reload may replace it).
+  HqCommands(const RunningConfig& config, const Clock& clock, Engine& engine, Store& reader,
              CommandSink& sink, HqCommandHooks hooks);
 
   /// One message from `P/stores/S/cmd`, as received.
@@ -114,7 +116,7 @@ class HqCommands {
   void finish(const sync::Command& cmd, const Result<nlohmann::json>& outcome);
   void send_after_commit(const std::string& id, std::string answer);
 
-  const config::Config& config_;
+  const RunningConfig& config_;
   const Clock& clock_;
   Engine& engine_;
   Store& reader_;

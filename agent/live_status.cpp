@@ -50,7 +50,7 @@ json commands_json(const HqCommands::Stats& s) {
 }
 
 json LiveStatus::document() const {
-  const config::Config& cfg = p_.config;
+  const config::Config& cfg = *p_.config;
   json probes = json::array();
   for (const auto& p : p_.engine.probes()) probes.push_back(probe_json(p));
   sync::PublisherStats ps = p_.publisher ? p_.publisher->stats() : sync::PublisherStats{};

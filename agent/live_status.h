@@ -15,6 +15,7 @@
 #include "agent/client_cert_watch.h"
 #include "agent/engine.h"
 #include "agent/hq_commands.h"
+#include "agent/running_config.h"
 #include "agent/scheduler.h"
 #include "agent/storage_watch.h"
 #include "agent/store_outboxes.h"
@@ -55,7 +56,7 @@ nlohmann::json commands_json(const HqCommands::Stats& s);
 class LiveStatus {
  public:
   struct Parts {
-    const config::Config& config;
+    const RunningConfig& config;
     WallTime started;
     const ConfigState& config_state;
     const Engine& engine;

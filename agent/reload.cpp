@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <map>
 #include <utility>
 
@@ -13,62 +14,106 @@ namespace storewatch::agent {
 
 namespace {
 
-std::vector<std::string> texts(const std::vector<config::ProbeMatch>& m) {
-  std::vector<std::string> out;
-  for (const auto& x : m) out.push_back(x.text());
-  return out;
+/// `v` without where it was written: moving a section within its file, or
+/// writing a line above it, changes nothing.
+template <class T>
+T unplaced(T v) {
+  v.where = {};
+  return v;
 }
 
-/// What the scheduler runs: a difference replaces the probe's check.
-bool same_check(const config::ProbeConfig& a, const config::ProbeConfig& b) {
-  return a.type == b.type && a.interval == b.interval && a.timeout == b.timeout &&
-         a.options == b.options;
+template <class T>
+bool same_unplaced(const std::vector<T>& a, const std::vector<T>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const T& x, const T& y) { return unplaced(x) == unplaced(y); });
 }
 
-/// Everything of a [[probe]] but where it was written.
-bool same_probe(const config::ProbeConfig& a, const config::ProbeConfig& b) {
-  return same_check(a, b) && a.fail_after == b.fail_after && a.recover_after == b.recover_after &&
-         a.severity == b.severity && a.depends_on == b.depends_on && a.labels == b.labels &&
-         a.remediation == b.remediation;
+/// A key of [store] or [agent] that applies at run time: the parts that
+/// read it take it from the running snapshot.
+struct RunTimeKey {
+  const char* name;
+  bool (*differs)(const config::Config& a, const config::Config& b);
+  void (*clear)(config::Config& c);
+};
+
+using C = config::Config;
+
+/// The run-time keys of the sections that also hold keys needing a restart
+/// (the engine reads the store's time zone and trading hours, the scheduler
+/// max_concurrent_checks, the daemon log_level, notices and `status` the
+/// store's name).
+constexpr RunTimeKey kRunTimeKeys[] = {
+    {"store.name", [](const C& a, const C& b) { return a.store.name != b.store.name; },
+     [](C& c) { c.store.name.clear(); }},
+    {"store.timezone", [](const C& a, const C& b) { return a.store.timezone != b.store.timezone; },
+     [](C& c) { c.store.timezone.clear(); }},
+    {"store.trading_hours",
+     [](const C& a, const C& b) { return a.store.trading_hours != b.store.trading_hours; },
+     [](C& c) {
+       c.store.trading_hours.clear();
+       c.store.trading = {};
+     }},
+    {"agent.log_level",
+     [](const C& a, const C& b) { return a.agent.log_level != b.agent.log_level; },
+     [](C& c) { c.agent.log_level = {}; }},
+    {"agent.max_concurrent_checks",
+     [](const C& a, const C& b) {
+       return a.agent.max_concurrent_checks != b.agent.max_concurrent_checks;
+     },
+     [](C& c) { c.agent.max_concurrent_checks = {}; }},
+};
+
+/// `c` with what may change at run time taken out: whatever still differs
+/// needs a restart. What may change is listed here and in kRunTimeKeys, and
+/// nowhere else; every other key and section is compared by the defaulted
+/// operator== of config::Config, so one added to it later needs a restart
+/// until it is made a run-time one here — a change to it is refused, never
+/// ignored.
+config::Config restart_part(config::Config c) {
+  for (const RunTimeKey& k : kRunTimeKeys) k.clear(c);
+  c.incidents = {};
+  c.probes.clear();
+  c.remediations.clear();
+  c.silences.clear();
+  c.files.clear();  // which files were read: their contents are the rest
+  c.store.where = {};
+  for (auto& n : c.notify) n.where = {};
+  return c;
 }
 
-bool same_remediation(const config::RemediationConfig& a, const config::RemediationConfig& b) {
-  return a.name == b.name && a.type == b.type && a.command == b.command && a.unit == b.unit &&
-         a.method == b.method && a.url == b.url && a.expect_status == b.expect_status &&
-         a.timeout == b.timeout && a.max_attempts == b.max_attempts && a.window == b.window &&
-         a.backoff == b.backoff && a.backoff_max == b.backoff_max &&
-         a.verify_after == b.verify_after &&
-         a.only_outside_trading_hours == b.only_outside_trading_hours &&
-         a.precondition == b.precondition && a.escalate_severity == b.escalate_severity;
-}
-
-bool same_remediations(const std::vector<config::RemediationConfig>& a,
-                       const std::vector<config::RemediationConfig>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), same_remediation);
-}
-
-bool same_silences(const std::vector<config::SilenceConfig>& a,
-                   const std::vector<config::SilenceConfig>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
-    return x.match.text() == y.match.text() && x.schedule.text() == y.schedule.text() &&
-           x.reason == y.reason;
-  });
-}
-
-bool same_notify(const config::NotifyConfig& a, const config::NotifyConfig& b) {
-  return a.name == b.name && a.type == b.type && a.url_file == b.url_file &&
-         a.secret_file == b.secret_file && a.smtp_url == b.smtp_url && a.starttls == b.starttls &&
-         a.from == b.from && a.to == b.to && a.username == b.username &&
-         a.password_file == b.password_file && a.min_severity == b.min_severity &&
-         texts(a.match) == texts(b.match) && a.on == b.on && a.group_wait == b.group_wait &&
-         a.rate_limit == b.rate_limit && a.proxy == b.proxy && a.ca_file == b.ca_file &&
-         a.timeout == b.timeout && a.notify_ttl == b.notify_ttl;
+/// What the scheduler runs: a [[probe]] but for the engine's keys and where
+/// it was written. A key added to ProbeConfig counts as part of the check:
+/// a change to it replaces the check rather than go unseen by it.
+config::ProbeConfig check_part(config::ProbeConfig p) {
+  p.fail_after = {};
+  p.recover_after = {};
+  p.severity = {};
+  p.depends_on.clear();
+  p.labels.clear();
+  p.remediation.clear();
+  p.where = {};
+  return p;
 }
 
 /// The [[remediation]] a probe names, or nullptr.
 const config::RemediationConfig* remediation_of(const config::Config& c,
                                                 const config::ProbeConfig& p) {
   return p.remediation.empty() ? nullptr : c.find_remediation(p.remediation);
+}
+
+/// Names what needs a restart for the message: the keys of `named` that
+/// differ, else the section (a key none of them names). Only the message
+/// depends on these names; the refusal does not.
+template <class Section>
+void name_restart(std::vector<std::string>& out, const Section& was, const Section& now,
+                  const char* section,
+                  std::initializer_list<std::pair<const char*, bool>> named = {}) {
+  if (was == now) return;
+  const auto before = out.size();
+  for (const auto& [key, differs] : named) {
+    if (differs) out.emplace_back(key);
+  }
+  if (out.size() == before) out.emplace_back(section);
 }
 
 }  // namespace
@@ -86,32 +131,21 @@ std::string ConfigChange::summary() const {
 
 ConfigChange diff_config(const config::Config& running, const config::Config& next) {
   ConfigChange c;
-  auto restart_if = [&c](bool differs, const char* key) {
-    if (differs) c.needs_restart.emplace_back(key);
-  };
-  restart_if(running.store.id != next.store.id, "store.id");
-  restart_if(running.agent.data_dir != next.agent.data_dir, "agent.data_dir");
-  restart_if(running.agent.control_socket != next.agent.control_socket, "agent.control_socket");
-  restart_if(running.agent.retention != next.agent.retention, "agent.retention");
-  restart_if(running.agent.max_db_bytes != next.agent.max_db_bytes, "agent.max_db_size");
-  const config::SyncConfig& s = running.sync;
-  const config::SyncConfig& n = next.sync;
-  restart_if(s.broker != n.broker, "sync.broker");
-  restart_if(s.topic_prefix != n.topic_prefix, "sync.topic_prefix");
-  restart_if(s.ca_file != n.ca_file, "sync.ca_file");
-  restart_if(s.cert_file != n.cert_file, "sync.cert_file");
-  restart_if(s.key_file != n.key_file, "sync.key_file");
-  restart_if(s.username != n.username, "sync.username");
-  restart_if(s.password_file != n.password_file, "sync.password_file");
-  restart_if(s.keepalive != n.keepalive, "sync.keepalive");
-  restart_if(s.reconnect_max != n.reconnect_max, "sync.reconnect_max");
-  restart_if(s.batch_max_events != n.batch_max_events, "sync.batch_max_events");
-  restart_if(s.inflight_batches != n.inflight_batches, "sync.inflight_batches");
-  restart_if(s.ack_timeout != n.ack_timeout, "sync.ack_timeout");
-  restart_if(s.cert_warn_days != n.cert_warn_days, "sync.cert_warn_days");
-  restart_if(!std::equal(running.notify.begin(), running.notify.end(), next.notify.begin(),
-                         next.notify.end(), same_notify),
-             "[[notify]]");
+  const config::Config was = restart_part(running);
+  const config::Config now = restart_part(next);
+  if (was != now) {
+    auto& r = c.needs_restart;
+    name_restart(r, was.store, now.store, "[store]", {{"store.id", was.store.id != now.store.id}});
+    name_restart(r, was.agent, now.agent, "[agent]",
+                 {{"agent.data_dir", was.agent.data_dir != now.agent.data_dir},
+                  {"agent.control_socket", was.agent.control_socket != now.agent.control_socket},
+                  {"agent.retention", was.agent.retention != now.agent.retention},
+                  {"agent.max_db_size", was.agent.max_db_bytes != now.agent.max_db_bytes}});
+    name_restart(r, was.sync, now.sync, "[sync]");
+    name_restart(r, was.notify, now.notify, "[[notify]]");
+    // A section none of these is (one added to Config since).
+    if (r.empty()) r.emplace_back("a section that needs a restart");
+  }
 
   std::map<std::string, const config::ProbeConfig*> before;
   for (const auto& p : running.probes) before[p.name] = &p;
@@ -128,49 +162,24 @@ ConfigChange diff_config(const config::Config& running, const config::Config& ne
     const auto* new_rem = remediation_of(next, p);
     const bool rem_same =
         (old_rem == nullptr && new_rem == nullptr) ||
-        (old_rem != nullptr && new_rem != nullptr && same_remediation(*old_rem, *new_rem));
-    if (!same_check(old, p)) c.rescheduled.insert(p.name);
+        (old_rem != nullptr && new_rem != nullptr && unplaced(*old_rem) == unplaced(*new_rem));
+    if (check_part(old) != check_part(p)) c.rescheduled.insert(p.name);
     if (!rem_same) c.remediation_changed.insert(p.name);
-    if (!same_probe(old, p) || !rem_same) c.changed.push_back(p.name);
+    if (unplaced(old) != unplaced(p) || !rem_same) c.changed.push_back(p.name);
   }
   for (const auto& p : running.probes) {
     if (!after.contains(p.name)) c.removed.push_back(p.name);
   }
 
-  if (!same_remediations(running.remediations, next.remediations))
+  if (!same_unplaced(running.remediations, next.remediations)) {
     c.other.emplace_back("remediations");
-  if (!same_silences(running.silences, next.silences)) c.other.emplace_back("silences");
-  const auto& ri = running.incidents;
-  const auto& ni = next.incidents;
-  if (ri.reopen_window != ni.reopen_window || ri.close_after != ni.close_after ||
-      ri.flap_high != ni.flap_high || ri.flap_low != ni.flap_low) {
-    c.other.emplace_back("incidents");
   }
-  if (running.store.name != next.store.name) c.other.emplace_back("store.name");
-  if (running.store.timezone != next.store.timezone) c.other.emplace_back("store.timezone");
-  if (running.store.trading_hours != next.store.trading_hours) {
-    c.other.emplace_back("store.trading_hours");
-  }
-  if (running.agent.log_level != next.agent.log_level) c.other.emplace_back("agent.log_level");
-  if (running.agent.max_concurrent_checks != next.agent.max_concurrent_checks) {
-    c.other.emplace_back("agent.max_concurrent_checks");
+  if (!same_unplaced(running.silences, next.silences)) c.other.emplace_back("silences");
+  if (running.incidents != next.incidents) c.other.emplace_back("incidents");
+  for (const RunTimeKey& k : kRunTimeKeys) {
+    if (k.differs(running, next)) c.other.emplace_back(k.name);
   }
   return c;
-}
-
-void apply_config(config::Config& running, config::Config&& next) {
-  running.store.name = std::move(next.store.name);
-  running.store.timezone = std::move(next.store.timezone);
-  running.store.trading_hours = std::move(next.store.trading_hours);
-  running.store.trading = std::move(next.store.trading);
-  running.store.where = std::move(next.store.where);
-  running.agent.log_level = next.agent.log_level;
-  running.agent.max_concurrent_checks = next.agent.max_concurrent_checks;
-  running.incidents = next.incidents;
-  running.probes = std::move(next.probes);
-  running.remediations = std::move(next.remediations);
-  running.silences = std::move(next.silences);
-  running.files = std::move(next.files);
 }
 
 ReloadPreflight::ReloadPreflight(boost::asio::any_io_executor executor,

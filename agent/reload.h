@@ -2,17 +2,20 @@
 /// \file
 /// What a config reload (SIGHUP) changes. The daemon loads the new file
 /// set, compares it with the running config here, refuses it as a whole when
-/// a key that needs a restart differs, and otherwise moves the keys that may
-/// change at run time into the running Config object (whose address the
-/// engine, scheduler and control handlers keep), then tells the engine and
-/// the scheduler which probes came, went or changed.
+/// something that needs a restart differs, and otherwise makes it the running
+/// config: a new immutable snapshot (`std::shared_ptr<const config::Config>`)
+/// that the engine, the scheduler and the loop's other readers take in place
+/// of the old one, which lives on for as long as one of them still holds it.
+/// The engine and the scheduler are told which probes came, went or changed.
 ///
 /// At run time: [[probe]], [[remediation]], [[silence]], [incidents],
 /// store.name, store.timezone, store.trading_hours, agent.log_level,
-/// agent.max_concurrent_checks. Needs a restart: store.id, agent.data_dir,
-/// agent.control_socket, agent.retention, agent.max_db_size, every [sync]
-/// key, the [[notify]] channels (the TLS files' *contents* are re-read on
-/// every SIGHUP anyway).
+/// agent.max_concurrent_checks. Everything else needs a restart — store.id,
+/// agent.data_dir, agent.control_socket, agent.retention, agent.max_db_size,
+/// [sync] and the [[notify]] channels today, and any key or section added
+/// later until it is made a run-time one in reload.cpp on purpose
+/// (diff_config compares whole sections, not a list of keys). The TLS
+/// files' *contents* are re-read on every SIGHUP anyway.
 ///
 /// Before any of that, ReloadPreflight loads the new file set in a child
 /// process: what crashes a parser takes down the child, not the daemon.
@@ -32,8 +35,9 @@
 namespace storewatch::agent {
 
 struct ConfigChange {
-  /// Keys that differ and need a restart ("store.id", "sync.broker",
-  /// "notify"); any of them refuses the reload.
+  /// What differs and needs a restart, by key where a message can name it
+  /// ("store.id", "agent.retention") and else by section ("[sync]",
+  /// "[[notify]]"); any of them refuses the reload.
   std::vector<std::string> needs_restart;
   std::vector<std::string> added;    ///< probes, in the new file's order
   std::vector<std::string> removed;  ///< probes, in the old file's order
@@ -56,10 +60,6 @@ struct ConfigChange {
 
 /// Compares the running config with the one just loaded.
 ConfigChange diff_config(const config::Config& running, const config::Config& next);
-
-/// Moves the keys that may change at run time from `next` into `running`
-/// (only them: the restart-only keys are read by other threads).
-void apply_config(config::Config& running, config::Config&& next);
 
 /// How long `config check` of a new config may take in its child process.
 /// Far above what a config of 16 MiB (the largest read) takes on a gateway.

@@ -65,9 +65,10 @@ struct Scheduler::Entry {
   bool retired = false;    ///< removed or replaced by a reload
 };
 
-Scheduler::Scheduler(asio::io_context& io, const config::Config& config, OnResult on_result)
-    : io_(io), config_(config), on_result_(std::move(on_result)) {
-  for (const auto& p : config_.probes) entries_.emplace(p.name, std::make_unique<Entry>(io_, p));
+Scheduler::Scheduler(asio::io_context& io, std::shared_ptr<const config::Config> config,
+                     OnResult on_result)
+    : io_(io), config_(std::move(config)), on_result_(std::move(on_result)) {
+  for (const auto& p : config_->probes) entries_.emplace(p.name, std::make_unique<Entry>(io_, p));
 }
 
 Scheduler::~Scheduler() {
@@ -120,14 +121,16 @@ void Scheduler::retire(std::unique_ptr<Entry> e) {
   retired_.push_back(std::move(e));
 }
 
-Scheduler::Change Scheduler::reconfigure(const std::set<std::string>& replace) {
+Scheduler::Change Scheduler::reconfigure(std::shared_ptr<const config::Config> next,
+                                         const std::set<std::string>& replace) {
   Change out;
+  config_ = std::move(next);
   if (stopped_) return out;
   // Entries retired by an earlier reload whose probe has called back (or was
   // idle) have no handler left that refers to them.
   std::erase_if(retired_, [](const std::unique_ptr<Entry>& e) { return !e->in_flight; });
   std::set<std::string> wanted;
-  for (const auto& p : config_.probes) wanted.insert(p.name);
+  for (const auto& p : config_->probes) wanted.insert(p.name);
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (wanted.contains(it->first) && !replace.contains(it->first)) {
       ++it;
@@ -138,7 +141,7 @@ Scheduler::Change Scheduler::reconfigure(const std::set<std::string>& replace) {
     it = entries_.erase(it);
   }
   const auto now = steady_clock::now();
-  for (const auto& p : config_.probes) {
+  for (const auto& p : config_->probes) {
     // A kept entry has the same check: its copy differs at most in the
     // engine's keys (fail_after, severity, …), which the scheduler does not
     // read, and its probe may refer into that copy, so it is left alone.
@@ -149,7 +152,7 @@ Scheduler::Change Scheduler::reconfigure(const std::set<std::string>& replace) {
     schedule(ref, now);
   }
   // A higher max_concurrent_checks lets waiting checks start now.
-  while (!waiting_.empty() && running_ < config_.agent.max_concurrent_checks) {
+  while (!waiting_.empty() && running_ < config_->agent.max_concurrent_checks) {
     Entry* next = waiting_.front();
     waiting_.pop_front();
     next->waiting = false;
@@ -193,7 +196,7 @@ void Scheduler::due(Entry& e, std::optional<steady_clock::time_point> slot) {
     return;
   }
   e.slot = slot;
-  if (running_ >= config_.agent.max_concurrent_checks) {
+  if (running_ >= config_->agent.max_concurrent_checks) {
     if (slot) lateness_.queued();
     e.waiting = true;
     waiting_.push_back(&e);
@@ -245,7 +248,7 @@ void Scheduler::finish(Entry& e, probes::ProbeResult result) {
     result.message = fmt::format("not checked: {} ({})", *why, result.message);
   }
   on_result_(e.config.name, result);
-  while (!stopped_ && !waiting_.empty() && running_ < config_.agent.max_concurrent_checks) {
+  while (!stopped_ && !waiting_.empty() && running_ < config_->agent.max_concurrent_checks) {
     Entry* next = waiting_.front();
     waiting_.pop_front();
     next->waiting = false;

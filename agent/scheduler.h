@@ -69,7 +69,10 @@ class Scheduler {
  public:
   using OnResult = std::function<void(const std::string& probe, const probes::ProbeResult&)>;
 
-  Scheduler(boost::asio::io_context& io, const config::Config& config, OnResult on_result);
+  /// Schedules the probes of `config`; each entry keeps a copy of its own
+  /// [[probe]], so a reload's new snapshot leaves running checks alone.
+  Scheduler(boost::asio::io_context& io, std::shared_ptr<const config::Config> config,
+            OnResult on_result);
   ~Scheduler();
 
   /// Arms every probe's timer.
@@ -82,12 +85,13 @@ class Scheduler {
     std::vector<std::string> removed;   ///< no longer scheduled
     std::vector<std::string> replaced;  ///< a new check on a new grid
   };
-  /// After a reload changed the Config's probe list (agent/reload.h): probes
-  /// no longer configured stop (a check of theirs that runs is cancelled and
+  /// A reload made `next` the running config (agent/reload.h): probes no
+  /// longer configured stop (a check of theirs that runs is cancelled and
   /// its result dropped), new ones are scheduled from now, and those in
   /// `replace` (their check changed) start over with the new settings. The
   /// rest keep their grid.
-  Change reconfigure(const std::set<std::string>& replace);
+  Change reconfigure(std::shared_ptr<const config::Config> next,
+                     const std::set<std::string>& replace);
 
   /// Runs a probe now, outside its schedule, unless it is already running.
   /// Returns false for an unknown probe.
@@ -122,7 +126,7 @@ class Scheduler {
   void finish(Entry& e, probes::ProbeResult result);
 
   boost::asio::io_context& io_;
-  const config::Config& config_;
+  std::shared_ptr<const config::Config> config_;
   OnResult on_result_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;
   std::deque<Entry*> waiting_;

@@ -31,6 +31,8 @@ struct SourcePos {
   std::string file;
   int line = 0;
   int column = 0;
+
+  bool operator==(const SourcePos&) const = default;
 };
 
 /// "file:line:col" or "file".
@@ -148,6 +150,8 @@ struct StoreConfig {
   /// trading_hours parsed; empty (no windows) when trading_hours is unset.
   WeeklySchedule trading;
   SourcePos where;
+
+  bool operator==(const StoreConfig&) const = default;
 };
 
 struct AgentConfig {
@@ -161,6 +165,8 @@ struct AgentConfig {
   /// Size cap of storewatch.db in bytes (`max_db_size = "256MB"`): past it the
   /// oldest synced history goes first; unsynced events are never dropped.
   std::int64_t max_db_bytes = std::int64_t{256} * 1024 * 1024;
+
+  bool operator==(const AgentConfig&) const = default;
 };
 
 /// [incidents]: the lifecycle knobs of DESIGN §4.
@@ -173,6 +179,8 @@ struct IncidentsConfig {
   /// results: start at or above flap_high, stop at or below flap_low.
   double flap_high = 30.0;
   double flap_low = 20.0;
+
+  bool operator==(const IncidentsConfig&) const = default;
 };
 
 /// How to reach an MQTT broker; shared by the agent's [sync] and HQ's [hq].
@@ -186,6 +194,8 @@ struct BrokerConfig {
   std::filesystem::path password_file;
   Millis keepalive = 30s;
   Millis reconnect_max = 5min;  ///< cap of the full-jitter reconnect backoff
+
+  bool operator==(const BrokerConfig&) const = default;
 };
 
 struct SyncConfig : BrokerConfig {
@@ -199,6 +209,8 @@ struct SyncConfig : BrokerConfig {
   /// unsigned, expired or badly signed commands are refused. Empty: any
   /// well-formed command is taken (DESIGN §6 as before).
   std::filesystem::path command_key_file;
+
+  bool operator==(const SyncConfig&) const = default;
 };
 
 struct ProbeConfig {
@@ -216,6 +228,8 @@ struct ProbeConfig {
   /// The type's own keys, validated, defaults filled in.
   std::map<std::string, KeyValue> options;
   SourcePos where;
+
+  bool operator==(const ProbeConfig&) const = default;
 
   /// Typed access to options; the loader guarantees presence and type of
   /// every key that is required or has a default.
@@ -252,6 +266,8 @@ struct RemediationConfig {
   /// Raised to on escalation when higher than the probe's severity.
   std::optional<Severity> escalate_severity;
   SourcePos where;
+
+  bool operator==(const RemediationConfig&) const = default;
 };
 
 /// Which probes a silence covers: a glob on probe names ("lane-*") or a
@@ -262,6 +278,8 @@ class ProbeMatch {
   static std::optional<ProbeMatch> parse(std::string_view text, std::string* error = nullptr);
   bool matches(const std::string& probe, const std::map<std::string, std::string>& labels) const;
   const std::string& text() const { return text_; }
+
+  bool operator==(const ProbeMatch&) const = default;
 
  private:
   std::string text_;
@@ -275,6 +293,8 @@ struct SilenceConfig {
   WeeklySchedule schedule;
   std::string reason;
   SourcePos where;
+
+  bool operator==(const SilenceConfig&) const = default;
 };
 
 enum class NotifyType { slack, teams, teams_legacy, webhook, email };
@@ -326,6 +346,8 @@ struct NotifyConfig {
   Millis timeout = std::chrono::seconds(10);
   Millis notify_ttl = std::chrono::hours(24);  ///< undelivered notices are dropped after this
   SourcePos where;
+
+  bool operator==(const NotifyConfig&) const = default;
 };
 
 struct Config {
@@ -342,6 +364,9 @@ struct Config {
   /// The drop-in directory load() looked in (read or missing); empty for
   /// load_string(). With files.front(), where to load this config again.
   std::filesystem::path conf_dir;
+
+  /// Every key and section, `where` each was written included.
+  bool operator==(const Config&) const = default;
 
   const ProbeConfig* find_probe(std::string_view name) const;
   const RemediationConfig* find_remediation(std::string_view name) const;
@@ -397,6 +422,8 @@ struct HqConfig : BrokerConfig {
   std::filesystem::path command_key_file;
   /// One key file per store, named `<store id>.key`.
   std::filesystem::path command_keys_dir;
+
+  bool operator==(const HqConfig&) const = default;
 
   /// Whether HQ takes messages from `store` (enroll and stores).
   bool enrolled(std::string_view store) const;

@@ -44,6 +44,8 @@ class WeeklySchedule {
     int weekday = 0;
     int start_min = 0;
     int length_min = 0;
+
+    bool operator==(const Window&) const = default;
   };
 
   /// An empty schedule: contains() is always false.
@@ -57,6 +59,8 @@ class WeeklySchedule {
   bool empty() const { return windows_.empty(); }
   const std::string& text() const { return text_; }
   const std::vector<Window>& windows() const { return windows_; }
+
+  bool operator==(const WeeklySchedule&) const = default;
 
   /// Whether instant `t` falls inside a window, in the local time of `tz`.
   bool contains(WallTime t, const TimeZone& tz) const;

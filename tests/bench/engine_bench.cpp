@@ -151,7 +151,8 @@ config::Config make_config(int n) {
 /// The one place the engine is built: its constructor may gain parameters.
 std::unique_ptr<agent::Engine> make_engine(const config::Config& config, const Clock& clock,
                                            agent::ChangeSink& sink) {
-  return std::make_unique<agent::Engine>(config, clock, sink);
+  return std::make_unique<agent::Engine>(std::make_shared<const config::Config>(config), clock,
+                                         sink);
 }
 
 /// (a): `rounds` rounds of one `status` result per probe after a warm-up that

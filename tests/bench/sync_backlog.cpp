@@ -96,7 +96,7 @@ int run(const fs::path& db, const std::string& store_id, std::uint64_t want, int
   });
   CountingSink sink(*writer);
   SystemClock clock;
-  agent::Engine engine(config, clock, sink);
+  agent::Engine engine(std::make_shared<const config::Config>(config), clock, sink);
 
   const auto t0 = std::chrono::steady_clock::now();
   const probes::ProbeResult fail = result_of(probes::ProbeStatus::fail);

@@ -80,7 +80,8 @@ class Lifecycle : public ::testing::Test {
     // The database, as far as the sink has committed (all it was handed,
     // unless a test says otherwise).
     hooks.stored = [this](const std::string& uid) { return sink.stored(uid, committed); };
-    engine = std::make_unique<Engine>(config, clock, sink, hooks);
+    engine = std::make_unique<Engine>(std::make_shared<const config::Config>(config), clock, sink,
+                                      hooks);
     return *engine;
   }
 
@@ -1227,12 +1228,13 @@ TEST_F(Lifecycle, AnExpiringClientCertificateIsOneIncidentUntilAFreshOneIsLoaded
 
 // --- config reload (agent/reload.h) ---------------------------------------------------
 
-/// Applies `next` to the engine's config as the daemon's SIGHUP does.
+/// Makes `next` the engine's config as the daemon's SIGHUP does; `running`
+/// is the config the engine holds, and becomes `next`.
 ConfigChange reload(config::Config& running, config::Config next, Engine& engine) {
   ConfigChange change = diff_config(running, next);
   EXPECT_TRUE(change.needs_restart.empty());
-  apply_config(running, std::move(next));
-  engine.reconfigure(change);
+  running = next;
+  engine.reconfigure(std::make_shared<const config::Config>(std::move(next)), change);
   return change;
 }
 
@@ -1376,7 +1378,7 @@ TEST(ConfigDiff, SaysWhatChangedAndWhatNeedsARestart) {
   b.agent.control_socket = "/tmp/x.sock";
   b.notify.push_back(config::NotifyConfig{});
   EXPECT_EQ(diff_config(a, b).needs_restart,
-            (Types{"store.id", "agent.control_socket", "sync.broker", "[[notify]]"}));
+            (Types{"store.id", "agent.control_socket", "[sync]", "[[notify]]"}));
 }
 
 }  // namespace

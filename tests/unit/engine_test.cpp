@@ -41,7 +41,7 @@ class EngineTest : public ::testing::Test {
   config::Config config = make_config();
   test::FakeClock clock;
   test::RecordingSink sink;
-  Engine engine{config, clock, sink};
+  Engine engine{std::make_shared<const config::Config>(config), clock, sink};
 
   void feed(const std::string& probe, ProbeStatus s, int times = 1) {
     for (int i = 0; i < times; ++i) {

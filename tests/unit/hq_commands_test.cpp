@@ -73,7 +73,8 @@ class HqCommandsTest : public ::testing::Test {
     store.emplace(std::move(*opened));
     commit_sink = std::make_unique<CommitSink>(*store);
     command_sink = std::make_unique<CommandSink>(*commit_sink);
-    engine = std::make_unique<Engine>(config, clock, *command_sink);
+    engine = std::make_unique<Engine>(std::make_shared<const config::Config>(config), clock,
+                                      *command_sink);
     restart_commands();
   }
 
@@ -89,7 +90,10 @@ class HqCommandsTest : public ::testing::Test {
       runs.push_back(probe);
       return probe == "lane-01-pos";
     };
-    commands = std::make_unique<HqCommands>(config, clock, *engine, *store, *command_sink, hooks);
+    // As after a restart: the config as the test has it now.
+    commands.reset();
+    running = std::make_unique<RunningConfig>(std::make_shared<const config::Config>(config));
+    commands = std::make_unique<HqCommands>(*running, clock, *engine, *store, *command_sink, hooks);
   }
 
   std::string open_incident() {
@@ -135,6 +139,7 @@ class HqCommandsTest : public ::testing::Test {
   std::unique_ptr<CommitSink> commit_sink;
   std::unique_ptr<CommandSink> command_sink;
   std::unique_ptr<Engine> engine;
+  std::unique_ptr<RunningConfig> running;
   std::unique_ptr<HqCommands> commands;
   std::vector<json> answers;
   std::vector<std::int64_t> resyncs;

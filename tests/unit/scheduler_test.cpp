@@ -154,7 +154,8 @@ TEST(Scheduler, EnforcesTheTimeoutOfAHungDevice) {
   cfg.probes.push_back(tcp_probe("hung", hole.port(), 1s, 150ms));
   boost::asio::io_context io;
   std::vector<ProbeResult> results;
-  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult& r) { results.push_back(r); });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string&, const ProbeResult& r) { results.push_back(r); });
   s.start();
   ASSERT_TRUE(s.run_now("hung"));
   ASSERT_TRUE(run_until(io, [&] { return !results.empty(); }));
@@ -173,7 +174,8 @@ TEST(Scheduler, AHungDeviceDoesNotDelayAnother) {
   cfg.probes.push_back(tcp_probe("fine", device.port(), 10s, 5s));
   boost::asio::io_context io;
   std::vector<std::string> order;
-  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
   s.start();
   s.run_now("hung");
   s.run_now("fine");
@@ -193,7 +195,8 @@ TEST(Scheduler, TheConcurrencyCapQueuesChecks) {
   cfg.probes.push_back(tcp_probe("fine", device.port(), 10s, 5s));
   boost::asio::io_context io;
   std::vector<std::string> order;
-  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
   s.start();
   s.run_now("hung");
   s.run_now("fine");  // waits for the only slot
@@ -211,10 +214,11 @@ TEST(Scheduler, RunsEveryProbeOnItsInterval) {
   cfg.probes.push_back(tcp_probe("b", device.port(), 100ms));
   boost::asio::io_context io;
   std::map<std::string, int> runs;
-  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult& r) {
-    EXPECT_EQ(r.status, ProbeStatus::ok) << r.message;
-    ++runs[name];
-  });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string& name, const ProbeResult& r) {
+                EXPECT_EQ(r.status, ProbeStatus::ok) << r.message;
+                ++runs[name];
+              });
   s.start();
   ASSERT_TRUE(run_until(io, [&] { return runs["a"] >= 3 && runs["b"] >= 3; }));
   s.stop();
@@ -277,7 +281,8 @@ TEST(Scheduler, RecordsTheLatenessOfEveryScheduledCheck) {
   cfg.probes.push_back(tcp_probe("b", device.port(), 100ms));
   boost::asio::io_context io;
   int results = 0;
-  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult&) { ++results; });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string&, const ProbeResult&) { ++results; });
   EXPECT_EQ(s.schedule_stats().checks, 0u);
   s.start();
   ASSERT_TRUE(run_until(io, [&] { return results >= 6; }));
@@ -303,7 +308,8 @@ TEST(Scheduler, RunNowIsNotScheduledSoHasNoLateness) {
   cfg.probes.push_back(tcp_probe("manual", device.port(), 1h));
   boost::asio::io_context io;
   int results = 0;
-  Scheduler s(io, cfg, [&](const std::string&, const ProbeResult&) { ++results; });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string&, const ProbeResult&) { ++results; });
   s.start();
   ASSERT_TRUE(s.run_now("manual"));
   ASSERT_TRUE(run_until(io, [&] { return results == 1; }));
@@ -321,7 +327,8 @@ TEST(Scheduler, LatenessIncludesTheWaitForTheConcurrencyCap) {
   ASSERT_GT(Scheduler::offset_of("hung", 1h), 1min);
   boost::asio::io_context io;
   std::vector<std::string> order;
-  Scheduler s(io, cfg, [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
   s.start();
   // "hung" holds the only slot for its 300 ms timeout; "fine"'s first slot
   // comes within 100 ms of start, so it waits at least 200 ms for the cap.
