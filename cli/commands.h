@@ -8,7 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +57,18 @@ WallTime now();
 /// "2026-11-26 22:18:03Z (3m ago)" from an RFC 3339 JSON value, "-" for null.
 std::string when(const nlohmann::json& t);
 void print_json(const nlohmann::json& j);
+
+/// Prints a report (the agent's or the fleet's): its JSON, or its text with
+/// colour on a terminal. Returns kOk.
+template <class Report>
+int print_report(const Report& report, bool as_json) {
+  if (as_json) {
+    print_json(report.to_json());
+  } else {
+    std::cout << report.render(use_colour(stdout));
+  }
+  return kOk;
+}
 
 /// Prints a failure the way every command does and returns its exit code.
 int fail(const Error& e);

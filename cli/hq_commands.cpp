@@ -84,12 +84,7 @@ int cmd_hq_report(const Globals& g, const std::string& store_id, const std::stri
     auto report = hq::build_fleet_report(store, now(), *window,
                                          store_id.empty() ? std::nullopt : std::optional(store_id));
     if (!report) return fail(report.error());
-    if (as_json) {
-      print_json(report->to_json());
-      return kOk;
-    }
-    std::cout << report->render(use_colour(stdout));
-    return kOk;
+    return print_report(*report, as_json);
   });
 }
 

@@ -1,7 +1,6 @@
 // report: MTTD, MTTA, MTTR and self-healing figures from the agent's database.
 #include <CLI/CLI.hpp>
 
-#include <iostream>
 #include <memory>
 
 #include "agent/report.h"
@@ -21,12 +20,7 @@ int cmd_report(const Globals& g, const std::string& since, bool as_json) {
   if (!read) return rc;
   auto report = agent::build_report(read->store, now(), *window);
   if (!report) return fail(report.error());
-  if (as_json) {
-    print_json(report->to_json());
-    return kOk;
-  }
-  std::cout << report->render(use_colour(stdout));
-  return kOk;
+  return print_report(*report, as_json);
 }
 
 struct ReportOptions {
