@@ -30,7 +30,7 @@ step "Installing dependencies and building storewatch (release)"
 "$root/scripts/bootstrap.sh"
 cmake --preset release >/dev/null
 cmake --build --preset release --target storewatch | tail -n 1
-sw="$root/build/release/agent/storewatch"
+sw="$root/build/release/cli/storewatch"
 lab="$root/tests/lab/storelab.py"
 
 work=$(mktemp -d /tmp/storewatch-demo.XXXXXX)

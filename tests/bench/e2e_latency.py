@@ -12,7 +12,7 @@ device down and up TRIALS times. For each trial it reads the two databases
 and checks detect against fail_after x interval + timeout and to-HQ
 against one second. Prints a Markdown report; --output appends it to a file.
 
-  tests/bench/e2e_latency.py --bin build/release/agent/storewatch [--trials 20]
+  tests/bench/e2e_latency.py --bin build/release/cli/storewatch [--trials 20]
 """
 
 import argparse
@@ -178,7 +178,7 @@ recover_after = 2
     report = f"""
 ## End-to-end latency ({datetime.date.today().isoformat()})
 
-`tests/bench/e2e_latency.py --bin build/release/agent/storewatch --trials {args.trials}` on
+`tests/bench/e2e_latency.py --bin build/release/cli/storewatch --trials {args.trials}` on
 {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; real mosquitto, `hq run` and
 `run` on loopback; one `tcp` probe, interval {args.interval_ms} ms, timeout {args.timeout_ms} ms,
 fail_after {args.fail_after}.

@@ -27,7 +27,7 @@
 Prints a Markdown report; --output FILE replaces (or appends) the section
 "## Probes at scale (issue 3)" of FILE, leaving the other sections alone.
 
-  tests/bench/probe_load.py --bin build/release/agent/storewatch [--output docs/BENCHMARKS.md]
+  tests/bench/probe_load.py --bin build/release/cli/storewatch [--output docs/BENCHMARKS.md]
 
 Python standard library only. Run it on a quiet machine: CPU figures are
 noisy while other work runs (the load average is recorded in the report).
@@ -679,7 +679,7 @@ def monit_version():
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "build/release/agent/storewatch"),
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build/release/cli/storewatch"),
                     help="the storewatch binary (default: the release build)")
     ap.add_argument("--probes", type=int, default=1000)
     ap.add_argument("--interval", type=int, default=10, help="seconds, storewatch and monit")

@@ -1124,7 +1124,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rel = os.path.join(ROOT, "build/release")
-    ap.add_argument("--bin", default=f"{rel}/agent/storewatch", help="the storewatch binary")
+    ap.add_argument("--bin", default=f"{rel}/cli/storewatch", help="the storewatch binary")
     ap.add_argument("--backlog", default=f"{rel}/tests/bench/sync_backlog",
                     help="the sync_backlog binary")
     ap.add_argument("--only", default="drain,latency,fleet",
