@@ -107,6 +107,15 @@ bool run_until(asio::io_context& io, const bool& done, std::chrono::milliseconds
   return done;
 }
 
+/// Gives up on a connect or handshake that run_until timed out: closes the
+/// socket and runs the handlers that cancels, so none outlives this call.
+void abandon(asio::io_context& io, asio::ip::tcp::socket::lowest_layer_type& socket) {
+  boost::system::error_code ignored;
+  socket.close(ignored);
+  io.restart();
+  io.poll();
+}
+
 Reach reach_broker(const BrokerAddress& a, const config::BrokerConfig& b,
                    std::chrono::milliseconds timeout) {
   Reach r;
@@ -169,10 +178,7 @@ Reach reach_broker(const BrokerAddress& a, const config::BrokerConfig& b,
                         done = true;
                       });
   if (!run_until(io, done, timeout)) {
-    boost::system::error_code ignored;
-    socket.close(ignored);
-    io.restart();
-    io.poll();
+    abandon(io, socket);
     r.error = fmt::format("no answer from {}:{} within {} ms (a firewall dropping packets?)",
                           a.host, a.port, timeout.count());
     return r;
@@ -198,10 +204,7 @@ Reach reach_broker(const BrokerAddress& a, const config::BrokerConfig& b,
     done = true;
   });
   if (!run_until(io, done, timeout)) {
-    boost::system::error_code ignored;
-    socket.close(ignored);
-    io.restart();
-    io.poll();
+    abandon(io, socket);
     r.error = fmt::format("the TLS handshake with {}:{} took longer than {} ms", a.host, a.port,
                           timeout.count());
     return r;
