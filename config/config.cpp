@@ -306,4 +306,35 @@ Loaded<HqConfig> load_hq_string(std::string_view text, const std::string& name) 
   }
 }
 
+FileKind file_kind(const std::filesystem::path& file) {
+  FileKind out;
+  detail::Context ctx(file.string());
+  std::optional<toml::table> root;
+  try {
+    root = read_document(ctx, file, "config file");
+  } catch (const std::exception&) {
+    return out;  // load() reports it
+  }
+  if (!root) return out;
+  bool hq = false;
+  for (auto&& [key, node] : *root) {
+    for (const auto& section : kHqSections) {
+      if (key.str() == section.name) {
+        hq = true;
+        out.hq_at = detail::position(key.source(), file.string());
+      }
+    }
+    for (const auto& section : kAgentSections) {
+      if (key.str() == section.name && out.agent_table.empty()) {
+        out.agent_table = section.shape == Shape::array_of_tables
+                              ? fmt::format("[[{}]]", section.name)
+                              : fmt::format("[{}]", section.name);
+        out.agent_at = detail::position(key.source(), file.string());
+      }
+    }
+  }
+  if (hq) out.kind = out.agent_table.empty() ? FileKind::hq : FileKind::mixed;
+  return out;
+}
+
 }  // namespace storewatch::config

@@ -432,4 +432,20 @@ struct HqConfig : BrokerConfig {
 Loaded<HqConfig> load_hq(const std::filesystem::path& file);
 Loaded<HqConfig> load_hq_string(std::string_view text, const std::string& name);
 
+// ---------------------------------------------------------------------------
+// Which program a config file is for (`storewatch config check`).
+
+struct FileKind {
+  enum Kind { agent, hq, mixed };
+  Kind kind = agent;
+  SourcePos hq_at;          ///< where [hq] is (hq, mixed)
+  std::string agent_table;  ///< the first of the agent's tables, e.g. "[store]" (mixed)
+  SourcePos agent_at;       ///< where it is (mixed)
+};
+
+/// Parses `file` only to look at its top-level keys: `hq` when it has [hq]
+/// and none of the agent's tables, `mixed` with both, `agent` otherwise —
+/// a file that cannot be read or parsed included, which load() then reports.
+FileKind file_kind(const std::filesystem::path& file);
+
 }  // namespace storewatch::config

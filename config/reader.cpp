@@ -565,24 +565,6 @@ std::optional<std::string> broker_uri_problem(std::string_view uri) {
   return std::nullopt;
 }
 
-std::string duration_problem(std::string_view text) {
-  static constexpr std::string_view kHow =
-      "write a whole number and a unit (ms, s, m, h, d), e.g. \"15s\", \"500ms\" or \"1h30m\"";
-  if (text.empty()) return fmt::format("it is empty; {}", kHow);
-  if (text.front() == '-') return fmt::format("it must not be negative; {}", kHow);
-  if (std::all_of(text.begin(), text.end(), is_digit)) {
-    return fmt::format("it has no unit; write e.g. \"{}s\" or \"{}ms\"", text, text);
-  }
-  if (text.find('.') != std::string_view::npos) {
-    return "fractions are not supported; write a smaller unit, e.g. \"1500ms\" for 1.5s";
-  }
-  if (std::any_of(text.begin(), text.end(),
-                  [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; })) {
-    return fmt::format("it must not contain spaces; {}", kHow);
-  }
-  return std::string(kHow);
-}
-
 std::string_view type_name(const toml::node& node) {
   switch (node.type()) {
     case toml::node_type::string: return "a string";

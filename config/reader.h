@@ -183,9 +183,6 @@ std::optional<std::string> host_problem(std::string_view host);
 /// scheme://host[:port][/path], scheme tcp|ssl|ws|wss, a path only for ws/wss.
 std::optional<std::string> broker_uri_problem(std::string_view uri);
 
-/// What is wrong with a duration text parse_duration rejected, with an example.
-std::string duration_problem(std::string_view text);
-
 /// Letters, digits and the characters of `allowed`, 1..max_len long.
 bool is_identifier(std::string_view text, std::string_view allowed, std::size_t max_len);
 
