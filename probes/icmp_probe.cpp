@@ -215,6 +215,9 @@ class IcmpProbe final : public Probe {
       }
     } else {
       r.status = ProbeStatus::fail;
+      // Nothing came back: a resolver that did not answer in time, or
+      // echoes that all went unanswered.
+      r.no_answer = true;
       if (a.sent == 0 && a.error.empty()) {
         r.message =
             fmt::format("resolving {} took longer than {}", p.host, format_duration(p.budget));

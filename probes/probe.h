@@ -32,6 +32,10 @@ struct ProbeResult {
   /// (probes/descriptors.h); such a result never counts
   /// toward the probe's incident.
   bool agent_fault = false;
+  /// The target gave no answer at all: the check timed out, or every echo
+  /// was lost. Such a result is `fail`; a target that answered with an
+  /// error (refused, HTTP 500, paper out) is `fail` without it.
+  bool no_answer = false;
 };
 
 /// One configured target of one type.

@@ -33,6 +33,7 @@ struct Check {
 ProbeResult timed_out(Millis timeout, std::chrono::microseconds latency) {
   ProbeResult r;
   r.status = ProbeStatus::fail;
+  r.no_answer = true;
   r.latency = latency;
   r.message = fmt::format("timed out after {}", format_duration(timeout));
   return r;
