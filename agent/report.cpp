@@ -1,5 +1,7 @@
 #include "agent/report.h"
 
+#include <map>
+
 namespace storewatch::agent {
 namespace {
 
@@ -21,12 +23,42 @@ SELECT i.probe, i.state, i.suppressed_by IS NOT NULL, i.in_maintenance, i.self_h
        i.t_fault, i.t_detect, i.t_ack, i.t_restored, i.t_resolved, i.t_closed,
        EXISTS (SELECT 1 FROM events e
                WHERE e.incident_uid = i.uid AND e.type = 'acknowledged'
-                 AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:'))
+                 AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:')),
+       i.uid
 FROM incidents i
 WHERE i.t_detect >= ?1 AND i.t_detect <= ?2
 )sql";
 
+// The resolved and reopened events of the reopened incidents of the window,
+// for the spans they were up in between (resolved_spans).
+constexpr const char* kReopenedSql = R"sql(
+SELECT e.incident_uid, e.type, e.at, e.body
+FROM incidents i JOIN events e ON e.incident_uid = i.uid
+WHERE i.t_detect >= ?1 AND i.t_detect <= ?2 AND i.reopen_count > 0
+  AND e.type IN ('resolved', 'reopened')
+ORDER BY e.incident_uid, e.seq
+)sql";
+
+Result<std::map<std::string, std::vector<TimelineEvent>>> reopened_in(Store& store, WallTime since,
+                                                                      WallTime until) {
+  auto stmt = store.database().prepare(kReopenedSql);
+  if (!stmt) return stmt.error();
+  stmt->bind(1, format_rfc3339(since)).bind(2, format_rfc3339(until));
+  std::map<std::string, std::vector<TimelineEvent>> out;
+  auto st = stmt->each([&](const db::Statement& s) {
+    auto at = parse_rfc3339(s.text(2));
+    if (!at) return true;
+    out[s.text(0)].push_back(
+        {s.text(1), *at, nlohmann::json::parse(s.text(3), nullptr, /*allow_exceptions=*/false)});
+    return true;
+  });
+  if (!st) return st.error();
+  return out;
+}
+
 Result<std::vector<Row>> rows_in(Store& store, WallTime since, WallTime until) {
+  auto reopened = reopened_in(store, since, until);
+  if (!reopened) return reopened.error();
   auto stmt = store.database().prepare(kWindowSql);
   if (!stmt) return stmt.error();
   stmt->bind(1, format_rfc3339(since)).bind(2, format_rfc3339(until));
@@ -45,6 +77,9 @@ Result<std::vector<Row>> rows_in(Store& store, WallTime since, WallTime until) {
     r.t_resolved = time_of(s, 9);
     r.t_closed = time_of(s, 10);
     r.human_ack = s.int64(11) != 0;
+    if (auto it = reopened->find(s.text(12)); it != reopened->end()) {
+      r.up_spans = resolved_spans(it->second);
+    }
     rows.push_back(std::move(r));
     return true;
   });

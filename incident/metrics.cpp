@@ -41,7 +41,47 @@ std::string short_time(WallTime t) {
   return s.substr(0, 10) + " " + s.substr(11, 5) + "Z";
 }
 
+/// How much of [from, to] the spans cover, in milliseconds (the spans do
+/// not overlap one another).
+std::int64_t covered_ms(WallTime from, WallTime to,
+                        const std::vector<std::pair<WallTime, WallTime>>& spans) {
+  std::int64_t out = 0;
+  for (const auto& [a, b] : spans) {
+    const WallTime lo = std::max(a, from), hi = std::min(b, to);
+    if (hi > lo) out += (hi - lo).count();
+  }
+  return out;
+}
+
+std::optional<WallTime> time_in(const json& j, const char* key) {
+  if (!j.is_object()) return std::nullopt;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return parse_rfc3339(it->get<std::string>());
+}
+
 }  // namespace
+
+std::vector<std::pair<WallTime, WallTime>> resolved_spans(
+    const std::vector<TimelineEvent>& events) {
+  std::vector<std::pair<WallTime, WallTime>> out;
+  std::optional<WallTime> restored;
+  for (const TimelineEvent& e : events) {
+    if (e.type == "resolved") {
+      auto state = e.body.is_object() ? e.body.find("incident_state") : e.body.end();
+      restored = e.body.is_object() && state != e.body.end() ? time_in(*state, "t_restored")
+                                                             : std::nullopt;
+      if (!restored) restored = e.at;
+    } else if (e.type == "reopened") {
+      std::optional<WallTime> from = time_in(e.body, "restored_at");
+      if (!from) from = restored;
+      const WallTime to = time_in(e.body, "fault_at").value_or(e.at);
+      if (from && to > *from) out.emplace_back(*from, to);
+      restored.reset();
+    }
+  }
+  return out;
+}
 
 DurationStats summarise(std::vector<std::int64_t> ms) {
   DurationStats s;
@@ -122,13 +162,17 @@ Report report_from_rows(const std::vector<ReportRow>& rows, WallTime now, Millis
       ++r.resolved;
       if (row.self_healed) ++r.healed;
       if (row.t_restored && row.t_fault) {
-        (row.self_healed ? heal : mttr).push_back(span(*row.t_fault, *row.t_restored));
+        // The time a reopened incident was up in between does not count.
+        const std::int64_t up = covered_ms(*row.t_fault, *row.t_restored, row.up_spans);
+        (row.self_healed ? heal : mttr)
+            .push_back(std::max<std::int64_t>(span(*row.t_fault, *row.t_restored) - up, 0));
       }
     }
 
     // Downtime: from the fault (or the detection, if the fault time is
     // unknown) to the restore — or now while unresolved; an incident someone
-    // resolved or closed without a restore ends then — clipped to the window.
+    // resolved or closed without a restore ends then — clipped to the window,
+    // less the spans a reopened incident was up in between.
     const std::optional<WallTime> start = row.t_fault ? row.t_fault : row.t_detect;
     std::optional<WallTime> end;
     if (!resolved) {
@@ -142,7 +186,10 @@ Report report_from_rows(const std::vector<ReportRow>& rows, WallTime now, Millis
       span(*start, *end);  // flags a backwards clock, the clipped span below may hide it
       const WallTime from = std::max(*start, r.since);
       const WallTime to = std::min(*end, r.until);
-      downtime_ms_by_probe[row.probe] += std::max<std::int64_t>((to - from).count(), 0);
+      if (to > from) {
+        downtime_ms_by_probe[row.probe] +=
+            std::max<std::int64_t>((to - from).count() - covered_ms(from, to, row.up_spans), 0);
+      }
     }
     if (anomaly) ++r.clock_anomalies;
   }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/clock.h"
@@ -81,7 +82,27 @@ struct ReportRow {
   /// An `acknowledged` event with a `cli:` or `hq:` actor exists.
   bool human_ack = false;
   std::optional<WallTime> t_fault, t_detect, t_ack, t_restored, t_resolved, t_closed;
+  /// The spans during which a reopened incident was up: from the restore
+  /// that resolved it to the first failing result of the fault that
+  /// reopened it (resolved_spans). MTTR, time to self-heal and downtime
+  /// leave them out.
+  std::vector<std::pair<WallTime, WallTime>> up_spans;
 };
+
+/// One `resolved` or `reopened` event of an incident, as stored: its type,
+/// its time and its body (DESIGN §6, with `incident_state`).
+struct TimelineEvent {
+  std::string type;
+  WallTime at;
+  nlohmann::json body;
+};
+
+/// The spans a reopened incident was up, from its `resolved` and `reopened`
+/// events in seq order: each `reopened` event ends one, from the restore
+/// before it (its `restored_at`, else the `t_restored` of the last
+/// `resolved` event's snapshot, else that event's time) to the fault that
+/// reopened it (its `fault_at`, else its own time). Empty spans are dropped.
+std::vector<std::pair<WallTime, WallTime>> resolved_spans(const std::vector<TimelineEvent>& events);
 
 /// How many probes each "top" list shows.
 inline constexpr std::size_t kReportTopProbes = 5;

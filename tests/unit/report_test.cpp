@@ -306,6 +306,84 @@ TEST_F(ReportTest, WindowSelectsByDetectionAndClipsDowntime) {
   EXPECT_DOUBLE_EQ(wide.top_by_downtime[0].downtime_s, 3 * 3600.0 - 1800.0);
 }
 
+TEST_F(ReportTest, ReopenedIncidentLeavesOutTheTimeItWasUp) {
+  // Down 10 min, resolved, up for nearly 2 h, failing again (the engine's
+  // reopened event says since when, and when the restore before was), down
+  // 5 min more: 15 min down in all, the 2 h between left out.
+  Incident i = open("re", "lane-01", ago(5h), 10s);
+  resolve(i, ago(5h) + 600s);
+  i.state = IncidentState::open;
+  i.reopen_count = 1;
+  i.t_restored.reset();
+  i.t_resolved.reset();
+  record(
+      store, i, "reopened", ago(3h) + 30s, "agent",
+      json{{"restored_at", format_rfc3339(ago(5h) + 600s)}, {"fault_at", format_rfc3339(ago(3h))}});
+  resolve(i, ago(3h) + 300s);
+
+  Report r = report();
+  EXPECT_EQ(r.incidents, 1);
+  EXPECT_EQ(r.mttr.count, 1);
+  EXPECT_DOUBLE_EQ(*r.mttr.mean_s, 900.0);
+  ASSERT_EQ(r.top_by_downtime.size(), 1u);
+  EXPECT_DOUBLE_EQ(r.top_by_downtime[0].downtime_s, 900.0);
+
+  // Still down after reopening: from the new fault until now.
+  Incident o = open("ro", "lane-02", ago(6h), 10s);
+  resolve(o, ago(6h) + 60s);
+  o.state = IncidentState::open;
+  o.reopen_count = 1;
+  o.t_restored.reset();
+  o.t_resolved.reset();
+  record(
+      store, o, "reopened", ago(1h) + 30s, "agent",
+      json{{"restored_at", format_rfc3339(ago(6h) + 60s)}, {"fault_at", format_rfc3339(ago(1h))}});
+  Report both = report();
+  ASSERT_EQ(both.top_by_downtime.size(), 2u);
+  EXPECT_EQ(both.top_by_downtime[0].probe, "lane-02");
+  EXPECT_DOUBLE_EQ(both.top_by_downtime[0].downtime_s, 3600.0 + 60.0);
+}
+
+TEST_F(ReportTest, ReopenedEventsOfAnOlderAgentStillLeaveOutTheResolvedSpan) {
+  // No restored_at or fault_at in the event: the resolved event's restore
+  // to the reopened event's time is left out. Reopened twice.
+  Incident i = open("old", "printer-01", ago(4h), 10s);
+  resolve(i, ago(4h) + 100s);
+  for (Millis reopen : {Millis(3h), Millis(2h)}) {
+    i.state = IncidentState::open;
+    ++i.reopen_count;
+    i.t_restored.reset();
+    i.t_resolved.reset();
+    record(store, i, "reopened", ago(reopen));
+    resolve(i, ago(reopen) + 100s);
+  }
+  Report r = report();
+  ASSERT_EQ(r.top_by_downtime.size(), 1u);
+  EXPECT_DOUBLE_EQ(r.top_by_downtime[0].downtime_s, 300.0);
+  EXPECT_DOUBLE_EQ(*r.mttr.mean_s, 300.0);
+}
+
+TEST(ResolvedSpans, FromTheReopenedEventsOrTheResolvedBeforeThem) {
+  const WallTime t0 = kReportNow - 10h;
+  auto state = [](WallTime restored) {
+    return json{{"incident_state", {{"t_restored", format_rfc3339(restored)}}}};
+  };
+  std::vector<TimelineEvent> events{
+      {"resolved", t0 + 2min, state(t0 + 1min)},
+      {"reopened", t0 + 10min, json::object()},
+      {"resolved", t0 + 20min, state(t0 + 19min)},
+      {"reopened",
+       t0 + 40min,
+       {{"restored_at", format_rfc3339(t0 + 19min)}, {"fault_at", format_rfc3339(t0 + 39min)}}},
+      // A reopened event with no resolved before it (pruned): nothing to leave out.
+      {"reopened", t0 + 50min, json::object()},
+  };
+  auto spans = resolved_spans(events);
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_EQ(spans[0], std::make_pair(t0 + 1min, t0 + 10min));
+  EXPECT_EQ(spans[1], std::make_pair(t0 + 19min, t0 + 39min));
+}
+
 TEST_F(ReportTest, BackwardsClockSpansCountAsZeroAndAreCounted) {
   // Detected 5 s "before" the fault, restored "before" the fault.
   Incident a = incident("a", "lane-01", ago(2h), ago(2h) - 5s);
