@@ -326,10 +326,25 @@ json ControlServer::dispatch(const std::string& line, const Peer& peer) {
   }
 }
 
-Result<json> control_request(const std::filesystem::path& path, const json& request,
-                             std::chrono::milliseconds timeout, int* connect_errno) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error{std::strerror(errno)};
+const char* to_string(DaemonState state) {
+  switch (state) {
+    case DaemonState::running: return "running";
+    case DaemonState::not_running: return "not_running";
+    case DaemonState::not_answering: return "not_answering";
+    case DaemonState::permission_denied: return "permission_denied";
+  }
+  return "not_running";
+}
+
+DaemonCall call_daemon(const std::filesystem::path& path, const json& request,
+                       std::chrono::milliseconds timeout) {
+  DaemonCall call;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    call.error = std::strerror(errno);
+    return call;
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -339,34 +354,91 @@ Result<json> control_request(const std::filesystem::path& path, const json& requ
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     const int e = errno;
-    if (connect_errno) *connect_errno = e;
-    return Error{fmt::format("no daemon at {}: {}", path.string(), std::strerror(e))};
+    call.connect_errno = e;
+    call.error = fmt::format("no daemon at {}: {}", path.string(), std::strerror(e));
+    if (e == EACCES || e == EPERM) {
+      call.state = DaemonState::permission_denied;
+      call.error = fmt::format("may not connect to {}: {}", path.string(), std::strerror(e));
+    } else if (e == EAGAIN) {
+      // A Unix socket whose backlog is full: a daemon that stopped accepting.
+      call.state = DaemonState::not_answering;
+      call.error = fmt::format("the daemon at {} accepts no more connections", path.string());
+    }
+    return call;
   }
-  std::string out = request.dump() + "\n";
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Who listens: a daemon that is hung still has its pid on the socket.
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) call.pid = cred.pid;
+  call.state = DaemonState::not_answering;
+  auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
+  };
+  const auto no_answer = [&] {
+    call.error =
+        fmt::format("the daemon at {} did not answer within {} ms", path.string(), timeout.count());
+    return call;
+  };
+  const std::string out = request.dump() + "\n";
   for (std::size_t sent = 0; sent < out.size();) {
     ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-    if (n < 0) return Error{fmt::format("sending to {}: {}", path.string(), std::strerror(errno))};
-    sent += static_cast<std::size_t>(n);
+    if (n >= 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      call.error = fmt::format("sending to {}: {}", path.string(), std::strerror(errno));
+      return call;
+    }
+    if (left().count() <= 0) return no_answer();
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(left().count())) < 0 && errno != EINTR) {
+      call.error = std::strerror(errno);
+      return call;
+    }
   }
   std::string in;
   char buf[4096];
   while (in.find('\n') == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Error{fmt::format("daemon at {} did not answer", path.string())};
+    if (left().count() <= 0) return no_answer();
     pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno != EINTR) return Error{std::strerror(errno)};
+    const int r = ::poll(&p, 1, static_cast<int>(left().count()));
+    if (r < 0 && errno != EINTR) {
+      call.error = std::strerror(errno);
+      return call;
+    }
     if (r <= 0) continue;
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return Error{fmt::format("daemon at {} closed the connection", path.string())};
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) {
+      call.error =
+          fmt::format("the daemon at {} closed the connection without answering", path.string());
+      return call;
+    }
     in.append(buf, static_cast<std::size_t>(n));
-    if (in.size() > 16 * 1024 * 1024) return Error{"daemon answer too large"};
+    if (in.size() > 16 * 1024 * 1024) {
+      call.error = "daemon answer too large";
+      return call;
+    }
   }
   json response = json::parse(in.substr(0, in.find('\n')), nullptr, false);
-  if (response.is_discarded()) return Error{"daemon answered with something that is not JSON"};
-  return response;
+  if (response.is_discarded()) {
+    call.error = "daemon answered with something that is not JSON";
+    return call;
+  }
+  call.state = DaemonState::running;
+  call.response = std::move(response);
+  return call;
+}
+
+Result<json> control_request(const std::filesystem::path& path, const json& request,
+                             std::chrono::milliseconds timeout, int* connect_errno) {
+  DaemonCall call = call_daemon(path, request, timeout);
+  if (connect_errno != nullptr) *connect_errno = call.connect_errno;
+  if (call.state != DaemonState::running) return Error{call.error};
+  return std::move(call.response);
 }
 
 }  // namespace storewatch::agent

@@ -91,6 +91,39 @@ class ControlServer {
   std::uint64_t refused_ = 0;
 };
 
+/// Why a daemon did or did not answer at its control socket: what `status`,
+/// `sync status`, the changes and `doctor` tell the user. The names are the
+/// `daemon.state` of `status --json`.
+enum class DaemonState {
+  running,            ///< it answered (its answer may still be a refusal)
+  not_running,        ///< no socket, or nothing listens on it (ECONNREFUSED)
+  not_answering,      ///< it took the connection but did not answer in time: hung
+  permission_denied,  ///< the caller may not use the socket (EACCES, EPERM)
+};
+/// "running", "not_running", "not_answering", "permission_denied".
+const char* to_string(DaemonState state);
+
+/// One request to the daemon, and why it did or did not answer.
+struct DaemonCall {
+  DaemonState state = DaemonState::not_running;
+  /// The daemon's pid when known: the socket's peer (SO_PEERCRED) once
+  /// connected, so a hung daemon is named too; 0 when not known.
+  int pid = 0;
+  /// errno of the connect, 0 when it connected.
+  int connect_errno = 0;
+  /// Why it did not answer, for a human ("no daemon at …: No such file or
+  /// directory"); empty when it answered.
+  std::string error;
+  /// Its answer when `state` is running.
+  nlohmann::json response;
+};
+
+/// Sends one request to the daemon at `path` and waits at most `timeout`
+/// for its answer; the connect itself never waits (a full backlog is a
+/// daemon not answering).
+DaemonCall call_daemon(const std::filesystem::path& path, const nlohmann::json& request,
+                       std::chrono::milliseconds timeout);
+
 /// Sends one request to a daemon and returns its response; an Error when no
 /// daemon answers at `path` within `timeout`. When the connect itself fails,
 /// `connect_errno` (if given) receives its errno: ENOENT or ECONNREFUSED mean

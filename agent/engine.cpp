@@ -273,6 +273,7 @@ void Engine::on_result(const std::string& probe, const probes::ProbeResult& res)
   Runtime& r = it->second;
   const config::ProbeConfig& pc = *r.config;
   const WallTime at = clock_.wall_now();
+  r.checked = true;
   if (res.agent_fault) {
     // The agent could not run the check (out of file descriptors): nothing
     // is known of the device, so its check level and incident stay as they
@@ -512,6 +513,11 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
   if (reopen) {
     inc = held->second.incident;
     forget_reopenable(key);  // by its uid: not before the copy above
+    // The span it was up, for the report's downtime (incident/metrics.h
+    // resolved_spans): from the restore that resolved it to the first
+    // failing result of this fault.
+    if (inc.t_restored) extra["restored_at"] = format_rfc3339(*inc.t_restored);
+    extra["fault_at"] = format_rfc3339(r.check.t_fault().value_or(at));
     ++inc.reopen_count;
     inc.t_restored.reset();
     inc.t_resolved.reset();
@@ -559,7 +565,7 @@ void Engine::raise(const std::string& probe, const std::optional<std::string>& r
 }
 
 void Engine::resolve(Incident inc_in, const std::string& actor, const std::string& note,
-                     bool self_healed, IncidentState final_state) {
+                     bool self_healed, IncidentState final_state, const json& body) {
   const std::string key = inc_in.dedup_key;
   Incident inc = std::move(inc_in);
   unresolved_.erase(key);
@@ -575,6 +581,7 @@ void Engine::resolve(Incident inc_in, const std::string& actor, const std::strin
   inc.state = final_state;
   if (final_state == IncidentState::closed) inc.t_closed = at;
   json extra{{"message", r != probes_.end() ? r->second.message : std::string()}};
+  if (body.is_object()) extra.update(body);
   if (!note.empty()) extra["note"] = note;
   if (self_healed) extra["self_healed"] = true;
   if (r != probes_.end()) {
@@ -835,8 +842,13 @@ std::vector<ProbeView> Engine::probes() const {
   out.reserve(config_->probes.size());
   for (const auto& p : config_->probes) {
     const Runtime& r = probes_.at(p.name);
+    // A reset check level (unknown, no result counted) has had no result
+    // since the reset: CheckState::apply always counts one.
+    const bool reset = r.check.level() == CheckLevel::unknown && r.check.failures() == 0 &&
+                       r.check.successes() == 0;
     out.push_back(ProbeView{p.name, p.type, r.check.level(), r.last_check, r.last_status,
-                            r.latency_ms, r.message, r.flapping, r.flap.percent(), r.held});
+                            r.latency_ms, r.message, r.flapping, r.flap.percent(), r.held,
+                            !r.checked || reset});
   }
   return out;
 }

@@ -53,7 +53,28 @@ struct ProbeView {
   bool flapping = false;
   double flap_percent = 0;
   bool held = false;  ///< hard-failed, waiting for its ancestors' re-checks
+  /// Not checked yet: no result since the daemon started (or the probe was
+  /// added by a reload), or its check level was reset since (a person
+  /// resolved its incident). `message` and `last_check` are then those of
+  /// an earlier check.
+  bool pending = false;
 };
+
+/// A probe that still fails while a person resolves its incident: the
+/// resolve starts detection over, so the incident reopens after
+/// `checks_to_reopen` more failed checks.
+struct StillFailing {
+  std::string probe;
+  std::string message;         ///< its last result's
+  std::optional<WallTime> at;  ///< its last check
+  int checks_to_reopen = 1;    ///< failed checks until it reopens
+  Millis interval{0};          ///< between its checks
+};
+
+/// `actor` as a person reads it, from an action's event body: "cli:dana
+/// (via sudo)" when the body says "via":"sudo", "cli:olga (via sudo by
+/// dana)" when --by named someone else than the sudo user.
+std::string actor_shown(const std::string& actor, const nlohmann::json& body);
 
 /// What the engine asks of the daemon.
 struct EngineHooks {
@@ -144,8 +165,19 @@ class Engine {
   /// that copy is committed, and otherwise `stored` is the database's copy
   /// (a note is fine on any incident, a close on a resolved one; the rest is
   /// an error). Returns the incident after.
+  /// `provenance` (how the actor came to be: {"via":"sudo","sudo_user":N})
+  /// is recorded in the event's body. A person's resolve or close without a
+  /// note records "resolved by ACTOR" as the event's message. Acknowledging
+  /// an acknowledged incident fails with code kAlreadyAcknowledged.
   Result<Incident> act(Action action, const std::string& uid, const std::string& actor,
-                       const std::string& note, const std::optional<Incident>& stored);
+                       const std::string& note, const std::optional<Incident>& stored,
+                       const nlohmann::json& provenance = nlohmann::json::object());
+  /// Error::code of an ack of an incident already acknowledged.
+  static constexpr int kAlreadyAcknowledged = -409;
+
+  /// The probe of the unresolved incident `uid` when it still fails (its
+  /// "down" incident, soft or hard failing), else nullopt.
+  std::optional<StillFailing> still_failing(const std::string& uid) const;
 
   /// Uids of the incidents the engine holds (unresolved, resolved) that
   /// start with `prefix`.
@@ -223,6 +255,8 @@ class Engine {
     double latency_ms = 0;
     std::string message;
     bool dirty = false;
+    /// A result arrived since the daemon started (or the probe was added).
+    bool checked = false;
     // A hard failure held while ancestors are re-checked (DESIGN §4).
     bool held = false;
     SteadyTime held_since{};
@@ -272,7 +306,7 @@ class Engine {
   /// Keeps `inc` (just emitted, no longer held) until its change commits.
   void park(const Incident& inc);
   Result<Incident> act_on_copy(Action action, Incident inc, const std::string& actor,
-                               const std::string& note);
+                               const std::string& note, const nlohmann::json& provenance);
   ProbeStateRow row_of(const std::string& name, const Runtime& rt) const;
   void persist(const std::string& probe, Runtime& r);
   void emit(const Incident& inc, std::string type, nlohmann::json extra = nlohmann::json::object(),
@@ -285,8 +319,10 @@ class Engine {
   void evaluate_hold(const std::string& probe, const std::string& ancestor);
   void release_hold(Runtime& r);
   void raise(const std::string& probe, const std::optional<std::string>& root, bool flapping);
+  /// `body` (a person's provenance and message) is merged into the event's.
   void resolve(Incident inc, const std::string& actor, const std::string& note, bool self_healed,
-               IncidentState final_state = IncidentState::resolved);
+               IncidentState final_state = IncidentState::resolved,
+               const nlohmann::json& body = nlohmann::json::object());
   void after_root_gone(const std::string& root_uid);
   void update_flapping(const std::string& probe, Runtime& r);
 

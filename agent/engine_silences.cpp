@@ -7,6 +7,7 @@
 
 #include "agent/engine_internal.h"
 #include "base/log.h"
+#include "base/short_uid.h"
 
 namespace storewatch::agent {
 
@@ -100,8 +101,14 @@ Result<SilenceRow> Engine::remove_silence(const std::string& uid_or_prefix,
     return Error{fmt::format("no silence in force with id {}", uid_or_prefix)};
   }
   if (found.size() > 1) {
-    return Error{
-        fmt::format("'{}' matches {} silences; give more of the id", uid_or_prefix, found.size())};
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& it : found) {
+      const std::string until = format_rfc3339(it->ends_at);
+      rows.push_back({it->uid, it->match, until.substr(0, 10) + " " + until.substr(11, 8) + "Z",
+                      it->created_by});
+    }
+    return Error{ambiguous_uid_message(uid_or_prefix, "silences", {"ID", "MATCH", "UNTIL", "BY"},
+                                       std::move(rows), 0)};
   }
   SilenceRow row = *found.front();
   silences_.erase(found.front());

@@ -170,7 +170,16 @@ void HqCommands::apply(const sync::Command& cmd) {
     sink_.begin();
     auto done = apply_incident_action(engine_, reader_, *action, cmd.incident,
                                       /*allow_prefix=*/false, *actor, cmd.note);
-    finish(cmd, done ? Result<json>(json{{"incident", done->to_json()}}) : done.error());
+    if (!done) {
+      finish(cmd, done.error());
+      return;
+    }
+    json answer{{"incident", done->incident.to_json()}};
+    if (done->still_failing) {
+      // HQ's resolve is done (no terminal to ask); it says what happens next.
+      answer["still_failing"] = still_failing_json(*done->still_failing, SystemClock().wall_now());
+    }
+    finish(cmd, Result<json>(std::move(answer)));
     return;
   }
   switch (cmd.op) {

@@ -52,7 +52,20 @@ json commands_json(const HqCommands::Stats& s) {
 json LiveStatus::document() const {
   const config::Config& cfg = *p_.config;
   json probes = json::array();
-  for (const auto& p : p_.engine.probes()) probes.push_back(probe_json(p));
+  {
+    // The scheduler's timers are on the steady clock: now + how far ahead.
+    const SystemClock clock;
+    const WallTime wall = clock.wall_now();
+    const auto steady = std::chrono::steady_clock::now();
+    for (const auto& p : p_.engine.probes()) {
+      std::optional<WallTime> next;
+      if (auto due = p_.scheduler.next_due(p.name)) {
+        const auto ahead = std::chrono::ceil<Millis>(*due - steady);
+        next = wall + std::max(ahead, Millis(0));
+      }
+      probes.push_back(probe_json(p, next));
+    }
+  }
   sync::PublisherStats ps = p_.publisher ? p_.publisher->stats() : sync::PublisherStats{};
   if (!p_.publisher) {
     ps.last_error = p_.sync_error;

@@ -92,7 +92,7 @@ int notify_test(const config::Config& cfg, const std::string& channel, bool as_j
   if (n == nullptr) {
     std::string known;
     for (const auto& c : cfg.notify) known += (known.empty() ? "" : ", ") + c.name;
-    fmt::print(stderr, "error: no [[notify]] channel \"{}\" ({})\n", channel,
+    fmt::print(stderr, "storewatch: no [[notify]] channel \"{}\" ({})\n", channel,
                known.empty() ? "none is configured" : "known: " + known);
     return 2;
   }

@@ -63,6 +63,7 @@ struct Scheduler::Entry {
   bool waiting = false;
   bool in_flight = false;  ///< the probe has not called back yet
   bool retired = false;    ///< removed or replaced by a reload
+  bool first = false;      ///< the timer is armed for the first check, off the grid
 };
 
 Scheduler::Scheduler(asio::io_context& io, std::shared_ptr<const config::Config> config,
@@ -93,14 +94,35 @@ milliseconds Scheduler::offset_of(const std::string& name, milliseconds interval
   return grain * static_cast<std::int64_t>(h % grains);
 }
 
-void Scheduler::start() {
-  const auto now = steady_clock::now();
-  for (auto& [name, e] : entries_) schedule(*e, now);
+milliseconds Scheduler::first_offset_of(const std::string& name, milliseconds interval) {
+  return offset_of(name, interval) % std::min(interval, kFirstRoundWindow);
 }
 
-void Scheduler::schedule(Entry& e, steady_clock::time_point now) {
+namespace {
+
+/// The first slot origin + k × interval (k a whole number) strictly after `t`.
+steady_clock::time_point next_slot(steady_clock::time_point origin, milliseconds interval,
+                                   steady_clock::time_point t) {
+  const auto since = t - origin;
+  auto k = since / interval;  // rounds towards 0: floor it
+  if (since.count() < 0 && since % interval != steady_clock::duration::zero()) --k;
+  return origin + (k + 1) * interval;
+}
+
+}  // namespace
+
+void Scheduler::start() {
+  const auto now = steady_clock::now();
+  for (auto& [name, e] : entries_) schedule(*e, now, true);
+}
+
+void Scheduler::schedule(Entry& e, steady_clock::time_point now, bool first_round) {
   e.origin = now + offset_of(e.config.name, e.config.interval);
-  e.timer.expires_at(e.origin);
+  // At start the first check comes at once (within kFirstRoundWindow), not
+  // at the origin, which may be a whole interval away.
+  e.first = first_round;
+  e.timer.expires_at(first_round ? now + first_offset_of(e.config.name, e.config.interval)
+                                 : e.origin);
   arm(e);
 }
 
@@ -149,7 +171,7 @@ Scheduler::Change Scheduler::reconfigure(std::shared_ptr<const config::Config> n
     auto e = std::make_unique<Entry>(io_, p);
     Entry& ref = *e;
     entries_.emplace(p.name, std::move(e));
-    schedule(ref, now);
+    schedule(ref, now, false);
   }
   // A higher max_concurrent_checks lets waiting checks start now.
   while (!waiting_.empty() && running_ < config_->agent.max_concurrent_checks) {
@@ -180,11 +202,13 @@ void Scheduler::arm(Entry& e) {
     if (ec || stopped_ || e.retired) return;
     due(e, e.timer.expiry());
     // Next slot strictly after now, on the origin's grid: missed slots are
-    // skipped, never bunched, and the grid does not drift.
+    // skipped, never bunched, and the grid does not drift. After the first
+    // check (off the grid), the first slot half an interval later at least.
     const auto interval = e.config.interval;
-    const auto now = steady_clock::now();
-    auto k = (now - e.origin) / interval + 1;
-    e.timer.expires_at(e.origin + k * interval);
+    auto after = steady_clock::now();
+    if (e.first) after = std::max(after, e.timer.expiry() + interval / 2);
+    e.first = false;
+    e.timer.expires_at(next_slot(e.origin, interval, after));
     arm(e);
   });
 }
@@ -203,6 +227,14 @@ void Scheduler::due(Entry& e, std::optional<steady_clock::time_point> slot) {
     return;
   }
   begin(e);
+}
+
+std::optional<steady_clock::time_point> Scheduler::next_due(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (stopped_ || it == entries_.end() || it->second->running || it->second->waiting) {
+    return std::nullopt;
+  }
+  return it->second->timer.expiry();
 }
 
 bool Scheduler::run_now(const std::string& name) {

@@ -3,7 +3,12 @@
 /// Runs every probe on its own interval on the loop. Each probe gets a
 /// stable per-name offset inside its interval so 300 probes don't fire
 /// together (offsets come in grains of at most 250 ms, so the loop wakes for
-/// a handful of probes at a time rather than for each one), slots are
+/// a handful of probes at a time rather than for each one). The first round
+/// does not wait for those offsets: every probe's first check starts within
+/// kFirstRoundWindow of start() (its offset folded into that window), so a
+/// probe every 30 s is known at start instead of up to 30 s later; the
+/// probe then joins its grid at the first slot at least half an interval
+/// after that first check (never two checks back to back). Slots are
 /// computed from a fixed origin so nothing drifts over hours, every check's
 /// timeout is enforced here (not trusted to the probe), and a global cap
 /// bounds the checks running at once. A slow or hung device only ever delays
@@ -111,14 +116,31 @@ class Scheduler {
   static std::chrono::milliseconds offset_of(const std::string& name,
                                              std::chrono::milliseconds interval);
 
+  /// The first round of checks after start() is spread over this much at
+  /// most. (A probe a reload adds or changes starts on its grid, as the
+  /// others go on.)
+  static constexpr std::chrono::milliseconds kFirstRoundWindow{1000};
+  /// When a probe's first check starts after start(): its offset folded into
+  /// kFirstRoundWindow (still whole grains), so `first_offset_of <
+  /// kFirstRoundWindow`; the offset itself for intervals up to the window.
+  static std::chrono::milliseconds first_offset_of(const std::string& name,
+                                                   std::chrono::milliseconds interval);
+
   int running() const { return running_; }
+
+  /// When the probe's next scheduled check is due (the armed timer's
+  /// expiry); nullopt for a probe not scheduled, once stopped, or while a
+  /// check of it runs or waits for the concurrency cap. Reads only.
+  std::optional<std::chrono::steady_clock::time_point> next_due(const std::string& name) const;
 
   /// Lateness of scheduled checks so far.
   ScheduleStats schedule_stats() const { return lateness_.stats(); }
 
  private:
   struct Entry;
-  void schedule(Entry& e, std::chrono::steady_clock::time_point now);
+  /// Sets the entry's grid from `now`; its first check comes at once when
+  /// `first_round` (start()), else on the grid (a reload's new probes).
+  void schedule(Entry& e, std::chrono::steady_clock::time_point now, bool first_round);
   void retire(std::unique_ptr<Entry> e);
   void arm(Entry& e);
   void due(Entry& e, std::optional<std::chrono::steady_clock::time_point> slot);

@@ -9,7 +9,7 @@ namespace storewatch::agent {
 
 using nlohmann::json;
 
-json probe_json(const ProbeView& p) {
+json probe_json(const ProbeView& p, std::optional<WallTime> next_check) {
   return json{
       {"name", p.name},
       {"type", p.type},
@@ -21,6 +21,8 @@ json probe_json(const ProbeView& p) {
       {"flapping", p.flapping},
       {"flap_percent", std::round(p.flap_percent * 10) / 10},
       {"held", p.held},
+      {"pending", p.pending},
+      {"next_check", next_check ? json(format_rfc3339(*next_check)) : json(nullptr)},
   };
 }
 

@@ -17,8 +17,12 @@
 
 namespace storewatch::agent {
 
-/// One probe's entry of the document.
-nlohmann::json probe_json(const ProbeView& p);
+/// One probe's entry of the document. `pending` is true for a probe not
+/// checked yet since the daemon started or its check level was reset (its
+/// `message` and `last_check` are then those of an earlier check), and
+/// `next_check` says when its next scheduled check is due (RFC 3339; null
+/// while a check runs, or when no daemon runs).
+nlohmann::json probe_json(const ProbeView& p, std::optional<WallTime> next_check = std::nullopt);
 
 /// A probe's result as `probe run NAME --json` prints it (DESIGN §7), also
 /// the `result` of an HQ `probe_run` command.

@@ -8,6 +8,7 @@
 #include "agent/migrations.h"
 #include "agent/store_internal.h"
 #include "base/json_text.h"
+#include "base/short_uid.h"
 
 namespace storewatch::agent {
 
@@ -111,8 +112,13 @@ StoredEvent event_from_row(const db::Statement& s) {
 
 Result<Store> Store::open(const std::filesystem::path& path, Mode mode) {
   if (mode == Mode::read_only) {
+    // Missing and out of reach are two things: say which.
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) {
+    const bool exists = std::filesystem::exists(path, ec);
+    if (ec == std::errc::permission_denied) {
+      return Error{fmt::format("permission denied: cannot reach the database {}", path.string())};
+    }
+    if (!exists) {
       return Error{fmt::format("no database at {} (has the daemon run with this config yet?)",
                                path.string())};
     }
@@ -453,11 +459,50 @@ Result<std::optional<Incident>> Store::incident(const std::string& uid_or_prefix
     return std::optional<Incident>(std::move(rows->front()));
   }
   if (rows->size() > 1) {
-    return Error{
-        fmt::format("'{}' matches more than one incident; give more of the uid", uid_or_prefix)};
+    auto candidates = incidents_with_prefix(uid_or_prefix, kMaxCandidates);
+    if (!candidates) return candidates.error();
+    auto count = count_with_prefix(uid_or_prefix);
+    if (!count) return count.error();
+    const auto listed = static_cast<std::int64_t>(candidates->size());
+    return Error{ambiguous_incident_message(
+        uid_or_prefix, *candidates,
+        static_cast<std::size_t>(std::max<std::int64_t>(*count - listed, 0)))};
   }
   if (rows->empty()) return std::optional<Incident>();
   return std::optional<Incident>(std::move(rows->front()));
+}
+
+Result<std::vector<Incident>> Store::incidents_with_prefix(const std::string& prefix, int limit) {
+  auto stmt = db_.prepare(
+      fmt::format("SELECT {} FROM incidents WHERE uid >= ?1 AND uid < ?2 ORDER BY uid LIMIT ?3",
+                  kIncidentColumns));
+  if (!stmt) return stmt.error();
+  stmt->bind(1, prefix).bind(2, prefix + "\x7f").bind(3, limit);
+  return collect<Incident>(*stmt, incident_from_row);
+}
+
+Result<std::int64_t> Store::count_with_prefix(const std::string& prefix) {
+  auto stmt = db_.prepare("SELECT count(*) FROM incidents WHERE uid >= ?1 AND uid < ?2");
+  if (!stmt) return stmt.error();
+  stmt->bind(1, prefix).bind(2, prefix + "\x7f");
+  auto row = stmt->step();
+  if (!row) return row.error();
+  return stmt->int64(0);
+}
+
+std::string ambiguous_incident_message(const std::string& prefix,
+                                       const std::vector<Incident>& candidates, std::size_t more) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& i : candidates) {
+    std::string detected = "-";
+    if (i.t_detect) {
+      const std::string t = format_rfc3339(*i.t_detect);
+      detected = t.substr(0, 10) + " " + t.substr(11, 8) + "Z";
+    }
+    rows.push_back({i.uid, i.probe, std::string(to_string(i.state)), detected});
+  }
+  return ambiguous_uid_message(prefix, "incidents", {"UID", "PROBE", "STATE", "DETECTED"},
+                               std::move(rows), more);
 }
 
 Result<std::vector<StoredEvent>> Store::events_of(const std::string& incident_uid) {

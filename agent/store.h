@@ -180,8 +180,15 @@ class Store {
   /// Incidents, newest detection first. `unresolved_only`: not resolved/closed.
   Result<std::vector<Incident>> incidents(bool unresolved_only,
                                           std::optional<WallTime> detected_since = {});
-  /// One incident by uid, or by a unique uid prefix.
+  /// One incident by uid, or by a unique uid prefix. A prefix that more
+  /// than one starts with is an error listing them
+  /// (ambiguous_incident_message).
   Result<std::optional<Incident>> incident(const std::string& uid_or_prefix);
+  /// The incidents whose uid starts with `prefix`, in uid order, at most
+  /// `limit` of them.
+  Result<std::vector<Incident>> incidents_with_prefix(const std::string& prefix, int limit);
+  /// How many incidents' uids start with `prefix`.
+  Result<std::int64_t> count_with_prefix(const std::string& prefix);
   Result<std::vector<StoredEvent>> events_of(const std::string& incident_uid);
   Result<std::vector<StoredEvent>> events_after(std::int64_t after, int limit);
   /// Resolved incidents not yet closed (the engine closes them, or reopens).
@@ -261,6 +268,15 @@ class Store {
 /// The stored event in wire form; its body travels as the stored text
 /// (`body_text`), not parsed.
 Result<wire::Event> to_wire(const StoredEvent& e);
+
+/// The error for a start of a uid that names more than one incident: each
+/// candidate by its unique prefix, with its probe, state and detection time;
+/// `more` counts those not in `candidates`.
+std::string ambiguous_incident_message(const std::string& prefix,
+                                       const std::vector<Incident>& candidates, std::size_t more);
+
+/// The most candidates an ambiguous uid start lists.
+inline constexpr int kMaxCandidates = 10;
 
 /// The sync_state keys.
 inline constexpr const char* kHqAckedSeq = "hq_acked_seq";

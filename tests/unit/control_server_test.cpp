@@ -329,6 +329,52 @@ TEST_F(ControlServerTest, ConnectionsAreCappedInAllAndForEachUser) {
       5s));
 }
 
+// call_daemon says why no daemon answered: nothing there, a socket left
+// over, a listener that takes the connection and never answers (hung: named
+// by its pid, within the timeout), and a daemon that answers.
+TEST(CallDaemon, SaysWhyNoDaemonAnswered) {
+  test::TempDir dir;
+  const auto path = dir / "control.sock";
+  const json request{{"v", kControlVersion}, {"op", "status"}};
+
+  auto call = call_daemon(path, request, 500ms);
+  EXPECT_EQ(call.state, DaemonState::not_running);
+  EXPECT_EQ(call.connect_errno, ENOENT);
+  EXPECT_STREQ(to_string(call.state), "not_running");
+
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const int left_over = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::bind(left_over, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(left_over);  // the file stays, nothing listens
+  call = call_daemon(path, request, 500ms);
+  EXPECT_EQ(call.state, DaemonState::not_running);
+  EXPECT_EQ(call.connect_errno, ECONNREFUSED);
+
+  std::filesystem::remove(path);
+  const int hung = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::bind(hung, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(hung, 4), 0);  // and never accepts
+  const auto started = std::chrono::steady_clock::now();
+  call = call_daemon(path, request, 300ms);
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(call.state, DaemonState::not_answering);
+  EXPECT_STREQ(to_string(call.state), "not_answering");
+  EXPECT_EQ(call.pid, ::getpid());
+  EXPECT_THAT(call.error, HasSubstr("did not answer within 300 ms"));
+  EXPECT_GE(took, 290ms);  // poll counts in whole milliseconds
+  EXPECT_LT(took, 2s);
+  ::close(hung);
+}
+
+TEST_F(ControlServerTest, CallDaemonReturnsTheAnswerOfARunningOne) {
+  auto call = call_daemon(path_, json{{"v", kControlVersion}, {"op", "echo"}}, 5s);
+  EXPECT_EQ(call.state, DaemonState::running) << call.error;
+  EXPECT_EQ(call.pid, ::getpid());
+  EXPECT_TRUE(call.response.is_object());
+}
+
 TEST(ControlServerOpen, RefusesAPathTooLongForASocket) {
   boost::asio::io_context io;
   const std::filesystem::path path = "/tmp/" + std::string(200, 's') + "/control.sock";

@@ -148,6 +148,46 @@ TEST(Scheduler, OffsetsComeInGrainsSoProbesShareWakeUps) {
   EXPECT_LT(Scheduler::offset_of("x", 100ms), 100ms);
 }
 
+TEST(Scheduler, FirstChecksComeWithinTheFirstRoundWindow) {
+  for (int i = 0; i < 300; ++i) {
+    const std::string name = fmt::format("probe-{}", i);
+    for (Millis interval : {Millis(100), Millis(1000), Millis(30'000), Millis(3'600'000)}) {
+      const auto first = Scheduler::first_offset_of(name, interval);
+      EXPECT_LT(first, Scheduler::kFirstRoundWindow) << name;
+      EXPECT_LT(first, interval) << name;
+      EXPECT_EQ(first % Scheduler::slot_grain(interval), Millis(0)) << name;  // whole grains
+      if (interval <= Scheduler::kFirstRoundWindow) {
+        EXPECT_EQ(first, Scheduler::offset_of(name, interval)) << name;
+      }
+    }
+  }
+}
+
+TEST(Scheduler, TheFirstRoundStartsAtOnceWhateverTheInterval) {
+  // A probe every hour whose slot on the grid is more than a minute away
+  // (like the demo's gateway-disk every 30 s, which waited up to 30 s).
+  test::TcpDevice device;
+  config::Config cfg;
+  ASSERT_GT(Scheduler::offset_of("gateway-disk", 1h), 1min);
+  cfg.probes.push_back(tcp_probe("gateway-disk", device.port(), 1h));
+  cfg.probes.push_back(tcp_probe("lane-01-pos", device.port(), 1h));
+  boost::asio::io_context io;
+  std::map<std::string, int> runs;
+  Scheduler s(io, std::make_shared<const config::Config>(cfg),
+              [&](const std::string& name, const ProbeResult&) { ++runs[name]; });
+  const auto started = std::chrono::steady_clock::now();
+  s.start();
+  ASSERT_TRUE(run_until(io, [&] { return runs.size() == 2; }));
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_LT(took, Scheduler::kFirstRoundWindow + 2s);  // not a minute or more
+  // Both were scheduled checks, and neither runs again right after.
+  EXPECT_EQ(s.schedule_stats().checks, 2u);
+  io.run_for(300ms);
+  EXPECT_EQ(runs["gateway-disk"], 1);
+  EXPECT_EQ(runs["lane-01-pos"], 1);
+  s.stop();
+}
+
 TEST(Scheduler, EnforcesTheTimeoutOfAHungDevice) {
   BlackHole hole;
   config::Config cfg;
@@ -176,7 +216,7 @@ TEST(Scheduler, AHungDeviceDoesNotDelayAnother) {
   std::vector<std::string> order;
   Scheduler s(io, std::make_shared<const config::Config>(cfg),
               [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
-  s.start();
+  // Not started: only these two checks run (a first round would add its own).
   s.run_now("hung");
   s.run_now("fine");
   ASSERT_TRUE(run_until(io, [&] { return !order.empty(); }));
@@ -303,14 +343,12 @@ TEST(Scheduler, RecordsTheLatenessOfEveryScheduledCheck) {
 TEST(Scheduler, RunNowIsNotScheduledSoHasNoLateness) {
   test::TcpDevice device;
   config::Config cfg;
-  // An hour's interval: its first slot is far away (checked, not assumed).
-  ASSERT_GT(Scheduler::offset_of("manual", 1h), 1min);
   cfg.probes.push_back(tcp_probe("manual", device.port(), 1h));
   boost::asio::io_context io;
   int results = 0;
   Scheduler s(io, std::make_shared<const config::Config>(cfg),
               [&](const std::string&, const ProbeResult&) { ++results; });
-  s.start();
+  // Not started, so no scheduled check (start() would run a first round).
   ASSERT_TRUE(s.run_now("manual"));
   ASSERT_TRUE(run_until(io, [&] { return results == 1; }));
   EXPECT_EQ(s.schedule_stats().checks, 0u);
@@ -324,14 +362,14 @@ TEST(Scheduler, LatenessIncludesTheWaitForTheConcurrencyCap) {
   cfg.agent.max_concurrent_checks = 1;
   cfg.probes.push_back(tcp_probe("hung", hole.port(), 1h, 300ms));
   cfg.probes.push_back(tcp_probe("fine", device.port(), 100ms, 5s));
-  ASSERT_GT(Scheduler::offset_of("hung", 1h), 1min);
   boost::asio::io_context io;
   std::vector<std::string> order;
   Scheduler s(io, std::make_shared<const config::Config>(cfg),
               [&](const std::string& name, const ProbeResult&) { order.push_back(name); });
   s.start();
-  // "hung" holds the only slot for its 300 ms timeout; "fine"'s first slot
-  // comes within 100 ms of start, so it waits at least 200 ms for the cap.
+  // "hung" holds the only slot for its 300 ms timeout (its own first-round
+  // check, due meanwhile, is skipped); "fine"'s first slot comes within
+  // 100 ms of start, so it waits at least 200 ms for the cap.
   s.run_now("hung");
   ASSERT_TRUE(run_until(io, [&] { return order.size() >= 2; }));
   s.stop();
