@@ -163,7 +163,7 @@ Status HqStore::Impl::prepare_all() {
   const std::string report_sql =
       "SELECT i.store, i.snapshot, EXISTS (SELECT 1 FROM events e WHERE e.store = i.store "
       "AND e.incident_uid = i.uid AND e.type = 'acknowledged' "
-      "AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:')) "
+      "AND (substr(e.actor, 1, 4) = 'cli:' OR substr(e.actor, 1, 3) = 'hq:')), i.uid "
       "FROM incidents i WHERE i.t_detect_ms >= ?1 AND i.t_detect_ms <= ?2 "
       "ORDER BY i.store, i.t_detect_ms, i.uid";
   const std::array<Sql, 19> all{{
@@ -590,6 +590,7 @@ Result<std::vector<ResyncDue>> HqStore::claim_resyncs(WallTime now, Millis after
 
 Result<std::vector<ReportIncident>> HqStore::report_incidents(WallTime since, WallTime until) {
   std::vector<ReportIncident> out;
+  std::vector<std::string> uids;
   std::optional<Error> damaged;
   impl_->report_rows.bind(1, to_ms(since)).bind(2, to_ms(until));
   auto st = impl_->report_rows.each([&](const db::Statement& q) {
@@ -599,11 +600,35 @@ Result<std::vector<ReportIncident>> HqStore::report_incidents(WallTime since, Wa
                                   path().string(), q.text(0))};
       return false;
     }
-    out.push_back({q.text(0), std::move(snapshot), q.int64(2) != 0});
+    out.push_back({q.text(0), std::move(snapshot), q.int64(2) != 0, {}});
+    uids.push_back(q.text(3));
     return true;
   });
   if (!st) return st.error();
   if (damaged) return *damaged;
+  // The resolved and reopened events of the reopened ones (few): the spans
+  // they were up in between do not count as downtime.
+  auto events = impl_->db.prepare(
+      "SELECT type, at, body FROM events WHERE store = ?1 AND incident_uid = ?2 "
+      "AND type IN ('resolved', 'reopened') ORDER BY seq");
+  if (!events) return events.error();
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    const auto reopens = out[k].snapshot.find("reopen_count");
+    if (reopens == out[k].snapshot.end() || !reopens->is_number_integer() ||
+        reopens->get<std::int64_t>() <= 0) {
+      continue;
+    }
+    events->reset();
+    events->bind(1, out[k].store).bind(2, uids[k]);
+    auto each = events->each([&](const db::Statement& q) {
+      out[k].reopen_events.push_back(
+          json{{"type", q.text(0)},
+               {"at", q.text(1)},
+               {"body", json::parse(q.text(2), nullptr, /*allow_exceptions=*/false)}});
+      return true;
+    });
+    if (!each) return each.error();
+  }
   return out;
 }
 

@@ -30,6 +30,10 @@ struct ReportIncident {
   std::string store;
   nlohmann::json snapshot;
   bool human_ack = false;
+  /// Of a reopened incident: its `resolved` and `reopened` events in seq
+  /// order, each {"type","at","body"} (the body as stored), for the spans
+  /// it was up in between.
+  std::vector<nlohmann::json> reopen_events;
 };
 
 /// The SQLite backend of IngestStore, and the read side of `hq stores`,

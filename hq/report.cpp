@@ -71,6 +71,15 @@ Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis sinc
     auto it = by_store.find(i.store);
     if (it == by_store.end()) continue;
     ReportRow row = report_row(i.snapshot, i.human_ack);
+    if (!i.reopen_events.empty()) {
+      std::vector<TimelineEvent> timeline;
+      for (const json& e : i.reopen_events) {
+        auto at = time_field(e, "at");
+        if (!at) continue;
+        timeline.push_back({e.value("type", std::string()), *at, e.value("body", json::object())});
+      }
+      row.up_spans = resolved_spans(timeline);
+    }
     // Selected by HQ's t_detect column, which came from this same snapshot.
     if (!row.t_detect) continue;
     it->second.push_back(row);

@@ -251,6 +251,38 @@ std::vector<agent::StoredEvent> hq_events(agent::Store& db, const std::string& u
   return out;
 }
 
+// Issue 20: a second ack says by whom and when the incident was
+// acknowledged, whether HQ acked first and the technician's CLI asks again,
+// or HQ asks again.
+TEST(HqCommands, ASecondAckSaysWhoAcknowledgedFirst) {
+  StoreSite site;
+  auto agent = site.start_agent();
+  HqClient hq(site.broker.uri());
+  wait_for_commands(hq, *agent);
+  site.device.down();
+  json incident;
+  ASSERT_TRUE(wait_until([&] {
+    incident = site.incident_of_lane();
+    return incident.is_object() && incident["state"] == "open";
+  })) << logs_of(*agent);
+  const std::string uid = incident["uid"].get<std::string>();
+
+  hq.send(command("ack-olga", "ack", {{"incident", uid}, {"by", "olga"}}));
+  json first = hq.answer("ack-olga");
+  ASSERT_EQ(first["ok"], true) << first.dump() << logs_of(*agent);
+
+  auto cli = run(storewatch_command({"--config", site.config.string(), "ack", uid}),
+                 {{"SUDO_USER", "dana"}});
+  EXPECT_EQ(cli.exit_code, 1);
+  EXPECT_NE(cli.err.find("already acknowledged by hq:olga at "), std::string::npos) << cli.err;
+
+  hq.send(command("ack-again", "ack", {{"incident", uid}, {"by", "bob"}}));
+  json again = hq.answer("ack-again");
+  EXPECT_EQ(again["ok"], false);
+  EXPECT_NE(again.value("error", "").find("already acknowledged by hq:olga at "), std::string::npos)
+      << again.dump();
+}
+
 TEST(HqCommands, EveryOpIsAppliedOnceThroughTheDaemon) {
   StoreSite site;
   auto agent = site.start_agent();

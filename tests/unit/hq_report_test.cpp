@@ -123,6 +123,30 @@ TEST_F(HqReportTest, ReportsEachStoreAndTheFleet) {
   EXPECT_THAT(text, HasSubstr("MTTR"));
 }
 
+TEST_F(HqReportTest, AReopenedIncidentsDowntimeLeavesOutTheTimeItWasUp) {
+  // Down 10 min, resolved, up until 2 h ago, down 5 min more.
+  Spec first{"r", "lane-01", "resolved", 5h, 5h - 10s, 5h - 10min};
+  wire::Event resolved = event(1, first, "resolved");
+  Spec again{"r", "lane-01", "open", 5h, 5h - 10s, std::nullopt};
+  wire::Event reopened = event(2, again, "reopened");
+  reopened.at = at(2h - 30s);
+  reopened.body["restored_at"] = at(5h - 10min);
+  reopened.body["fault_at"] = at(2h);
+  reopened.body["incident_state"]["reopen_count"] = 1;
+  Spec last{"r", "lane-01", "resolved", 5h, 5h - 10s, 2h - 5min};
+  wire::Event done = event(3, last, "resolved");
+  done.body["incident_state"]["reopen_count"] = 1;
+  ingest("s1", {resolved, reopened, done});
+
+  auto r = build_fleet_report(*store_, kHqReportNow, 24h, std::nullopt);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const json j = r->to_json();
+  EXPECT_EQ(j["fleet"]["mttr"]["mean_s"], 900.0);
+  ASSERT_EQ(j["fleet"]["top_by_downtime"].size(), 1u);
+  EXPECT_EQ(j["fleet"]["top_by_downtime"][0]["downtime_s"], 900.0);
+  EXPECT_EQ(j["stores"][0]["top_by_downtime"][0]["downtime_s"], 900.0);
+}
+
 TEST_F(HqReportTest, OneStoreOrAClearErrorForAnUnknownOne) {
   Spec a{"a", "lane-01", "open", 1h, 1h - 20s, std::nullopt};
   ingest("s1", {event(1, a)});
