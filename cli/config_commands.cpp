@@ -17,39 +17,68 @@ namespace storewatch::cli {
 
 namespace {
 
-int cmd_config_check(const Globals& g) {
+std::string count(std::size_t n, const char* what) {
+  return fmt::format("{} {}{}", n, what, n == 1 ? "" : "s");
+}
+
+/// Prints the diagnostics and, with errors, "FILE: N errors"; true when there is none.
+template <class T>
+bool report_check(const std::filesystem::path& file, const config::Loaded<T>& loaded) {
+  print_diagnostics(loaded.diagnostics);
+  if (loaded.ok()) return true;
+  std::size_t errors = 0;
+  for (const auto& d : loaded.diagnostics) errors += d.kind == config::Diagnostic::Kind::error;
+  std::cerr << fmt::format("{}: {}\n", file.string(), count(errors, "error"));
+  return false;
+}
+
+int check_agent_config(const Globals& g, const std::filesystem::path& file) {
   config::LoadOptions options;
   if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
   options.probe_types = probes::schemas();
-  auto loaded = config::load(g.agent_config(), options);
-  print_diagnostics(loaded.diagnostics);
-  if (!loaded.ok()) {
-    std::size_t errors = 0;
-    for (const auto& d : loaded.diagnostics) errors += d.kind == config::Diagnostic::Kind::error;
-    std::cerr << fmt::format("{}: {} error{}\n", g.agent_config().string(), errors,
-                             errors == 1 ? "" : "s");
-    return kUsage;
-  }
+  auto loaded = config::load(file, options);
+  if (!report_check(file, loaded)) return kUsage;
   const auto& c = *loaded.config;
-  auto count = [](std::size_t n, const char* what) {
-    return fmt::format("{} {}{}", n, what, n == 1 ? "" : "s");
-  };
   std::string extra;
   if (!c.remediations.empty()) extra += ", " + count(c.remediations.size(), "remediation");
   if (!c.silences.empty()) extra += ", " + count(c.silences.size(), "silence");
-  std::cout << fmt::format("{}: ok — store {}, {}{}, {} read\n", g.agent_config().string(),
-                           c.store.id, count(c.probes.size(), "probe"), extra,
-                           count(c.files.size(), "file"));
+  std::cout << fmt::format("{}: ok — store {}, {}{}, {} read\n", file.string(), c.store.id,
+                           count(c.probes.size(), "probe"), extra, count(c.files.size(), "file"));
   return kOk;
 }
 
-int cmd_doctor(const Globals& g, const std::string& timeout, bool as_json) {
-  auto t = parse_duration(timeout);
-  if (!t || t->count() <= 0) {
-    std::cerr << "storewatch: --timeout " << timeout
-              << " is not a duration (use a number and ms|s|m, e.g. 3s)\n";
+int check_hq_config(const std::filesystem::path& file) {
+  auto loaded = config::load_hq(file);
+  if (!report_check(file, loaded)) return kUsage;
+  const auto& c = *loaded.config;
+  const std::string enroll = c.enroll == config::HqConfig::Enroll::list
+                                 ? fmt::format("enroll list ({})", count(c.stores.size(), "store"))
+                                 : std::string("enroll auto");
+  std::cout << fmt::format("{}: ok — HQ config, broker {}, database {}, {}\n", file.string(),
+                           c.broker, c.database.string(), enroll);
+  return kOk;
+}
+
+/// `config check` and `hq config check`: an agent's config or HQ's, told
+/// apart by their tables ([hq] is HQ's), each checked by its own loader.
+int cmd_config_check(const Globals& g, const std::filesystem::path& file) {
+  const config::FileKind kind = config::file_kind(file);
+  if (kind.kind == config::FileKind::hq) return check_hq_config(file);
+  if (kind.kind == config::FileKind::mixed) {
+    std::cerr << fmt::format(
+        "{}: error: [hq] is HQ's table, but this file also has the agent's {} (at {}): the "
+        "agent's config and HQ's are two files (storewatch.toml and hq.toml); move [hq] to a "
+        "file of its own and check each with `storewatch config check -c FILE`\n",
+        config::to_string(kind.hq_at), kind.agent_table, config::to_string(kind.agent_at));
+    std::cerr << fmt::format("{}: 1 error\n", file.string());
     return kUsage;
   }
+  return check_agent_config(g, file);
+}
+
+int cmd_doctor(const Globals& g, const std::string& timeout, bool as_json) {
+  auto t = parse_duration_option("--timeout", timeout, true, "3s");
+  if (!t) return usage(t.error());
   DoctorOptions options;
   options.config = g.agent_config();
   if (!g.conf_dir.empty()) options.conf_dir = g.conf_dir;
@@ -90,9 +119,10 @@ void add_config_commands(CLI::App& app, const Globals& g, int& rc) {
   auto* config_cmd = sub(app, "config", "Work with the config file");
   config_cmd->require_subcommand(1);
   auto* check = sub(*config_cmd, "check",
-                    "Validate the config: exit 0, or print every error as file:line:col and exit "
-                    "2. Missing secret or CA files are warnings. Creates nothing.");
-  check->callback([&g, &rc] { rc = cmd_config_check(g); });
+                    "Validate the config, the agent's or HQ's (a file with [hq]): exit 0, or print "
+                    "every error as file:line:col and exit 2. Missing secret or CA files are "
+                    "warnings. Creates nothing.");
+  check->callback([&g, &rc] { rc = cmd_config_check(g, g.agent_config()); });
   auto* polkit = sub(*config_cmd, "polkit",
                      "Print the polkit rule that lets user storewatch restart exactly the units "
                      "of the config's systemd-restart remediations (exit 2 on config errors)");
@@ -129,6 +159,17 @@ void add_config_commands(CLI::App& app, const Globals& g, int& rc) {
                      "connect and TLS handshake (default 3s)");
   doctor->add_flag("--json", o->json_out, "Print JSON (docs/DOCTOR.md shape) instead of text");
   doctor->callback([&g, &rc, o] { rc = cmd_doctor(g, o->doctor_timeout, o->json_out); });
+}
+
+void add_hq_config_commands(CLI::App& app, const Globals& g, int& rc) {
+  CLI::App* hq_cmd = app.get_subcommand("hq");
+  auto* config_cmd = sub(*hq_cmd, "config", "Work with HQ's config file");
+  config_cmd->require_subcommand(1);
+  auto* check = sub(*config_cmd, "check",
+                    "Validate HQ's config (default $STOREWATCH_HQ_CONFIG or "
+                    "/etc/storewatch/hq.toml) without running HQ: exit 0, or print every error "
+                    "as file:line:col and exit 2. Creates nothing.");
+  check->callback([&g, &rc] { rc = cmd_config_check(g, g.hq_config()); });
 }
 
 }  // namespace storewatch::cli

@@ -43,9 +43,12 @@ std::string me() {
   return user_name(::geteuid());
 }
 
+std::string join_group_command() {
+  return "sudo usermod -aG storewatch " + me();
+}
+
 std::vector<std::string> permission_fix() {
-  const std::string user = me();
-  return {fmt::format("sudo usermod -aG storewatch {}   (then log out and in again)", user),
+  return {join_group_command() + "   (then log out and in again)",
           "or run the command as root: sudo storewatch doctor"};
 }
 

@@ -1,10 +1,7 @@
 // The doctor's daemon check: the control socket and the daemon's answer.
 #include "cli/doctor.h"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -59,42 +56,48 @@ DoctorCheck check_daemon(const config::Config& cfg, std::chrono::milliseconds ti
              "sudo systemctl restart storewatch"};
     return c;
   }
-  // Connect once by hand first: the errno says why better than any answer.
-  {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    const int rc = fd < 0 ? -1 : ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    if (rc != 0) {
+  // One call says both why the daemon did not answer (the connect's errno,
+  // a hung daemon's silence) and, when it did, what it runs.
+  auto call =
+      agent::call_daemon(path, json{{"v", agent::kControlVersion}, {"op", "status"}}, timeout);
+  c.data["state"] = agent::to_string(call.state);
+  if (call.pid > 0) c.data["pid"] = call.pid;
+  switch (call.state) {
+    case agent::DaemonState::running: break;
+    case agent::DaemonState::permission_denied:
       c.status = CheckStatus::fail;
-      if (err == EACCES || err == EPERM) {
-        c.summary = fmt::format("you ({}) may not connect to {} ({})", me(), path.string(),
-                                owner_and_mode(st));
-        c.fix = permission_fix();
-      } else if (err == ECONNREFUSED) {
+      c.summary = fmt::format("you ({}) may not connect to {} ({})", me(), path.string(),
+                              owner_and_mode(st));
+      c.fix = permission_fix();
+      return c;
+    case agent::DaemonState::not_running:
+      c.status = CheckStatus::fail;
+      if (call.connect_errno == ECONNREFUSED) {
         c.summary =
             fmt::format("not running: {} is left over, nothing listens on it", path.string());
-        c.fix = {"sudo systemctl restart storewatch", kDaemonLog};
       } else {
-        c.summary = fmt::format("cannot connect to {}: {}", path.string(), std::strerror(err));
-        c.fix = {"sudo systemctl restart storewatch", kDaemonLog};
+        c.summary = fmt::format("cannot connect to {}: {}", path.string(),
+                                std::strerror(call.connect_errno));
       }
+      c.fix = {"sudo systemctl restart storewatch", kDaemonLog};
       return c;
-    }
+    case agent::DaemonState::not_answering:
+      c.status = CheckStatus::fail;
+      c.summary = fmt::format("not answering{}: the daemon at {} does not answer within {} ms",
+                              call.pid > 0 ? fmt::format(" (pid {})", call.pid) : "", path.string(),
+                              timeout.count());
+      c.fix = {"sudo systemctl restart storewatch", kDaemonLog};
+      return c;
   }
-  auto answer =
-      agent::control_request(path, json{{"v", agent::kControlVersion}, {"op", "status"}}, timeout);
-  if (!answer || !answer->value("ok", false) || !answer->contains("status")) {
+  const json& answer = call.response;
+  if (!answer.value("ok", false) || !answer.contains("status")) {
     c.status = CheckStatus::fail;
-    c.summary = fmt::format("the daemon at {} does not answer within {} ms{}", path.string(),
-                            timeout.count(), answer ? "" : ": " + answer.error().message);
+    c.summary = fmt::format("the daemon at {} refused: {}", path.string(),
+                            answer.value("error", std::string("no status in its answer")));
     c.fix = {"sudo systemctl restart storewatch", kDaemonLog};
     return c;
   }
-  json status = (*answer)["status"];
+  json status = answer["status"];
   const json agent = status.value("agent", json::object());
   int failing = 0;
   for (const auto& p : status.value("probes", json::array())) {

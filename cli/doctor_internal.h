@@ -28,6 +28,11 @@ std::string me();
 /// The fix for a file the current user cannot read or reach.
 std::vector<std::string> permission_fix();
 
+/// "sudo usermod -aG storewatch dana": how the user joins the group that
+/// may read storewatch's data and use its control socket (every message
+/// that says so gives this one command).
+std::string join_group_command();
+
 /// "2026-11-27 11:55:07Z (3m ago)" from RFC 3339 text, as the CLI's tables show times.
 std::string when(const std::string& rfc3339);
 

@@ -32,7 +32,7 @@ int with_hq_store(const Globals& g, F&& f) {
   return f(*store);
 }
 
-int cmd_hq_stores(const Globals& g, bool as_json) {
+int cmd_hq_stores(const Globals& g, bool as_json, bool wide) {
   return with_hq_store(g, [&](hq::HqStore& store) {
     auto list = store.stores_json();
     if (!list) return fail(list.error());
@@ -41,7 +41,9 @@ int cmd_hq_stores(const Globals& g, bool as_json) {
       return kOk;
     }
     const bool colour = use_colour(stdout);
+    // On a narrow terminal LAST SEEN says only how long ago, ACKED SEQ goes.
     Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN", "MISSING FROM"});
+    t.droppable(2, 1);
     for (const auto& s : *list) {
       bool online = s.value("online", false);
       const json& gap = s["gap_from"];
@@ -49,14 +51,17 @@ int cmd_hq_stores(const Globals& g, bool as_json) {
              std::to_string(s.value("acked_seq", 0)), std::to_string(s.value("open_incidents", 0)),
              when(s["last_seen"]), gap.is_number() ? std::to_string(gap.get<std::int64_t>()) : "-"},
             {Colour::none, online ? Colour::green : Colour::red, Colour::none, Colour::none,
-             Colour::none, gap.is_number() ? Colour::yellow : Colour::none});
+             Colour::none, gap.is_number() ? Colour::yellow : Colour::none},
+            {"", "", "", "", ago(s["last_seen"]), ""});
     }
-    std::cout << (t.empty() ? "No stores have reported yet.\n" : t.render(colour));
+    std::cout << (t.empty() ? "No stores have reported yet.\n"
+                            : t.render(colour, table_width(wide)));
     return kOk;
   });
 }
 
-int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json) {
+int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json,
+                     bool wide) {
   return with_hq_store(g, [&](hq::HqStore& store) {
     auto list =
         store.incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
@@ -69,9 +74,7 @@ int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_on
       std::cout << (open_only ? "No open incidents at HQ.\n" : "No incidents at HQ.\n");
       return kOk;
     }
-    Table t(incident_headers(true));
-    for (const auto& i : *list) add_incident_row(t, i, true);
-    std::cout << t.render(use_colour(stdout));
+    std::cout << incident_table(*list, true, wide).render(use_colour(stdout), table_width(wide));
     return kOk;
   });
 }
@@ -93,6 +96,7 @@ struct HqOptions {
   bool open_only = false;
   std::string since = "7d";
   bool json_out = false;
+  bool wide = false;
 };
 
 }  // namespace
@@ -106,14 +110,17 @@ void add_hq_commands(CLI::App& app, const Globals& g, int& rc) {
   auto* hq_stores =
       sub(*hq_cmd, "stores", "Every store HQ knows: online, acked seq, open incidents");
   hq_stores->add_flag("--json", o->json_out, "Print a JSON array instead of a table");
-  hq_stores->callback([&g, &rc, o] { rc = cmd_hq_stores(g, o->json_out); });
+  hq_stores->add_flag("--wide", o->wide, "Whole rows, whatever the width of the terminal");
+  hq_stores->callback([&g, &rc, o] { rc = cmd_hq_stores(g, o->json_out, o->wide); });
   auto* hq_incidents =
       sub(*hq_cmd, "incidents", "Every incident HQ knows (resolved and closed too)");
   hq_incidents->add_option("--store", o->store, "Only this store's incidents");
   hq_incidents->add_flag("--open", o->open_only, "Only incidents not resolved or closed");
   hq_incidents->add_flag("--json", o->json_out, "Print a JSON array instead of a table");
+  hq_incidents->add_flag("--wide", o->wide,
+                         "Whole uids and rows, whatever the width of the terminal ($COLUMNS)");
   hq_incidents->callback(
-      [&g, &rc, o] { rc = cmd_hq_incidents(g, o->store, o->open_only, o->json_out); });
+      [&g, &rc, o] { rc = cmd_hq_incidents(g, o->store, o->open_only, o->json_out, o->wide); });
   auto* hq_report =
       sub(*hq_cmd, "report",
           "MTTD, MTTA, MTTR and auto-heal rate per store and fleet-wide, from the "

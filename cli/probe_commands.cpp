@@ -30,6 +30,32 @@ bool answered(probes::ProbeStatus s) {
   return s == probes::ProbeStatus::ok || s == probes::ProbeStatus::warn;
 }
 
+/// "7 probes: 5 ok, 1 failing, 1 not answering". A device that answered
+/// with an error (refused, HTTP 500, paper out) is failing; only one that
+/// gave no answer at all (a timeout, every echo lost) is not answering.
+std::string summary_line(const std::vector<probes::ProbeResult>& results) {
+  std::size_t ok = 0, warn = 0, failing = 0, silent = 0, unknown = 0;
+  for (const auto& r : results) {
+    switch (r.status) {
+      case probes::ProbeStatus::ok: ++ok; break;
+      case probes::ProbeStatus::warn: ++warn; break;
+      case probes::ProbeStatus::fail: ++(r.no_answer ? silent : failing); break;
+      case probes::ProbeStatus::unknown: ++unknown; break;
+    }
+  }
+  std::string parts;
+  auto add = [&](std::size_t n, const std::string& what) {
+    if (n == 0) return;
+    parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, what);
+  };
+  add(ok, "ok");
+  add(warn, warn == 1 ? "warning" : "warnings");
+  add(failing, "failing");
+  add(silent, "not answering");
+  add(unknown, "unknown");
+  return fmt::format("{} probe{}: {}", results.size(), results.size() == 1 ? "" : "s", parts);
+}
+
 std::string latency_text(const probes::ProbeResult& r) {
   return fmt::format("{:.1f} ms", static_cast<double>(r.latency.count()) / 1000.0);
 }
@@ -111,9 +137,7 @@ int cmd_probe_run(const Globals& g, const std::vector<std::string>& names, bool 
     t.add({chosen[i]->name, chosen[i]->type, status, latency_text(results[i]), results[i].message},
           {Colour::none, Colour::none, colour_of(status)});
   }
-  std::cout << t.render(colour)
-            << fmt::format("\n{} probe{} checked, {} not answering\n", chosen.size(),
-                           chosen.size() == 1 ? "" : "s", failing);
+  std::cout << t.render(colour) << "\n" << summary_line(results) << "\n";
   return rc;
 }
 

@@ -17,16 +17,13 @@ namespace {
 
 int cmd_silence_add(const Globals& g, const std::string& match, const std::string& length,
                     const std::string& reason, const std::string& by, bool as_json) {
-  auto d = parse_duration(length);
-  if (!d || *d <= Millis(0)) {
-    std::cerr << "storewatch: --for " << length
-              << " is not a duration; use a number and a unit (30m, 2h, 1d)\n";
-    return kUsage;
-  }
+  auto d = parse_duration_option("--for", length, true, "2h");
+  if (!d) return usage(d.error());
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
   json req{{"op", "silence_add"}, {"match", match}, {"for_ms", d->count()}, {"reason", reason}};
   if (!by.empty()) req["by"] = by;
+  add_sudo_user(req);
   auto answer = ask_daemon(*cfg, std::move(req));
   if (!answer) return kFailure;
   const json& s = (*answer)["silence"];
@@ -44,29 +41,31 @@ int cmd_silence_remove(const Globals& g, const std::string& id, const std::strin
   if (!cfg) return kUsage;
   json req{{"op", "silence_remove"}, {"silence", id}};
   if (!by.empty()) req["by"] = by;
+  add_sudo_user(req);
   auto answer = ask_daemon(*cfg, std::move(req));
   if (!answer) return kFailure;
   std::cout << "removed silence " << (*answer)["silence"].value("uid", "") << "\n";
   return kOk;
 }
 
-int cmd_silence_list(const Globals& g, bool as_json) {
+int cmd_silence_list(const Globals& g, bool as_json, bool wide) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
   json list;
-  auto live = agent::control_request(cfg->agent.control_socket,
-                                     json{{"v", agent::kControlVersion}, {"op", "silence_list"}},
-                                     std::chrono::seconds(3));
-  if (live && live->value("ok", false)) {
-    list = json{{"silences", (*live)["silences"]}, {"scheduled", (*live)["scheduled"]}};
+  // As `status`: a hung daemon does not hold the command up, and a
+  // database the user may not read is said so, never "no silences".
+  auto live = agent::call_daemon(cfg->agent.control_socket,
+                                 json{{"v", agent::kControlVersion}, {"op", "silence_list"}},
+                                 kStatusTimeout);
+  if (live.state == agent::DaemonState::running && live.response.value("ok", false)) {
+    list = json{{"silences", live.response["silences"]}, {"scheduled", live.response["scheduled"]}};
   } else {
     auto store = open_agent_store(*cfg);
+    if (!store) return fail(store.error());
     json rows = json::array();
-    if (store) {
-      auto active = store->silences(now());
-      if (!active) return fail(active.error());
-      for (const auto& r : *active) rows.push_back(r.to_json());
-    }
+    auto active = store->silences(now());
+    if (!active) return fail(active.error());
+    for (const auto& r : *active) rows.push_back(r.to_json());
     list = json{{"silences", std::move(rows)},
                 {"scheduled", agent::scheduled_silences_json(*cfg, now())}};
   }
@@ -75,21 +74,29 @@ int cmd_silence_list(const Globals& g, bool as_json) {
     return kOk;
   }
   const bool colour = use_colour(stdout);
+  const std::size_t width = table_width(wide);
+  // On a narrow terminal REASON is cut, UNTIL says only how long, BY goes.
   Table t({"ID", "MATCH", "UNTIL", "BY", "REASON"});
-  for (const auto& s : list["silences"]) {
-    t.add({s.value("uid", "").substr(0, 13), s.value("match", ""), when(s["ends_at"]),
-           s.value("created_by", ""), s.value("reason", "")});
+  t.truncatable(4, 16).droppable(3, 1);
+  const auto ids = shown_uids(list["silences"], wide);
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    const json& s = list["silences"][k];
+    t.add({ids[k], s.value("match", ""), when(s["ends_at"]), s.value("created_by", ""),
+           s.value("reason", "")},
+          {}, {"", "", ago(s["ends_at"])});
   }
   std::cout << (list["silences"].empty() ? std::string("no ad-hoc silences in force\n")
-                                         : t.render(colour));
+                                         : t.render(colour, width));
   if (!list["scheduled"].empty()) {
     Table sched({"SCHEDULE", "MATCH", "IN FORCE", "NEXT CHANGE", "REASON"});
+    sched.truncatable(4, 16);
     for (const auto& s : list["scheduled"]) {
-      sched.add({s.value("schedule", ""), s.value("match", ""),
-                 s.value("active", false) ? "yes" : "no", when(s["next_change"]),
-                 s.value("reason", "")});
+      sched.add(
+          {s.value("schedule", ""), s.value("match", ""), s.value("active", false) ? "yes" : "no",
+           when(s["next_change"]), s.value("reason", "")},
+          {}, {"", "", "", ago(s["next_change"])});
     }
-    std::cout << "\nfrom the config:\n" << sched.render(colour);
+    std::cout << "\nfrom the config:\n" << sched.render(colour, width);
   }
   return kOk;
 }
@@ -101,6 +108,7 @@ struct SilenceOptions {
   std::string by;
   std::string id;
   bool json_out = false;
+  bool wide = false;
 };
 
 }  // namespace
@@ -127,7 +135,9 @@ void add_silence_commands(CLI::App& app, const Globals& g, int& rc) {
   });
   auto* silence_list = sub(*silence, "list", "Silences in force, and the config's schedules");
   silence_list->add_flag("--json", o->json_out, "Print JSON");
-  silence_list->callback([&g, &rc, o] { rc = cmd_silence_list(g, o->json_out); });
+  silence_list->add_flag("--wide", o->wide,
+                         "Whole ids and rows, whatever the width of the terminal ($COLUMNS)");
+  silence_list->callback([&g, &rc, o] { rc = cmd_silence_list(g, o->json_out, o->wide); });
   auto* silence_remove = sub(*silence, "remove", "End an ad-hoc silence now");
   silence_remove->add_option("ID", o->id, "Silence id (or a unique start of it)")->required();
   silence_remove->add_option("--by", o->by, "Who you are (default: your login name)");

@@ -6,7 +6,6 @@
 #include <iostream>
 #include <memory>
 
-#include "agent/control_server.h"
 #include "agent/status.h"
 #include "cli/commands.h"
 
@@ -16,42 +15,69 @@ using nlohmann::json;
 
 namespace {
 
-/// The daemon's live `status` document, or nullopt when no daemon answers.
-std::optional<json> live_status(const config::Config& cfg) {
-  auto live = agent::control_request(cfg.agent.control_socket,
-                                     json{{"v", agent::kControlVersion}, {"op", "status"}},
-                                     std::chrono::seconds(3));
-  if (live && live->value("ok", false) && live->contains("status")) return (*live)["status"];
-  return std::nullopt;
+/// Prints a daemon that did not answer: why, and what to do.
+void print_daemon_trouble(const DaemonView& daemon, bool colour) {
+  if (daemon.state == agent::DaemonState::running && daemon.error.empty()) return;
+  // The fix says why for the other states; a refusal is the daemon's own word.
+  if (daemon.state == agent::DaemonState::running) std::cout << "  " << daemon.error << "\n";
+  for (const auto& step : daemon.fix())
+    std::cout << "  " << paint(step, Colour::dim, colour) << "\n";
+}
+
+/// "first check at 12:00:58Z" (the date too when not today, UTC), or
+/// "checking now" while its check runs.
+std::string first_check_text(const json& next_check) {
+  if (!next_check.is_string()) return "checking now";
+  auto t = parse_rfc3339(next_check.get<std::string>());
+  if (!t) return "first check at " + next_check.get<std::string>();
+  const std::string s = format_rfc3339(*t);
+  const bool today = s.substr(0, 10) == format_rfc3339(now()).substr(0, 10);
+  return "first check at " + (today ? "" : s.substr(0, 10) + " ") + s.substr(11, 8) + "Z";
 }
 
 int cmd_status(const Globals& g, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
+  const DaemonView daemon = ask_daemon_status(*cfg);
   json status;
-  if (auto live = live_status(*cfg)) {
-    status = std::move(*live);
+  if (daemon.status) {
+    status = *daemon.status;
   } else {
+    // Show what the database knows: the last state the daemon saved.
     auto store = open_agent_store(*cfg);
-    if (!store) return fail(store.error());
+    if (!store) {
+      // Nothing on stdout for --json: when it prints, it has the DESIGN §7
+      // shape (store, probes, sync); the exit code says the daemon's state.
+      if (!as_json) {
+        std::cout << "daemon " << daemon.describe() << "\n";
+        print_daemon_trouble(daemon, use_colour(stdout));
+      }
+      std::cerr << "storewatch: " << store.error().message << "\n";
+      return daemon.state == agent::DaemonState::running ? kFailure : daemon.exit_code();
+    }
     auto s = agent::status_from_store(*cfg, *store);
     if (!s) return fail(s.error());
     status = std::move(*s);
   }
+  status["daemon"] = daemon.to_json();
+  const int rc = daemon.status ? kOk : daemon.exit_code();
   if (as_json) {
     print_json(status);
-    return kOk;
+    return rc;
   }
   const bool colour = use_colour(stdout);
   const json& agent = status["agent"];
   const json& sync = status["sync"];
   std::cout << paint("store " + status.value("store", ""), Colour::bold, colour) << "  ";
-  if (agent.value("running", false)) {
+  if (daemon.status) {
     std::cout << "daemon " << paint("running", Colour::green, colour) << " (pid "
               << agent.value("pid", 0) << ", since " << when(agent["started_at"]) << ")\n";
   } else {
-    std::cout << "daemon " << paint("not running", Colour::red, colour)
-              << " (showing the state last saved in the database)\n";
+    const bool denied = daemon.state == agent::DaemonState::permission_denied;
+    std::cout << "daemon "
+              << paint(daemon.describe(), denied ? Colour::yellow : Colour::red, colour)
+              << "\n  showing the state last saved in the database\n";
+    print_daemon_trouble(daemon, colour);
   }
   if (agent.contains("config") && agent["config"].is_object()) {
     const json& c = agent["config"];
@@ -70,10 +96,16 @@ int cmd_status(const Globals& g, bool as_json) {
                    "check` lists every error in the file\n";
     }
   }
-  std::cout << "sync: "
-            << (sync.value("connected", false) ? paint("connected", Colour::green, colour)
-                                               : paint("offline", Colour::yellow, colour))
-            << " to " << sync.value("broker", std::string("?")) << ", " << sync.value("queued", 0)
+  std::cout << "sync: ";
+  if (daemon.status) {
+    std::cout << (sync.value("connected", false) ? paint("connected", Colour::green, colour)
+                                                 : paint("offline", Colour::yellow, colour));
+  } else if (daemon.state == agent::DaemonState::not_running) {
+    std::cout << paint("offline", Colour::yellow, colour) << " (the daemon is not running)";
+  } else {
+    std::cout << paint("unknown", Colour::yellow, colour) << " (the daemon did not answer)";
+  }
+  std::cout << " to " << sync.value("broker", std::string("?")) << ", " << sync.value("queued", 0)
             << " events queued, HQ acked seq " << sync.value("hq_acked_seq", 0);
   if (!sync.value("last_error", std::string()).empty()) {
     std::cout << " (last error: " << sync["last_error"].get<std::string>() << ")";
@@ -110,42 +142,65 @@ int cmd_status(const Globals& g, bool as_json) {
   }
   std::cout << "\n";
   Table t({"PROBE", "TYPE", "STATE", "LAST CHECK", "LATENCY", "MESSAGE"});
+  // On a narrow terminal: the message is cut, LAST CHECK says only how long
+  // ago, then TYPE and LATENCY go.
+  t.truncatable(5, 20).droppable(1, 1).droppable(4, 2);
   for (const auto& p : status["probes"]) {
     std::string state = p.value("state", "unknown");
     std::string latency =
         p["latency_ms"].is_number() ? fmt::format("{:.1f} ms", p["latency_ms"].get<double>()) : "-";
-    t.add({p.value("name", ""), p.value("type", ""), state, when(p["last_check"]), latency,
-           p.value("message", "")},
-          {Colour::none, Colour::none, colour_of(state)});
+    std::string message = p.value("message", "");
+    if (p.value("pending", false)) {
+      // Not checked since the daemon started or its state was reset: the
+      // message is an earlier check's, so say when the next one comes.
+      state = "pending (" + first_check_text(p["next_check"]) + ")";
+      message.clear();
+    }
+    t.add(
+        {p.value("name", ""), p.value("type", ""), state, when(p["last_check"]), latency, message},
+        {Colour::none, Colour::none, colour_of(state)}, {"", "", "", ago(p["last_check"])});
   }
-  std::cout << t.render(colour);
-  return kOk;
+  std::cout << t.render(colour, terminal_width(stdout));
+  return rc;
 }
 
 int cmd_sync_status(const Globals& g, bool as_json) {
   auto cfg = load_agent_config(g);
   if (!cfg) return kUsage;
+  const DaemonView daemon = ask_daemon_status(*cfg);
   json sync;
-  if (auto live = live_status(*cfg)) {
-    sync = std::move((*live)["sync"]);
+  if (daemon.status) {
+    sync = (*daemon.status)["sync"];
   } else {
     auto store = open_agent_store(*cfg);
-    if (!store) return fail(store.error());
+    if (!store) {
+      if (!as_json) {
+        std::cout << "daemon   " << daemon.describe() << "\n";
+        print_daemon_trouble(daemon, use_colour(stdout));
+      }
+      return fail(store.error());
+    }
     auto s = agent::sync_json_from_store(*cfg, *store, now());
     if (!s) return fail(s.error());
     sync = std::move(*s);
   }
+  sync["daemon"] = daemon.to_json();
   if (as_json) {
     print_json(sync);
     return kOk;
   }
   const bool colour = use_colour(stdout);
   auto number = [](const json& v) { return v.is_number() ? v.dump() : std::string("-"); };
-  const bool running = sync.value("daemon_running", false);
+  const bool running = daemon.status.has_value() && sync.value("daemon_running", false);
   std::cout << "broker   " << sync.value("broker", std::string("?")) << "\n";
   if (!running) {
-    std::cout << "daemon   " << paint("not running", Colour::red, colour)
+    std::cout << "daemon   "
+              << paint(daemon.describe(),
+                       daemon.state == agent::DaemonState::permission_denied ? Colour::yellow
+                                                                             : Colour::red,
+                       colour)
               << " (what the database knows)\n";
+    print_daemon_trouble(daemon, colour);
   } else if (sync.value("connected", false)) {
     std::cout << "state    " << paint("connected", Colour::green, colour) << " since "
               << when(sync["since"]) << ", session " << number(sync["session"]) << "\n";
@@ -192,7 +247,9 @@ void add_status_commands(CLI::App& app, const Globals& g, int& rc) {
   auto json_out = std::make_shared<bool>(false);
   auto* status = sub(app, "status",
                      "Probes with their state, last result and latency; sync and daemon health. "
-                     "Asks the daemon, or reads the database when it is down.");
+                     "Asks the daemon, or reads the database when it does not answer and says "
+                     "why. Exit 0: the daemon runs; 3: it is not running or not answering; "
+                     "4: you may not ask it (permission denied); 2: the config does not load.");
   status->add_flag("--json", *json_out, "Print JSON (DESIGN §7 shape) instead of a table");
   status->callback([&g, &rc, json_out] { rc = cmd_status(g, *json_out); });
 
@@ -202,7 +259,7 @@ void add_status_commands(CLI::App& app, const Globals& g, int& rc) {
       sub(*sync_cmd, "status",
           "Connected or not and since when, broker, last PUBACK, HQ's acked seq, queued events "
           "and the age of the oldest, reconnect attempts, last error. Asks the daemon, or reads "
-          "the database when it is down.");
+          "the database when it does not answer and says why.");
   sync_status->add_flag("--json", *json_out, "Print JSON (docs/SYNC.md shape) instead of text");
   sync_status->callback([&g, &rc, json_out] { rc = cmd_sync_status(g, *json_out); });
 }

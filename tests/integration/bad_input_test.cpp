@@ -225,7 +225,7 @@ TEST_F(BadInput, ReadsWorkWithTheDaemonDown) {
   ASSERT_TRUE(wait_until([&] { return daemon_answers(); })) << daemon->err();
   EXPECT_EQ(daemon->stop(SIGTERM), 0);
   auto r = sw({"status", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 3) << r.err;  // not running, as `systemctl status` says it
   json s = json::parse(r.out);
   EXPECT_EQ(s["agent"]["running"], false);
   EXPECT_EQ(s["store"], "store-bad");
@@ -238,7 +238,7 @@ TEST_F(BadInput, ReadsWorkWithTheDaemonDown) {
     EXPECT_TRUE(s["sync"].contains(key)) << key;
   }
   r = sw({"status"});
-  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_TRUE(contains(r.out, "lane-01-pos"));
   EXPECT_TRUE(contains(r.out, "not running"));
   EXPECT_EQ(sw({"incidents", "--json"}).out, "[]\n");
@@ -279,8 +279,8 @@ TEST_F(BadInput, EveryCommandWithTheDaemonDownAnswersOrSaysHowToStartIt) {
     std::string says;
   };
   const Read reads[] = {
-      {{"status"}, 0, "not running"},
-      {{"status", "--json"}, 0, "\"running\": false"},
+      {{"status"}, 3, "not running"},
+      {{"status", "--json"}, 3, "\"running\": false"},
       {{"incidents"}, 0, "lane-01-pos"},
       {{"incidents", "--all", "--json"}, 0, uid},
       {{"incident", "show", uid}, 0, "opened"},
@@ -367,7 +367,7 @@ TEST_F(BadInput, AReaderInTheDatabasesGroupReadsWithTheDaemonUpAndDown) {
   ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
   EXPECT_TRUE(contains(stopped.out, "lane-01-pos")) << stopped.out;
   auto status = as_reader({"status"});
-  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(status.exit_code, 3) << status.err;
   EXPECT_TRUE(contains(status.out, "not running")) << status.out;
 }
 

@@ -113,7 +113,7 @@ class CliOutput : public ::testing::Test {
   }
 
   RunResult sw(std::vector<std::string> args,
-               std::map<std::string, std::string> env = {{"NO_COLOR", "1"}}) {
+               std::map<std::string, std::string> env = {{"NO_COLOR", "1"}, {"COLUMNS", ""}}) {
     return run_cli(config_, std::move(args), std::move(env));
   }
 
@@ -139,7 +139,8 @@ TEST_F(CliOutput, IncidentsIsAnAlignedTableOfTheOpenOnesNewestFirst) {
     ASSERT_NE(header.find(column), std::string::npos) << column;
     EXPECT_EQ(lane.find(cell), header.find(column)) << column << " is not aligned:\n" << r.out;
   }
-  EXPECT_EQ(lane.rfind(lane_uid_, 0), 0u) << lane;
+  // The uid by its shortest start that no other row shares, 8 characters at least.
+  EXPECT_EQ(lane.rfind(lane_uid_.substr(0, 8) + "  ", 0), 0u) << lane;
   // DETECTED: "2026-11-27 09:00:31Z (3h ago)", the absolute time and how long ago.
   const auto ago = lane.find("Z (3h ago)");
   ASSERT_NE(ago, std::string::npos) << lane;

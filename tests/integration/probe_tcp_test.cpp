@@ -108,7 +108,7 @@ TEST_F(TcpProbeLab, ProbeRunAllChecksEveryProbeAtOnce) {
   auto table = run(
       storewatch_command({"--config", (dir / "c.toml").string(), "probe", "run", "t00", "t01"}));
   EXPECT_EQ(table.exit_code, 1);
-  EXPECT_THAT(table.out, HasSubstr("2 probes checked, 1 not answering"));
+  EXPECT_THAT(table.out, HasSubstr("2 probes: 1 ok, 1 failing"));
 
   auto both = run(
       storewatch_command({"--config", (dir / "c.toml").string(), "probe", "run", "t00", "--all"}));

@@ -21,6 +21,7 @@ set(storewatch_slow_tests
   Watchdog.PingsComeWhileTheLoopRunsAndStopWhileItIsStuck
   Watchdog.PingsStopWhileTheStoreWriterCannotCommit
   JournalLog.NoLinePerProbeResultAtInfo
+  CliNext.AtStartUpAProbeNotCheckedYetIsPendingNotItsLastMessage
   DaemonIncidents.OverTheSizeCapWithNothingSyncedRaisesACriticalStorageIncident
   HostileStore.AFullDiskIsSeenEverywhereAndAKillNineLosesOnlyWhatWaitedInMemory
   Soak.FlappingProbesCommandsAndActionsForTenMinutesKeepEveryInvariant)
