@@ -15,12 +15,62 @@
 # its commands with the store's key, which the store demands.
 #
 #   scripts/demo.sh [DEVICE]      (default DEVICE: lane-02-pos)
+#   scripts/demo.sh --help        (usage and the devices)
+#
+# The argument is checked before anything is installed or built: an unknown
+# device lists the devices and exits 2 at once.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-device=${1:-lane-02-pos}
 config="$root/config/examples/demo.toml"
 t0=$(date +%s.%N)
+
+# The devices the store simulator plays: the [[probe]]s of the config with a
+# host or a url (the system probe gateway-disk is the gateway itself).
+devices() {
+  awk '
+    function flush() { if (name != "" && addr) printf "%s %s\n", name, type; name = ""; type = ""; addr = 0 }
+    /^\[\[probe\]\]/ { flush(); in_probe = 1; next }
+    /^\[/ { flush(); in_probe = 0; next }
+    in_probe && /^name *=/ { name = $0; sub(/^name *= *"/, "", name); sub(/".*/, "", name) }
+    in_probe && /^type *=/ { type = $0; sub(/^type *= *"/, "", type); sub(/".*/, "", type) }
+    in_probe && /^(host|url) *=/ { addr = 1 }
+    END { flush() }' "$config"
+}
+list_devices() {
+  echo "devices (the [[probe]]s of config/examples/demo.toml the store simulator plays):"
+  devices | while read -r name type; do printf '  %-14s %s\n' "$name" "$type"; done
+}
+usage() {
+  cat <<USAGE
+usage: scripts/demo.sh [DEVICE]
+
+Builds storewatch (release preset; the first build takes about 10 minutes),
+then runs a fake store, a broker, HQ and the agent on this machine, takes
+DEVICE down and back up (default lane-02-pos) and shows the incident opening
+locally, arriving at HQ and resolving. Everything it starts is stopped when
+it ends or on Ctrl-C.
+
+USAGE
+  list_devices
+}
+
+case $# in
+  0) device=lane-02-pos ;;
+  1)
+    case $1 in
+      -h | --help) usage; exit 0 ;;
+      -*) echo "demo.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    device=$1
+    ;;
+  *) echo "demo.sh: one DEVICE at most, got $#: $*" >&2; usage >&2; exit 2 ;;
+esac
+if ! devices | awk -v d="$device" '$1 == d { found = 1 } END { exit !found }'; then
+  echo "demo.sh: no device \"$device\" in config/examples/demo.toml" >&2
+  list_devices >&2
+  exit 2
+fi
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -29,7 +79,17 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
 step "Installing dependencies and building storewatch (release)"
 "$root/scripts/bootstrap.sh"
 cmake --preset release >/dev/null
-cmake --build --preset release --target storewatch | tail -n 1
+t_build=$(date +%s.%N)
+# Ninja's own progress, "[n/total]", a line per 5 % (one line redrawn on a
+# terminal); compiler messages go to a log, shown when the build fails.
+build_log="$root/build/release/demo-build.log"
+if ! NINJA_STATUS='[%f/%t] ' cmake --build --preset release --target storewatch 2>&1 \
+  | "$root/scripts/build_progress.sh" "$build_log"; then
+  echo "the build failed; its messages ($build_log):" >&2
+  grep -B2 -A8 -E 'error|FAILED' "$build_log" | head -n 60 >&2 || tail -n 40 "$build_log" >&2
+  exit 1
+fi
+note "built in $(elapsed "$t_build") s"
 sw="$root/build/release/cli/storewatch"
 lab="$root/tests/lab/storelab.py"
 
