@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "hq/hq_store.h"
+#include "hq/hq_database.h"
 #include "hq/report.h"
 #include "hq/run.h"
 
@@ -27,13 +27,13 @@ template <class F>
 int with_hq_store(const Globals& g, F&& f) {
   auto cfg = load_hq_config(g);
   if (!cfg) return kUsage;
-  auto store = hq::HqStore::open(cfg->database, db::Database::Mode::read_only);
+  auto store = hq::open_hq_database(*cfg, hq::HqOpen::read_only, "storewatch hq (view)");
   if (!store) return fail(store.error());
-  return f(*store);
+  return f(**store);
 }
 
 int cmd_hq_stores(const Globals& g, bool as_json, bool wide) {
-  return with_hq_store(g, [&](hq::HqStore& store) {
+  return with_hq_store(g, [&](hq::HqDatabase& store) {
     auto list = store.stores_json();
     if (!list) return fail(list.error());
     if (as_json) {
@@ -62,7 +62,7 @@ int cmd_hq_stores(const Globals& g, bool as_json, bool wide) {
 
 int cmd_hq_incidents(const Globals& g, const std::string& store_id, bool open_only, bool as_json,
                      bool wide) {
-  return with_hq_store(g, [&](hq::HqStore& store) {
+  return with_hq_store(g, [&](hq::HqDatabase& store) {
     auto list =
         store.incidents_json(store_id.empty() ? std::nullopt : std::optional(store_id), open_only);
     if (!list) return fail(list.error());
@@ -83,7 +83,7 @@ int cmd_hq_report(const Globals& g, const std::string& store_id, const std::stri
                   bool as_json) {
   auto window = parse_since(since, true, "7d");
   if (!window) return usage(window.error());
-  return with_hq_store(g, [&](hq::HqStore& store) {
+  return with_hq_store(g, [&](hq::HqDatabase& store) {
     auto report = hq::build_fleet_report(store, now(), *window,
                                          store_id.empty() ? std::nullopt : std::optional(store_id));
     if (!report) return fail(report.error());

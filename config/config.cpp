@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include "config/postgres_uri.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -162,6 +164,10 @@ Result<std::string> read_command_key(const std::filesystem::path& file) {
 bool HqConfig::enrolled(std::string_view store) const {
   if (enroll == Enroll::automatic) return true;
   return stores.find(std::string(store)) != stores.end();
+}
+
+std::string HqConfig::database_name() const {
+  return postgresql.empty() ? database.string() : redact_postgresql_uri(postgresql);
 }
 
 std::string_view to_string(Severity s) {

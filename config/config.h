@@ -400,7 +400,14 @@ Loaded<Config> load_string(std::string_view text, const std::string& name,
 // HQ's config.
 
 struct HqConfig : BrokerConfig {
+  /// `[hq] database`: a SQLite file (this path), or a PostgreSQL connection
+  /// URI (`postgresql`, set instead; docs/HQ.md "Scaling out").
   std::filesystem::path database = "/var/lib/storewatch-hq/hq.db";
+  /// The libpq URI when `[hq] database` is one (postgresql://…), else empty.
+  std::string postgresql;
+  /// The PostgreSQL password, first line of this file; without it libpq's
+  /// own PGPASSFILE (~/.pgpass) is used. Never in the TOML.
+  std::filesystem::path database_password_file;
   std::string share_group;  ///< optional: $share/GROUP/… so workers split the stores
   std::string client_id;    ///< default "storewatch-hq-<hostname>"
   /// A store's gap above its acked seq that lasts this long gets a `resync`
@@ -427,6 +434,9 @@ struct HqConfig : BrokerConfig {
 
   /// Whether HQ takes messages from `store` (enroll and stores).
   bool enrolled(std::string_view store) const;
+  /// The database for logs and messages: the SQLite path, or the URI
+  /// without any secret.
+  std::string database_name() const;
 };
 
 Loaded<HqConfig> load_hq(const std::filesystem::path& file);

@@ -11,6 +11,8 @@
 
 #include "config/sections.h"
 
+#include "config/postgres_uri.h"
+
 namespace storewatch::config::detail {
 namespace {
 
@@ -284,7 +286,20 @@ void read_hq(Context& ctx, const toml::node* node, HqConfig& out) {
   HqConfig& h = out;
   std::vector<Field> fields = broker_fields(h);
   fields.push_back({"database", [&h](const Value& v) {
+                      auto text = v.string();
+                      if (!text) return;
+                      if (is_postgresql_uri(*text)) {
+                        if (auto problem = postgresql_uri_problem(*text)) {
+                          v.error(*problem);
+                        } else {
+                          h.postgresql = *text;
+                        }
+                        return;
+                      }
                       if (auto path = v.absolute_path()) h.database = *path;
+                    }});
+  fields.push_back({"database_password_file", [&h](const Value& v) {
+                      if (auto path = v.file(Empty::allowed)) h.database_password_file = *path;
                     }});
   fields.push_back({"share_group", [&h](const Value& v) {
                       if (auto group = v.identifier("share group", "_-", 64))

@@ -19,26 +19,13 @@
 #include "base/clock.h"
 #include "base/result.h"
 #include "db/sqlite.h"
-#include "hq/ingest_store.h"
+#include "hq/hq_database.h"
 #include "sync/wire.h"
 
 namespace storewatch::hq {
 
-/// One incident for `hq report`: its latest snapshot and whether a human
-/// (actor `cli:` or `hq:`) acknowledged it.
-struct ReportIncident {
-  std::string store;
-  nlohmann::json snapshot;
-  bool human_ack = false;
-  /// Of a reopened incident: its `resolved` and `reopened` events in seq
-  /// order, each {"type","at","body"} (the body as stored), for the spans
-  /// it was up in between.
-  std::vector<nlohmann::json> reopen_events;
-};
-
-/// The SQLite backend of IngestStore, and the read side of `hq stores`,
-/// `hq incidents` and `hq report`. Each worker opens its own connection.
-class HqStore final : public IngestStore {
+/// The SQLite backend of HqDatabase. Each worker opens its own connection.
+class HqStore final : public HqDatabase {
  public:
   /// Opens the database. read_write creates the file and its directory, sets
   /// WAL and `synchronous=FULL`, and migrates the schema. read_only (the
@@ -51,9 +38,7 @@ class HqStore final : public IngestStore {
   HqStore& operator=(HqStore&&) noexcept;
   ~HqStore() override;
 
-  /// Names the worker in every event it stores (`events.worker`), so an
-  /// operator can see how a shared subscription split the load.
-  void set_worker(std::string worker);
+  void set_worker(std::string worker) override;
 
   // IngestStore
   using IngestStore::ingest;
@@ -65,25 +50,12 @@ class HqStore final : public IngestStore {
   Result<std::int64_t> acked_seq(const std::string& store) override;
   Result<std::vector<ResyncDue>> claim_resyncs(WallTime now, Millis after) override;
 
-  /// `hq stores --json`: `[{"store","online","acked_seq","open_incidents",
-  /// "last_seen","session","version","queued","gap_from","resyncs",
-  /// "refused","refused_at"}]` sorted by store. `online` is false for a store
-  /// never heard from on its status topic; `last_seen`, `session`, `version`
-  /// and `queued` are null when unknown; `gap_from` is the first missing seq
-  /// while seqs above `acked_seq` are stored (else null); `resyncs` counts
-  /// the resync commands HQ sent the store; `refused` counts what HQ refused
-  /// to believe of it: `{"seq_jump","conflict","session_jump"}`, and
-  /// `refused_at` is the last such refusal (null when none).
-  Result<nlohmann::json> stores_json();
-
-  /// `hq incidents --json`: each incident's latest snapshot exactly as its
-  /// event carried it in `incident_state`, with `"store"` added; resolved and
-  /// closed ones too unless `open_only`. Sorted by `t_detect` (the time HQ
-  /// first saw the incident when it has none), then uid.
-  Result<nlohmann::json> incidents_json(const std::optional<std::string>& store, bool open_only);
-
-  /// Every incident detected in [since, until] (by `t_detect`), for `hq report`.
-  Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until);
+  // HqDatabase
+  Result<nlohmann::json> stores_json() override;
+  Result<nlohmann::json> incidents_json(const std::optional<std::string>& store,
+                                        bool open_only) override;
+  Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until) override;
+  std::string name() const override { return path().string(); }
 
   const std::filesystem::path& path() const;
 

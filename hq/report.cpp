@@ -52,7 +52,7 @@ ReportRow report_row(const json& snapshot, bool human_ack) {
   return r;
 }
 
-Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis since,
+Result<FleetReport> build_fleet_report(HqDatabase& store, WallTime now, Millis since,
                                        const std::optional<std::string>& only_store) {
   auto known = store.acked_seqs();
   if (!known) return known.error();

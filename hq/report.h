@@ -15,7 +15,7 @@
 #include "base/clock.h"
 #include "base/duration.h"
 #include "base/result.h"
-#include "hq/hq_store.h"
+#include "hq/hq_database.h"
 #include "incident/metrics.h"
 
 namespace storewatch::hq {
@@ -44,7 +44,7 @@ ReportRow report_row(const nlohmann::json& snapshot, bool human_ack);
 
 /// The report of the incidents detected in [now − since, now]; `store` limits
 /// it to one store (an Error when HQ has never heard of it).
-Result<FleetReport> build_fleet_report(HqStore& store, WallTime now, Millis since,
+Result<FleetReport> build_fleet_report(HqDatabase& store, WallTime now, Millis since,
                                        const std::optional<std::string>& only_store);
 
 }  // namespace storewatch::hq

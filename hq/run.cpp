@@ -10,11 +10,13 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <thread>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/periodic.h"
-#include "hq/hq_store.h"
+#include "db/errors.h"
+#include "hq/hq_database.h"
 #include "hq/ingest.h"
 #include "sync/mqtt_transport.h"
 
@@ -30,12 +32,61 @@ std::string default_client_id() {
   return std::string("storewatch-hq-") + host.data();
 }
 
+namespace {
+
+volatile std::sig_atomic_t g_stop_waiting = 0;
+
+/// Opens HQ's database. A PostgreSQL server out of reach at start is waited
+/// for, with backoff (HQ is not READY meanwhile), until SIGTERM or SIGINT;
+/// anything else — a refused login, a database that is not HQ's, a schema
+/// newer than this build — is an Error at once.
+Result<std::unique_ptr<HqDatabase>> open_waiting(const config::HqConfig& config,
+                                                 const std::string& worker) {
+  auto db = open_hq_database(config, HqOpen::read_write, worker);
+  if (db || db.error().code != db::kUnreachable) return db;
+  g_stop_waiting = 0;
+  auto on_signal = [](int) { g_stop_waiting = 1; };
+  auto old_term = std::signal(SIGTERM, on_signal);
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto delay = 1s;
+  int attempts = 1;
+  while (!db && db.error().code == db::kUnreachable) {
+    log::warn("hq: {}; not ready, trying again in {} s (attempt {})", db.error().message,
+              delay.count(), attempts);
+    ::sd_notifyf(0, "STATUS=waiting for PostgreSQL at %s", config.database_name().c_str());
+    const auto until = std::chrono::steady_clock::now() + delay;
+    while (g_stop_waiting == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(100ms);
+    }
+    if (g_stop_waiting != 0) break;
+    delay = std::min<std::chrono::seconds>(delay * 2, 30s);
+    ++attempts;
+    db = open_hq_database(config, HqOpen::read_write, worker);
+  }
+  std::signal(SIGTERM, old_term);
+  std::signal(SIGINT, old_int);
+  if (g_stop_waiting != 0 && !db) {
+    return Error{"stopped before the database could be reached", db::kUnreachable};
+  }
+  if (db && attempts > 1)
+    log::info("hq: reached {} after {} attempt(s)", config.database_name(), attempts);
+  return db;
+}
+
+}  // namespace
+
 int run(const config::HqConfig& config) {
-  auto store = HqStore::open(config.database, db::Database::Mode::read_write);
-  if (!store) {
-    log::error("hq: {}", store.error().message);
+  const std::string worker = config.client_id.empty() ? default_client_id() : config.client_id;
+  auto opened = open_waiting(config, worker);
+  if (!opened) {
+    if (g_stop_waiting != 0) {
+      log::info("hq: stopped while waiting for the database");
+      return 0;
+    }
+    log::error("hq: {}", opened.error().message);
     return 1;
   }
+  HqDatabase* store = opened->get();
 
   boost::asio::io_context io;
   sync::MqttOptions options;
@@ -50,7 +101,7 @@ int run(const config::HqConfig& config) {
   }
 
   SystemClock clock;
-  store->set_worker(config.client_id.empty() ? default_client_id() : config.client_id);
+  store->set_worker(worker);
   Ingest ingest(config, *store, **transport, clock, io.get_executor());
 
   // Under systemd (Type=notify, WatchdogSec=): WATCHDOG=1 from a timer on the
@@ -70,7 +121,7 @@ int run(const config::HqConfig& config) {
     ingest.stop(2s);
   });
 
-  log::info("hq: storing into {}, broker {}{}", store->path().string(), config.broker,
+  log::info("hq: storing into {}, broker {}{}", store->name(), config.broker,
             config.share_group.empty()
                 ? ""
                 : ", sharing the stores' events in group " + config.share_group);
@@ -95,7 +146,7 @@ int run(const config::HqConfig& config) {
   if (watchdog) watchdog_timer.start();
   // Ready once the database is open and ingest has started; the broker may
   // still be out of reach (it is retried for as long as it takes).
-  ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->path().string().c_str(),
+  ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->name().c_str(),
                config.broker.c_str());
   io.run();
   log::info("hq: stopped");

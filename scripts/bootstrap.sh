@@ -13,6 +13,7 @@ packages=(
   openssl dbus-daemon monitoring-plugins-basic monit fping iproute2
   systemd polkitd util-linux dpkg-dev file
   clang-14 libclang-rt-14-dev
+  libpq-dev postgresql
 )
 # systemd: systemd-analyze (unit security and verify), systemd-sysusers and
 # systemd-tmpfiles for tests/systemd; polkitd: polkitd and pkcheck judge the
@@ -21,7 +22,9 @@ packages=(
 # clang-14 and libclang-rt-14-dev: the preset fuzz (tests/fuzz), whose
 # -fsanitize=fuzzer links libFuzzer from the compiler-rt package (the
 # standalone libfuzzer-14-dev is not needed). g++'s TSan runtime (libtsan2)
-# comes with g++.
+# comes with g++. libpq-dev: HQ's PostgreSQL backend; postgresql: the server
+# the tests start their own throwaway clusters of (initdb and pg_ctl in a
+# temporary directory; the package's own cluster is left as installed).
 
 missing=()
 for p in "${packages[@]}"; do

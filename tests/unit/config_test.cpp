@@ -1,4 +1,5 @@
 #include "config/config.h"
+#include "config/postgres_uri.h"
 
 #include <fmt/format.h>
 #include <gmock/gmock.h>
@@ -20,6 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // A directory of its own per test, removed afterwards.
@@ -1047,6 +1049,55 @@ TEST(ConfigLoadHq, ClientIdDefaultsToTheHostName) {
   ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
   EXPECT_THAT(loaded.config->client_id, StartsWith("storewatch-hq"));
   EXPECT_TRUE(loaded.config->share_group.empty());
+}
+
+TEST(ConfigLoadHq, DatabaseIsAFileOrAPostgresqlUri) {
+  auto loaded = load_hq_string(
+      "[hq]\ndatabase = \"postgresql://hq@db.hq.example.com:5432/storewatch?sslmode=verify-full\"\n"
+      "database_password_file = \"/etc/storewatch/hq-db.password\"\n",
+      "hq.toml");
+  if (!have_postgresql()) {
+    // The ARM gateways' build: says so, as a config error.
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("without HQ's PostgreSQL backend"));
+    return;
+  }
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->postgresql,
+            "postgresql://hq@db.hq.example.com:5432/storewatch?sslmode=verify-full");
+  EXPECT_EQ(loaded.config->database_password_file, "/etc/storewatch/hq-db.password");
+  EXPECT_EQ(loaded.config->database_name(),
+            "postgresql://hq@db.hq.example.com:5432/storewatch?sslmode=verify-full");
+
+  // A password in the URI is refused and never repeated.
+  loaded = load_hq_string("[hq]\ndatabase = \"postgresql://hq:s3cret@db/storewatch\"\n", "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("hq.toml:2:"));
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("database_password_file"));
+  EXPECT_THAT(dump(loaded.diagnostics), Not(HasSubstr("s3cret")));
+  loaded = load_hq_string("[hq]\ndatabase = \"postgresql://db/storewatch?password=s3cret\"\n",
+                          "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), Not(HasSubstr("s3cret")));
+
+  // What libpq cannot read, in libpq's words.
+  loaded = load_hq_string("[hq]\ndatabase = \"postgresql://[::1/storewatch\"\n", "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("not a PostgreSQL connection URI"));
+  loaded = load_hq_string("[hq]\ndatabase = \"postgresql://db:port/storewatch\"\n", "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("the port \"port\" is not a number"));
+  loaded = load_hq_string("[hq]\ndatabase = \"postgresql://db/x?nosuchoption=1\"\n", "hq.toml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("nosuchoption"));
+}
+
+TEST(ConfigLoadHq, RedactsPasswordsOfUris) {
+  EXPECT_EQ(redact_postgresql_uri("postgresql://hq:s3cret@db:5432/x"),
+            "postgresql://hq:***@db:5432/x");
+  EXPECT_EQ(redact_postgresql_uri("postgresql://db/x?sslmode=require&password=s3cret"),
+            "postgresql://db/x?sslmode=require&password=***");
+  EXPECT_EQ(redact_postgresql_uri("postgresql://hq@db/x"), "postgresql://hq@db/x");
 }
 
 TEST(ConfigLoadHq, ResyncAfter) {

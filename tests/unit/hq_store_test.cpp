@@ -5,12 +5,20 @@
 
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "db/errors.h"
 #include "db/sqlite.h"
+#include "tests/support/hq_backend.h"
 #include "tests/support/support.h"
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+#include "hq/pg_store.h"
+#endif
 
 namespace storewatch::hq {
 namespace {
@@ -18,6 +26,7 @@ namespace {
 using db::Database;
 using nlohmann::json;
 using testing::HasSubstr;
+using testing::Not;
 using namespace std::chrono_literals;
 
 const WallTime kNow{std::chrono::milliseconds(1'764'195'483'123)};
@@ -81,6 +90,41 @@ class HqStoreTest : public testing::Test {
   std::filesystem::path path_ = dir_ / "var/hq/hq.db";
 };
 
+/// The contract of hq/ingest_store.h and hq/hq_database.h, on each backend:
+/// a SQLite file, and a fresh database of a throwaway PostgreSQL cluster.
+class HqBackendTest : public testing::TestWithParam<test::Backend> {
+ protected:
+  void SetUp() override {
+    db_ = std::make_unique<test::HqTestDatabase>(GetParam(), dir_ / "var/hq/hq.db");
+    if (!db_->skip_reason().empty()) GTEST_SKIP() << db_->skip_reason();
+    db_->configure(config_);
+  }
+
+  /// A new connection (a worker) to the test's database, kept open until
+  /// the test ends.
+  HqDatabase& open_rw() { return open(HqOpen::read_write); }
+
+  HqDatabase& open(HqOpen mode) {
+    auto s = open_hq_database(config_, mode, "hq-test");
+    if (!s.ok()) {
+      ADD_FAILURE() << s.error().message;
+      throw std::runtime_error(s.error().message);
+    }
+    open_.push_back(std::move(*s));
+    return *open_.back();
+  }
+
+  std::int64_t count(const std::string& sql) { return db_->count(sql); }
+
+  test::TempDir dir_;
+  config::HqConfig config_;
+  std::unique_ptr<test::HqTestDatabase> db_;
+  std::vector<std::unique_ptr<HqDatabase>> open_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, HqBackendTest, testing::ValuesIn(test::hq_backends()),
+                         test::backend_name);
+
 TEST_F(HqStoreTest, CreatesTheDirectoryAndUsesWal) {
   HqStore store = open_rw();
   EXPECT_TRUE(std::filesystem::exists(path_));
@@ -92,8 +136,8 @@ TEST_F(HqStoreTest, CreatesTheDirectoryAndUsesWal) {
   EXPECT_EQ(mode->text(0), "wal");
 }
 
-TEST_F(HqStoreTest, StoresABatchOnceAndCountsDuplicates) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, StoresABatchOnceAndCountsDuplicates) {
+  HqDatabase& store = open_rw();
   auto b = batch("store-0042", {event(1, "inc-1", "open"), event(2, "inc-1", "remediating")});
 
   auto first = store.ingest(b, kNow);
@@ -129,8 +173,8 @@ TEST_F(HqStoreTest, KeepsTheFullEventJson) {
   EXPECT_EQ(json::parse(stmt->text(0)), e.to_json());
 }
 
-TEST_F(HqStoreTest, AcksOnlyTheContiguousSeqs) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AcksOnlyTheContiguousSeqs) {
+  HqDatabase& store = open_rw();
   auto r = store.ingest(
       batch("s1", {event(1, "a", "open"), event(2, "b", "open"), event(4, "c", "open")}), kNow);
   ASSERT_TRUE(r.ok()) << r.error().message;
@@ -148,16 +192,16 @@ TEST_F(HqStoreTest, AcksOnlyTheContiguousSeqs) {
   EXPECT_TRUE(r->acked_changed);
 }
 
-TEST_F(HqStoreTest, AGapAtTheStartAcksNothing) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AGapAtTheStartAcksNothing) {
+  HqDatabase& store = open_rw();
   auto r = store.ingest(batch("s1", {event(2, "a", "open")}), kNow);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->acked_seq, 0);
   EXPECT_FALSE(r->acked_changed);
 }
 
-TEST_F(HqStoreTest, StoresAreIndependent) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, StoresAreIndependent) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open"), event(2, "b", "open")}), kNow).ok());
   auto r = store.ingest(batch("s2", {event(1, "a", "open")}), kNow);
   ASSERT_TRUE(r.ok());
@@ -169,10 +213,10 @@ TEST_F(HqStoreTest, StoresAreIndependent) {
   EXPECT_EQ(*acks, (std::vector<std::pair<std::string, std::int64_t>>{{"s1", 2}, {"s2", 1}}));
 }
 
-TEST_F(HqStoreTest, WorkersSharingTheFileComputeContiguityTogether) {
+TEST_P(HqBackendTest, WorkersSharingTheFileComputeContiguityTogether) {
   // Two workers of one shared subscription each get half of a store's events.
-  HqStore a = open_rw();
-  HqStore b = open_rw();
+  HqDatabase& a = open_rw();
+  HqDatabase& b = open_rw();
   auto r = a.ingest(batch("s1", {event(2, "x", "open")}), kNow);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->acked_seq, 0);
@@ -185,8 +229,8 @@ TEST_F(HqStoreTest, WorkersSharingTheFileComputeContiguityTogether) {
   EXPECT_EQ(r->acked_seq, 2);
 }
 
-TEST_F(HqStoreTest, AGroupOfBatchesIsOneCommitWithOneResultPerStore) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AGroupOfBatchesIsOneCommitWithOneResultPerStore) {
+  HqDatabase& store = open_rw();
   const std::vector<wire::Batch> group{
       batch("s1", {event(3, "a", "open")}),
       batch("s2", {event(1, "b", "open")}),
@@ -207,15 +251,18 @@ TEST_F(HqStoreTest, AGroupOfBatchesIsOneCommitWithOneResultPerStore) {
   EXPECT_EQ(count("SELECT count(*) FROM events"), 4);
 }
 
-TEST_F(HqStoreTest, AGroupThatFailsStoresNothingOfIt) {
-  HqStore store = open_rw();
-  {
-    // Makes the insert of seq 99 fail, as a full disk or an I/O error would.
-    auto db = Database::open(path_, Database::Mode::read_write);
-    ASSERT_TRUE(db.ok());
-    ASSERT_TRUE(db->exec("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.seq = 99 "
-                         "BEGIN SELECT RAISE(ABORT, 'boom'); END")
-                    .ok());
+TEST_P(HqBackendTest, AGroupThatFailsStoresNothingOfIt) {
+  HqDatabase& store = open_rw();
+  // Makes the insert of seq 99 fail, as a full disk or an I/O error would.
+  if (GetParam() == test::Backend::sqlite) {
+    db_->exec(
+        "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.seq = 99 "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END");
+  } else {
+    db_->exec(
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.seq = 99 "
+        "THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END$$; "
+        "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()");
   }
   const std::vector<wire::Batch> group{batch("s1", {event(1, "a", "open")}),
                                        batch("s2", {event(99, "b", "open")})};
@@ -224,14 +271,15 @@ TEST_F(HqStoreTest, AGroupThatFailsStoresNothingOfIt) {
   EXPECT_THAT(r.error().message, HasSubstr("boom"));
   EXPECT_EQ(count("SELECT count(*) FROM events"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM stores"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM incidents"), 0);
   // The connection is usable afterwards.
   auto again = store.ingest(batch("s1", {event(1, "a", "open")}), kNow);
-  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(again->acked_seq, 1);
 }
 
-TEST_F(HqStoreTest, TracksAGapAndItsAgeUntilItFills) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, TracksAGapAndItsAgeUntilItFills) {
+  HqDatabase& store = open_rw();
   auto r = store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "open")}), kNow);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->gap);
@@ -256,7 +304,7 @@ TEST_F(HqStoreTest, TracksAGapAndItsAgeUntilItFills) {
   EXPECT_EQ((*due)[0].from_seq, 3);
 
   // Once per interval, and a second worker does not claim it too.
-  HqStore other = open_rw();
+  HqDatabase& other = open_rw();
   due = other.claim_resyncs(kNow + 31s, 30s);
   ASSERT_TRUE(due.ok());
   EXPECT_TRUE(due->empty());
@@ -280,8 +328,8 @@ TEST_F(HqStoreTest, TracksAGapAndItsAgeUntilItFills) {
   EXPECT_TRUE(due->empty());
 }
 
-TEST_F(HqStoreTest, ANewGapStartsItsOwnClock) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, ANewGapStartsItsOwnClock) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open"), event(3, "a", "open")}), kNow).ok());
   // 2 arrives, 4 is missing now: a different gap, 20 s younger.
   auto r = store.ingest(batch("s1", {event(2, "a", "open"), event(5, "a", "open")}), kNow + 20s);
@@ -297,9 +345,9 @@ TEST_F(HqStoreTest, ANewGapStartsItsOwnClock) {
   EXPECT_EQ((*due)[0].from_seq, 4);
 }
 
-TEST_F(HqStoreTest, AckedSeqReadsWhatAnyWorkerCommitted) {
-  HqStore a = open_rw();
-  HqStore b = open_rw();
+TEST_P(HqBackendTest, AckedSeqReadsWhatAnyWorkerCommitted) {
+  HqDatabase& a = open_rw();
+  HqDatabase& b = open_rw();
   ASSERT_TRUE(a.ingest(batch("s1", {event(1, "x", "open"), event(2, "x", "open")}), kNow).ok());
   auto seq = b.acked_seq("s1");
   ASSERT_TRUE(seq.ok());
@@ -309,9 +357,9 @@ TEST_F(HqStoreTest, AckedSeqReadsWhatAnyWorkerCommitted) {
   EXPECT_EQ(*seq, 0);
 }
 
-TEST_F(HqStoreTest, RecordsWhichWorkerStoredEachEvent) {
-  HqStore a = open_rw();
-  HqStore b = open_rw();
+TEST_P(HqBackendTest, RecordsWhichWorkerStoredEachEvent) {
+  HqDatabase& a = open_rw();
+  HqDatabase& b = open_rw();
   a.set_worker("hq-1");
   b.set_worker("hq-2");
   ASSERT_TRUE(a.ingest(batch("s1", {event(1, "x", "open")}), kNow).ok());
@@ -320,8 +368,8 @@ TEST_F(HqStoreTest, RecordsWhichWorkerStoredEachEvent) {
   EXPECT_EQ(count("SELECT count(*) FROM events WHERE worker = 'hq-2'"), 1);
 }
 
-TEST_F(HqStoreTest, AReusedSeqIsAConflictNotAnUpdate) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AReusedSeqIsAConflictNotAnUpdate) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
   wire::Event other = event(1, "b", "open");
   other.uid = "ev-from-a-new-database";
@@ -335,8 +383,8 @@ TEST_F(HqStoreTest, AReusedSeqIsAConflictNotAnUpdate) {
   EXPECT_EQ((*incidents)[0]["uid"], "a");
 }
 
-TEST_F(HqStoreTest, AnOlderEventDoesNotOverwriteANewerState) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AnOlderEventDoesNotOverwriteANewerState) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(5, "inc-1", "resolved")}), kNow).ok());
   ASSERT_TRUE(store.ingest(batch("s1", {event(4, "inc-1", "open")}), kNow).ok());
 
@@ -351,8 +399,8 @@ TEST_F(HqStoreTest, AnOlderEventDoesNotOverwriteANewerState) {
   EXPECT_EQ((*incidents)[0]["state"], "closed");
 }
 
-TEST_F(HqStoreTest, IncidentsAreTheSnapshotsWithTheStoreAdded) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, IncidentsAreTheSnapshotsWithTheStoreAdded) {
+  HqDatabase& store = open_rw();
   wire::Event e = event(1, "inc-1", "escalated");
   ASSERT_TRUE(store.ingest(batch("s1", {e}), kNow).ok());
 
@@ -364,8 +412,8 @@ TEST_F(HqStoreTest, IncidentsAreTheSnapshotsWithTheStoreAdded) {
   EXPECT_EQ((*incidents)[0], expected);
 }
 
-TEST_F(HqStoreTest, FiltersOpenIncidentsAndStores) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, FiltersOpenIncidentsAndStores) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(
       store
           .ingest(batch("s1", {event(1, "a", "open", "2025-11-26T22:00:03.000Z"),
@@ -405,8 +453,8 @@ TEST_F(HqStoreTest, FiltersOpenIncidentsAndStores) {
   EXPECT_TRUE(none->empty());
 }
 
-TEST_F(HqStoreTest, StoresJsonHasTheContractFields) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, StoresJsonHasTheContractFields) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(
       store.ingest(batch("s2", {event(1, "a", "open"), event(2, "b", "resolved")}), kNow).ok());
   wire::StoreStatus st{"s1", true, 7, "0.1.0", {{"critical", 1}}, 3, "2025-11-26T22:18:00.000Z"};
@@ -436,8 +484,8 @@ TEST_F(HqStoreTest, StoresJsonHasTheContractFields) {
   EXPECT_TRUE(s2["version"].is_null());
 }
 
-TEST_F(HqStoreTest, AStatusFromAnOlderSessionIsIgnored) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AStatusFromAnOlderSessionIsIgnored) {
+  HqDatabase& store = open_rw();
   wire::StoreStatus birth{"s1", true, 8, "0.1.0", {}, 0, "2025-11-26T22:18:00.000Z"};
   wire::StoreStatus old_will{"s1", false, 7, "0.1.0", {}, 0, "2025-11-26T21:00:00.000Z"};
   ASSERT_TRUE(store.record_status(birth, kNow).ok());
@@ -474,8 +522,8 @@ TEST_F(HqStoreTest, AStatusFromAnOlderSessionIsIgnored) {
   EXPECT_EQ((*stores)[0]["session"], 9);
 }
 
-TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, LastSeenNeverGoesBackwards) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
   wire::StoreStatus retained{"s1", true, 1, "0.1.0", {}, 0, "2025-11-20T00:00:00.000Z"};
   ASSERT_TRUE(store.record_status(retained, kNow - 24h).ok());
@@ -487,8 +535,8 @@ TEST_F(HqStoreTest, LastSeenNeverGoesBackwards) {
 
 // --- what HQ refuses to believe (docs/HQ.md, "Refused messages") ---------------
 
-TEST_F(HqStoreTest, AnEventFarAboveTheAckedSeqIsRefusedAndCountedNotStored) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AnEventFarAboveTheAckedSeqIsRefusedAndCountedNotStored) {
+  HqDatabase& store = open_rw();
   store.set_limits(IngestLimits{.max_seq_jump = 100, .max_session_jump = 1000});
   ASSERT_TRUE(
       store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "resolved")}), kNow).ok());
@@ -520,8 +568,8 @@ TEST_F(HqStoreTest, AnEventFarAboveTheAckedSeqIsRefusedAndCountedNotStored) {
   EXPECT_EQ(r->refused, 0);
 }
 
-TEST_F(HqStoreTest, AStoreIsNotCreatedByWhatWasRefused) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AStoreIsNotCreatedByWhatWasRefused) {
+  HqDatabase& store = open_rw();
   auto r = store.ingest(batch("ghost", {event(std::int64_t{1} << 62, "a", "open")}), kNow);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->refused, 1);
@@ -538,8 +586,8 @@ TEST_F(HqStoreTest, AStoreIsNotCreatedByWhatWasRefused) {
   EXPECT_FALSE(r->new_store);
 }
 
-TEST_F(HqStoreTest, OnlyWhatWasStoredOrResentMovesLastSeen) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, OnlyWhatWasStoredOrResentMovesLastSeen) {
+  HqDatabase& store = open_rw();
   ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
   // Refused, and a seq HQ holds for another event: not news of the store.
   ASSERT_TRUE(store.ingest(batch("s1", {event(500'000, "a", "open")}), kNow + 1h).ok());
@@ -559,8 +607,8 @@ TEST_F(HqStoreTest, OnlyWhatWasStoredOrResentMovesLastSeen) {
   EXPECT_EQ((*stores)[0]["last_seen"], "2025-11-27T01:18:03.123Z");
 }
 
-TEST_F(HqStoreTest, ASessionThatJumpsIsRefusedAndTheStoresOwnStatusGoesOn) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, ASessionThatJumpsIsRefusedAndTheStoresOwnStatusGoesOn) {
+  HqDatabase& store = open_rw();
   store.set_limits(IngestLimits{.max_seq_jump = 100, .max_session_jump = 1000});
   wire::StoreStatus birth{"s1", true, 7, "0.1.0", {}, 0, "2025-11-26T22:18:00.000Z"};
   auto r = store.record_status(birth, kNow);
@@ -601,8 +649,8 @@ TEST_F(HqStoreTest, ASessionThatJumpsIsRefusedAndTheStoresOwnStatusGoesOn) {
   EXPECT_EQ((*stores)[0]["session"], 1007);
 }
 
-TEST_F(HqStoreTest, AFirstStatusWithAHugeSessionCreatesNothing) {
-  HqStore store = open_rw();
+TEST_P(HqBackendTest, AFirstStatusWithAHugeSessionCreatesNothing) {
+  HqDatabase& store = open_rw();
   wire::StoreStatus forged{"ghost", false, std::int64_t{1} << 62, "0.1.0", {}, 0, "x"};
   auto r = store.record_status(forged, kNow);
   ASSERT_TRUE(r.ok());
@@ -614,20 +662,106 @@ TEST_F(HqStoreTest, AFirstStatusWithAHugeSessionCreatesNothing) {
   EXPECT_EQ(store.record_status(birth, kNow)->outcome, StatusRecorded::Outcome::recorded);
 }
 
-TEST_F(HqStoreTest, ReadOnlyReadsWhatWasWritten) {
+TEST_P(HqBackendTest, ReadOnlyReadsWhatWasWritten) {
   {
-    HqStore store = open_rw();
+    HqDatabase& store = open_rw();
     ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
   }
-  auto ro = HqStore::open(path_, Database::Mode::read_only);
-  ASSERT_TRUE(ro.ok()) << ro.error().message;
-  auto stores = ro->stores_json();
+  HqDatabase& ro = open(HqOpen::read_only);
+  auto stores = ro.stores_json();
   ASSERT_TRUE(stores.ok()) << stores.error().message;
   EXPECT_EQ(stores->size(), 1u);
-  auto incidents = ro->incidents_json(std::nullopt, true);
+  auto incidents = ro.incidents_json(std::nullopt, true);
   ASSERT_TRUE(incidents.ok());
   EXPECT_EQ(incidents->size(), 1u);
-  EXPECT_FALSE(ro->ingest(batch("s1", {event(2, "a", "resolved")}), kNow).ok());
+  EXPECT_FALSE(ro.ingest(batch("s1", {event(2, "a", "resolved")}), kNow).ok());
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 1);
+}
+
+TEST_P(HqBackendTest, TwoWorkersRacingOnOneStoreStoreEachEventOnceAndAcksNeverGoBack) {
+  // A shared subscription hands a store's consecutive batches to either
+  // worker: here each has its own connection and thread, and they race.
+  constexpr std::int64_t kEvents = 300;
+  HqDatabase& a = open_rw();
+  HqDatabase& b = open_rw();
+  a.set_worker("hq-a");
+  b.set_worker("hq-b");
+  auto work = [](HqDatabase& db, std::int64_t first, std::vector<std::int64_t>& acks,
+                 std::string& error) {
+    // Odd or even seqs, in pairs sent out of order, each pair twice.
+    for (std::int64_t seq = first; seq + 2 <= 300; seq += 4) {
+      std::vector<wire::Event> pair{event(seq + 2, "x", "open"), event(seq, "x", "open")};
+      for (int again = 0; again < 2; ++again) {
+        auto r = db.ingest(batch("s1", pair), kNow);
+        if (!r) {
+          error = r.error().message;
+          return;
+        }
+        acks.push_back(r->acked_seq);
+      }
+    }
+  };
+  std::vector<std::int64_t> acks_a, acks_b;
+  std::string error_a, error_b;
+  std::thread ta(work, std::ref(a), 1, std::ref(acks_a), std::ref(error_a));
+  std::thread tb(work, std::ref(b), 2, std::ref(acks_b), std::ref(error_b));
+  ta.join();
+  tb.join();
+  ASSERT_EQ(error_a, "");
+  ASSERT_EQ(error_b, "");
+  EXPECT_EQ(count("SELECT count(*) FROM events"), kEvents);
+  EXPECT_EQ(count("SELECT count(DISTINCT seq) FROM events"), kEvents);
+  EXPECT_EQ(*a.acked_seq("s1"), kEvents);
+  EXPECT_EQ(*b.acked_seq("s1"), kEvents);
+  EXPECT_TRUE(std::is_sorted(acks_a.begin(), acks_a.end()));
+  EXPECT_TRUE(std::is_sorted(acks_b.begin(), acks_b.end()));
+  auto stores = a.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_TRUE((*stores)[0]["gap_from"].is_null());
+  EXPECT_EQ((*stores)[0]["refused"]["conflict"], 0);
+}
+
+TEST_P(HqBackendTest, BothBackendsGiveTheSameViews) {
+  // The same traffic as every other test here would send, in one go; the
+  // views must not tell the backends apart (compared with the SQLite
+  // answers written out below).
+  HqDatabase& store = open_rw();
+  ASSERT_TRUE(store
+                  .ingest(batch("s-b", {event(1, "inc-z", "open", "2025-11-26T22:00:01.000Z"),
+                                        event(2, "inc-a", "open", "2025-11-26T22:00:01.000Z"),
+                                        event(4, "inc-z", "resolved", "2025-11-26T22:00:01.000Z")}),
+                          kNow)
+                  .ok());
+  ASSERT_TRUE(store.ingest(batch("S-a", {event(1, "inc-B", "acknowledged")}), kNow + 1s).ok());
+  ASSERT_TRUE(store
+                  .record_status(
+                      wire::StoreStatus{
+                          "s-b", true, 3, "0.2.0", {{"high", 1}}, 2, "2025-11-26T22:18:00.000Z"},
+                      kNow + 2s)
+                  .ok());
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  EXPECT_EQ(stores->dump(),
+            R"([{"acked_seq":1,"gap_from":null,"last_seen":"2025-11-26T22:18:04.123Z",)"
+            R"("online":false,"open_incidents":1,"queued":null,"refused":{"conflict":0,)"
+            R"("seq_jump":0,"session_jump":0},"refused_at":null,"resyncs":0,"session":null,)"
+            R"("store":"S-a","version":null},{"acked_seq":2,"gap_from":3,)"
+            R"("last_seen":"2025-11-26T22:18:05.123Z","online":true,"open_incidents":1,)"
+            R"("queued":2,"refused":{"conflict":0,"seq_jump":0,"session_jump":0},)"
+            R"("refused_at":null,"resyncs":0,"session":3,"store":"s-b","version":"0.2.0"}])");
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  std::vector<std::string> order;
+  for (const json& i : *incidents) {
+    order.push_back(i["store"].get<std::string>() + "/" + i["uid"].get<std::string>() + "/" +
+                    i["state"].get<std::string>());
+  }
+  EXPECT_THAT(order, testing::ElementsAre("s-b/inc-a/open", "s-b/inc-z/resolved",
+                                          "S-a/inc-B/acknowledged"));
+  auto report = store.report_incidents(kNow - 48h, kNow + 1h);
+  ASSERT_TRUE(report.ok());
+  ASSERT_EQ(report->size(), 3u);
+  EXPECT_EQ((*report)[0].store, "S-a");
 }
 
 TEST_F(HqStoreTest, ReadOnlyNeedsAnExistingDatabase) {
@@ -672,6 +806,157 @@ TEST_F(HqStoreTest, SaysWhenTheDirectoryCannotBeCreated) {
   EXPECT_THAT(s.error().message, HasSubstr("cannot create the directory"));
   EXPECT_THAT(s.error().message, HasSubstr((dir_ / "file").string()));
 }
+
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+
+// --- PostgreSQL only: what a server that is not a file brings -------------------
+
+class PgHqStoreTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = test::PgCluster::unavailable(); !why.empty()) GTEST_SKIP() << why;
+    cluster_ = std::make_unique<test::PgCluster>();
+    config_.postgresql = cluster_->create_database("hq");
+  }
+
+  Result<std::unique_ptr<HqDatabase>> open(HqOpen mode = HqOpen::read_write) {
+    return open_hq_database(config_, mode, "hq-test");
+  }
+
+  std::unique_ptr<test::PgCluster> cluster_;
+  config::HqConfig config_;
+  test::TempDir dir_;
+};
+
+TEST_F(PgHqStoreTest, RefusesADatabaseThatIsNotHqs) {
+  cluster_->sql("hq", "CREATE TABLE customers (id int)");
+  for (HqOpen mode : {HqOpen::read_write, HqOpen::read_only}) {
+    auto s = open(mode);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.error().message, HasSubstr("is not storewatch HQ's"));
+    EXPECT_THAT(s.error().message, HasSubstr("customers"));
+    EXPECT_EQ(s.error().message.find('\n'), std::string::npos);
+  }
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "1");
+}
+
+TEST_F(PgHqStoreTest, RefusesANewerSchemaAndAViewOfAnEmptyOne) {
+  auto ro = open(HqOpen::read_only);
+  ASSERT_FALSE(ro.ok());
+  EXPECT_THAT(ro.error().message, HasSubstr("has `storewatch hq run` ever run"));
+  ASSERT_TRUE(open().ok());
+  cluster_->sql("hq", "INSERT INTO storewatch_hq_schema (version) VALUES (99)");
+  for (HqOpen mode : {HqOpen::read_write, HqOpen::read_only}) {
+    auto s = open(mode);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.error().message, HasSubstr("schema version 99, newer than this storewatch"));
+  }
+}
+
+TEST_F(PgHqStoreTest, MigratesOnceWhenWorkersStartTogether) {
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> workers;
+  for (std::size_t i = 0; i < errors.size(); ++i) {
+    workers.emplace_back([this, i, &errors] {
+      auto s = open();
+      if (!s) errors[i] = s.error().message;
+    });
+  }
+  for (auto& w : workers) w.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(cluster_->sql("hq", "SELECT string_agg(version::text, ',') FROM storewatch_hq_schema"),
+            std::to_string(PgHqStore::schema_version()));
+}
+
+TEST_F(PgHqStoreTest, ACommitCutByARestartAcknowledgesNothingAndTheNextReconnects) {
+  auto s = open();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  HqDatabase& store = **s;
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+
+  cluster_->restart();
+  auto cut = store.ingest(batch("s1", {event(2, "a", "resolved")}), kNow);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.error().code, db::kUnreachable) << cut.error().message;
+  // Nothing of it was stored: the store sends it again, and it is taken.
+  auto again = store.ingest(batch("s1", {event(2, "a", "resolved")}), kNow);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->inserted, 1);
+  EXPECT_EQ(again->acked_seq, 2);
+
+  // Down for a while: each call says so at once, none waits; once the
+  // server is back a call gets through within the backoff.
+  cluster_->stop("fast");
+  auto down = store.ingest(batch("s1", {event(3, "a", "open")}), kNow);
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code, db::kUnreachable);
+  auto first = store.acked_seq("s1");
+  ASSERT_FALSE(first.ok());
+  EXPECT_THAT(first.error().message, HasSubstr("cannot connect to PostgreSQL"));
+  EXPECT_EQ(first.error().message.find('\n'), std::string::npos) << first.error().message;
+  auto soon = store.acked_seq("s1");
+  ASSERT_FALSE(soon.ok());
+  EXPECT_THAT(soon.error().message, HasSubstr("out of reach; trying again in"));
+  cluster_->start();
+  std::optional<Ingested> back;
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        auto r = store.ingest(batch("s1", {event(3, "a", "open")}), kNow);
+        if (r) back = *r;
+        return r.ok();
+      },
+      20s));
+  EXPECT_EQ(back->acked_seq, 3);
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events"), "3");
+}
+
+TEST_F(PgHqStoreTest, ARefusedPasswordIsOneLineAndNotRetried) {
+  cluster_->sql("hq", "ALTER ROLE storewatch PASSWORD 'right-password'");
+  config_.postgresql = cluster_->tcp_uri("hq");
+  test::write_file(dir_ / "wrong", "wrong-password\n");
+  config_.database_password_file = dir_ / "wrong";
+  auto s = open();
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error().message, HasSubstr("password authentication failed"));
+  EXPECT_NE(s.error().code, db::kUnreachable) << "waiting would not help";
+  EXPECT_EQ(s.error().message.find('\n'), std::string::npos) << s.error().message;
+  EXPECT_THAT(s.error().message, Not(HasSubstr("wrong-password")));
+
+  config_.database_password_file.clear();
+  s = open();
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error().message, HasSubstr("database_password_file"));
+
+  test::write_file(dir_ / "right", "right-password\n");
+  config_.database_password_file = dir_ / "right";
+  s = open();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_THAT((*s)->name(), Not(HasSubstr("right-password")));
+}
+
+TEST_F(PgHqStoreTest, AServerThatIsNotThereIsUnreachable) {
+  cluster_->stop("fast");
+  auto s = open();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, db::kUnreachable);
+  EXPECT_THAT(s.error().message, HasSubstr("cannot connect to PostgreSQL"));
+}
+
+TEST_F(PgHqStoreTest, EventsGoIntoTheMonthTheyWereReceived) {
+  auto s = open();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE((*s)->ingest(batch("s1", {event(1, "a", "open")}), kNow).ok());
+  ASSERT_TRUE((*s)->ingest(batch("s1", {event(2, "a", "resolved")}), kNow + 24h * 40).ok());
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events_202511"), "1");
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events_202601"), "1");
+  // A re-send a month later is still a duplicate, though its month is another.
+  auto r = (*s)->ingest(batch("s1", {event(1, "a", "open")}), kNow + 24h * 40);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->duplicates, 1);
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events"), "2");
+}
+
+#endif  // STOREWATCH_HAVE_POSTGRESQL
 
 }  // namespace
 }  // namespace storewatch::hq

@@ -1,0 +1,82 @@
+#pragma once
+/// \file
+/// HQ's database, whichever engine holds it: the embedded SQLite file
+/// (hq/hq_store.h; the demo, a chain of tens of stores, a lab) or PostgreSQL
+/// (hq/pg_store.h; hundreds to thousands of stores, ingest workers on
+/// several hosts). Both keep the IngestStore contract and give `hq stores`,
+/// `hq incidents` and `hq report` the same answers in the same shapes.
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "config/config.h"
+#include "hq/ingest_store.h"
+
+namespace storewatch::hq {
+
+/// One incident for `hq report`: its latest snapshot and whether a human
+/// (actor `cli:` or `hq:`) acknowledged it.
+struct ReportIncident {
+  std::string store;
+  nlohmann::json snapshot;
+  bool human_ack = false;
+  /// Of a reopened incident: its `resolved` and `reopened` events in seq
+  /// order, each {"type","at","body"} (the body as stored), for the spans
+  /// it was up in between.
+  std::vector<nlohmann::json> reopen_events;
+};
+
+class HqDatabase : public IngestStore {
+ public:
+  /// Names the worker in every event it stores (`events.worker`), so an
+  /// operator can see how a shared subscription split the load.
+  virtual void set_worker(std::string worker) = 0;
+
+  /// `hq stores --json`: `[{"store","online","acked_seq","open_incidents",
+  /// "last_seen","session","version","queued","gap_from","resyncs",
+  /// "refused","refused_at"}]` sorted by store. `online` is false for a store
+  /// never heard from on its status topic; `last_seen`, `session`, `version`
+  /// and `queued` are null when unknown; `gap_from` is the first missing seq
+  /// while seqs above `acked_seq` are stored (else null); `resyncs` counts
+  /// the resync commands HQ sent the store; `refused` counts what HQ refused
+  /// to believe of it: `{"seq_jump","conflict","session_jump"}`, and
+  /// `refused_at` is the last such refusal (null when none).
+  virtual Result<nlohmann::json> stores_json() = 0;
+
+  /// `hq incidents --json`: each incident's latest snapshot exactly as its
+  /// event carried it in `incident_state`, with `"store"` added; resolved and
+  /// closed ones too unless `open_only`. Sorted by `t_detect` (the time HQ
+  /// first saw the incident when it has none), then uid.
+  virtual Result<nlohmann::json> incidents_json(const std::optional<std::string>& store,
+                                                bool open_only) = 0;
+
+  /// Every incident detected in [since, until] (by `t_detect`), for `hq report`.
+  virtual Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until) = 0;
+
+  /// The database for logs and messages: the SQLite path, or the
+  /// PostgreSQL server and database (nothing secret).
+  virtual std::string name() const = 0;
+};
+
+/// How open_hq_database opens the database.
+enum class HqOpen {
+  /// `hq run`: creates what is missing and migrates the schema.
+  read_write,
+  /// The views (`hq stores`, `hq incidents`, `hq report`): neither creates
+  /// nor migrates; a schema older or newer than this build is an Error.
+  read_only,
+};
+
+/// Opens `[hq] database` of `config`: the SQLite file, or the PostgreSQL
+/// database when it is a postgresql:// URI. `application_name` names the
+/// connection on PostgreSQL (pg_stat_activity).
+Result<std::unique_ptr<HqDatabase>> open_hq_database(const config::HqConfig& config, HqOpen mode,
+                                                     const std::string& application_name);
+
+}  // namespace storewatch::hq

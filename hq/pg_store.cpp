@@ -1,0 +1,902 @@
+#include "hq/pg_store.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <map>
+#include <set>
+#include <string_view>
+#include <utility>
+
+#include "base/log.h"
+#include "config/postgres_uri.h"
+#include "db/postgres.h"
+
+namespace storewatch::hq {
+namespace {
+
+using db::pg::Params;
+using db::pg::Rows;
+using nlohmann::json;
+
+/// The advisory lock class of storewatch's HQ (pg_advisory_xact_lock(int,
+/// int)): objid is hashtext(store) for a store's lock, and these for the rest.
+constexpr int kLockClass = 0x5357;  // "SW"
+constexpr int kMigrationLock = 1;
+constexpr int kPartitionLock = 2;
+
+/// What one version adds. Times are milliseconds since the Unix epoch (UTC),
+/// as in the SQLite backend; `events.received` is the partition key.
+struct PgMigration {
+  int version;
+  std::string_view sql;
+};
+
+constexpr std::array<PgMigration, 1> kMigrations{{
+    {1, R"sql(
+CREATE TABLE stores (
+  store                text PRIMARY KEY,
+  acked_seq            bigint NOT NULL DEFAULT 0,
+  max_seq              bigint NOT NULL DEFAULT 0,
+  online               boolean,
+  session              bigint,
+  version              text,
+  open_json            text,
+  queued               bigint,
+  status_at            text,
+  last_seen            bigint,
+  gap_from             bigint,
+  gap_since            bigint,
+  resync_at            bigint,
+  resyncs              bigint NOT NULL DEFAULT 0,
+  refused_seq_jump     bigint NOT NULL DEFAULT 0,
+  refused_conflict     bigint NOT NULL DEFAULT 0,
+  refused_session_jump bigint NOT NULL DEFAULT 0,
+  refused_at           bigint
+);
+CREATE TABLE events (
+  store         text NOT NULL,
+  seq           bigint NOT NULL,
+  uid           text NOT NULL,
+  incident_uid  text NOT NULL,
+  type          text NOT NULL,
+  at            text NOT NULL,
+  actor         text NOT NULL,
+  body          text NOT NULL,
+  received      bigint NOT NULL,
+  worker        text
+) PARTITION BY RANGE (received);
+CREATE INDEX events_incident ON events (store, incident_uid);
+CREATE TABLE incidents (
+  store        text NOT NULL,
+  uid          text NOT NULL,
+  seq          bigint NOT NULL,
+  state        text,
+  probe        text,
+  severity     text,
+  t_detect_ms  bigint,
+  first_seen   bigint NOT NULL,
+  snapshot     text NOT NULL,
+  PRIMARY KEY (store, uid)
+);
+CREATE INDEX incidents_detect ON incidents (t_detect_ms);
+)sql"},
+}};
+
+/// The table that marks a database as storewatch HQ's, with its version.
+constexpr std::string_view kSchemaTable = "storewatch_hq_schema";
+
+constexpr std::string_view kNotOpen = "COALESCE(state, '') NOT IN ('resolved', 'closed')";
+
+std::int64_t to_ms(WallTime t) {
+  return t.time_since_epoch().count();
+}
+
+std::optional<std::string> string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+/// A PostgreSQL array literal in text format, for unnest($n::T[]).
+class ArrayText {
+ public:
+  ArrayText& add(std::string_view text) {
+    sep();
+    out_ += '"';
+    for (char c : text) {
+      if (c == '"' || c == '\\') out_ += '\\';
+      out_ += c;
+    }
+    out_ += '"';
+    return *this;
+  }
+  ArrayText& add(std::int64_t n) {
+    sep();
+    out_ += std::to_string(n);
+    return *this;
+  }
+  ArrayText& add(bool b) {
+    sep();
+    out_ += b ? "t" : "f";
+    return *this;
+  }
+  ArrayText& add(const std::optional<std::string>& text) {
+    if (text) return add(std::string_view(*text));
+    sep();
+    out_ += "NULL";
+    return *this;
+  }
+  ArrayText& add(const std::optional<std::int64_t>& n) {
+    if (n) return add(*n);
+    sep();
+    out_ += "NULL";
+    return *this;
+  }
+  std::string text() const { return out_ + "}"; }
+
+ private:
+  void sep() {
+    if (out_.size() > 1) out_ += ',';
+  }
+  std::string out_ = "{";
+};
+
+/// The month (UTC) `ms` falls in, as [start, end) in ms and its name.
+struct Month {
+  std::int64_t start = 0;
+  std::int64_t end = 0;
+  std::string name;  ///< events_YYYYMM
+};
+
+Month month_of(std::int64_t ms) {
+  using namespace std::chrono;
+  const sys_days day = floor<days>(sys_time<milliseconds>(milliseconds(ms)));
+  const year_month_day ymd(day);
+  const year_month first = ymd.year() / ymd.month();
+  const sys_days start = sys_days(first / 1);
+  const sys_days end = sys_days((first + months(1)) / 1);
+  return {duration_cast<milliseconds>(start.time_since_epoch()).count(),
+          duration_cast<milliseconds>(end.time_since_epoch()).count(),
+          fmt::format("events_{:04d}{:02d}", static_cast<int>(ymd.year()),
+                      static_cast<unsigned>(ymd.month()))};
+}
+
+/// Reconnection backoff after a lost connection: doubles to this.
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+
+}  // namespace
+
+struct PgHqStore::Impl {
+  std::string uri;
+  std::filesystem::path password_file;
+  std::string application_name;
+  /// The views' connections: PostgreSQL refuses every write on them.
+  bool read_only = false;
+  std::optional<db::pg::Connection> conn;
+  std::string worker;
+  IngestLimits limits;
+  /// The received times the partitions known to exist cover: [lo, hi).
+  std::int64_t partitions_lo = 0, partitions_hi = 0;
+  std::chrono::steady_clock::time_point next_connect{};
+  std::chrono::milliseconds backoff{0};
+
+  /// The connection, re-opened when it was lost (not before its backoff).
+  Result<db::pg::Connection*> connection();
+  /// Notes a failure: a lost connection is dropped, to be re-opened.
+  Error failed(Error e);
+  /// Creates the partitions of `ms`'s month and the next, unless known.
+  Status ensure_partitions(std::int64_t ms);
+  Status migrate();
+  Result<int> version();
+};
+
+Result<db::pg::Connection*> PgHqStore::Impl::connection() {
+  if (conn && !conn->broken()) return &*conn;
+  conn.reset();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_connect) {
+    return Error{
+        fmt::format(
+            "PostgreSQL at {} is out of reach; trying again in {} ms",
+            config::redact_postgresql_uri(uri),
+            std::chrono::duration_cast<std::chrono::milliseconds>(next_connect - now).count()),
+        db::pg::kConnectionLost};
+  }
+  auto c = db::pg::Connection::connect(uri, password_file, application_name, kConnectTimeout);
+  if (!c) {
+    backoff = std::clamp<std::chrono::milliseconds>(backoff * 2, std::chrono::milliseconds(500),
+                                                    kMaxBackoff);
+    next_connect = now + backoff;
+    return c.error();
+  }
+  if (backoff.count() > 0) {
+    log::info("hq: connected to PostgreSQL again ({})", c->describe());
+  }
+  if (read_only) {
+    if (auto st = c->exec("SET default_transaction_read_only = on"); !st) return st.error();
+  }
+  backoff = std::chrono::milliseconds(0);
+  partitions_lo = partitions_hi = 0;
+  conn = std::move(*c);
+  return &*conn;
+}
+
+Error PgHqStore::Impl::failed(Error e) {
+  if (conn && conn->broken()) {
+    conn.reset();
+    e.code = db::pg::kConnectionLost;
+  }
+  if (conn) {
+    // A failed statement aborts the transaction; leave none open.
+    (void)conn->exec("ROLLBACK");
+  }
+  return e;
+}
+
+Result<int> PgHqStore::Impl::version() {
+  auto c = connection();
+  if (!c) return c.error();
+  auto marked = (*c)->exec("SELECT to_regclass('storewatch_hq_schema') IS NOT NULL");
+  if (!marked) return failed(marked.error());
+  if (marked->boolean(0, 0)) {
+    auto v = (*c)->exec(fmt::format("SELECT max(version) FROM {}", kSchemaTable));
+    if (!v) return failed(v.error());
+    return static_cast<int>(v->optional_int64(0, 0).value_or(0));
+  }
+  // Not marked: empty (ours to create), or someone else's.
+  auto tables = (*c)->exec(
+      "SELECT string_agg(c.relname, ', ' ORDER BY c.relname), count(*) FROM pg_class c "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname = current_schema()");
+  if (!tables) return failed(tables.error());
+  if (tables->int64(0, 1) > 0) {
+    std::string names(tables->text(0, 0));
+    if (names.size() > 80) names = names.substr(0, 77) + "...";
+    return Error{fmt::format(
+        "the PostgreSQL database {} is not storewatch HQ's: it holds other tables ({}) and no "
+        "{}; give HQ a database of its own (createdb storewatch)",
+        (*c)->describe(), names, kSchemaTable)};
+  }
+  return 0;
+}
+
+Status PgHqStore::Impl::migrate() {
+  auto c = connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+  // One worker migrates; the others wait for it and find nothing to do.
+  if (auto st = db.exec("BEGIN"); !st) return failed(st.error());
+  if (auto st =
+          db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, {})", kLockClass, kMigrationLock));
+      !st) {
+    return failed(st.error());
+  }
+  auto v = version();
+  if (!v) return failed(v.error());
+  if (*v > kMigrations.back().version) {
+    (void)db.exec("ROLLBACK");
+    return Error{fmt::format(
+        "the PostgreSQL database {} has schema version {}, newer than this storewatch ({}): "
+        "upgrade storewatch",
+        db.describe(), *v, kMigrations.back().version)};
+  }
+  if (*v == 0) {
+    if (auto st = db.exec(fmt::format("CREATE TABLE {} (version integer PRIMARY KEY, "
+                                      "applied_at timestamptz NOT NULL DEFAULT now())",
+                                      kSchemaTable));
+        !st) {
+      return failed(st.error());
+    }
+  }
+  for (const PgMigration& m : kMigrations) {
+    if (m.version <= *v) continue;
+    if (auto st = db.exec(m.sql); !st) return failed(st.error());
+    if (auto st =
+            db.exec(fmt::format("INSERT INTO {} (version) VALUES ({})", kSchemaTable, m.version));
+        !st) {
+      return failed(st.error());
+    }
+    log::info("hq: PostgreSQL schema of {} migrated to version {}", db.describe(), m.version);
+  }
+  if (auto st = db.exec("COMMIT"); !st) return failed(st.error());
+  return {};
+}
+
+Status PgHqStore::Impl::ensure_partitions(std::int64_t ms) {
+  if (ms >= partitions_lo && ms < partitions_hi) return {};
+  auto c = connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+  const Month now = month_of(ms);
+  const Month next = month_of(now.end);
+  if (auto st = db.exec("BEGIN"); !st) return failed(st.error());
+  if (auto st =
+          db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, {})", kLockClass, kPartitionLock));
+      !st) {
+    return failed(st.error());
+  }
+  for (const Month& m : {now, next}) {
+    // The lock serialises creators; IF NOT EXISTS makes the others no-ops.
+    const std::string sql = fmt::format(
+        "CREATE TABLE IF NOT EXISTS {0} PARTITION OF events FOR VALUES FROM ({1}) TO ({2}); "
+        "CREATE UNIQUE INDEX IF NOT EXISTS {0}_store_seq ON {0} (store, seq)",
+        m.name, m.start, m.end);
+    if (auto st = db.exec(sql); !st) return failed(st.error());
+  }
+  if (auto st = db.exec("COMMIT"); !st) return failed(st.error());
+  partitions_lo = now.start;
+  partitions_hi = next.end;
+  return {};
+}
+
+PgHqStore::PgHqStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PgHqStore::~PgHqStore() = default;
+
+int PgHqStore::schema_version() {
+  return kMigrations.back().version;
+}
+
+std::string PgHqStore::name() const {
+  return config::redact_postgresql_uri(impl_->uri);
+}
+
+Result<std::unique_ptr<PgHqStore>> PgHqStore::open(const config::HqConfig& config, HqOpen mode,
+                                                   const std::string& application_name) {
+  auto impl = std::make_unique<Impl>();
+  impl->uri = config.postgresql;
+  impl->password_file = config.database_password_file;
+  impl->application_name = application_name;
+  impl->read_only = mode == HqOpen::read_only;
+  auto c = impl->connection();
+  if (!c) return c.error();
+  if (mode == HqOpen::read_write) {
+    if (auto st = impl->migrate(); !st) return st.error();
+  } else {
+    auto v = impl->version();
+    if (!v) return v.error();
+    if (*v == 0) {
+      return Error{fmt::format(
+          "the PostgreSQL database {} holds no HQ data yet — has `storewatch hq run` ever run "
+          "with it?",
+          (*c)->describe())};
+    }
+    if (*v > kMigrations.back().version) {
+      return Error{fmt::format(
+          "the PostgreSQL database {} has schema version {}, newer than this storewatch ({}): "
+          "upgrade storewatch",
+          (*c)->describe(), *v, kMigrations.back().version)};
+    }
+    if (*v < kMigrations.back().version) {
+      return Error{fmt::format(
+          "the PostgreSQL database {} has schema version {}, older than this storewatch ({}): "
+          "start `storewatch hq run` once to upgrade it",
+          (*c)->describe(), *v, kMigrations.back().version)};
+    }
+  }
+  return std::unique_ptr<PgHqStore>(new PgHqStore(std::move(impl)));
+}
+
+void PgHqStore::set_worker(std::string worker) {
+  impl_->worker = std::move(worker);
+}
+
+void PgHqStore::set_limits(const IngestLimits& limits) {
+  impl_->limits = limits;
+}
+
+Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> batches,
+                                                WallTime received) {
+  Impl& s = *impl_;
+  const std::int64_t now = to_ms(received);
+  if (auto st = s.ensure_partitions(now); !st) return st.error();
+  auto c = s.connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+
+  // The stores, in order of first appearance.
+  std::vector<Ingested> out;
+  std::map<std::string, std::size_t, std::less<>> index;
+  for (const wire::Batch& b : batches) {
+    if (index.emplace(b.store, out.size()).second) out.push_back(Ingested{b.store});
+  }
+  if (out.empty()) return out;
+  ArrayText store_ids;
+  for (const Ingested& i : out) store_ids.add(std::string_view(i.store));
+  const std::string stores_text = store_ids.text();
+
+  if (auto st = db.exec("BEGIN"); !st) return s.failed(st.error());
+  // Each store's lock, in one order: two workers never wait on each other
+  // in a circle.
+  if (auto st = db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, k) FROM (SELECT DISTINCT "
+                                    "hashtext(s) AS k FROM unnest($1::text[]) s ORDER BY k) q",
+                                    kLockClass),
+                        Params().add(stores_text));
+      !st) {
+    return s.failed(st.error());
+  }
+  struct Before {
+    std::int64_t acked = 0;
+    std::int64_t max = 0;
+  };
+  std::vector<Before> before(out.size());
+  for (Ingested& i : out) i.known = false;
+  {
+    auto rows = db.exec("SELECT store, acked_seq, max_seq FROM stores WHERE store = ANY($1)",
+                        Params().add(stores_text));
+    if (!rows) return s.failed(rows.error());
+    for (int r = 0; r < rows->size(); ++r) {
+      auto it = index.find(rows->text(r, 0));
+      if (it == index.end()) continue;
+      out[it->second].known = true;
+      before[it->second] = {std::max<std::int64_t>(rows->int64(r, 1), 0),
+                            std::max<std::int64_t>(rows->int64(r, 2), 0)};
+    }
+    for (std::size_t i = 0; i < out.size(); ++i) out[i].acked_seq = before[i].acked;
+  }
+
+  // What is already stored of the seqs that may be: at or below the highest
+  // seq stored for the store. Above it nothing is.
+  std::map<std::pair<std::size_t, std::int64_t>, std::string> stored;
+  {
+    ArrayText lookup_stores, lookup_seqs;
+    bool any = false;
+    for (const wire::Batch& b : batches) {
+      const std::size_t i = index.at(b.store);
+      for (const wire::Event& e : b.events) {
+        if (e.seq <= before[i].max) {
+          lookup_stores.add(std::string_view(b.store));
+          lookup_seqs.add(e.seq);
+          any = true;
+        }
+      }
+    }
+    if (any) {
+      auto rows = db.exec(
+          "SELECT e.store, e.seq, e.uid FROM events e JOIN unnest($1::text[], $2::bigint[]) "
+          "AS k(store, seq) ON e.store = k.store AND e.seq = k.seq",
+          Params().add(lookup_stores.text()).add(lookup_seqs.text()));
+      if (!rows) return s.failed(rows.error());
+      for (int r = 0; r < rows->size(); ++r) {
+        stored[std::make_pair(index.at(std::string(rows->text(r, 0))), rows->int64(r, 1))] =
+            std::string(rows->text(r, 2));
+      }
+    }
+  }
+
+  // Decide each event; what is new goes into one COPY.
+  const std::optional<std::string> who =
+      s.worker.empty() ? std::nullopt : std::optional<std::string>(s.worker);
+  std::string copy;
+  std::vector<std::vector<std::int64_t>> inserted_seqs(out.size());
+  struct IncidentRow {
+    std::int64_t seq = 0;
+    const wire::Event* event = nullptr;
+  };
+  std::map<std::pair<std::size_t, std::string>, IncidentRow> incidents;
+  std::string event_text;
+  for (const wire::Batch& b : batches) {
+    const std::size_t i = index.at(b.store);
+    Ingested& in = out[i];
+    for (const wire::Event& e : b.events) {
+      if (e.seq - before[i].acked > s.limits.max_seq_jump) {
+        if (in.refused++ == 0) in.refused_seq = e.seq;
+        continue;
+      }
+      auto found = stored.find({i, e.seq});
+      if (found != stored.end() || e.seq <= before[i].acked) {
+        // Stored already (at or below acked_seq it was, even where
+        // retention has dropped it since).
+        ++in.duplicates;
+        if (found != stored.end() && found->second != e.uid) ++in.conflicts;
+        continue;
+      }
+      stored.emplace(std::make_pair(i, e.seq), e.uid);
+      ++in.inserted;
+      inserted_seqs[i].push_back(e.seq);
+      if (e.sent_text.empty()) event_text = e.text();
+      const std::string_view body = e.sent_text.empty() ? event_text : e.sent_text;
+      db::pg::copy_escape(copy, b.store);
+      copy += '\t';
+      copy += std::to_string(e.seq);
+      copy += '\t';
+      db::pg::copy_escape(copy, e.uid);
+      copy += '\t';
+      db::pg::copy_escape(copy, e.incident);
+      copy += '\t';
+      db::pg::copy_escape(copy, e.type);
+      copy += '\t';
+      db::pg::copy_escape(copy, e.at);
+      copy += '\t';
+      db::pg::copy_escape(copy, e.actor);
+      copy += '\t';
+      db::pg::copy_escape(copy, body);
+      copy += '\t';
+      copy += std::to_string(now);
+      copy += '\t';
+      if (who) {
+        db::pg::copy_escape(copy, *who);
+      } else {
+        copy += "\\N";
+      }
+      copy += '\n';
+      IncidentRow& row = incidents[{i, e.incident}];
+      if (row.event == nullptr || e.seq > row.seq) row = {e.seq, &e};
+    }
+  }
+
+  // Stores first seen now, created by their first event stored.
+  {
+    ArrayText created;
+    bool any = false;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (!out[i].known && out[i].inserted > 0) {
+        created.add(std::string_view(out[i].store));
+        out[i].known = true;
+        out[i].new_store = true;
+        any = true;
+      }
+    }
+    if (any) {
+      auto st = db.exec(
+          "INSERT INTO stores (store) SELECT unnest($1::text[]) ON CONFLICT (store) DO NOTHING",
+          Params().add(created.text()));
+      if (!st) return s.failed(st.error());
+    }
+  }
+  if (!copy.empty()) {
+    if (auto st = db.copy_in("COPY events (store, seq, uid, incident_uid, type, at, actor, body, "
+                             "received, worker) FROM STDIN",
+                             copy);
+        !st) {
+      return s.failed(st.error());
+    }
+  }
+
+  // Each incident's state from its highest seq of this commit, kept only
+  // when higher than the one stored.
+  if (!incidents.empty()) {
+    ArrayText st_store, st_uid, st_seq, st_state, st_probe, st_severity, st_detect, st_snapshot;
+    std::string snapshot_text;
+    for (const auto& [key, row] : incidents) {
+      const wire::Event& e = *row.event;
+      static const json kNoState = json::object();
+      auto found = e.body.find("incident_state");
+      const json& state = found != e.body.end() && found->is_object() ? *found : kNoState;
+      std::optional<std::int64_t> t_detect;
+      if (auto text = string_field(state, "t_detect")) {
+        if (auto t = parse_rfc3339(*text)) t_detect = to_ms(*t);
+      }
+      std::string_view snapshot = e.sent_state_text;
+      if (!state.contains("uid")) {
+        json with_uid = state;
+        with_uid["uid"] = e.incident;
+        snapshot_text = dump(with_uid);
+        snapshot = snapshot_text;
+      } else if (snapshot.empty()) {
+        snapshot_text = dump(state);
+        snapshot = snapshot_text;
+      }
+      st_store.add(std::string_view(out[key.first].store));
+      st_uid.add(std::string_view(e.incident));
+      st_seq.add(e.seq);
+      st_state.add(string_field(state, "state"));
+      st_probe.add(string_field(state, "probe"));
+      st_severity.add(string_field(state, "severity"));
+      st_detect.add(t_detect);
+      st_snapshot.add(snapshot);
+    }
+    auto st = db.exec(
+        "INSERT INTO incidents (store, uid, seq, state, probe, severity, t_detect_ms, "
+        "first_seen, snapshot) SELECT k.store, k.uid, k.seq, k.state, k.probe, k.severity, "
+        "k.t_detect, $9, k.snapshot FROM unnest($1::text[], $2::text[], $3::bigint[], "
+        "$4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[]) "
+        "AS k(store, uid, seq, state, probe, severity, t_detect, snapshot) "
+        "ON CONFLICT (store, uid) DO UPDATE SET seq = excluded.seq, state = excluded.state, "
+        "probe = excluded.probe, severity = excluded.severity, "
+        "t_detect_ms = excluded.t_detect_ms, snapshot = excluded.snapshot "
+        "WHERE excluded.seq > incidents.seq",
+        Params()
+            .add(st_store.text())
+            .add(st_uid.text())
+            .add(st_seq.text())
+            .add(st_state.text())
+            .add(st_probe.text())
+            .add(st_severity.text())
+            .add(st_detect.text())
+            .add(st_snapshot.text())
+            .add(now));
+    if (!st) return s.failed(st.error());
+  }
+
+  // Walk each store's acked_seq up through what is stored above it.
+  ArrayText u_store, u_acked, u_max, u_seen, u_refused, u_conflicts, u_gap;
+  bool any_update = false;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    Ingested& in = out[i];
+    if (!in.known) continue;
+    std::vector<std::int64_t>& above = inserted_seqs[i];
+    if (before[i].max > before[i].acked) {
+      // A gap before this commit: what it had stored above acked_seq counts.
+      auto rows = db.exec("SELECT seq FROM events WHERE store = $1 AND seq > $2",
+                          Params().add(std::string_view(in.store)).add(before[i].acked));
+      if (!rows) return s.failed(rows.error());
+      for (int r = 0; r < rows->size(); ++r) above.push_back(rows->int64(r, 0));
+    }
+    std::sort(above.begin(), above.end());
+    above.erase(std::unique(above.begin(), above.end()), above.end());
+    in.acked_seq = before[i].acked;
+    for (std::int64_t seq : above) {
+      if (seq <= in.acked_seq) continue;
+      if (seq != in.acked_seq + 1) break;
+      ++in.acked_seq;
+    }
+    const std::int64_t max_after =
+        std::max(before[i].max, above.empty() ? std::int64_t{0} : above.back());
+    in.gap = max_after > in.acked_seq;
+    in.acked_changed = in.acked_seq != before[i].acked;
+    const bool seen = in.inserted > 0 || in.duplicates > in.conflicts;
+    u_store.add(std::string_view(in.store));
+    u_acked.add(in.acked_seq);
+    u_max.add(max_after);
+    u_seen.add(seen);
+    u_refused.add(static_cast<std::int64_t>(in.refused));
+    u_conflicts.add(static_cast<std::int64_t>(in.conflicts));
+    u_gap.add(in.gap);
+    any_update = true;
+  }
+  if (any_update) {
+    // A gap is known by its first missing seq: while that stays the same it
+    // keeps its age; a new one starts afresh. Right-hand sides read the row
+    // as it was.
+    auto st = db.exec(
+        "UPDATE stores s SET acked_seq = v.acked, max_seq = v.max, "
+        "last_seen = CASE WHEN v.seen THEN greatest(COALESCE(s.last_seen, 0), $8) "
+        "ELSE s.last_seen END, "
+        "refused_seq_jump = s.refused_seq_jump + v.refused, "
+        "refused_conflict = s.refused_conflict + v.conflicts, "
+        "refused_at = CASE WHEN v.refused + v.conflicts > 0 THEN $8 ELSE s.refused_at END, "
+        "gap_from = CASE WHEN v.gap THEN v.acked + 1 END, "
+        "gap_since = CASE WHEN NOT v.gap THEN NULL "
+        "WHEN s.gap_from IS NOT DISTINCT FROM v.acked + 1 THEN s.gap_since ELSE $8 END, "
+        "resync_at = CASE WHEN v.gap AND s.gap_from IS NOT DISTINCT FROM v.acked + 1 "
+        "THEN s.resync_at END "
+        "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[], $5::bigint[], "
+        "$6::bigint[], $7::boolean[]) AS v(store, acked, max, seen, refused, conflicts, gap) "
+        "WHERE s.store = v.store",
+        Params()
+            .add(u_store.text())
+            .add(u_acked.text())
+            .add(u_max.text())
+            .add(u_seen.text())
+            .add(u_refused.text())
+            .add(u_conflicts.text())
+            .add(u_gap.text())
+            .add(now));
+    if (!st) return s.failed(st.error());
+  }
+  if (auto st = db.exec("COMMIT"); !st) return s.failed(st.error());
+  return out;
+}
+
+Result<StatusRecorded> PgHqStore::record_status(const wire::StoreStatus& status,
+                                                WallTime received) {
+  Impl& s = *impl_;
+  auto c = s.connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+  StatusRecorded out;
+  if (auto st = db.exec("BEGIN"); !st) return s.failed(st.error());
+  if (auto st = db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, hashtext($1))", kLockClass),
+                        Params().add(std::string_view(status.store)));
+      !st) {
+    return s.failed(st.error());
+  }
+  auto row = db.exec("SELECT session FROM stores WHERE store = $1",
+                     Params().add(std::string_view(status.store)));
+  if (!row) return s.failed(row.error());
+  const bool known = row->size() > 0;
+  out.new_store = !known;
+  out.session_before = known ? std::max<std::int64_t>(row->optional_int64(0, 0).value_or(0), 0) : 0;
+  if (status.session > out.session_before &&
+      status.session - out.session_before > s.limits.max_session_jump) {
+    out.outcome = StatusRecorded::Outcome::session_jump;
+    out.new_store = false;
+    if (known) {
+      auto st = db.exec(
+          "UPDATE stores SET refused_session_jump = refused_session_jump + 1, refused_at = $2 "
+          "WHERE store = $1",
+          Params().add(std::string_view(status.store)).add(to_ms(received)));
+      if (!st) return s.failed(st.error());
+    }
+    if (auto st = db.exec("COMMIT"); !st) return s.failed(st.error());
+    return out;
+  }
+  auto st = db.exec(
+      "INSERT INTO stores (store, online, session, version, open_json, queued, status_at, "
+      "last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (store) DO UPDATE "
+      "SET online = excluded.online, session = excluded.session, version = excluded.version, "
+      "open_json = excluded.open_json, queued = excluded.queued, status_at = excluded.status_at, "
+      "last_seen = greatest(COALESCE(stores.last_seen, 0), excluded.last_seen) "
+      "WHERE stores.session IS NULL OR excluded.session > stores.session OR "
+      "(excluded.session = stores.session AND "
+      "(stores.online IS DISTINCT FROM false OR NOT excluded.online))",
+      Params()
+          .add(std::string_view(status.store))
+          .add(status.online)
+          .add(status.session)
+          .add(std::string_view(status.version))
+          .add(std::string_view(dump(json(status.open))))
+          .add(status.queued)
+          .add(std::string_view(status.at))
+          .add(to_ms(received)));
+  if (!st) return s.failed(st.error());
+  if (st->affected() == 0) {
+    out.outcome = StatusRecorded::Outcome::stale;
+    log::debug("hq: ignoring a status of store {} (session {}): older than the one recorded",
+               status.store, status.session);
+  }
+  if (auto done = db.exec("COMMIT"); !done) return s.failed(done.error());
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::int64_t>>> PgHqStore::acked_seqs() {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  auto rows = (*c)->exec("SELECT store, acked_seq FROM stores ORDER BY store COLLATE \"C\"");
+  if (!rows) return impl_->failed(rows.error());
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  out.reserve(static_cast<std::size_t>(rows->size()));
+  for (int r = 0; r < rows->size(); ++r) out.emplace_back(rows->text(r, 0), rows->int64(r, 1));
+  return out;
+}
+
+Result<std::int64_t> PgHqStore::acked_seq(const std::string& store) {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  auto rows = (*c)->exec("SELECT acked_seq FROM stores WHERE store = $1",
+                         Params().add(std::string_view(store)));
+  if (!rows) return impl_->failed(rows.error());
+  return rows->empty() ? std::int64_t{0} : rows->int64(0, 0);
+}
+
+Result<std::vector<ResyncDue>> PgHqStore::claim_resyncs(WallTime now, Millis after) {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  const std::int64_t now_ms = to_ms(now);
+  const std::int64_t due_before = now_ms - after.count();
+  // One statement: of workers claiming at once, the row lock gives each
+  // store to one, and the others see its resync_at and pass.
+  auto rows = (*c)->exec(
+      "UPDATE stores SET resync_at = $2, resyncs = resyncs + 1 WHERE gap_from IS NOT NULL "
+      "AND gap_since <= $1 AND (resync_at IS NULL OR resync_at <= $1) "
+      "RETURNING store, gap_from",
+      Params().add(due_before).add(now_ms));
+  if (!rows) return impl_->failed(rows.error());
+  std::vector<ResyncDue> due;
+  for (int r = 0; r < rows->size(); ++r)
+    due.push_back({std::string(rows->text(r, 0)), rows->int64(r, 1)});
+  std::sort(due.begin(), due.end(),
+            [](const ResyncDue& a, const ResyncDue& b) { return a.store < b.store; });
+  return due;
+}
+
+Result<json> PgHqStore::stores_json() {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  auto rows = (*c)->exec(fmt::format(
+      "SELECT s.store, s.online, s.acked_seq, s.last_seen, s.session, s.version, s.queued, "
+      "(SELECT count(*) FROM incidents i WHERE i.store = s.store AND {}), s.gap_from, "
+      "s.resyncs, s.refused_seq_jump, s.refused_conflict, s.refused_session_jump, s.refused_at "
+      "FROM stores s ORDER BY s.store COLLATE \"C\"",
+      kNotOpen));
+  if (!rows) return impl_->failed(rows.error());
+  json out = json::array();
+  for (int r = 0; r < rows->size(); ++r) {
+    const Rows& q = *rows;
+    json store{
+        {"store", std::string(q.text(r, 0))},
+        {"online", q.boolean(r, 1)},
+        {"acked_seq", q.int64(r, 2)},
+        {"open_incidents", q.int64(r, 7)},
+        {"last_seen", nullptr},
+        {"session", nullptr},
+        {"version", nullptr},
+        {"queued", nullptr},
+    };
+    if (auto t = q.optional_int64(r, 3)) {
+      store["last_seen"] = format_rfc3339(WallTime(std::chrono::milliseconds(*t)));
+    }
+    if (auto v = q.optional_int64(r, 4)) store["session"] = *v;
+    if (auto v = q.optional_text(r, 5); v && !v->empty()) store["version"] = *v;
+    if (auto v = q.optional_int64(r, 6)) store["queued"] = *v;
+    store["gap_from"] = nullptr;
+    if (auto v = q.optional_int64(r, 8)) store["gap_from"] = *v;
+    store["resyncs"] = q.int64(r, 9);
+    store["refused"] = json{{"seq_jump", q.int64(r, 10)},
+                            {"conflict", q.int64(r, 11)},
+                            {"session_jump", q.int64(r, 12)}};
+    store["refused_at"] = nullptr;
+    if (auto t = q.optional_int64(r, 13)) {
+      store["refused_at"] = format_rfc3339(WallTime(std::chrono::milliseconds(*t)));
+    }
+    out.push_back(std::move(store));
+  }
+  return out;
+}
+
+Result<json> PgHqStore::incidents_json(const std::optional<std::string>& store, bool open_only) {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  // Ordered as the SQLite backend orders (byte order of the uids: "C").
+  auto rows =
+      (*c)->exec(fmt::format("SELECT store, uid, snapshot FROM incidents "
+                             "WHERE ($1::text IS NULL OR store = $1) AND (NOT $2::boolean OR {}) "
+                             "ORDER BY COALESCE(t_detect_ms, first_seen), uid COLLATE \"C\", "
+                             "store COLLATE \"C\"",
+                             kNotOpen),
+                 Params().add(store).add(open_only));
+  if (!rows) return impl_->failed(rows.error());
+  json out = json::array();
+  for (int r = 0; r < rows->size(); ++r) {
+    json incident = json::parse(rows->text(r, 2), nullptr, /*allow_exceptions=*/false);
+    if (!incident.is_object()) {
+      return Error{fmt::format("HQ database {}: the snapshot of incident {} of store {} is damaged",
+                               name(), rows->text(r, 1), rows->text(r, 0))};
+    }
+    incident["store"] = std::string(rows->text(r, 0));
+    out.push_back(std::move(incident));
+  }
+  return out;
+}
+
+Result<std::vector<ReportIncident>> PgHqStore::report_incidents(WallTime since, WallTime until) {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+  auto rows = db.exec(
+      "SELECT i.store, i.snapshot, EXISTS (SELECT 1 FROM events e WHERE e.store = i.store "
+      "AND e.incident_uid = i.uid AND e.type = 'acknowledged' "
+      "AND (left(e.actor, 4) = 'cli:' OR left(e.actor, 3) = 'hq:')), i.uid "
+      "FROM incidents i WHERE i.t_detect_ms >= $1 AND i.t_detect_ms <= $2 "
+      "ORDER BY i.store COLLATE \"C\", i.t_detect_ms, i.uid COLLATE \"C\"",
+      Params().add(to_ms(since)).add(to_ms(until)));
+  if (!rows) return impl_->failed(rows.error());
+  std::vector<ReportIncident> out;
+  for (int r = 0; r < rows->size(); ++r) {
+    json snapshot = json::parse(rows->text(r, 1), nullptr, /*allow_exceptions=*/false);
+    if (!snapshot.is_object()) {
+      return Error{fmt::format("HQ database {}: an incident snapshot of store {} is damaged",
+                               name(), rows->text(r, 0))};
+    }
+    out.push_back({std::string(rows->text(r, 0)), std::move(snapshot), rows->boolean(r, 2), {}});
+    // The resolved and reopened events of a reopened one (few): the spans it
+    // was up in between do not count as downtime.
+    const auto reopens = out.back().snapshot.find("reopen_count");
+    if (reopens == out.back().snapshot.end() || !reopens->is_number_integer() ||
+        reopens->get<std::int64_t>() <= 0) {
+      continue;
+    }
+    auto events = db.exec(
+        "SELECT type, at, body FROM events WHERE store = $1 AND incident_uid = $2 "
+        "AND type IN ('resolved', 'reopened') ORDER BY seq",
+        Params().add(rows->text(r, 0)).add(rows->text(r, 3)));
+    if (!events) return impl_->failed(events.error());
+    for (int k = 0; k < events->size(); ++k) {
+      out.back().reopen_events.push_back(
+          json{{"type", std::string(events->text(k, 0))},
+               {"at", std::string(events->text(k, 1))},
+               {"body", json::parse(events->text(k, 2), nullptr, /*allow_exceptions=*/false)}});
+    }
+  }
+  return out;
+}
+
+}  // namespace storewatch::hq
