@@ -32,6 +32,77 @@ int with_hq_store(const Globals& g, F&& f) {
   return f(**store);
 }
 
+json workers_json(const std::vector<hq::WorkerHealth>& workers, WallTime at) {
+  auto time = [](WallTime t) { return t == WallTime{} ? json() : json(format_rfc3339(t)); };
+  json out = json::array();
+  for (const hq::WorkerHealth& w : workers) {
+    out.push_back(json{{"worker", w.worker},
+                       {"host", w.host},
+                       {"pid", w.pid},
+                       {"started", time(w.started)},
+                       {"heartbeat", time(w.heartbeat)},
+                       {"silent", at - w.heartbeat > hq::kWorkerSilentAfter},
+                       {"last_commit", time(w.last_commit)},
+                       {"batches", w.batches},
+                       {"inserted", w.inserted},
+                       {"broker_connected", w.broker_connected},
+                       {"last_error", w.last_error.empty() ? json() : json(w.last_error)},
+                       {"last_error_at", time(w.last_error_at)}});
+  }
+  return out;
+}
+
+/// HQ's own health, one line: its workers as they last recorded
+/// themselves, and which are silent (stopped, or cut off from the
+/// database). Cut to `width` columns; red when a worker is silent.
+std::string health_line(const json& workers, bool colour, std::size_t width) {
+  if (workers.empty()) {
+    return truncate_display(
+               "HQ: no worker has recorded itself in this database yet (is `storewatch hq run` "
+               "running with this config?)",
+               width) +
+           "\n";
+  }
+  std::vector<std::string> parts;
+  int silent = 0;
+  for (const json& w : workers) {
+    std::string part = w.value("worker", "") + " on " + w.value("host", "?") + ": ";
+    if (w.value("silent", false)) {
+      ++silent;
+      part += "silent since " + ago(w["heartbeat"]);
+      if (w["last_error"].is_string()) {
+        part += " (last error " + ago(w["last_error_at"]) + ": " +
+                w["last_error"].get<std::string>() + ")";
+      }
+    } else {
+      part += w["last_commit"].is_string() ? "committed " + ago(w["last_commit"])
+                                           : "up, nothing committed yet";
+      if (!w.value("broker_connected", false)) part += ", not connected to the broker";
+    }
+    parts.push_back(std::move(part));
+  }
+  std::string line = "HQ: " + std::to_string(workers.size()) + " worker(s)";
+  if (silent > 0) line += ", " + std::to_string(silent) + " silent";
+  line += " — ";
+  for (std::size_t i = 0; i < parts.size(); ++i) line += (i > 0 ? "; " : "") + parts[i];
+  return paint(truncate_display(line, width), silent > 0 ? Colour::red : Colour::none, colour) +
+         "\n";
+}
+
+int cmd_hq_workers(const Globals& g, bool as_json) {
+  return with_hq_store(g, [&](hq::HqDatabase& store) {
+    auto workers = store.workers();
+    if (!workers) return fail(workers.error());
+    const json list = workers_json(*workers, now());
+    if (as_json) {
+      print_json(list);
+      return kOk;
+    }
+    std::cout << health_line(list, use_colour(stdout), table_width(false));
+    return kOk;
+  });
+}
+
 int cmd_hq_stores(const Globals& g, bool as_json, bool wide) {
   return with_hq_store(g, [&](hq::HqDatabase& store) {
     auto list = store.stores_json();
@@ -41,6 +112,9 @@ int cmd_hq_stores(const Globals& g, bool as_json, bool wide) {
       return kOk;
     }
     const bool colour = use_colour(stdout);
+    auto workers = store.workers();
+    if (!workers) return fail(workers.error());
+    std::cout << health_line(workers_json(*workers, now()), colour, table_width(wide));
     // On a narrow terminal LAST SEEN says only how long ago, ACKED SEQ goes.
     Table t({"STORE", "ONLINE", "ACKED SEQ", "OPEN", "LAST SEEN", "MISSING FROM"});
     t.droppable(2, 1);
@@ -112,6 +186,11 @@ void add_hq_commands(CLI::App& app, const Globals& g, int& rc) {
   hq_stores->add_flag("--json", o->json_out, "Print a JSON array instead of a table");
   hq_stores->add_flag("--wide", o->wide, "Whole rows, whatever the width of the terminal");
   hq_stores->callback([&g, &rc, o] { rc = cmd_hq_stores(g, o->json_out, o->wide); });
+  auto* hq_workers = sub(*hq_cmd, "workers",
+                         "HQ's ingest workers as each last recorded itself: host, last commit, "
+                         "silent ones (stopped, or cut off from the database)");
+  hq_workers->add_flag("--json", o->json_out, "Print a JSON array instead of a line");
+  hq_workers->callback([&g, &rc, o] { rc = cmd_hq_workers(g, o->json_out); });
   auto* hq_incidents =
       sub(*hq_cmd, "incidents", "Every incident HQ knows (resolved and closed too)");
   hq_incidents->add_option("--store", o->store, "Only this store's incidents");

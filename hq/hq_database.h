@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +33,27 @@ struct ReportIncident {
   /// it was up in between.
   std::vector<nlohmann::json> reopen_events;
 };
+
+/// One ingest worker as it last recorded itself: `hq workers`, and the
+/// health line of `hq stores`. Each `hq run` writes its own every few
+/// seconds while it can reach the database; one that stopped writing is
+/// silent (gone, or cut off from the database).
+struct WorkerHealth {
+  std::string worker;  ///< its client id
+  std::string host;
+  std::int64_t pid = 0;
+  WallTime started{};
+  WallTime heartbeat{};    ///< when it last wrote this row
+  WallTime last_commit{};  ///< its last commit of events (the epoch: none yet)
+  std::int64_t batches = 0;
+  std::int64_t inserted = 0;
+  bool broker_connected = false;
+  std::string last_error;    ///< empty: none since it started
+  WallTime last_error_at{};  ///< the epoch: none
+};
+
+/// A worker counts as silent when its heartbeat is older than this.
+inline constexpr std::chrono::seconds kWorkerSilentAfter{20};
 
 class HqDatabase : public IngestStore {
  public:
@@ -58,6 +81,12 @@ class HqDatabase : public IngestStore {
 
   /// Every incident detected in [since, until] (by `t_detect`), for `hq report`.
   virtual Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until) = 0;
+
+  /// Writes (replaces) the worker's row.
+  virtual Status record_worker(const WorkerHealth& worker) = 0;
+
+  /// Every worker that recorded itself, by name.
+  virtual Result<std::vector<WorkerHealth>> workers() = 0;
 
   /// The database for logs and messages: the SQLite path, or the
   /// PostgreSQL server and database (nothing secret).

@@ -17,7 +17,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // Times are stored as milliseconds since the Unix epoch (UTC).
-constexpr std::array<db::Migration, 3> kMigrations{{
+constexpr std::array<db::Migration, 4> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store      TEXT PRIMARY KEY,
@@ -70,6 +70,22 @@ ALTER TABLE stores ADD COLUMN refused_seq_jump INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stores ADD COLUMN refused_conflict INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stores ADD COLUMN refused_session_jump INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stores ADD COLUMN refused_at INTEGER;
+)sql"},
+    // Each ingest worker's own health (`hq workers`, `hq stores`).
+    {4, R"sql(
+CREATE TABLE workers (
+  worker            TEXT PRIMARY KEY,
+  host              TEXT NOT NULL,
+  pid               INTEGER NOT NULL,
+  started           INTEGER NOT NULL,
+  heartbeat         INTEGER NOT NULL,
+  last_commit       INTEGER,
+  batches           INTEGER NOT NULL,
+  inserted          INTEGER NOT NULL,
+  broker_connected  INTEGER NOT NULL,
+  last_error        TEXT,
+  last_error_at     INTEGER
+) WITHOUT ROWID;
 )sql"},
 }};
 
@@ -629,6 +645,48 @@ Result<std::vector<ReportIncident>> HqStore::report_incidents(WallTime since, Wa
     });
     if (!each) return each.error();
   }
+  return out;
+}
+
+Status HqStore::record_worker(const WorkerHealth& w) {
+  auto stmt = impl_->db.prepare(
+      "INSERT OR REPLACE INTO workers (worker, host, pid, started, heartbeat, last_commit, "
+      "batches, inserted, broker_connected, last_error, last_error_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+  if (!stmt) return stmt.error();
+  auto optional_ms = [](WallTime t) {
+    return t == WallTime{} ? std::nullopt : std::optional<std::int64_t>(to_ms(t));
+  };
+  stmt->bind(1, w.worker)
+      .bind(2, w.host)
+      .bind(3, w.pid)
+      .bind(4, to_ms(w.started))
+      .bind(5, to_ms(w.heartbeat))
+      .bind(6, optional_ms(w.last_commit))
+      .bind(7, w.batches)
+      .bind(8, w.inserted)
+      .bind(9, w.broker_connected)
+      .bind(10, w.last_error.empty() ? std::nullopt : std::optional<std::string>(w.last_error))
+      .bind(11, optional_ms(w.last_error_at));
+  return stmt->run();
+}
+
+Result<std::vector<WorkerHealth>> HqStore::workers() {
+  auto stmt = impl_->db.prepare(
+      "SELECT worker, host, pid, started, heartbeat, last_commit, batches, inserted, "
+      "broker_connected, last_error, last_error_at FROM workers ORDER BY worker");
+  if (!stmt) return stmt.error();
+  std::vector<WorkerHealth> out;
+  auto at = [](std::optional<std::int64_t> ms) {
+    return ms ? WallTime(std::chrono::milliseconds(*ms)) : WallTime{};
+  };
+  auto st = stmt->each([&](const db::Statement& q) {
+    out.push_back(WorkerHealth{q.text(0), q.text(1), q.int64(2), at(q.int64(3)), at(q.int64(4)),
+                               at(q.optional_int64(5)), q.int64(6), q.int64(7), q.int64(8) != 0,
+                               q.optional_text(9).value_or(""), at(q.optional_int64(10))});
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 

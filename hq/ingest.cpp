@@ -14,6 +14,7 @@
 
 #include "base/duration.h"
 #include "base/log.h"
+#include "db/errors.h"
 #include "sync/commands.h"
 
 namespace storewatch::hq {
@@ -171,15 +172,53 @@ void Ingest::flush(std::size_t max_groups) {
     const std::size_t n = group.size();
     if (n == 0) continue;
 
-    auto r = store_.ingest(std::span<const wire::Batch>(group), clock_.wall_now());
+    const WallTime now = clock_.wall_now();
+    auto r = store_.ingest(std::span<const wire::Batch>(group), now);
     if (!r) {
       // Not acknowledged, so the stores send the batches again after their
       // ack timeout; nothing is lost.
       shared_->stats.dropped += static_cast<std::int64_t>(n);
+      ++shared_->stats.failed_commits;
       shared_->stats.last_error = r.error().message;
-      log::error("hq: cannot store {} batch(es) of events: {}", n, r.error().message);
+      shared_->stats.last_error_at = now;
+      if (r.error().code != db::kUnreachable) {
+        log::error("hq: cannot store {} batch(es) of events: {}", n, r.error().message);
+        continue;
+      }
+      // The database is away (restarting, failing over): one line now, then
+      // one every 30 s while it lasts, not one per message.
+      down_batches_ += static_cast<std::int64_t>(n);
+      down_batches_total_ += static_cast<std::int64_t>(n);
+      if (shared_->stats.database_down_since == WallTime{}) {
+        shared_->stats.database_down_since = now;
+        down_logged_ = now;
+        log::error(
+            "hq: cannot store {} batch(es) of events: {}. They are not acknowledged, so their "
+            "stores send them again; HQ goes on taking messages and reconnects with backoff "
+            "(a line every 30 s while this lasts)",
+            n, r.error().message);
+        down_batches_ = 0;
+      } else if (now - down_logged_ >= std::chrono::seconds(30)) {
+        log::error("hq: the database is still out of reach after {}: {} more batch(es) not stored",
+                   format_duration(std::chrono::duration_cast<Millis>(
+                       now - shared_->stats.database_down_since)),
+                   down_batches_);
+        down_logged_ = now;
+        down_batches_ = 0;
+      }
       continue;
     }
+    if (shared_->stats.database_down_since != WallTime{}) {
+      log::info(
+          "hq: the database answers again after {}; {} batch(es) were not stored meanwhile and "
+          "come again from their stores",
+          format_duration(
+              std::chrono::duration_cast<Millis>(now - shared_->stats.database_down_since)),
+          down_batches_total_);
+      shared_->stats.database_down_since = WallTime{};
+      down_batches_ = down_batches_total_ = 0;
+    }
+    shared_->stats.last_commit = now;
     shared_->stats.batches += static_cast<std::int64_t>(n);
     ++shared_->stats.commits;
     for (const Ingested& i : *r) {

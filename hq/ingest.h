@@ -51,6 +51,11 @@ struct IngestStats {
   std::int64_t refused_session_jump = 0;
   std::int64_t refused_unenrolled = 0;
   std::string last_error;
+  WallTime last_error_at{};         ///< when last_error was set (the epoch: never)
+  std::int64_t failed_commits = 0;  ///< commits that failed: nothing of them was acked
+  WallTime last_commit{};           ///< the last commit that succeeded (the epoch: none yet)
+  /// Since when the database has been out of reach (the epoch: it is not).
+  WallTime database_down_since{};
 };
 
 /// The `resync` command HQ sends a store with a persisting gap:
@@ -150,6 +155,11 @@ class Ingest final : public sync::TransportListener {
   /// (store, kind) already refused and logged once.
   std::set<std::pair<std::string, std::string>> warned_;
   bool warned_full_ = false;
+  /// While the database is out of reach: batches not stored since the last
+  /// log line about it, and when that was.
+  std::int64_t down_batches_ = 0;
+  std::int64_t down_batches_total_ = 0;
+  WallTime down_logged_{};
   std::mt19937_64 rng_{std::random_device{}()};
   /// Shared with the transport's callbacks, which may run after the Ingest
   /// is gone (the failure of a publish made while disconnected is posted).

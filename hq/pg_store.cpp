@@ -34,7 +34,7 @@ struct PgMigration {
   std::string_view sql;
 };
 
-constexpr std::array<PgMigration, 1> kMigrations{{
+constexpr std::array<PgMigration, 2> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store                text PRIMARY KEY,
@@ -82,6 +82,22 @@ CREATE TABLE incidents (
   PRIMARY KEY (store, uid)
 );
 CREATE INDEX incidents_detect ON incidents (t_detect_ms);
+)sql"},
+    // Each ingest worker's own health (`hq workers`, `hq stores`).
+    {2, R"sql(
+CREATE TABLE workers (
+  worker            text PRIMARY KEY,
+  host              text NOT NULL,
+  pid               bigint NOT NULL,
+  started           bigint NOT NULL,
+  heartbeat         bigint NOT NULL,
+  last_commit       bigint,
+  batches           bigint NOT NULL,
+  inserted          bigint NOT NULL,
+  broker_connected  boolean NOT NULL,
+  last_error        text,
+  last_error_at     bigint
+);
 )sql"},
 }};
 
@@ -895,6 +911,57 @@ Result<std::vector<ReportIncident>> PgHqStore::report_incidents(WallTime since, 
                {"at", std::string(events->text(k, 1))},
                {"body", json::parse(events->text(k, 2), nullptr, /*allow_exceptions=*/false)}});
     }
+  }
+  return out;
+}
+
+Status PgHqStore::record_worker(const WorkerHealth& w) {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  auto optional_ms = [](WallTime t) {
+    return t == WallTime{} ? std::nullopt : std::optional<std::int64_t>(to_ms(t));
+  };
+  auto st = (*c)->exec(
+      "INSERT INTO workers (worker, host, pid, started, heartbeat, last_commit, batches, "
+      "inserted, broker_connected, last_error, last_error_at) VALUES ($1, $2, $3, $4, $5, $6, "
+      "$7, $8, $9, $10, $11) ON CONFLICT (worker) DO UPDATE SET host = excluded.host, "
+      "pid = excluded.pid, started = excluded.started, heartbeat = excluded.heartbeat, "
+      "last_commit = excluded.last_commit, batches = excluded.batches, "
+      "inserted = excluded.inserted, broker_connected = excluded.broker_connected, "
+      "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+      Params()
+          .add(std::string_view(w.worker))
+          .add(std::string_view(w.host))
+          .add(w.pid)
+          .add(to_ms(w.started))
+          .add(to_ms(w.heartbeat))
+          .add(optional_ms(w.last_commit))
+          .add(w.batches)
+          .add(w.inserted)
+          .add(w.broker_connected)
+          .add(w.last_error.empty() ? std::nullopt : std::optional<std::string>(w.last_error))
+          .add(optional_ms(w.last_error_at)));
+  if (!st) return impl_->failed(st.error());
+  return {};
+}
+
+Result<std::vector<WorkerHealth>> PgHqStore::workers() {
+  auto c = impl_->connection();
+  if (!c) return c.error();
+  auto rows = (*c)->exec(
+      "SELECT worker, host, pid, started, heartbeat, last_commit, batches, inserted, "
+      "broker_connected, last_error, last_error_at FROM workers ORDER BY worker COLLATE \"C\"");
+  if (!rows) return impl_->failed(rows.error());
+  auto at = [](std::optional<std::int64_t> ms) {
+    return ms ? WallTime(std::chrono::milliseconds(*ms)) : WallTime{};
+  };
+  std::vector<WorkerHealth> out;
+  for (int r = 0; r < rows->size(); ++r) {
+    const Rows& q = *rows;
+    out.push_back(WorkerHealth{std::string(q.text(r, 0)), std::string(q.text(r, 1)), q.int64(r, 2),
+                               at(q.int64(r, 3)), at(q.int64(r, 4)), at(q.optional_int64(r, 5)),
+                               q.int64(r, 6), q.int64(r, 7), q.boolean(r, 8),
+                               q.optional_text(r, 9).value_or(""), at(q.optional_int64(r, 10))});
   }
   return out;
 }

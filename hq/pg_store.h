@@ -53,6 +53,8 @@ class PgHqStore final : public HqDatabase {
   Result<nlohmann::json> incidents_json(const std::optional<std::string>& store,
                                         bool open_only) override;
   Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until) override;
+  Status record_worker(const WorkerHealth& worker) override;
+  Result<std::vector<WorkerHealth>> workers() override;
   std::string name() const override;
 
   /// The schema version this build writes.

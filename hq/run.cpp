@@ -24,12 +24,22 @@ namespace storewatch::hq {
 
 using namespace std::chrono_literals;
 
-std::string default_client_id() {
+namespace {
+
+/// How often a worker writes its row of `workers`.
+constexpr auto kHealthEvery = 5s;
+
+std::string host_name() {
   std::array<char, 256> host{};
-  if (::gethostname(host.data(), host.size() - 1) != 0 || host[0] == '\0') {
-    return "storewatch-hq";
-  }
-  return std::string("storewatch-hq-") + host.data();
+  if (::gethostname(host.data(), host.size() - 1) != 0) return {};
+  return host.data();
+}
+
+}  // namespace
+
+std::string default_client_id() {
+  const std::string host = host_name();
+  return host.empty() ? "storewatch-hq" : "storewatch-hq-" + host;
 }
 
 namespace {
@@ -111,15 +121,39 @@ int run(const config::HqConfig& config) {
   Periodic watchdog_timer(io.get_executor(), std::chrono::microseconds(watchdog_usec / 2),
                           [] { ::sd_notify(0, "WATCHDOG=1"); });
 
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&ingest, &watchdog_timer](const boost::system::error_code& ec, int signal) {
-    if (ec) return;
-    log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    ::sd_notify(0, "STOPPING=1");
-    watchdog_timer.cancel();
-    // With the transport stopped nothing is left waiting, so run() returns.
-    ingest.stop(2s);
+  // The worker's own row (`hq workers`, the health line of `hq stores`),
+  // written while the database can be reached; a worker that stops writing
+  // it shows as silent there.
+  WorkerHealth health;
+  health.worker = worker;
+  health.host = host_name();
+  health.pid = ::getpid();
+  health.started = clock.wall_now();
+  Periodic health_timer(io.get_executor(), kHealthEvery, [&] {
+    const IngestStats stats = ingest.stats();
+    health.heartbeat = clock.wall_now();
+    health.last_commit = stats.last_commit;
+    health.batches = stats.batches;
+    health.inserted = stats.inserted;
+    health.broker_connected = stats.connected;
+    health.last_error = stats.last_error;
+    health.last_error_at = stats.last_error_at;
+    if (auto st = store->record_worker(health); !st) {
+      log::debug("hq: cannot record this worker's health: {}", st.error().message);
+    }
   });
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait(
+      [&ingest, &watchdog_timer, &health_timer](const boost::system::error_code& ec, int signal) {
+        if (ec) return;
+        log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+        ::sd_notify(0, "STOPPING=1");
+        watchdog_timer.cancel();
+        health_timer.cancel();
+        // With the transport stopped nothing is left waiting, so run() returns.
+        ingest.stop(2s);
+      });
 
   log::info("hq: storing into {}, broker {}{}", store->name(), config.broker,
             config.share_group.empty()
@@ -144,6 +178,11 @@ int run(const config::HqConfig& config) {
   }
   ingest.start();
   if (watchdog) watchdog_timer.start();
+  health.heartbeat = health.started;
+  if (auto st = store->record_worker(health); !st) {
+    log::warn("hq: cannot record this worker's health: {}", st.error().message);
+  }
+  health_timer.start();
   // Ready once the database is open and ingest has started; the broker may
   // still be out of reach (it is retried for as long as it takes).
   ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->name().c_str(),

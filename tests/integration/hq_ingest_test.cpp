@@ -17,10 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "hq/hq_database.h"
 #include "hq/hq_store.h"
 #include "hq/ingest.h"
 #include "hq/run.h"
 #include "sync/mqtt_transport.h"
+#include "tests/support/hq_backend.h"
 #include "tests/support/run_on.h"
 #include "tests/support/support.h"
 
@@ -111,26 +113,30 @@ struct StoreClient {
   std::unique_ptr<sync::MqttTransport> transport;
 };
 
-class HqIngestTest : public testing::Test {
+/// On each backend of HQ's database (hq_backend.h).
+class HqIngestTest : public testing::TestWithParam<test::Backend> {
  protected:
   HqIngestTest() {
     config_.broker = broker_.uri();
     config_.topic_prefix = kPrefix;
     config_.reconnect_max = 1s;
-    config_.database = dir_ / "hq/hq.db";
     config_.client_id = "hq-test";
   }
 
   void SetUp() override {
-    auto store = HqStore::open(config_.database, db::Database::Mode::read_write);
+    db_ = std::make_unique<test::HqTestDatabase>(GetParam(), dir_ / "hq/hq.db");
+    if (!db_->skip_reason().empty()) GTEST_SKIP() << db_->skip_reason();
+    db_->configure(config_);
+    auto store = open_hq_database(config_, HqOpen::read_write, "hq-test");
     ASSERT_TRUE(store.ok()) << store.error().message;
-    store_.emplace(std::move(*store));
+    store_ = std::move(*store);
     thread_ = std::thread([this] { io_.run(); });
     start_hq();
     store_client_ = &connect_store_client(kStore);
   }
 
   void TearDown() override {
+    if (!thread_.joinable()) return;  // skipped
     on_io([this] {
       ingest_.reset();
       hq_transport_.reset();
@@ -225,14 +231,7 @@ class HqIngestTest : public testing::Test {
     return on_io([this] { return ingest_->stats(); });
   }
 
-  std::int64_t count_events() {
-    auto db = db::Database::open(config_.database, db::Database::Mode::read_only);
-    EXPECT_TRUE(db.ok());
-    auto stmt = db->prepare("SELECT count(*) FROM events");
-    EXPECT_TRUE(stmt.ok());
-    EXPECT_TRUE(stmt->step().ok());
-    return stmt->int64(0);
-  }
+  std::int64_t count_events() { return db_->count("SELECT count(*) FROM events"); }
 
   std::int64_t stored_ack() {
     auto acks = on_io([this] { return store_->acked_seqs(); });
@@ -252,7 +251,8 @@ class HqIngestTest : public testing::Test {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
       boost::asio::make_work_guard(io_)};
   std::thread thread_;
-  std::optional<HqStore> store_;
+  std::unique_ptr<test::HqTestDatabase> db_;
+  std::unique_ptr<HqDatabase> store_;
   // Owned and destroyed on the io_context thread.
   std::unique_ptr<sync::MqttTransport> hq_transport_;
   std::unique_ptr<Ingest> ingest_;
@@ -261,7 +261,7 @@ class HqIngestTest : public testing::Test {
 
   /// An extra HQ worker with its own connection to the shared database.
   struct Worker {
-    std::optional<HqStore> store;
+    std::unique_ptr<HqDatabase> store;
     std::unique_ptr<sync::MqttTransport> transport;
     std::unique_ptr<Ingest> ingest;
   };
@@ -270,9 +270,9 @@ class HqIngestTest : public testing::Test {
   Worker& start_worker(const config::HqConfig& config) {
     Worker* w = on_io([this, &config] {
       auto worker = std::make_unique<Worker>();
-      auto store = HqStore::open(config.database, db::Database::Mode::read_write);
-      EXPECT_TRUE(store.ok());
-      worker->store.emplace(std::move(*store));
+      auto store = open_hq_database(config, HqOpen::read_write, config.client_id);
+      EXPECT_TRUE(store.ok()) << (store.ok() ? "" : store.error().message);
+      worker->store = std::move(*store);
       worker->transport = make_transport(config.client_id, true);
       worker->ingest = std::make_unique<Ingest>(config, *worker->store, *worker->transport, clock_,
                                                 io_.get_executor());
@@ -286,7 +286,7 @@ class HqIngestTest : public testing::Test {
   }
 };
 
-TEST_F(HqIngestTest, AcksABatchAndDropsItsDuplicates) {
+TEST_P(HqIngestTest, AcksABatchAndDropsItsDuplicates) {
   publish_events({1, 2, 3});
   ASSERT_TRUE(test::wait_until([this] { return acks().last() == 3; }, 10s));
   EXPECT_EQ(count_events(), 3);
@@ -304,7 +304,7 @@ TEST_F(HqIngestTest, AcksABatchAndDropsItsDuplicates) {
   EXPECT_EQ((*incidents)[1]["state"], "open");
 }
 
-TEST_F(HqIngestTest, AGapHoldsTheAckBack) {
+TEST_P(HqIngestTest, AGapHoldsTheAckBack) {
   publish_events({1, 2});
   ASSERT_TRUE(test::wait_until([this] { return acks().last() == 2; }, 10s));
 
@@ -321,7 +321,7 @@ TEST_F(HqIngestTest, AGapHoldsTheAckBack) {
   EXPECT_THAT(seen, testing::ElementsAre(2, 5));
 }
 
-TEST_F(HqIngestTest, DropsMalformedMessagesAndKeepsRunning) {
+TEST_P(HqIngestTest, DropsMalformedMessagesAndKeepsRunning) {
   publish(topics_.events(kStore), "not json");
   publish(topics_.events(kStore), R"({"v":2,"store":"store-0042","events":[]})");
   publish(topics_.events(kStore), batch("store-0099", {1}));
@@ -336,7 +336,7 @@ TEST_F(HqIngestTest, DropsMalformedMessagesAndKeepsRunning) {
   EXPECT_EQ((*stores)[0]["store"], kStore);
 }
 
-TEST_F(HqIngestTest, RecordsTheRetainedStatus) {
+TEST_P(HqIngestTest, RecordsTheRetainedStatus) {
   wire::StoreStatus birth{kStore, true, 3, "0.1.0", {{"high", 1}}, 0, "2025-11-26T22:00:00.000Z"};
   publish(topics_.status(kStore), wire::encode_status(birth), true);
   auto online = [this] {
@@ -365,7 +365,7 @@ TEST_F(HqIngestTest, RecordsTheRetainedStatus) {
   EXPECT_EQ((*stores)[1]["session"], 3);
 }
 
-TEST_F(HqIngestTest, RepublishesItsAcksAfterABrokerRestart) {
+TEST_P(HqIngestTest, RepublishesItsAcksAfterABrokerRestart) {
   publish_events({1, 2});
   ASSERT_TRUE(test::wait_until([this] { return acks().last() == 2; }, 10s));
   const auto published = stats().acks_published;
@@ -387,7 +387,7 @@ TEST_F(HqIngestTest, RepublishesItsAcksAfterABrokerRestart) {
   EXPECT_TRUE(fresh.acks().front().retained);
 }
 
-TEST_F(HqIngestTest, WorkersOfASharedSubscriptionSplitAStoreAndStillAckItInFull) {
+TEST_P(HqIngestTest, WorkersOfASharedSubscriptionSplitAStoreAndStillAckItInFull) {
   stop_hq();
   config::HqConfig shared = config_;
   shared.share_group = "storewatch-hq";
@@ -415,7 +415,7 @@ TEST_F(HqIngestTest, WorkersOfASharedSubscriptionSplitAStoreAndStillAckItInFull)
   EXPECT_GT(second, 0);
 }
 
-TEST_F(HqIngestTest, EventsSentWhileHqIsDownArriveWhenItReturns) {
+TEST_P(HqIngestTest, EventsSentWhileHqIsDownArriveWhenItReturns) {
   publish_events({1});
   ASSERT_TRUE(test::wait_until([this] { return acks().last() == 1; }, 10s));
   stop_hq();
@@ -427,6 +427,9 @@ TEST_F(HqIngestTest, EventsSentWhileHqIsDownArriveWhenItReturns) {
   ASSERT_TRUE(test::wait_until([this] { return acks().last() == 3; }, 10s));
   EXPECT_EQ(count_events(), 3);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, HqIngestTest, testing::ValuesIn(test::hq_backends()),
+                         test::backend_name);
 
 TEST(HqRun, FailsWhenTheDatabaseCannotBeOpened) {
   test::TempDir dir;

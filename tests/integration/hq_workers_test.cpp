@@ -1,5 +1,7 @@
-// `storewatch hq run` as real processes against a real mosquitto: two workers
-// sharing the stores over an MQTT 5 shared subscription and one database,
+// `storewatch hq run` as real processes against a real mosquitto, on each
+// backend of HQ's database (a SQLite file, a throwaway PostgreSQL cluster):
+// workers sharing the stores over an MQTT 5 shared subscription and one
+// database, a worker killed and PostgreSQL restarted mid-drain,
 // gap detection and resync commands, stale status, and HQ down while the
 // stores keep publishing. A test MQTT client plays the stores (and, where a
 // test says so, resends what HQ has not acked, as the agent does).
@@ -23,9 +25,10 @@
 #include <thread>
 #include <vector>
 
-#include "hq/hq_store.h"
+#include "hq/hq_database.h"
 #include "sync/mqtt_transport.h"
 #include "sync/wire.h"
+#include "tests/support/hq_backend.h"
 #include "tests/support/run_on.h"
 #include "tests/support/support.h"
 
@@ -202,8 +205,14 @@ class Stores final : public sync::TransportListener {
   std::vector<Command> commands_;
 };
 
-class HqWorkersTest : public testing::Test {
+class HqWorkersTest : public testing::TestWithParam<test::Backend> {
  protected:
+  void SetUp() override {
+    db_ = std::make_unique<test::HqTestDatabase>(GetParam(), database_);
+    if (!db_->skip_reason().empty()) GTEST_SKIP() << db_->skip_reason();
+    db_->configure(hq_config_);
+  }
+
   /// Writes a worker's hq.toml and returns its path.
   std::filesystem::path config(const std::string& client_id, const std::string& share_group,
                                const std::string& resync_after = "30s") {
@@ -218,7 +227,8 @@ reconnect_max = "1s"
 resync_after = "{}"
 {}
 )",
-                          broker_.uri(), kTopicPrefix, database_.string(), client_id, resync_after,
+                          broker_.uri(), kTopicPrefix, hq_config_.database_name(), client_id,
+                          resync_after,
                           share_group.empty() ? std::string()
                                               : fmt::format("share_group = \"{}\"", share_group)));
     return path;
@@ -248,23 +258,15 @@ resync_after = "{}"
   /// Every store's acked seq as committed in the HQ database.
   std::map<std::string, std::int64_t> committed_acks() {
     std::map<std::string, std::int64_t> out;
-    auto store = HqStore::open(database_, db::Database::Mode::read_only);
+    auto store = open_hq_database(hq_config_, HqOpen::read_only, "hq-workers-test");
     if (!store) return out;
-    auto acks = store->acked_seqs();
+    auto acks = (*store)->acked_seqs();
     if (!acks) return out;
     for (const auto& [s, seq] : *acks) out[s] = seq;
     return out;
   }
 
-  std::int64_t query(const std::string& sql) {
-    auto db = db::Database::open(database_, db::Database::Mode::read_only);
-    EXPECT_TRUE(db.ok());
-    auto stmt = db->prepare(sql);
-    EXPECT_TRUE(stmt.ok()) << sql;
-    auto row = stmt->step();
-    EXPECT_TRUE(row.ok() && *row) << sql;
-    return stmt->int64(0);
-  }
+  std::int64_t query(const std::string& sql) { return db_->count(sql); }
 
   /// As the agent: re-sends, in batches, every seq above the highest ack
   /// seen, for each store not yet acked up to `n`.
@@ -280,9 +282,14 @@ resync_after = "{}"
   test::TempDir dir_;
   std::filesystem::path database_ = dir_ / "hq/hq.db";
   const wire::Topics topics_{kTopicPrefix};
+  std::unique_ptr<test::HqTestDatabase> db_;
+  config::HqConfig hq_config_;
 };
 
-TEST_F(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {
+INSTANTIATE_TEST_SUITE_P(Backends, HqWorkersTest, testing::ValuesIn(test::hq_backends()),
+                         test::backend_name);
+
+TEST_P(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {
   auto one = start_worker(config("hq-w1", "storewatch-hq"));
   auto two = start_worker(config("hq-w2", "storewatch-hq"));
   Stores stores(broker_.uri(), "stores-sim");
@@ -351,7 +358,7 @@ TEST_F(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {
   // Exactly once, 1..n for every store, and both workers stored some.
   EXPECT_EQ(query("SELECT count(*) FROM events"), 6 * n);
   EXPECT_EQ(query("SELECT count(*) FROM (SELECT store FROM events GROUP BY store "
-                  "HAVING count(*) = max(seq) AND min(seq) = 1)"),
+                  "HAVING count(*) = max(seq) AND min(seq) = 1) AS complete"),
             6);
   EXPECT_GT(query("SELECT count(*) FROM events WHERE worker = 'hq-w1'"), 0);
   EXPECT_GT(query("SELECT count(*) FROM events WHERE worker = 'hq-w2'"), 0);
@@ -383,7 +390,7 @@ TEST_F(HqWorkersTest, TwoWorkersShareTheStoresAndStoreEverythingExactlyOnce) {
   EXPECT_EQ(two->stop(SIGTERM), 0) << two->err();
 }
 
-TEST_F(HqWorkersTest, APersistingGapGetsTheStoreAResyncCommand) {
+TEST_P(HqWorkersTest, APersistingGapGetsTheStoreAResyncCommand) {
   auto hq = start_worker(config("hq-gap", "", "600ms"));
   Stores stores(broker_.uri(), "stores-sim");
   ASSERT_TRUE(wait_until([&] { return stores.subscribed(); }, 15s));
@@ -430,7 +437,7 @@ TEST_F(HqWorkersTest, APersistingGapGetsTheStoreAResyncCommand) {
   EXPECT_EQ(hq->stop(SIGTERM), 0) << hq->err();
 }
 
-TEST_F(HqWorkersTest, AStaleLastWillDoesNotMarkAReconnectedStoreOffline) {
+TEST_P(HqWorkersTest, AStaleLastWillDoesNotMarkAReconnectedStoreOffline) {
   auto hq = start_worker(config("hq-status", ""));
   Stores stores(broker_.uri(), "stores-sim");
   ASSERT_TRUE(wait_until([&] { return stores.subscribed(); }, 15s));
@@ -475,7 +482,7 @@ TEST_F(HqWorkersTest, AStaleLastWillDoesNotMarkAReconnectedStoreOffline) {
   EXPECT_EQ(hq->stop(SIGTERM), 0) << hq->err();
 }
 
-TEST_F(HqWorkersTest, HqKilledWhileStoresPublishCatchesUpFromItsSession) {
+TEST_P(HqWorkersTest, HqKilledWhileStoresPublishCatchesUpFromItsSession) {
   const auto cfg = config("hq-session", "");
   auto hq = start_worker(cfg);
   Stores stores(broker_.uri(), "stores-sim");
@@ -511,10 +518,11 @@ TEST_F(HqWorkersTest, HqKilledWhileStoresPublishCatchesUpFromItsSession) {
   EXPECT_EQ(hq->stop(SIGTERM), 0) << hq->err();
 }
 
-TEST_F(HqWorkersTest, AWorkerKilledMidLoadLosesNothingOnceStoresResend) {
+TEST_P(HqWorkersTest, OneOfThreeWorkersKilledMidLoadLosesNothingOnceStoresResend) {
   const auto cfg1 = config("hq-k1", "storewatch-hq");
   auto one = start_worker(cfg1);
   auto two = start_worker(config("hq-k2", "storewatch-hq"));
+  auto three = start_worker(config("hq-k3", "storewatch-hq"));
   Stores stores(broker_.uri(), "stores-sim");
   ASSERT_TRUE(wait_until([&] { return stores.subscribed(); }, 15s));
   const std::vector<std::string> ids{"store-0001", "store-0002", "store-0003", "store-0004"};
@@ -542,14 +550,77 @@ TEST_F(HqWorkersTest, AWorkerKilledMidLoadLosesNothingOnceStoresResend) {
     if (wait_until(complete, 2s)) break;
     resend_unacked(stores, ids, n);
   }
-  ASSERT_TRUE(complete()) << one->err() << two->err();
+  ASSERT_TRUE(complete()) << one->err() << two->err() << three->err();
   EXPECT_EQ(query("SELECT count(*) FROM events"), static_cast<std::int64_t>(ids.size()) * n);
   EXPECT_EQ(query("SELECT count(*) FROM (SELECT store FROM events GROUP BY store "
-                  "HAVING count(*) = max(seq) AND min(seq) = 1)"),
+                  "HAVING count(*) = max(seq) AND min(seq) = 1) AS complete"),
             static_cast<std::int64_t>(ids.size()));
+  EXPECT_EQ(committed_acks(), (std::map<std::string, std::int64_t>{
+                                  {ids[0], n}, {ids[1], n}, {ids[2], n}, {ids[3], n}}));
+  EXPECT_EQ(one->stop(SIGTERM), 0) << one->err();
+  EXPECT_EQ(two->stop(SIGTERM), 0) << two->err();
+  EXPECT_EQ(three->stop(SIGTERM), 0) << three->err();
+}
+
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+// PostgreSQL restarted while two workers drain four stores (`pg_ctl restart
+// -m fast`: every connection cut, transactions in flight rolled back). The
+// workers keep running, say so once, acknowledge nothing they could not
+// commit, and once the stores send again everything is there exactly once.
+class HqWorkersPgTest : public HqWorkersTest {};
+
+TEST_P(HqWorkersPgTest, PostgresqlRestartedMidDrainLosesNothing) {
+  auto one = start_worker(config("hq-r1", "storewatch-hq"));
+  auto two = start_worker(config("hq-r2", "storewatch-hq"));
+  Stores stores(broker_.uri(), "stores-sim");
+  ASSERT_TRUE(wait_until([&] { return stores.subscribed(); }, 15s));
+  const std::vector<std::string> ids{"store-0001", "store-0002", "store-0003", "store-0004"};
+  const std::int64_t n = 300;
+  for (std::int64_t from = 1; from <= n; from += 3) {
+    for (const auto& id : ids) stores.publish(topics_.events(id), batch(id, from, from + 2));
+    if (from == 148) db_->cluster()->restart();
+  }
+  ASSERT_TRUE(stores.settled()) << stores.outcome();
+  auto complete = [&] {
+    return std::all_of(ids.begin(), ids.end(),
+                       [&](const auto& id) { return stores.highest_ack(id) == n; });
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!complete() && std::chrono::steady_clock::now() < deadline) {
+    if (wait_until(complete, 2s)) break;
+    resend_unacked(stores, ids, n);
+  }
+  ASSERT_TRUE(complete()) << one->err() << two->err();
+  EXPECT_TRUE(one->running()) << one->err();
+  EXPECT_TRUE(two->running()) << two->err();
+  EXPECT_EQ(query("SELECT count(*) FROM events"), static_cast<std::int64_t>(ids.size()) * n);
+  EXPECT_EQ(query("SELECT count(*) FROM (SELECT store FROM events GROUP BY store "
+                  "HAVING count(*) = max(seq) AND min(seq) = 1) AS complete"),
+            static_cast<std::int64_t>(ids.size()));
+  EXPECT_EQ(committed_acks(), (std::map<std::string, std::int64_t>{
+                                  {ids[0], n}, {ids[1], n}, {ids[2], n}, {ids[3], n}}));
+  // At least one of them was cut mid-commit or found its connection gone,
+  // said so, and said when the database answered again.
+  const std::string logs = one->err() + two->err();
+  EXPECT_THAT(logs, testing::HasSubstr("the database answers again")) << logs;
+  // `hq workers` shows both, neither silent.
+  json workers = hq_json({"workers", "--json"}, dir_ / "hq-r1.toml");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        workers = hq_json({"workers", "--json"}, dir_ / "hq-r1.toml");
+        return workers.size() == 2 && workers[0]["silent"] == false &&
+               workers[1]["silent"] == false;
+      },
+      15s))
+      << workers.dump();
+  EXPECT_EQ(workers[0]["worker"], "hq-r1");
   EXPECT_EQ(one->stop(SIGTERM), 0) << one->err();
   EXPECT_EQ(two->stop(SIGTERM), 0) << two->err();
 }
+
+INSTANTIATE_TEST_SUITE_P(PostgreSQL, HqWorkersPgTest, testing::Values(test::Backend::postgresql),
+                         test::backend_name);
+#endif
 
 }  // namespace
 }  // namespace storewatch::hq

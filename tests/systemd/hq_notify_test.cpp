@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/pg_cluster.h"
 #include "tests/support/support.h"
 
 namespace storewatch::test {
@@ -141,6 +142,75 @@ TEST(HqNotify, NoWatchdogPingsWithoutWatchdogSec) {
   EXPECT_EQ(notify.count("WATCHDOG=1"), 0);
   EXPECT_EQ(hq.stop(SIGTERM), 0) << hq.err();
 }
+
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+// HQ on PostgreSQL whose server is not up when HQ starts (a reboot of both,
+// a failover): HQ waits for it with backoff, not READY meanwhile and saying
+// why, and becomes READY once it can store; SIGTERM while it waits is a
+// clean stop.
+TEST(HqNotify, NotReadyUntilPostgresqlAnswers) {
+  if (auto why = PgCluster::unavailable(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  Broker broker;
+  PgCluster cluster;
+  const std::string uri = cluster.create_database("hq");
+  cluster.stop("fast");
+  const auto config = dir / "hq.toml";
+  write_file(config, fmt::format("[hq]\nbroker = \"{}\"\ndatabase = \"{}\"\n", broker.uri(), uri));
+  NotifySocket notify(dir / "notify.sock");
+  Child hq(storewatch_command({"--config", config.string(), "hq", "run"}), dir / "logs",
+           {{"NOTIFY_SOCKET", notify.path().string()}});
+
+  ASSERT_TRUE(wait_until(
+      [&] {
+        notify.drain();
+        for (const auto& m : notify.messages()) {
+          if (m.find("STATUS=waiting for PostgreSQL") != std::string::npos) return true;
+        }
+        return false;
+      },
+      15s))
+      << hq.err();
+  EXPECT_TRUE(wait_until(
+      [&] { return hq.err().find("not ready, trying again") != std::string::npos; }, 10s))
+      << hq.err();
+  EXPECT_EQ(notify.count("READY=1"), 0);
+  EXPECT_TRUE(hq.running());
+
+  cluster.start();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        notify.drain();
+        return notify.count("READY=1") == 1;
+      },
+      40s))
+      << hq.err();
+  EXPECT_NE(hq.err().find("reached postgresql://"), std::string::npos) << hq.err();
+  // It recorded itself as it became ready (`hq workers`).
+  EXPECT_EQ(cluster.sql("hq", "SELECT count(*) FROM workers"), "1");
+  EXPECT_EQ(hq.stop(SIGTERM), 0) << hq.err();
+}
+
+TEST(HqNotify, SigtermWhileWaitingForPostgresqlIsACleanStop) {
+  if (auto why = PgCluster::unavailable(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  Broker broker;
+  const auto config = dir / "hq.toml";
+  // Nothing listens there.
+  write_file(config,
+             fmt::format("[hq]\nbroker = \"{}\"\ndatabase = \"postgresql://hq@127.0.0.1:{}/hq\"\n",
+                         broker.uri(), free_port()));
+  NotifySocket notify(dir / "notify.sock");
+  Child hq(storewatch_command({"--config", config.string(), "hq", "run"}), dir / "logs",
+           {{"NOTIFY_SOCKET", notify.path().string()}});
+  ASSERT_TRUE(wait_until(
+      [&] { return hq.err().find("not ready, trying again") != std::string::npos; }, 15s))
+      << hq.err();
+  EXPECT_EQ(hq.stop(SIGTERM, 5s), 0) << hq.err();
+  notify.drain();
+  EXPECT_EQ(notify.count("READY=1"), 0);
+}
+#endif
 
 }  // namespace
 }  // namespace storewatch::test
