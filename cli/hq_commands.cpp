@@ -56,11 +56,12 @@ json workers_json(const std::vector<hq::WorkerHealth>& workers, WallTime at) {
 /// themselves, and which are silent (stopped, or cut off from the
 /// database). Cut to `width` columns; red when a worker is silent.
 std::string health_line(const json& workers, bool colour, std::size_t width) {
+  auto fit = [width](const std::string& text) {
+    return width == kUnlimited ? text : truncate_display(text, width);
+  };
   if (workers.empty()) {
-    return truncate_display(
-               "HQ: no worker has recorded itself in this database yet (is `storewatch hq run` "
-               "running with this config?)",
-               width) +
+    return fit("HQ: no worker has recorded itself in this database yet (is `storewatch hq run` "
+               "running with this config?)") +
            "\n";
   }
   std::vector<std::string> parts;
@@ -85,8 +86,7 @@ std::string health_line(const json& workers, bool colour, std::size_t width) {
   if (silent > 0) line += ", " + std::to_string(silent) + " silent";
   line += " — ";
   for (std::size_t i = 0; i < parts.size(); ++i) line += (i > 0 ? "; " : "") + parts[i];
-  return paint(truncate_display(line, width), silent > 0 ? Colour::red : Colour::none, colour) +
-         "\n";
+  return paint(fit(line), silent > 0 ? Colour::red : Colour::none, colour) + "\n";
 }
 
 int cmd_hq_workers(const Globals& g, bool as_json) {
