@@ -55,7 +55,7 @@ int check_hq_config(const std::filesystem::path& file) {
                                  ? fmt::format("enroll list ({})", count(c.stores.size(), "store"))
                                  : std::string("enroll auto");
   std::cout << fmt::format("{}: ok — HQ config, broker {}, database {}, {}\n", file.string(),
-                           c.broker, c.database.string(), enroll);
+                           c.broker, c.database_name(), enroll);
   return kOk;
 }
 

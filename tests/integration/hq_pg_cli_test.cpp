@@ -112,6 +112,9 @@ TEST_F(HqPostgresCli, EachBadStateOfTheDatabaseIsOneLineAndExitOne) {
 TEST_F(HqPostgresCli, TheViewsShowTheWorkersHealth) {
   const std::string uri = cluster_->create_database("hq");
   const auto cfg = config(uri, "client_id = \"hq-cli-1\"\n");
+  auto check = hq(cfg, {"config", "check"});
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_THAT(check.out, HasSubstr("database " + uri));
   Child worker(storewatch_command({"hq", "--config", cfg.string(), "run"}), dir_ / "logs");
   ASSERT_TRUE(
       wait_until([&] { return worker.err().find("hq: subscribed to") != std::string::npos; }, 20s))
