@@ -181,43 +181,12 @@ void Ingest::flush(std::size_t max_groups) {
       ++shared_->stats.failed_commits;
       shared_->stats.last_error = r.error().message;
       shared_->stats.last_error_at = now;
-      if (r.error().code != db::kUnreachable) {
+      if (!database_unreachable(r.error(), now, static_cast<std::int64_t>(n))) {
         log::error("hq: cannot store {} batch(es) of events: {}", n, r.error().message);
-        continue;
-      }
-      // The database is away (restarting, failing over): one line now, then
-      // one every 30 s while it lasts, not one per message.
-      down_batches_ += static_cast<std::int64_t>(n);
-      down_batches_total_ += static_cast<std::int64_t>(n);
-      if (shared_->stats.database_down_since == WallTime{}) {
-        shared_->stats.database_down_since = now;
-        down_logged_ = now;
-        log::error(
-            "hq: cannot store {} batch(es) of events: {}. They are not acknowledged, so their "
-            "stores send them again; HQ goes on taking messages and reconnects with backoff "
-            "(a line every 30 s while this lasts)",
-            n, r.error().message);
-        down_batches_ = 0;
-      } else if (now - down_logged_ >= std::chrono::seconds(30)) {
-        log::error("hq: the database is still out of reach after {}: {} more batch(es) not stored",
-                   format_duration(std::chrono::duration_cast<Millis>(
-                       now - shared_->stats.database_down_since)),
-                   down_batches_);
-        down_logged_ = now;
-        down_batches_ = 0;
       }
       continue;
     }
-    if (shared_->stats.database_down_since != WallTime{}) {
-      log::info(
-          "hq: the database answers again after {}; {} batch(es) were not stored meanwhile and "
-          "come again from their stores",
-          format_duration(
-              std::chrono::duration_cast<Millis>(now - shared_->stats.database_down_since)),
-          down_batches_total_);
-      shared_->stats.database_down_since = WallTime{};
-      down_batches_ = down_batches_total_ = 0;
-    }
+    database_reached(now);
     shared_->stats.last_commit = now;
     shared_->stats.batches += static_cast<std::int64_t>(n);
     ++shared_->stats.commits;
@@ -287,9 +256,13 @@ void Ingest::on_status(const sync::Message& message, const std::string& store) {
   if (!recorded) {
     ++shared_->stats.dropped;
     shared_->stats.last_error = recorded.error().message;
-    log::error("hq: cannot record the status of store {}: {}", store, recorded.error().message);
+    shared_->stats.last_error_at = clock_.wall_now();
+    if (!database_unreachable(recorded.error(), clock_.wall_now(), 0)) {
+      log::error("hq: cannot record the status of store {}: {}", store, recorded.error().message);
+    }
     return;
   }
+  database_reached(clock_.wall_now());
   if (recorded->outcome == StatusRecorded::Outcome::session_jump) {
     ++shared_->stats.refused_session_jump;
     if (first_refusal(store, "session_jump")) {
@@ -377,9 +350,13 @@ void Ingest::check_gaps() {
   auto due = store_.claim_resyncs(clock_.wall_now(), resync_after_);
   if (!due) {
     shared_->stats.last_error = due.error().message;
-    log::error("hq: cannot check the stores for gaps: {}", due.error().message);
+    shared_->stats.last_error_at = clock_.wall_now();
+    if (!database_unreachable(due.error(), clock_.wall_now(), 0)) {
+      log::error("hq: cannot check the stores for gaps: {}", due.error().message);
+    }
     return;
   }
+  database_reached(clock_.wall_now());
   for (const ResyncDue& d : *due) {
     const std::string id = new_command_id();
     auto payload =
@@ -442,6 +419,42 @@ bool Ingest::first_refusal(const std::string& store, std::string_view kind) {
   }
   warned_.insert(std::move(key));
   return true;
+}
+
+bool Ingest::database_unreachable(const Error& e, WallTime now, std::int64_t batches) {
+  if (e.code != db::kUnreachable) return false;
+  // The database is away (restarting, failing over): one line now, then one
+  // every 30 s while it lasts, not one per message or timer tick.
+  down_batches_ += batches;
+  down_batches_total_ += batches;
+  if (shared_->stats.database_down_since == WallTime{}) {
+    shared_->stats.database_down_since = now;
+    down_logged_ = now;
+    log::error(
+        "hq: {}. What is not stored is not acknowledged, so the stores send it again; HQ goes on "
+        "taking messages and reconnects with backoff (a line every 30 s while this lasts)",
+        e.message);
+    down_batches_ = 0;
+  } else if (now - down_logged_ >= std::chrono::seconds(30)) {
+    log::error("hq: the database is still out of reach after {}: {} more batch(es) not stored",
+               format_duration(
+                   std::chrono::duration_cast<Millis>(now - shared_->stats.database_down_since)),
+               down_batches_);
+    down_logged_ = now;
+    down_batches_ = 0;
+  }
+  return true;
+}
+
+void Ingest::database_reached(WallTime now) {
+  if (shared_->stats.database_down_since == WallTime{}) return;
+  log::info(
+      "hq: the database answers again after {}; {} batch(es) were not stored meanwhile and come "
+      "again from their stores",
+      format_duration(std::chrono::duration_cast<Millis>(now - shared_->stats.database_down_since)),
+      down_batches_total_);
+  shared_->stats.database_down_since = WallTime{};
+  down_batches_ = down_batches_total_ = 0;
 }
 
 void Ingest::drop(const std::string& topic, const std::string& why) {

@@ -115,6 +115,12 @@ class Ingest final : public sync::TransportListener {
   void arm_gap_timer();
   void check_gaps();
   void drop(const std::string& topic, const std::string& why);
+  /// A database call failed: when the database is out of reach, says so
+  /// once and then every 30 s, counting `batches` not stored, and returns
+  /// true; false for any other failure (the caller logs it).
+  bool database_unreachable(const Error& e, WallTime now, std::int64_t batches);
+  /// A database call succeeded: after an outage, says so once.
+  void database_reached(WallTime now);
   /// Whether this is the first time `store` is refused for `kind` here
   /// (each is logged once at warn; later ones only counted). Bounded: past
   /// kMaxWarned stores it says so once and then returns false.
