@@ -1,7 +1,9 @@
 #include "tests/support/pg_cluster.h"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +32,17 @@ fs::path find_bin() {
   return best;
 }
 
+/// Where clusters live: memory (/dev/shm) where there is one — a cluster
+/// is a thousand small files, and a test's data is thrown away — else the
+/// temporary directory.
+fs::path cluster_root() {
+  std::error_code ec;
+  if (fs::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK | X_OK) == 0) {
+    return "/dev/shm";
+  }
+  return fs::temp_directory_path();
+}
+
 }  // namespace
 
 std::string PgCluster::unavailable() {
@@ -38,6 +51,43 @@ std::string PgCluster::unavailable() {
            "scripts/bootstrap.sh installs Debian's postgresql";
   }
   return {};
+}
+
+fs::path PgCluster::make_template() const {
+  const fs::path tmpl =
+      cluster_root() / ("storewatch-pg-template-" + bin_.parent_path().filename().string() + "-" +
+                        std::to_string(::geteuid()));
+  // Several test processes at once: one makes it, the others wait for it.
+  const std::string lock_path = tmpl.string() + ".lock";
+  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
+    if (lock >= 0) ::close(lock);
+    throw std::runtime_error("cannot lock " + lock_path);
+  }
+  struct Unlock {
+    int fd;
+    ~Unlock() { ::close(fd); }
+  } unlock{lock};
+  std::error_code ec;
+  if (fs::exists(tmpl / "PG_VERSION", ec)) return tmpl;
+  const fs::path making = tmpl.string() + ".making";
+  fs::remove_all(making, ec);
+  fs::create_directories(making, ec);
+  if (::geteuid() == 0) {
+    const passwd* nobody = ::getpwnam("nobody");
+    if (nobody == nullptr || ::chown(making.c_str(), nobody->pw_uid, nobody->pw_gid) != 0) {
+      throw std::runtime_error("cannot give " + making.string() + " to user nobody");
+    }
+  }
+  auto r = run(as_owner({(bin_ / "initdb").string(), "-D", making.string(), "-U", "storewatch",
+                         "--auth-local=trust", "--auth-host=scram-sha-256", "-N", "-E", "UTF8",
+                         "--locale=C.UTF-8"}),
+               {}, std::chrono::seconds(120));
+  if (r.exit_code != 0) throw std::runtime_error("initdb failed: " + r.out + r.err);
+  fs::remove_all(tmpl, ec);
+  fs::rename(making, tmpl, ec);
+  if (ec) throw std::runtime_error("cannot move the template cluster into place: " + ec.message());
+  return tmpl;
 }
 
 std::vector<std::string> PgCluster::as_owner(std::vector<std::string> argv) const {
@@ -51,7 +101,7 @@ PgCluster::PgCluster() {
   bin_ = find_bin();
   if (bin_.empty()) throw std::runtime_error(unavailable());
   // Not under a private (0700) temporary directory: nobody must reach it.
-  std::string pattern = (fs::temp_directory_path() / "storewatch-pg-XXXXXX").string();
+  std::string pattern = (cluster_root() / "storewatch-pg-XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("mkdtemp: " +
                              std::error_code(errno, std::generic_category()).message());
@@ -64,11 +114,12 @@ PgCluster::PgCluster() {
     }
   }
   port_ = free_port();
-  auto r = run(as_owner({(bin_ / "initdb").string(), "-D", (dir_ / "data").string(), "-U",
-                         "storewatch", "--auth-local=trust", "--auth-host=scram-sha-256", "-N",
-                         "-E", "UTF8", "--locale=C.UTF-8"}),
-               {}, std::chrono::seconds(120));
-  if (r.exit_code != 0) throw std::runtime_error("initdb failed: " + r.out + r.err);
+  // A copy of one initdb'd template (made once per machine and PostgreSQL
+  // version): a test's cluster costs a copy, not an initdb.
+  const fs::path tmpl = make_template();
+  auto r = run(as_owner({"cp", "-a", tmpl.string(), (dir_ / "data").string()}), {},
+               std::chrono::seconds(120));
+  if (r.exit_code != 0) throw std::runtime_error("copying the template cluster failed: " + r.err);
   // Only the tests' own clients, on the socket and on loopback.
   write_file(dir_ / "data/postgresql.auto.conf",
              "listen_addresses = '127.0.0.1'\nport = " + std::to_string(port_) +

@@ -2,8 +2,9 @@
 /// \file
 /// A throwaway PostgreSQL cluster for the tests of HQ's PostgreSQL backend:
 /// `initdb` and `pg_ctl` of Debian's postgresql package, in a temporary
-/// directory, as user nobody when the tests run as root (PostgreSQL refuses
-/// to run as root). It listens on a Unix socket in its directory and on
+/// directory (in /dev/shm where there is one), as user nobody when the tests
+/// run as root (PostgreSQL refuses to run as root). Each cluster is a copy of
+/// one initdb'd template. It listens on a Unix socket in its directory and on
 /// 127.0.0.1 at a free port; the superuser `storewatch` logs in over the
 /// socket without a password, over TCP with scram-sha-256 only.
 
@@ -20,7 +21,8 @@ class PgCluster {
   /// or empty. Tests skip with it; nothing else makes them skip.
   static std::string unavailable();
 
-  /// initdb and start; throws std::runtime_error with the log on failure.
+  /// A fresh cluster (a copy of an initdb'd template) started; throws
+  /// std::runtime_error with the log on failure.
   PgCluster();
   ~PgCluster();  ///< stops it (immediate) and removes everything
   PgCluster(const PgCluster&) = delete;
@@ -49,6 +51,9 @@ class PgCluster {
 
  private:
   std::vector<std::string> as_owner(std::vector<std::string> argv) const;
+  /// The initdb'd template clusters are copies of: made by the first
+  /// caller on this machine (under a lock), kept for the next.
+  std::filesystem::path make_template() const;
   std::filesystem::path dir_;  // owned by nobody when root
   std::filesystem::path bin_;
   int port_ = 0;
