@@ -56,6 +56,7 @@ class HqStore final : public HqDatabase {
                                         bool open_only) override;
   Result<std::vector<ReportIncident>> report_incidents(WallTime since, WallTime until) override;
   std::string name() const override { return path().string(); }
+  Result<Pruned> prune(WallTime now, Millis retention) override;
 
   const std::filesystem::path& path() const;
 
