@@ -649,7 +649,7 @@ namespace {
 /// Events per prune transaction, and transactions per prune() call: the
 /// ingest workers wait for one chunk at most, the loop for one call.
 constexpr int kPruneChunk = 5000;
-constexpr int kPruneChunksPerCall = 20;
+constexpr int kPruneChunksPerCall = 4;
 
 }  // namespace
 
