@@ -9,6 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -242,6 +244,49 @@ TEST_F(HqMigrateTest, CopiesEverythingSoBothDatabasesGiveTheSameViewsAndASecondR
     EXPECT_EQ(r->inserted, 1);
     EXPECT_EQ(r->acked_seq, kPerStore + 1);
   }
+}
+
+TEST_F(HqMigrateTest, HqRunPrunesAtStartTheSameOnBothBackends) {
+  constexpr int kPerStore = 2'000;
+  fill_sqlite(3, kPerStore);
+  ASSERT_EQ(migrate().exit_code, 0);
+  const std::string incidents_before = view(sqlite_cfg_, {"incidents", "--json"});
+
+  // Everything was received more than an hour ago: `hq run` with a
+  // retention of 1h prunes all the events at start, and the closed
+  // incidents with them, on either backend.
+  test::Broker broker;
+  const std::vector<std::pair<std::string, std::string>> runs{{"sqlite-run.toml", sqlite_.string()},
+                                                              {"pg-run.toml", uri_}};
+  for (const auto& [name, database] : runs) {
+    const auto cfg = dir_ / name;
+    test::write_file(cfg, fmt::format("[hq]\nbroker = \"{}\"\ndatabase = \"{}\"\n"
+                                      "retention = \"1h\"\nclient_id = \"hq-{}\"\n",
+                                      broker.uri(), database, name.substr(0, name.find('-'))));
+    test::Child hq(test::storewatch_command({"hq", "--config", cfg.string(), "run"}),
+                   dir_ / ("logs-" + name));
+    const auto left = [&]() -> std::int64_t {
+      if (database == uri_) return std::stoll(cluster_->sql("hq", "SELECT count(*) FROM events"));
+      auto db = db::Database::open(sqlite_, db::Database::Mode::read_only);
+      auto q = db->prepare("SELECT count(*) FROM events");
+      return *q->step() ? q->int64(0) : -1;
+    };
+    EXPECT_TRUE(test::wait_until([&] { return left() == 0; }, 60s)) << test::logs_of(hq);
+    EXPECT_EQ(hq.stop(SIGTERM), 0) << test::logs_of(hq);
+  }
+  EXPECT_EQ(cluster_->sql("hq",
+                          "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                          "'events'::regclass AND inhrelid::regclass::text < 'events_202512'"),
+            "0");
+  // The stores and their acks stay; what is left of the incidents is the
+  // same on both: every one not closed.
+  expect_same_views();
+  const json incidents = json::parse(view(pg_cfg_, {"incidents", "--json"}));
+  EXPECT_LT(incidents.size(), json::parse(incidents_before).size());
+  ASSERT_FALSE(incidents.empty());
+  for (const json& i : incidents) EXPECT_NE(i["state"], "closed") << i.dump();
+  const json stores = json::parse(view(pg_cfg_, {"stores", "--json"}));
+  EXPECT_EQ(stores[0]["acked_seq"], kPerStore);
 }
 
 TEST_F(HqMigrateTest, ACutShortRunIsFinishedByTheNext) {
