@@ -112,12 +112,13 @@ int run(const config::HqConfig& config) {
                           [] { ::sd_notify(0, "WATCHDOG=1"); });
 
   // Retention (docs/HQ.md): at start, then hourly; again soon while a prune
-  // left more to do.
+  // left more to do, in five minutes after a failure.
   Periodic retention_timer(io.get_executor(), [store, &config, &clock]() -> Periodic::Delay {
     auto pruned = store->prune(clock.wall_now(), config.retention);
-    if (!pruned) log::warn("hq: retention: {}", pruned.error().message);
+    if (!pruned) log::warn("hq: retention: {}; trying again in 5 min", pruned.error().message);
     if (pruned && !pruned->empty()) log::info("hq: retention: {}", describe(*pruned));
-    return pruned && pruned->more ? Periodic::Delay(1s) : Periodic::Delay(1h);
+    if (!pruned) return 5min;
+    return pruned->more ? Periodic::Delay(1s) : Periodic::Delay(1h);
   });
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
