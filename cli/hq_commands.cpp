@@ -1,13 +1,20 @@
-// hq run, stores, incidents, report: HQ's side, on HQ's config and database.
+// hq run, stores, incidents, report, migrate: HQ's side, on HQ's config and database.
+#include <fmt/format.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
+#include "config/postgres_uri.h"
 #include "hq/hq_database.h"
 #include "hq/report.h"
 #include "hq/run.h"
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+#include "hq/migrate.h"
+#endif
 
 namespace storewatch::cli {
 
@@ -165,12 +172,85 @@ int cmd_hq_report(const Globals& g, const std::string& store_id, const std::stri
   });
 }
 
+/// "copied 120,000 of 1,000,000 events (12%)": rewritten in place on a
+/// terminal, else a line at each tenth.
+class MigrateProgressLine {
+ public:
+  MigrateProgressLine() : tty_(::isatty(STDERR_FILENO) == 1) {}
+
+  void operator()(std::int64_t done, std::int64_t total) {
+    if (total <= 0) return;
+    const std::int64_t percent = done * 100 / total;
+    const std::string line =
+        fmt::format("copied {} of {} events ({}%)", hq::grouped(done), hq::grouped(total), percent);
+    if (tty_) {
+      std::cerr << '\r' << line << "\x1b[K" << std::flush;
+      shown_ = true;
+    } else if (percent / 10 > tenth_) {
+      tenth_ = percent / 10;
+      std::cerr << line << '\n';
+    }
+  }
+
+  /// Ends the line rewritten in place.
+  void finish() {
+    if (shown_) std::cerr << '\n';
+    shown_ = false;
+  }
+
+ private:
+  bool tty_;
+  bool shown_ = false;
+  std::int64_t tenth_ = -1;
+};
+
+int cmd_hq_migrate(const Globals& g, const std::string& from, const std::string& to,
+                   const std::string& password_file) {
+  if (!config::is_postgresql_uri(to)) {
+    return usage(Error{fmt::format(
+        "hq migrate: --to must be a PostgreSQL URI (postgresql://user@host:5432/storewatch), "
+        "not \"{}\"",
+        to)});
+  }
+  if (auto problem = config::postgresql_uri_problem(to)) {
+    return usage(Error{fmt::format("hq migrate: --to: {}", *problem)});
+  }
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+  config::HqConfig target;
+  if (!password_file.empty()) {
+    target.database_password_file = password_file;
+  } else if (g.config_given()) {
+    // The password file of HQ's config, where the new database is set up.
+    auto cfg = load_hq_config(g);
+    if (!cfg) return kUsage;
+    target.database_password_file = cfg->database_password_file;
+  }
+  target.postgresql = to;
+  MigrateProgressLine progress;
+  auto migrated = hq::migrate_to_postgresql(
+      from, target, [&](std::int64_t done, std::int64_t total) { progress(done, total); });
+  progress.finish();
+  if (!migrated) return fail(Error{"hq migrate: " + migrated.error().message});
+  std::cout << "storewatch: " << hq::describe(*migrated) << "; from " << from << " to "
+            << config::redact_postgresql_uri(to) << "\n";
+  return kOk;
+#else
+  (void)g;
+  (void)from;
+  (void)password_file;
+  return fail(Error{"hq migrate: this storewatch was built without PostgreSQL (libpq)"});
+#endif
+}
+
 struct HqOptions {
   std::string store;
   bool open_only = false;
   std::string since = "7d";
   bool json_out = false;
   bool wide = false;
+  std::string from;
+  std::string to;
+  std::string password_file;
 };
 
 }  // namespace
@@ -209,6 +289,22 @@ void add_hq_commands(CLI::App& app, const Globals& g, int& rc) {
                         "Incidents detected within this long before now (default 7d)");
   hq_report->add_flag("--json", o->json_out, "Print JSON instead of tables");
   hq_report->callback([&g, &rc, o] { rc = cmd_hq_report(g, o->store, o->since, o->json_out); });
+  auto* hq_migrate =
+      sub(*hq_cmd, "migrate",
+          "Copy a SQLite HQ database into PostgreSQL: stores, events, incidents; run it again "
+          "and it copies nothing twice (stop `hq run` first; docs/HQ.md)");
+  hq_migrate
+      ->add_option("--from", o->from, "HQ's SQLite database, e.g. /var/lib/storewatch-hq/hq.db")
+      ->required();
+  hq_migrate
+      ->add_option("--to", o->to,
+                   "The PostgreSQL database, as a URI without a password: "
+                   "postgresql://user@host:5432/storewatch")
+      ->required();
+  hq_migrate->add_option("--password-file", o->password_file,
+                         "The PostgreSQL password, first line of this file (default: [hq] "
+                         "database_password_file of --config, else libpq's ~/.pgpass)");
+  hq_migrate->callback([&g, &rc, o] { rc = cmd_hq_migrate(g, o->from, o->to, o->password_file); });
 }
 
 }  // namespace storewatch::cli

@@ -429,6 +429,10 @@ struct HqConfig : BrokerConfig {
   std::filesystem::path command_key_file;
   /// One key file per store, named `<store id>.key`.
   std::filesystem::path command_keys_dir;
+  /// Events HQ received longer ago than this, and closed incidents whose
+  /// newest event is, are pruned (docs/HQ.md "Retention"). On PostgreSQL
+  /// whole months of events go at once, so some live up to a month longer.
+  Millis retention = std::chrono::hours(24 * 400);
 
   bool operator==(const HqConfig&) const = default;
 

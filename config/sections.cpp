@@ -357,6 +357,9 @@ void read_hq(Context& ctx, const toml::node* node, HqConfig& out) {
                       }
                       h.command_keys_dir = *path;
                     }});
+  fields.push_back({"retention", [&h](const Value& v) {
+                      if (auto d = v.duration(kMinRetention)) h.retention = *d;
+                    }});
   read_fields(ctx, kScope, table_or_empty(node), fields, section_file(ctx, node));
   if (h.client_id.empty()) h.client_id = default_hq_client_id();
   if (h.enroll == HqConfig::Enroll::list && h.stores.empty() && !ctx.has_errors()) {

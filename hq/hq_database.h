@@ -55,6 +55,28 @@ struct WorkerHealth {
 /// A worker counts as silent when its heartbeat is older than this.
 inline constexpr std::chrono::seconds kWorkerSilentAfter{20};
 
+/// What one HqDatabase::prune removed.
+struct Pruned {
+  /// Events removed (on PostgreSQL, the rows the dropped partitions held).
+  std::int64_t events = 0;
+  /// Closed incidents removed.
+  std::int64_t incidents = 0;
+  /// PostgreSQL: the month partitions of `events` dropped (events_YYYYMM).
+  std::vector<std::string> partitions;
+  /// Not all that is due went in this call (each call's work is bounded, so
+  /// ingest waits for it only briefly): call again soon.
+  bool more = false;
+
+  bool empty() const { return events == 0 && incidents == 0 && partitions.empty(); }
+};
+
+/// "12,345 events and 3 closed incidents (partition events_202410 dropped)",
+/// for the log line of a prune that removed something.
+std::string describe(const Pruned& pruned);
+
+/// `n` with its thousands grouped by commas: "1,000,000".
+std::string grouped(std::int64_t n);
+
 class HqDatabase : public IngestStore {
  public:
   /// Names the worker in every event it stores (`events.worker`), so an
@@ -91,6 +113,15 @@ class HqDatabase : public IngestStore {
   /// The database for logs and messages: the SQLite path, or the
   /// PostgreSQL server and database (nothing secret).
   virtual std::string name() const = 0;
+
+  /// Retention (docs/HQ.md "Retention"): removes the events received before
+  /// `now - retention`, and each closed incident whose newest event is one
+  /// of them. SQLite deletes rows in bounded chunks; PostgreSQL drops whole
+  /// month partitions of `events`, those whose range ends by then (so an
+  /// event stays up to a month longer there). Every store's `acked_seq`
+  /// stays: a re-send of a pruned event at or below it is a duplicate,
+  /// never stored again. Bounded work per call: `more` says call again.
+  virtual Result<Pruned> prune(WallTime now, Millis retention) = 0;
 };
 
 /// How open_hq_database opens the database.

@@ -17,7 +17,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // Times are stored as milliseconds since the Unix epoch (UTC).
-constexpr std::array<db::Migration, 4> kMigrations{{
+constexpr std::array<db::Migration, 5> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store      TEXT PRIMARY KEY,
@@ -71,8 +71,20 @@ ALTER TABLE stores ADD COLUMN refused_conflict INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stores ADD COLUMN refused_session_jump INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stores ADD COLUMN refused_at INTEGER;
 )sql"},
-    // Each ingest worker's own health (`hq workers`, `hq stores`).
+    // Retention (docs/HQ.md "Retention"): old events are found by when HQ
+    // received them; and once they are gone, a re-send of one at or below the
+    // store's acked_seq is still a duplicate (ignored like one), never stored
+    // again.
     {4, R"sql(
+CREATE INDEX events_received ON events (received);
+CREATE TRIGGER events_acked_are_duplicates BEFORE INSERT ON events
+WHEN NEW.seq <= (SELECT acked_seq FROM stores WHERE store = NEW.store)
+BEGIN
+  SELECT RAISE(IGNORE);
+END;
+)sql"},
+    // Each ingest worker's own health (`hq workers`, `hq stores`).
+    {5, R"sql(
 CREATE TABLE workers (
   worker            TEXT PRIMARY KEY,
   host              TEXT NOT NULL,
@@ -687,6 +699,63 @@ Result<std::vector<WorkerHealth>> HqStore::workers() {
     return true;
   });
   if (!st) return st.error();
+  return out;
+}
+
+namespace {
+
+/// Events per prune transaction, and transactions per prune() call: the
+/// ingest workers wait for one chunk at most, the loop for one call.
+constexpr int kPruneChunk = 5000;
+constexpr int kPruneChunksPerCall = 4;
+
+}  // namespace
+
+Result<Pruned> HqStore::prune(WallTime now, Millis retention) {
+  db::Database& db = impl_->db;
+  const std::int64_t cutoff = to_ms(now) - retention.count();
+  // Oldest first, by the index on received; each event's incident is
+  // deleted with it when closed and this was its newest event (the seq the
+  // incident row holds is its newest event's).
+  auto oldest = db.prepare(
+      "SELECT store, seq, incident_uid FROM events WHERE received < ?1 ORDER BY received "
+      "LIMIT ?2");
+  if (!oldest) return oldest.error();
+  auto drop_incident = db.prepare(
+      "DELETE FROM incidents WHERE store = ?1 AND uid = ?2 AND seq = ?3 AND state = 'closed'");
+  if (!drop_incident) return drop_incident.error();
+  auto drop_event = db.prepare("DELETE FROM events WHERE store = ?1 AND seq = ?2");
+  if (!drop_event) return drop_event.error();
+
+  Pruned out;
+  struct Row {
+    std::string store;
+    std::int64_t seq;
+    std::string incident;
+  };
+  std::vector<Row> rows;
+  for (int chunk = 0; chunk < kPruneChunksPerCall; ++chunk) {
+    auto tx = db::Transaction::begin(db);
+    if (!tx) return tx.error();
+    rows.clear();
+    oldest->bind(1, cutoff).bind(2, kPruneChunk);
+    auto read = oldest->each([&](const db::Statement& q) {
+      rows.push_back({q.text(0), q.int64(1), q.text(2)});
+      return true;
+    });
+    if (!read) return read.error();
+    for (const Row& r : rows) {
+      if (auto st = drop_incident->bind(1, r.store).bind(2, r.incident).bind(3, r.seq).run(); !st) {
+        return st.error();
+      }
+      out.incidents += db.changes();
+      if (auto st = drop_event->bind(1, r.store).bind(2, r.seq).run(); !st) return st.error();
+      out.events += db.changes();
+    }
+    if (auto st = tx->commit(); !st) return st.error();
+    if (static_cast<int>(rows.size()) < kPruneChunk) return out;
+  }
+  out.more = true;
   return out;
 }
 

@@ -58,6 +58,7 @@ class HqStore final : public HqDatabase {
   Status record_worker(const WorkerHealth& worker) override;
   Result<std::vector<WorkerHealth>> workers() override;
   std::string name() const override { return path().string(); }
+  Result<Pruned> prune(WallTime now, Millis retention) override;
 
   const std::filesystem::path& path() const;
 

@@ -966,4 +966,112 @@ Result<std::vector<WorkerHealth>> PgHqStore::workers() {
   return out;
 }
 
+namespace {
+
+constexpr int kPruneLock = 3;
+
+/// The end of the month a partition named events_YYYYMM holds, in ms; none
+/// for a name not of that shape (a table someone attached by hand).
+std::optional<std::int64_t> partition_end(std::string_view name) {
+  constexpr std::string_view kPrefix = "events_";
+  if (name.size() != kPrefix.size() + 6 || name.substr(0, kPrefix.size()) != kPrefix) {
+    return std::nullopt;
+  }
+  int yyyymm = 0;
+  for (char c : name.substr(kPrefix.size())) {
+    if (c < '0' || c > '9') return std::nullopt;
+    yyyymm = yyyymm * 10 + (c - '0');
+  }
+  const int mm = yyyymm % 100;
+  if (mm < 1 || mm > 12) return std::nullopt;
+  using namespace std::chrono;
+  const year_month first = year(yyyymm / 100) / mm;
+  const sys_days end = sys_days((first + months(1)) / 1);
+  return duration_cast<milliseconds>(end.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Result<Pruned> PgHqStore::prune(WallTime now, Millis retention) {
+  Impl& s = *impl_;
+  auto c = s.connection();
+  if (!c) return c.error();
+  db::pg::Connection& db = **c;
+  const std::int64_t cutoff = to_ms(now) - retention.count();
+  Pruned out;
+  auto parts = db.exec(
+      "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+      "WHERE i.inhparent = 'events'::regclass ORDER BY c.relname");
+  if (!parts) return s.failed(parts.error());
+  std::vector<std::string> due;
+  for (int r = 0; r < parts->size(); ++r) {
+    const auto end = partition_end(parts->text(r, 0));
+    if (end && *end <= cutoff) due.emplace_back(parts->text(r, 0));
+  }
+  if (due.empty()) return out;
+  // One month per call: a month of a large fleet is tens of millions of rows
+  // to count and to match against the incidents.
+  const std::string& name = due.front();
+  out.more = due.size() > 1;
+  if (auto st = db.exec("BEGIN"); !st) return s.failed(st.error());
+  // DROP takes the whole table's lock: wait for the commits in flight, not
+  // for long (the next call tries again), and let one worker prune at a time.
+  if (auto st = db.exec("SET LOCAL lock_timeout = '5s'"); !st) return s.failed(st.error());
+  auto mine =
+      db.exec(fmt::format("SELECT pg_try_advisory_xact_lock({}, {})", kLockClass, kPruneLock));
+  if (!mine) return s.failed(mine.error());
+  if (!mine->boolean(0, 0)) {
+    (void)db.exec("ROLLBACK");
+    out.more = false;
+    return out;  // another worker is at it
+  }
+  // The partition may be gone since it was listed (another worker).
+  auto still = db.exec("SELECT to_regclass($1) IS NOT NULL", Params().add(std::string_view(name)));
+  if (!still) return s.failed(still.error());
+  if (!still->boolean(0, 0)) {
+    (void)db.exec("ROLLBACK");
+    return out;
+  }
+  const std::string table = db::pg::quote_identifier(name);
+  auto counted = db.exec(fmt::format("SELECT count(*) FROM {}", table));
+  if (!counted) return s.failed(counted.error());
+  // A closed incident whose newest event (the seq its row holds) goes.
+  auto closed = db.exec(
+      fmt::format("DELETE FROM incidents i USING {} e WHERE e.store = i.store AND e.seq = i.seq "
+                  "AND e.incident_uid = i.uid AND i.state = 'closed'",
+                  table));
+  if (!closed) return s.failed(closed.error());
+  if (auto st = db.exec(fmt::format("DROP TABLE {}", table)); !st) return s.failed(st.error());
+  if (auto st = db.exec("COMMIT"); !st) return s.failed(st.error());
+  // The partitions ingest knows of may be among those gone.
+  s.partitions_lo = s.partitions_hi = 0;
+  out.events = counted->int64(0, 0);
+  out.incidents = closed->affected();
+  out.partitions.push_back(name);
+  return out;
+}
+
+Status ensure_event_partitions(db::pg::Connection& db, std::int64_t from_ms, std::int64_t to_ms) {
+  if (auto st = db.exec("BEGIN"); !st) return st.error();
+  if (auto st =
+          db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, {})", kLockClass, kPartitionLock));
+      !st) {
+    (void)db.exec("ROLLBACK");
+    return st.error();
+  }
+  for (Month m = month_of(from_ms);; m = month_of(m.end)) {
+    const std::string sql = fmt::format(
+        "CREATE TABLE IF NOT EXISTS {0} PARTITION OF events FOR VALUES FROM ({1}) TO ({2}); "
+        "CREATE UNIQUE INDEX IF NOT EXISTS {0}_store_seq ON {0} (store, seq)",
+        m.name, m.start, m.end);
+    if (auto st = db.exec(sql); !st) {
+      (void)db.exec("ROLLBACK");
+      return st.error();
+    }
+    if (m.end > to_ms) break;
+  }
+  if (auto st = db.exec("COMMIT"); !st) return st.error();
+  return {};
+}
+
 }  // namespace storewatch::hq

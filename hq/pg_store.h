@@ -21,6 +21,10 @@
 
 #include "hq/hq_database.h"
 
+namespace storewatch::db::pg {
+class Connection;
+}
+
 namespace storewatch::hq {
 
 class PgHqStore final : public HqDatabase {
@@ -56,6 +60,7 @@ class PgHqStore final : public HqDatabase {
   Status record_worker(const WorkerHealth& worker) override;
   Result<std::vector<WorkerHealth>> workers() override;
   std::string name() const override;
+  Result<Pruned> prune(WallTime now, Millis retention) override;
 
   /// The schema version this build writes.
   static int schema_version();
@@ -65,5 +70,11 @@ class PgHqStore final : public HqDatabase {
   explicit PgHqStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+/// Creates the month partitions of `events` (events_YYYYMM, each with its
+/// unique (store, seq) index) that hold received times from `from_ms` to
+/// `to_ms`, those missing, in one transaction on `db` (`hq migrate`, which
+/// copies events received in months long gone).
+Status ensure_event_partitions(db::pg::Connection& db, std::int64_t from_ms, std::int64_t to_ms);
 
 }  // namespace storewatch::hq

@@ -143,17 +143,28 @@ int run(const config::HqConfig& config) {
     }
   });
 
+  // Retention (docs/HQ.md): at start, then hourly; again soon while a prune
+  // left more to do, in five minutes after a failure.
+  Periodic retention_timer(io.get_executor(), [store, &config, &clock]() -> Periodic::Delay {
+    auto pruned = store->prune(clock.wall_now(), config.retention);
+    if (!pruned) log::warn("hq: retention: {}; trying again in 5 min", pruned.error().message);
+    if (pruned && !pruned->empty()) log::info("hq: retention: {}", describe(*pruned));
+    if (!pruned) return 5min;
+    return pruned->more ? Periodic::Delay(1s) : Periodic::Delay(1h);
+  });
+
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait(
-      [&ingest, &watchdog_timer, &health_timer](const boost::system::error_code& ec, int signal) {
-        if (ec) return;
-        log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-        ::sd_notify(0, "STOPPING=1");
-        watchdog_timer.cancel();
-        health_timer.cancel();
-        // With the transport stopped nothing is left waiting, so run() returns.
-        ingest.stop(2s);
-      });
+  signals.async_wait([&ingest, &watchdog_timer, &health_timer, &retention_timer](
+                         const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    log::info("hq: {} received, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    ::sd_notify(0, "STOPPING=1");
+    watchdog_timer.cancel();
+    health_timer.cancel();
+    retention_timer.cancel();
+    // With the transport stopped nothing is left waiting, so run() returns.
+    ingest.stop(2s);
+  });
 
   log::info("hq: storing into {}, broker {}{}", store->name(), config.broker,
             config.share_group.empty()
@@ -183,6 +194,7 @@ int run(const config::HqConfig& config) {
     log::warn("hq: cannot record this worker's health: {}", st.error().message);
   }
   health_timer.start();
+  retention_timer.start(0s);
   // Ready once the database is open and ingest has started; the broker may
   // still be out of reach (it is retried for as long as it takes).
   ::sd_notifyf(0, "READY=1\nSTATUS=storing into %s, broker %s", store->name().c_str(),

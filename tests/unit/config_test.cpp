@@ -1112,6 +1112,20 @@ TEST(ConfigLoadHq, ResyncAfter) {
   EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("resync_after"));
 }
 
+TEST(ConfigLoadHq, Retention) {
+  auto loaded = load_hq_string("[hq]\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->retention, Millis(24h * 400));
+  loaded = load_hq_string("[hq]\nretention = \"90d\"\n", "hq.toml");
+  ASSERT_TRUE(loaded.ok()) << dump(loaded.diagnostics);
+  EXPECT_EQ(loaded.config->retention, Millis(24h * 90));
+  for (const char* bad : {"\"30m\"", "\"forever\"", "400"}) {
+    loaded = load_hq_string(std::string("[hq]\nretention = ") + bad + "\n", "hq.toml");
+    ASSERT_FALSE(loaded.ok()) << bad;
+    EXPECT_THAT(dump(loaded.diagnostics), HasSubstr("retention")) << bad;
+  }
+}
+
 TEST(ConfigLoadHq, ErrorsAreCollected) {
   auto loaded = load_hq_string(R"([hq]
 broker = "mqtt://broker"

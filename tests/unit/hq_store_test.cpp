@@ -965,5 +965,219 @@ TEST_F(PgHqStoreTest, EventsGoIntoTheMonthTheyWereReceived) {
 
 #endif  // STOREWATCH_HAVE_POSTGRESQL
 
+// --- Retention (docs/HQ.md "Retention"), on each backend -----------------------
+
+constexpr Millis kHqRetention = 24h * 400;
+
+/// Prunes until nothing more is due; the sum of what the calls removed.
+Pruned prune_everything(HqDatabase& store, WallTime now, Millis retention = kHqRetention) {
+  Pruned all;
+  for (int calls = 0; calls < 100; ++calls) {
+    auto r = store.prune(now, retention);
+    if (!r.ok()) {
+      ADD_FAILURE() << r.error().message;
+      return all;
+    }
+    all.events += r->events;
+    all.incidents += r->incidents;
+    all.partitions.insert(all.partitions.end(), r->partitions.begin(), r->partitions.end());
+    if (!r->more) return all;
+  }
+  ADD_FAILURE() << "prune() never ran out of work";
+  return all;
+}
+
+TEST_P(HqBackendTest, PrunesOldEventsAndTheClosedIncidentsTheyEnded) {
+  HqDatabase& store = open_rw();
+  const WallTime old = kNow - 24h * 500;
+  // Received long ago: a, opened and closed; b, opened and never closed;
+  // d, closed long ago but then reopened (its newest event is recent).
+  ASSERT_TRUE(store
+                  .ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "closed"),
+                                       event(3, "b", "open"), event(4, "d", "open"),
+                                       event(5, "d", "closed")}),
+                          old)
+                  .ok());
+  ASSERT_TRUE(
+      store.ingest(batch("s2", {event(1, "e", "open"), event(2, "e", "closed")}), old).ok());
+  // Received now: c, closed; d reopened.
+  ASSERT_TRUE(store
+                  .ingest(batch("s1", {event(6, "c", "open"), event(7, "c", "closed"),
+                                       event(8, "d", "reopened")}),
+                          kNow)
+                  .ok());
+
+  const Pruned pruned = prune_everything(store, kNow);
+  EXPECT_EQ(pruned.events, 7);
+  EXPECT_EQ(pruned.incidents, 2);  // a and e
+  if (GetParam() == test::Backend::postgresql) {
+    // Its month, and the next one ingest made ready at the time.
+    EXPECT_THAT(pruned.partitions, testing::ElementsAre("events_202407", "events_202408"));
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 3);
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE store = 's1' AND seq >= 6"), 3);
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  std::vector<std::string> left;
+  for (const json& i : *incidents) left.push_back(i["uid"].get<std::string>());
+  EXPECT_THAT(left, testing::UnorderedElementsAre("b", "c", "d"));
+  // The stores stay, with their acks.
+  EXPECT_EQ(*store.acked_seq("s1"), 8);
+  EXPECT_EQ(*store.acked_seq("s2"), 2);
+  auto stores = store.stores_json();
+  ASSERT_TRUE(stores.ok());
+  ASSERT_EQ(stores->size(), 2u);
+  EXPECT_TRUE((*stores)[1]["gap_from"].is_null());
+
+  // Nothing more is due: a second prune removes nothing.
+  EXPECT_TRUE(prune_everything(store, kNow).empty());
+}
+
+TEST_P(HqBackendTest, ARePrunedEventSentAgainIsADuplicateNotStoredAgain) {
+  HqDatabase& store = open_rw();
+  const WallTime old = kNow - 24h * 500;
+  ASSERT_TRUE(store
+                  .ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "closed"),
+                                       event(3, "b", "open")}),
+                          old)
+                  .ok());
+  ASSERT_EQ(prune_everything(store, kNow).events, 3);
+  ASSERT_EQ(count("SELECT count(*) FROM events"), 0);
+
+  // The store lost its ack and sends everything again, with one new event.
+  auto r = store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "closed"),
+                                     event(3, "b", "open"), event(4, "b", "resolved")}),
+                        kNow);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->inserted, 1);
+  EXPECT_EQ(r->duplicates, 3);
+  EXPECT_EQ(r->conflicts, 0);
+  EXPECT_EQ(r->acked_seq, 4);
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE seq = 4"), 1);
+  // Incident a, pruned, is not brought back by its own old events.
+  auto incidents = store.incidents_json(std::nullopt, false);
+  ASSERT_TRUE(incidents.ok());
+  ASSERT_EQ(incidents->size(), 1u);
+  EXPECT_EQ((*incidents)[0]["uid"], "b");
+  EXPECT_EQ((*incidents)[0]["state"], "resolved");
+
+  // And another worker that starts now sees them as duplicates too.
+  HqDatabase& other = open_rw();
+  r = other.ingest(batch("s1", {event(2, "a", "closed")}), kNow + 1s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->inserted, 0);
+  EXPECT_EQ(r->duplicates, 1);
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 1);
+}
+
+TEST_P(HqBackendTest, PruningKeepsWhatIsYoungerThanTheRetention) {
+  HqDatabase& store = open_rw();
+  ASSERT_TRUE(
+      store.ingest(batch("s1", {event(1, "a", "open"), event(2, "a", "closed")}), kNow - 24h * 30)
+          .ok());
+  EXPECT_TRUE(prune_everything(store, kNow).empty());
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM incidents"), 1);
+  // With a retention of a week they go (on PostgreSQL, once their month is
+  // over by a week).
+  const Pruned pruned = prune_everything(store, kNow + 24h * 7, 24h * 7);
+  EXPECT_EQ(pruned.events, 2);
+  EXPECT_EQ(pruned.incidents, 1);
+  EXPECT_EQ(count("SELECT count(*) FROM incidents"), 0);
+}
+
+TEST_P(HqBackendTest, APruneOfManyMonthsComesBackForMore) {
+  HqDatabase& store = open_rw();
+  for (int m = 0; m < 3; ++m) {
+    ASSERT_TRUE(store
+                    .ingest(batch("s1", {event(m + 1, "a" + std::to_string(m), "closed")}),
+                            kNow - 24h * (450 + 31 * m))
+                    .ok());
+  }
+  const Pruned pruned = prune_everything(store, kNow);
+  EXPECT_EQ(pruned.events, 3);
+  EXPECT_EQ(pruned.incidents, 3);
+  if (GetParam() == test::Backend::postgresql) {
+    // A month per call, oldest first.
+    EXPECT_EQ(pruned.partitions.size(), 3u);
+    EXPECT_TRUE(std::is_sorted(pruned.partitions.begin(), pruned.partitions.end()));
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 0);
+  EXPECT_EQ(describe(pruned).find("removed 3 events and 3 closed incidents"), 0u)
+      << describe(pruned);
+}
+
+TEST_F(HqStoreTest, PrunesInBoundedChunks) {
+  HqStore store = open_rw();
+  store.set_limits(IngestLimits{1'000'000, 1'000'000});
+  // More than one call's worth (4 chunks of 5,000): the first call says
+  // there is more.
+  constexpr int kEvents = 20'123;
+  std::vector<wire::Event> events;
+  events.reserve(kEvents);
+  for (int i = 1; i <= kEvents; ++i) events.push_back(event(i, "a", "open"));
+  ASSERT_TRUE(store.ingest(batch("s1", std::move(events)), kNow - 24h * 500).ok());
+  auto first = store.prune(kNow, kHqRetention);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(first->events, 20'000);
+  EXPECT_TRUE(first->more);
+  auto second = store.prune(kNow, kHqRetention);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->events, 123);
+  EXPECT_FALSE(second->more);
+  EXPECT_EQ(count("SELECT count(*) FROM events"), 0);
+}
+
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+
+TEST_F(PgHqStoreTest, PruningDropsWholeMonthPartitionsAndNeverDeletesRows) {
+  auto s = open();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  HqDatabase& store = **s;
+  // 2024-07 and 2024-10 (the cutoff, 400 days before kNow, is 2024-10-22).
+  const WallTime july = WallTime(std::chrono::milliseconds(1'720'000'000'000));
+  const WallTime october = WallTime(std::chrono::milliseconds(1'728'000'000'000));
+  ASSERT_TRUE(store.ingest(batch("s1", {event(1, "a", "closed")}), july).ok());
+  ASSERT_TRUE(store.ingest(batch("s1", {event(2, "b", "closed")}), october).ok());
+  cluster_->sql("hq", "CREATE TABLE deletes (n int); INSERT INTO deletes VALUES (0)");
+  cluster_->sql("hq",
+                "CREATE FUNCTION count_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "UPDATE deletes SET n = n + 1; RETURN OLD; END $$");
+  cluster_->sql("hq",
+                "CREATE TRIGGER count_delete BEFORE DELETE ON events_202410 FOR EACH ROW "
+                "EXECUTE FUNCTION count_delete()");
+  // A month per call: July's (its one event), then August's (empty; made
+  // ready by the ingest in July).
+  auto pruned = store.prune(kNow, kHqRetention);
+  ASSERT_TRUE(pruned.ok()) << pruned.error().message;
+  EXPECT_THAT(pruned->partitions, testing::ElementsAre("events_202407"));
+  EXPECT_EQ(pruned->events, 1);
+  EXPECT_EQ(pruned->incidents, 1);
+  EXPECT_TRUE(pruned->more);
+  pruned = store.prune(kNow, kHqRetention);
+  ASSERT_TRUE(pruned.ok()) << pruned.error().message;
+  EXPECT_THAT(pruned->partitions, testing::ElementsAre("events_202408"));
+  EXPECT_EQ(pruned->events, 0);
+  EXPECT_FALSE(pruned->more);
+  // October ends after the cutoff: it stays whole, its event older than the
+  // retention included, until its month is over.
+  EXPECT_EQ(cluster_->sql("hq", "SELECT to_regclass('events_202407') IS NULL"), "t");
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events_202410"), "1");
+  EXPECT_EQ(cluster_->sql("hq", "SELECT n FROM deletes"), "0");
+  pruned = store.prune(kNow + 24h * 15, kHqRetention);
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_THAT(pruned->partitions, testing::ElementsAre("events_202410"));
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events"), "0");
+  // This month's partition is never due, whatever the retention.
+  ASSERT_TRUE(store.ingest(batch("s1", {event(3, "c", "closed")}), kNow).ok());
+  const Pruned rest = prune_everything(store, kNow, 1h);
+  EXPECT_THAT(rest.partitions, testing::ElementsAre("events_202411"));
+  EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events_202511"), "1");
+  EXPECT_EQ(cluster_->sql("hq", "SELECT to_regclass('events_202512') IS NOT NULL"), "t");
+}
+
+#endif  // STOREWATCH_HAVE_POSTGRESQL
+
 }  // namespace
 }  // namespace storewatch::hq
