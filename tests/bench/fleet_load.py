@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -210,7 +211,11 @@ def run_config(a, procs, sw, work, pg, backend, workers):
     events = pub["events"]
     log(f"  {events} events queued at the broker for HQ ({pub['seconds']:.1f} s); HQ starts")
     t0 = time.monotonic()
-    hqs = start_workers(procs, sw, work, port, tag, workers, db)
+    # The same configs (client ids) again: the sessions resume and the broker
+    # hands over what it queued at once, ahead of the SUBACK, so the start is
+    # not waited for here (the clock runs from the spawn).
+    hqs = [procs.start(f"hq-{tag}-{w}", [sw, "hq", "--config", f"{work}/hq-{tag}-{w}.toml", "run"])
+           for w in range(workers)]
     meters = Meters({f"hq {w}": p.pid for w, p in enumerate(hqs)})
     meters.begin()
     if pg:
@@ -268,11 +273,14 @@ def run_config(a, procs, sw, work, pg, backend, workers):
     res["steady"] = {"stores": a.steady_stores, "connect_s": c["seconds"],
                      "measured": st["measured"], "unacked": st["unacked"], "p50": st["p50"],
                      "p90": st["p90"], "p99": st["p99"], "max": st["max"], "lost": st["lost"],
+                     "warm_p50": st["warm_p50"], "warm_p99": st["warm_p99"],
+                     "warm_max": st["warm_max"], "warm_measured": st["warm_measured"],
                      "cpu_pct": 100.0 * st_cpu / smeters.seconds,
                      "rss_kb": [smeters.hwm[f"hq {w}"] for w in range(workers)],
                      "ok": sim_acked["ok"]}
     log(f"  steady: {st['measured']} acks, p50 {1000 * (st['p50'] or 0):.0f} ms, p99 "
-        f"{1000 * (st['p99'] or 0):.0f} ms, {st['unacked']} unacked")
+        f"{1000 * (st['p99'] or 0):.0f} ms, {st['unacked']} unacked; warm-up (connect storm) "
+        f"p50 {1000 * (st['warm_p50'] or 0):.0f} ms, p99 {1000 * (st['warm_p99'] or 0):.0f} ms")
     problems = db.completeness({**drain_last, **steady_last})
     stop_workers(procs, tag, workers)
     procs.stop_named({f"mosq-{tag}"})
@@ -340,8 +348,8 @@ def report(a, started, results, ceil, batch_events, cmdline, load_before, load_a
              f"{a.pg_shared_buffers}); SQLite: HQ's own settings (WAL, synchronous FULL). "
              "mosquitto: `max_queued_messages 0` (no limit: the queue for HQ's offline "
              "sessions), its defaults otherwise.", "",
-             "| backend | workers | drain events/s (commits) | end to end | CPU µs/event (all workers) | CPU per 1,000 events, each worker | PostgreSQL CPU µs/event | peak RSS per worker | DB bytes/event | steady p50 / p99 ack | steady CPU (all workers) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| backend | workers | drain events/s (commits) | end to end | CPU µs/event (all workers) | CPU per 1,000 events, each worker | PostgreSQL CPU µs/event | peak RSS per worker | DB bytes/event | steady p50 / p99 ack | warm-up p50 / p99 ack (connect storm) | steady CPU (all workers) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         d, s = r["drain"], r["steady"]
         lines.append(
@@ -353,7 +361,8 @@ def report(a, started, results, ceil, batch_events, cmdline, load_before, load_a
             + " / ".join(mb(x) for x in d["hwm_kb"]) + " | "
             f"{d['bytes_per_event']:,.0f} | "
             f"{1000 * (s['p50'] or 0):.0f} / {1000 * (s['p99'] or 0):.0f} ms "
-            f"({s['measured']:,} acks) | {s['cpu_pct']:.0f} % |")
+            f"({s['measured']:,} acks) | {1000 * (s['warm_p50'] or 0):,.0f} / "
+            f"{1000 * (s['warm_p99'] or 0):,.0f} ms | {s['cpu_pct']:.0f} % |")
     lines += ["", "CPU per 1,000 events of each worker is that worker's utime+stime over the "
               "drain divided by the events all workers stored, × 1,000 (ms)."]
     pg2 = by.get(("postgresql", 2))
@@ -386,6 +395,12 @@ def report(a, started, results, ceil, batch_events, cmdline, load_before, load_a
               f"{ce['per_second']:,.0f} messages/s of {ce['size']} bytes (one event). The "
               f"best drain above ({best:,.0f} events/s) is {best / ceil_events:.2f}× the "
               "broker's ceiling at this batch size: HQ, not the broker, is the limit."]
+    lines += ["", "The warm-up column: events published in the first "
+              f"{a.warmup:g} s after the last store connected, while HQ was still taking in "
+              f"the {a.steady_stores} stores' birth statuses (each worker records every "
+              "status: the status subscription is not shared)."]
+    if a.notes:
+        lines += ["", open(a.notes).read().rstrip("\n")]
     if any(r["problems"] for r in results):
         lines += ["", "**HQ ended incomplete in:** " + ", ".join(
             f"{r['backend']}/{r['workers']}" for r in results if r["problems"])]
@@ -401,7 +416,8 @@ def main():
     ap.add_argument("--backlog", type=int, default=100)
     ap.add_argument("--steady-stores", type=int, default=5000)
     ap.add_argument("--period", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=30.0)
+    ap.add_argument("--notes", help="a Markdown file appended to the report's section")
     ap.add_argument("--steady-seconds", type=float, default=30.0)
     ap.add_argument("--ceiling-batches", type=int, default=3000)
     ap.add_argument("--ceiling-events", type=int, default=50000)
@@ -422,6 +438,9 @@ def main():
     if not os.access(a.bin, os.X_OK):
         fail(f"{a.bin} is not there: build it first (cmake --preset release)")
     sync_load.raise_nofile()
+    # SIGTERM ends the run through the finally below (the PostgreSQL cluster
+    # is a daemon: the children's death signal does not reach it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load_before = benchlib.loadavg()
     work = tempfile.mkdtemp(prefix="storewatch-fleet-")

@@ -155,9 +155,9 @@ class Store:
                 last += 1
             payload = ('{"events":[' + ",".join(texts) + '],"store":"' + self.id + '","v":1}')
             t = time.monotonic()
-            if f.measuring:
+            if f.measuring is not None:
                 for s in range(self.next, last + 1):
-                    self.pub_time.setdefault(s, t)
+                    self.pub_time.setdefault(s, (t, f.measuring))
             info = self.c.publish(f.topic(self.id, "events"), payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
@@ -177,7 +177,7 @@ class Store:
             self.events.pop(s, None)
             p = self.pub_time.pop(s, None)
             if p is not None:
-                self.fleet.latencies.append(t - p)
+                (self.fleet.latencies if p[1] else self.fleet.warm_latencies).append(t - p[0])
         self.acked = n
         self.ack_moved = t
         self.overdue = 0
@@ -257,8 +257,9 @@ class Fleet:
         self.fds = {}
         self.dirty = set()
         self.errors = []
-        self.latencies = []
-        self.measuring = False
+        self.latencies = []       # publish → ack, events published in the window
+        self.warm_latencies = []  # the same for the warm-up (the connect storm)
+        self.measuring = None     # None: not timed; False: warm-up; True: window
         self.connected = 0
         self.lost = 0
         self.resent_rounds = 0
@@ -443,15 +444,18 @@ def main():
                 s.pump()
                 heapq.heappush(due, (at + a.period, i))
         fleet.run_until(lambda: time.monotonic() >= end_measure or stop.is_set(), every=tick)
-        fleet.measuring = False
+        fleet.measuring = None
         # Events published in the window and not yet acked count at the end.
-        fleet.run_until(lambda: all(not s.pub_time for s in fleet.stores) or stop.is_set(),
-                        timeout=30)
+        fleet.run_until(lambda: all(not any(p[1] for p in s.pub_time.values())
+                                    for s in fleet.stores) or stop.is_set(), timeout=30)
         lat = fleet.latencies
-        missing = sum(len(s.pub_time) for s in fleet.stores)
+        missing = sum(1 for s in fleet.stores for p in s.pub_time.values() if p[1])
         out(phase="steady", measured=len(lat), unacked=missing, sent=sent["n"],
             p50=pct(lat, 50), p90=pct(lat, 90), p99=pct(lat, 99), max=max(lat, default=None),
-            connected=fleet.connected, lost=fleet.lost)
+            connected=fleet.connected, lost=fleet.lost,
+            warm_measured=len(fleet.warm_latencies), warm_p50=pct(fleet.warm_latencies, 50),
+            warm_p99=pct(fleet.warm_latencies, 99), warm_max=max(fleet.warm_latencies,
+                                                                  default=None))
     ok = fleet.run_until(lambda: fleet.all_acked() or stop.is_set(), timeout=a.acked_timeout)
     out(phase="acked", ok=ok and fleet.all_acked(), events=sum(s.seq for s in fleet.stores),
         resent_rounds=fleet.resent_rounds, lost=fleet.lost, errors=fleet.errors[:5])
