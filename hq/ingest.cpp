@@ -96,6 +96,7 @@ std::vector<std::string> Ingest::subscriptions() const {
 
 void Ingest::on_connected() {
   published_.clear();
+  ack_retry_.clear();  // republish_acks() below publishes them all
   transport_.subscribe(
       subscriptions(), [shared = shared_, filters = subscriptions()](const Status& st) {
         shared->stats.subscribed = st.ok();
@@ -290,16 +291,32 @@ void Ingest::publish_ack(const std::string& store, std::int64_t acked_seq) {
                      [this, shared = shared_, store, acked_seq](const Status& st) {
                        if (st) {
                          ++shared->stats.acks_published;
-                         if (!shared->stopping) recheck_ack(store, acked_seq);
+                         if (shared->stopping) return;
+                         recheck_ack(store, acked_seq);
+                         // A slot of the transport's buffer is free again.
+                         retry_acks(2);
                          return;
                        }
                        if (shared->stopping) return;
                        shared->stats.last_error = "ack: " + st.error().message;
-                       // The next connect re-publishes it; a store that sends again
-                       // meanwhile gets it too.
-                       log::warn("hq: ack {} for store {} not delivered: {}", acked_seq, store,
-                                 st.error().message);
+                       // Published again as earlier acks complete (and by the
+                       // gap timer); the next connect re-publishes every ack.
+                       if (ack_retry_.empty()) {
+                         log::warn(
+                             "hq: ack {} for store {} not delivered: {}; it and any others "
+                             "refused meanwhile are published again as earlier ones complete",
+                             acked_seq, store, st.error().message);
+                       }
+                       ack_retry_.insert(store);
                      });
+}
+
+void Ingest::retry_acks(std::size_t n) {
+  for (; n > 0 && !ack_retry_.empty() && transport_.connected(); --n) {
+    auto node = ack_retry_.extract(ack_retry_.begin());
+    const auto last = published_.find(node.value());
+    if (last != published_.end()) publish_ack(node.value(), last->second);
+  }
 }
 
 // Another worker may have committed and published a higher ack that the
@@ -340,6 +357,7 @@ void Ingest::arm_gap_timer() {
   gap_timer_.async_wait([this, shared = shared_](const boost::system::error_code& ec) {
     if (ec || shared->stopping) return;
     gap_timer_armed_ = false;
+    retry_acks(64);
     check_gaps();
     arm_gap_timer();
   });

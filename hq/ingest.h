@@ -111,6 +111,8 @@ class Ingest final : public sync::TransportListener {
   void flush(std::size_t max_groups);
   void publish_ack(const std::string& store, std::int64_t acked_seq);
   void recheck_ack(const std::string& store, std::int64_t published);
+  /// Publishes again up to `n` of the acks in ack_retry_.
+  void retry_acks(std::size_t n);
   void republish_acks();
   void arm_gap_timer();
   void check_gaps();
@@ -158,6 +160,10 @@ class Ingest final : public sync::TransportListener {
   /// Per store, the highest ack this worker published on this connection:
   /// it never publishes a lower one after it.
   std::map<std::string, std::int64_t> published_;
+  /// Stores whose ack the transport refused (Paho's buffer of outgoing
+  /// messages full: a commit that acked more stores than it holds): each is
+  /// published again as earlier acks complete, and by the gap timer.
+  std::set<std::string> ack_retry_;
   /// (store, kind) already refused and logged once.
   std::set<std::pair<std::string, std::string>> warned_;
   bool warned_full_ = false;

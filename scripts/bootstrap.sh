@@ -14,6 +14,7 @@ packages=(
   systemd polkitd util-linux dpkg-dev file
   clang-14 libclang-rt-14-dev
   libpq-dev postgresql
+  python3-paho-mqtt
 )
 # systemd: systemd-analyze (unit security and verify), systemd-sysusers and
 # systemd-tmpfiles for tests/systemd; polkitd: polkitd and pkcheck judge the
@@ -25,6 +26,7 @@ packages=(
 # comes with g++. libpq-dev: HQ's PostgreSQL backend; postgresql: the server
 # the tests start their own throwaway clusters of (initdb and pg_ctl in a
 # temporary directory; the package's own cluster is left as installed).
+# python3-paho-mqtt: the MQTT clients of tests/bench/fleet_sim.py (HQ fleet benchmark).
 
 missing=()
 for p in "${packages[@]}"; do
