@@ -23,6 +23,10 @@
 #include "tests/support/pg_cluster.h"
 #include "tests/support/support.h"
 
+// Without HQ's PostgreSQL backend (the ARM gateways' build) there is nothing to
+// migrate to: `hq migrate` says so.
+#ifdef STOREWATCH_HAVE_POSTGRESQL
+
 namespace storewatch::hq {
 namespace {
 
@@ -383,3 +387,5 @@ TEST_F(HqMigrateTest, BadInputIsOneLineAndTheRightExitCode) {
 
 }  // namespace
 }  // namespace storewatch::hq
+
+#endif  // STOREWATCH_HAVE_POSTGRESQL
