@@ -9,10 +9,14 @@
 #include <system_error>
 
 #include "base/log.h"
+#include "hq/store_common.h"
 
 namespace storewatch::hq {
 namespace {
 
+using detail::dump;
+using detail::kNotOpen;
+using detail::to_ms;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -100,24 +104,6 @@ CREATE TABLE workers (
 ) WITHOUT ROWID;
 )sql"},
 }};
-
-constexpr std::string_view kNotOpen = "COALESCE(state, '') NOT IN ('resolved', 'closed')";
-
-std::int64_t to_ms(WallTime t) {
-  return t.time_since_epoch().count();
-}
-
-std::optional<std::string> string_field(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_string()) return std::nullopt;
-  return it->get<std::string>();
-}
-
-// Never throws: the wire decoder already rejected invalid UTF-8, and anything
-// left is replaced rather than allowed to escape as an exception.
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 Status prepare_directory(const fs::path& path) {
   fs::path dir = path.parent_path();
@@ -353,35 +339,16 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now,
     }
     ++out.inserted;
 
-    // The wire decoder guarantees an object; a hand-made Event may lack it.
-    static const json kNoState = json::object();
-    auto found = e.body.find("incident_state");
-    const json& state = found != e.body.end() && found->is_object() ? *found : kNoState;
-    std::optional<std::int64_t> t_detect;
-    if (auto text = string_field(state, "t_detect")) {
-      if (auto t = parse_rfc3339(*text)) t_detect = to_ms(*t);
-    }
-    // The snapshot as sent; re-encoded only when it is not at hand or lacks
-    // its uid.
-    std::string_view snapshot = e.sent_state_text;
-    if (!state.contains("uid")) {
-      json with_uid = state;
-      with_uid["uid"] = e.incident;
-      snapshot_text = dump(with_uid);
-      snapshot = snapshot_text;
-    } else if (snapshot.empty()) {
-      snapshot_text = dump(state);
-      snapshot = snapshot_text;
-    }
+    const detail::IncidentColumns row = detail::incident_columns(e, snapshot_text);
     upsert_incident.bind(1, batch.store)
         .bind(2, e.incident)
         .bind(3, e.seq)
-        .bind(4, string_field(state, "state"))
-        .bind(5, string_field(state, "probe"))
-        .bind(6, string_field(state, "severity"))
-        .bind(7, t_detect)
+        .bind(4, row.state)
+        .bind(5, row.probe)
+        .bind(6, row.severity)
+        .bind(7, row.t_detect_ms)
         .bind(8, now)
-        .bind_ref(9, snapshot);
+        .bind_ref(9, row.snapshot);
     if (auto st = upsert_incident.run(); !st) return st;
   }
   return {};

@@ -13,12 +13,16 @@
 #include "base/log.h"
 #include "config/postgres_uri.h"
 #include "db/postgres.h"
+#include "hq/store_common.h"
 
 namespace storewatch::hq {
 namespace {
 
 using db::pg::Params;
 using db::pg::Rows;
+using detail::dump;
+using detail::kNotOpen;
+using detail::to_ms;
 using nlohmann::json;
 
 /// The advisory lock class of storewatch's HQ (pg_advisory_xact_lock(int,
@@ -103,22 +107,6 @@ CREATE TABLE workers (
 
 /// The table that marks a database as storewatch HQ's, with its version.
 constexpr std::string_view kSchemaTable = "storewatch_hq_schema";
-
-constexpr std::string_view kNotOpen = "COALESCE(state, '') NOT IN ('resolved', 'closed')";
-
-std::int64_t to_ms(WallTime t) {
-  return t.time_since_epoch().count();
-}
-
-std::optional<std::string> string_field(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_string()) return std::nullopt;
-  return it->get<std::string>();
-}
-
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 /// A PostgreSQL array literal in text format, for unnest($n::T[]).
 class ArrayText {
@@ -583,31 +571,15 @@ Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> bat
     std::string snapshot_text;
     for (const auto& [key, row] : incidents) {
       const wire::Event& e = *row.event;
-      static const json kNoState = json::object();
-      auto found = e.body.find("incident_state");
-      const json& state = found != e.body.end() && found->is_object() ? *found : kNoState;
-      std::optional<std::int64_t> t_detect;
-      if (auto text = string_field(state, "t_detect")) {
-        if (auto t = parse_rfc3339(*text)) t_detect = to_ms(*t);
-      }
-      std::string_view snapshot = e.sent_state_text;
-      if (!state.contains("uid")) {
-        json with_uid = state;
-        with_uid["uid"] = e.incident;
-        snapshot_text = dump(with_uid);
-        snapshot = snapshot_text;
-      } else if (snapshot.empty()) {
-        snapshot_text = dump(state);
-        snapshot = snapshot_text;
-      }
+      const detail::IncidentColumns columns = detail::incident_columns(e, snapshot_text);
       st_store.add(std::string_view(out[key.first].store));
       st_uid.add(std::string_view(e.incident));
       st_seq.add(e.seq);
-      st_state.add(string_field(state, "state"));
-      st_probe.add(string_field(state, "probe"));
-      st_severity.add(string_field(state, "severity"));
-      st_detect.add(t_detect);
-      st_snapshot.add(snapshot);
+      st_state.add(columns.state);
+      st_probe.add(columns.probe);
+      st_severity.add(columns.severity);
+      st_detect.add(columns.t_detect_ms);
+      st_snapshot.add(columns.snapshot);
     }
     auto st = db.exec(
         "INSERT INTO incidents (store, uid, seq, state, probe, severity, t_detect_ms, "
