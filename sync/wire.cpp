@@ -2,6 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
 #include "base/json_text.h"
 #include "config/config.h"
 
@@ -139,6 +144,162 @@ bool get_field(const json& j, const char* key, T& out) {
   return true;
 }
 
+// What decode_batch_for_store() takes from a batch as nlohmann's SAX parser
+// walks it: the batch's "v" and "store", and of each element of its
+// "events" the header fields and those of its "incident_state". A member
+// seen twice is taken as the tree parser takes it: the last one counts.
+class BatchSax {
+ public:
+  struct SentEvent {
+    bool is_object = false;
+    std::optional<std::int64_t> seq;
+    std::optional<std::string> uid, incident, type, at, actor;
+    bool state_is_object = false;
+    Event::StateFields state;
+  };
+
+  std::optional<std::int64_t> v;
+  std::optional<std::uint64_t> v_unsigned;  // a "v" above INT64_MAX
+  std::optional<std::string> store;
+  bool events_is_array = false;
+  std::vector<SentEvent> events;
+
+  bool null() { return scalar(); }
+  bool boolean(bool) { return scalar(); }
+  bool number_integer(std::int64_t n) {
+    scalar();
+    if (frames_.empty()) return true;
+    if (frames_.back() == Role::batch && key_ == "v") v = n, v_unsigned.reset();
+    if (frames_.back() == Role::event && key_ == "seq") events.back().seq = n;
+    return true;
+  }
+  bool number_unsigned(std::uint64_t n) {
+    if (n <= static_cast<std::uint64_t>(INT64_MAX)) {
+      return number_integer(static_cast<std::int64_t>(n));
+    }
+    scalar();
+    if (!frames_.empty() && frames_.back() == Role::batch && key_ == "v") v.reset(), v_unsigned = n;
+    return true;
+  }
+  bool number_float(double, const std::string&) { return scalar(); }
+  bool binary(nlohmann::json::binary_t&) { return scalar(); }
+  bool string(std::string& text) {
+    scalar();
+    if (frames_.empty()) return true;
+    switch (frames_.back()) {
+      case Role::batch:
+        if (key_ == "store") store = std::move(text);
+        break;
+      case Role::event:
+        if (auto* field = header_field(events.back())) *field = std::move(text);
+        break;
+      case Role::state:
+        if (auto* field = state_field(events.back().state)) *field = std::move(text);
+        break;
+      default: break;
+    }
+    return true;
+  }
+  bool key(std::string& k) {
+    key_ = std::move(k);
+    if (!frames_.empty() && frames_.back() == Role::state && key_ == "uid") {
+      events.back().state.has_uid = true;
+    }
+    return true;
+  }
+  bool start_object(std::size_t) { return open(true); }
+  bool start_array(std::size_t) { return open(false); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception&) {
+    return false;
+  }
+
+  bool top_is_object = false;
+
+ private:
+  enum class Role { other, batch, events, event, state };
+
+  // A value that is not a container, in the current frame: it resets what
+  // the member it replaces set.
+  bool scalar() {
+    if (frames_.empty()) return true;
+    switch (frames_.back()) {
+      case Role::batch:
+        if (key_ == "v") v.reset(), v_unsigned.reset();
+        if (key_ == "store") store.reset();
+        if (key_ == "events") events_is_array = false, events.clear();
+        break;
+      case Role::events:
+        events.emplace_back();  // not an object
+        break;
+      case Role::event:
+        if (key_ == "seq") events.back().seq.reset();
+        if (auto* field = header_field(events.back())) field->reset();
+        if (key_ == "incident_state") events.back().state_is_object = false;
+        break;
+      case Role::state:
+        if (auto* field = state_field(events.back().state)) field->reset();
+        break;
+      default: break;
+    }
+    return true;
+  }
+
+  bool open(bool object) {
+    Role role = Role::other;
+    if (frames_.empty()) {
+      top_is_object = object;
+      if (object) role = Role::batch;
+    } else {
+      scalar();  // a container replaces the member as a scalar would...
+      switch (frames_.back()) {
+        case Role::batch:  // ...and then takes its place
+          if (key_ == "events" && !object) role = Role::events, events_is_array = true;
+          break;
+        case Role::events:
+          if (object) events.back().is_object = true, role = Role::event;
+          break;
+        case Role::event:
+          if (key_ == "incident_state" && object) {
+            events.back().state_is_object = true;
+            events.back().state = {};
+            role = Role::state;
+          }
+          break;
+        default: break;
+      }
+    }
+    frames_.push_back(role);
+    return true;
+  }
+
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+
+  std::optional<std::string>* header_field(SentEvent& e) {
+    if (key_ == "uid") return &e.uid;
+    if (key_ == "incident") return &e.incident;
+    if (key_ == "type") return &e.type;
+    if (key_ == "at") return &e.at;
+    if (key_ == "actor") return &e.actor;
+    return nullptr;
+  }
+
+  std::optional<std::string>* state_field(Event::StateFields& s) {
+    if (key_ == "state") return &s.state;
+    if (key_ == "probe") return &s.probe;
+    if (key_ == "severity") return &s.severity;
+    if (key_ == "t_detect") return &s.t_detect;
+    return nullptr;
+  }
+
+  std::vector<Role> frames_;
+  std::string key_;
+};
+
 }  // namespace
 
 std::string Topics::topic(std::string_view store, std::string_view kind) const {
@@ -274,6 +435,70 @@ Result<Batch> decode_batch(std::string_view payload) {
       }
     }
     b.events.push_back(std::move(*e));
+  }
+  return b;
+}
+
+Result<Batch> decode_batch_for_store(std::string_view payload) {
+  // The checks and errors of parse_object() and decode_batch(), in order.
+  if (payload.size() > kMaxPayload) {
+    return Error{
+        fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
+  }
+  if (payload.find('\0') != std::string_view::npos) return Error{"payload is not JSON"};
+  BatchSax sax;
+  if (!json::sax_parse(payload.begin(), payload.end(), &sax)) {
+    return Error{"payload is not JSON"};
+  }
+  if (!sax.top_is_object) return Error{"payload is not a JSON object"};
+  if (!sax.v && !sax.v_unsigned) return Error{"payload has no integer \"v\""};
+  if (sax.v_unsigned || *sax.v != kVersion) {
+    return Error{fmt::format("payload has \"v\":{}, this build speaks {}",
+                             sax.v ? std::to_string(*sax.v) : std::to_string(*sax.v_unsigned),
+                             kVersion)};
+  }
+  if (!sax.store || !config::is_valid_store_id(*sax.store)) {
+    return Error{"batch has no valid \"store\""};
+  }
+  if (!sax.events_is_array) return Error{"batch has no \"events\" array"};
+  for (const auto& e : sax.events) {
+    if (!e.is_object) return Error{"event is not an object"};
+    if (!e.seq || *e.seq < 1) return Error{"event has no positive integer \"seq\""};
+    for (auto [key, field] :
+         {std::pair{"uid", &e.uid}, std::pair{"incident", &e.incident}, std::pair{"type", &e.type},
+          std::pair{"at", &e.at}, std::pair{"actor", &e.actor}}) {
+      if (!*field || (*field)->empty()) {
+        return Error{fmt::format("event {} has no string \"{}\"", *e.seq, key)};
+      }
+    }
+    if (!e.state_is_object) {
+      return Error{fmt::format("event {} has no object \"incident_state\"", *e.seq)};
+    }
+  }
+  // The texts as sent. The scan compares keys as written, the parser as
+  // meant: where they differ (an escaped key), the tree decides.
+  std::vector<std::string_view> texts = elements(member(payload, 0, "events"));
+  if (texts.size() != sax.events.size()) return decode_batch(payload);
+  Batch b;
+  b.store = std::move(*sax.store);
+  b.events.reserve(texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const std::string_view state = member(texts[i], 0, "incident_state");
+    if (state.size() < 2 || state.front() != '{' || state.back() != '}') {
+      return decode_batch(payload);
+    }
+    BatchSax::SentEvent& s = sax.events[i];
+    Event& e = b.events.emplace_back();
+    e.body = json();
+    e.seq = *s.seq;
+    e.uid = std::move(*s.uid);
+    e.incident = std::move(*s.incident);
+    e.type = std::move(*s.type);
+    e.at = std::move(*s.at);
+    e.actor = std::move(*s.actor);
+    e.sent_text = texts[i];
+    e.sent_state_text = state;
+    e.sent_state = std::move(s.state);
   }
   return b;
 }

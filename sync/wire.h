@@ -65,6 +65,15 @@ struct Event {
   /// dumping its trees again. Empty when not found (then use text()).
   std::string sent_text = {};
   std::string sent_state_text = {};
+  /// The fields of `incident_state` HQ keeps in its incidents table, as
+  /// decode_batch_for_store() read them off the text (each absent when not
+  /// a string). Set only by it, and then `body` is left empty: the event is
+  /// sent_text.
+  struct StateFields {
+    std::optional<std::string> state, probe, severity, t_detect;
+    bool has_uid = false;
+  };
+  std::optional<StateFields> sent_state = {};
 
   nlohmann::json to_json() const;
   /// The event as one JSON object's text: the body's members, then the
@@ -84,6 +93,14 @@ std::string encode_batch(const Batch& batch);
 /// A batch's payload from its events' text() (what encode_batch sends).
 std::string batch_payload(std::string_view store, const std::vector<std::string>& event_texts);
 Result<Batch> decode_batch(std::string_view payload);
+/// decode_batch() for storing the batch as it came (HQ): the same checks
+/// and errors, but no JSON tree is built. The payload is validated by
+/// nlohmann's SAX parser, which hands over the header fields and those of
+/// each `incident_state`; each event gets sent_text, sent_state_text and
+/// sent_state, and an empty `body`. A payload whose texts the scanner cannot
+/// line up with what the parser saw (an escaped key) is decoded by
+/// decode_batch() instead.
+Result<Batch> decode_batch_for_store(std::string_view payload);
 
 /// Size of one event inside a batch payload, for the 64 KB cap.
 std::size_t encoded_size(const Event& e);

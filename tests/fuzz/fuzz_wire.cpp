@@ -1,7 +1,7 @@
 // The wire decoders at HQ (sync/wire.h as hq/ingest.cpp uses them): an event
 // batch off `P/stores/S/events` (the 64 KB cap, decode_batch, the texts HQ
-// stores as sent), a status off `P/stores/S/status`, and, on the agent's
-// side of the same contract, an ack.
+// stores as sent, and decode_batch_for_store agreeing with decode_batch), a status off
+// `P/stores/S/status`, and, on the agent's side of the same contract, an ack.
 
 #include <nlohmann/json.hpp>
 
@@ -41,6 +41,40 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(round.ok());
       FUZZ_CHECK(round->store == batch->store);
       FUZZ_CHECK(round->events.size() == batch->events.size());
+    }
+  }
+
+  // HQ decodes what it stores without trees: the same verdict, error and
+  // events as decode_batch.
+  {
+    auto tree = wire::decode_batch(payload);
+    auto stored = wire::decode_batch_for_store(payload);
+    FUZZ_CHECK(stored.ok() == tree.ok());
+    if (!tree.ok()) {
+      FUZZ_CHECK(stored.error().message == tree.error().message);
+    } else {
+      FUZZ_CHECK(stored->store == tree->store);
+      FUZZ_CHECK(stored->events.size() == tree->events.size());
+      for (std::size_t i = 0; i < tree->events.size(); ++i) {
+        const wire::Event& t = tree->events[i];
+        const wire::Event& s = stored->events[i];
+        FUZZ_CHECK(s.seq == t.seq && s.uid == t.uid && s.incident == t.incident &&
+                   s.type == t.type && s.at == t.at && s.actor == t.actor);
+        if (!s.sent_state) continue;  // decoded by decode_batch (an escaped key)
+        FUZZ_CHECK(json::parse(s.sent_text, nullptr, false) == t.to_json());
+        const json& state = t.body.at("incident_state");
+        FUZZ_CHECK(json::parse(s.sent_state_text, nullptr, false) == state);
+        for (auto [key, field] :
+             {std::pair{"state", &s.sent_state->state}, std::pair{"probe", &s.sent_state->probe},
+              std::pair{"severity", &s.sent_state->severity},
+              std::pair{"t_detect", &s.sent_state->t_detect}}) {
+          auto it = state.find(key);
+          const bool is_string = it != state.end() && it->is_string();
+          FUZZ_CHECK(field->has_value() == is_string);
+          if (is_string) FUZZ_CHECK(**field == it->get<std::string>());
+        }
+        FUZZ_CHECK(s.sent_state->has_uid == state.contains("uid"));
+      }
     }
   }
 

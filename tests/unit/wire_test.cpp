@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string>
+#include <vector>
+
 namespace storewatch::wire {
 namespace {
 
@@ -231,6 +235,111 @@ TEST(Batch, AnEscapedKeyNeverPairsAnEventWithAnotherEventsText) {
   if (!back->events[0].sent_state_text.empty()) {
     EXPECT_EQ(nlohmann::json::parse(back->events[0].sent_state_text).value("uid", ""), "new");
   }
+}
+
+// HQ decodes what it stores without JSON trees (decode_batch_for_store): it
+// accepts and refuses what decode_batch does, with the same error, and gives
+// the same events, their texts as sent and the incident_state fields HQ
+// keeps. tests/fuzz/fuzz_wire checks the same on every input it makes.
+TEST(Batch, DecodingForStoringAgreesWithTheTreeDecoder) {
+  Event odd = event(7);
+  odd.body["incident_state"] = {{"state", 3},
+                                {"probe", "lane-1"},
+                                {"severity", nullptr},
+                                {"t_detect", "x"},
+                                {"nested", {{"state", "no"}, {"uid", 1}}},
+                                {"list", {1, "a"}}};
+  odd.body["message"] = "a } and a ] and a \" and a \\ in a string: {\"x\":[1]}";
+  Event with_uid = event(8);
+  with_uid.body["incident_state"]["uid"] = 42;
+  with_uid.body["incident_state"]["t_detect"] = "2026-11-26T22:18:03.123Z";
+  const std::string ev = R"("uid":"u","incident":"i","type":"t","at":"a","actor":"x")";
+  const std::vector<std::string> payloads = {
+      "",
+      "not json",
+      "[]",
+      "[{\"v\":1}]",
+      "\"text\"",
+      R"({"store":"s","events":[]})",
+      R"({"v":1.0,"store":"s","events":[]})",
+      R"({"v":2,"store":"s","events":[]})",
+      R"({"v":18446744073709551615,"store":"s","events":[]})",
+      R"({"v":-1,"store":"s","events":[]})",
+      R"({"v":1,"v":"1","store":"s","events":[]})",
+      R"({"v":"1","v":1,"store":"s","events":[]})",
+      R"({"v":1,"events":[]})",
+      R"({"v":1,"store":"a/b","events":[]})",
+      R"({"v":1,"store":7,"events":[]})",
+      R"({"v":1,"store":"s","store":{"a":1},"events":[]})",
+      R"({"v":1,"store":"s","events":{}})",
+      R"({"v":1,"store":"s","events":[],"events":5})",
+      R"({"v":1,"store":"s","events":[1]})",
+      R"({"v":1,"store":"s","events":[[]]})",
+      R"({"v":1,"store":"s","events":[{"seq":0,)" + ev + R"(,"incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":18446744073709551615,)" + ev +
+          R"(,"incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + "}]}",
+      R"({"v":1,"store":"s","events":[{"seq":"1",)" + ev + R"(,"incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + R"(,"uid":"","incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + R"(,"at":[],"incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + R"(,"incident_state":[]}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev +
+          R"(,"incident_state":{"uid":"i"},"incident_state":null}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev +
+          R"(,"incident_state":1,"incident_state":{"state":"open","state":"resolved"}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,"seq":2,)" + ev + R"(,"incident_state":{}}]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + R"(,"incident_state":{}},]})",
+      R"({"v":1,"store":"s","events":[{"seq":1,)" + ev + R"(,"incident_state":{"a":"\xff"}}]})",
+      batch_payload("store-1", {event(1).text(), odd.text(), with_uid.text()}),
+      R"({"v":1,"store":"store-1","events":[)" + event(1).text() + R"(],"ev\u0065nts":[)" +
+          event(2).text() + "]}",
+      "{ \"v\" : 1 ,\n \"events\" : [] , \"store\":\"store-1\",\r\n\t\"events\" : [ "
+      "{ \"incident_state\" : { \"uid\" : \"inc-1\" } , \"seq\" : 5, \"uid\":\"e5\", "
+      "\"incident\":\"inc-1\", \"type\":\"opened\", \"at\":\"t\", \"actor\":\"agent\" } ] }",
+  };
+  for (const std::string& payload : payloads) {
+    SCOPED_TRACE(payload);
+    auto tree = decode_batch(payload);
+    auto stored = decode_batch_for_store(payload);
+    ASSERT_EQ(stored.ok(), tree.ok()) << (tree ? stored.error().message : tree.error().message);
+    if (!tree) {
+      EXPECT_EQ(stored.error().message, tree.error().message);
+      continue;
+    }
+    EXPECT_EQ(stored->store, tree->store);
+    ASSERT_EQ(stored->events.size(), tree->events.size());
+    for (std::size_t i = 0; i < tree->events.size(); ++i) {
+      const Event& t = tree->events[i];
+      const Event& s = stored->events[i];
+      EXPECT_EQ(s.seq, t.seq);
+      EXPECT_EQ(s.uid, t.uid);
+      EXPECT_EQ(s.incident, t.incident);
+      EXPECT_EQ(s.type, t.type);
+      EXPECT_EQ(s.at, t.at);
+      EXPECT_EQ(s.actor, t.actor);
+      if (!s.sent_state) continue;  // an escaped key: decoded by decode_batch
+      EXPECT_EQ(nlohmann::json::parse(s.sent_text), t.to_json());
+      const nlohmann::json& state = t.body.at("incident_state");
+      EXPECT_EQ(nlohmann::json::parse(s.sent_state_text), state);
+      auto field = [&](const char* key) -> std::optional<std::string> {
+        auto it = state.find(key);
+        if (it == state.end() || !it->is_string()) return std::nullopt;
+        return it->get<std::string>();
+      };
+      EXPECT_EQ(s.sent_state->state, field("state"));
+      EXPECT_EQ(s.sent_state->probe, field("probe"));
+      EXPECT_EQ(s.sent_state->severity, field("severity"));
+      EXPECT_EQ(s.sent_state->t_detect, field("t_detect"));
+      EXPECT_EQ(s.sent_state->has_uid, state.contains("uid"));
+    }
+  }
+  // Every valid payload above but the escaped key's is decoded without trees.
+  auto plain = decode_batch_for_store(batch_payload("store-1", {event(1).text(), odd.text()}));
+  ASSERT_TRUE(plain);
+  EXPECT_TRUE(plain->events[1].sent_state);
+  EXPECT_EQ(plain->events[1].sent_state->probe, "lane-1");
+  EXPECT_FALSE(plain->events[1].sent_state->state);
+  EXPECT_FALSE(plain->events[1].sent_state->has_uid);
 }
 
 }  // namespace
