@@ -60,7 +60,8 @@ Ingest::Ingest(const config::HqConfig& config, IngestStore& store, sync::Transpo
       store_(store),
       transport_(transport),
       clock_(clock),
-      gap_timer_(std::move(executor)) {
+      gap_timer_(executor),
+      ack_timer_(std::move(executor)) {
   store_.set_limits(IngestLimits{config.max_seq_jump, config.max_session_jump});
 }
 
@@ -76,6 +77,7 @@ void Ingest::stop(std::chrono::milliseconds grace) {
   if (shared_->stopping) return;
   shared_->stopping = true;
   gap_timer_.cancel();
+  ack_timer_.cancel();
   // Paho acknowledged these to the broker when they arrived: stored now, or
   // only when their store sends them again.
   flush(static_cast<std::size_t>(-1));
@@ -143,6 +145,14 @@ void Ingest::on_events(const sync::Message& message, const std::string& store) {
     return;
   }
   pending_.push_back(Pending{message.topic, store, message.payload});
+  pending_bytes_ += message.payload.size();
+  // A whole group waits: commit it now, before taking in more, so a
+  // backlog the broker hands over waits as messages, not as a growing list
+  // of decoded groups.
+  if (pending_.size() >= kMaxGroup || pending_bytes_ >= kMaxGroupBytes) {
+    flush(1);
+    return;
+  }
   // Messages already waiting on the io_context are handled before the flush
   // runs, so under load they share its commit; idle, it runs at once.
   if (flush_posted_) return;
@@ -158,10 +168,13 @@ void Ingest::flush(std::size_t max_groups) {
   for (std::size_t g = 0; g < max_groups && !pending_.empty(); ++g) {
     std::vector<wire::Batch> group;
     group.reserve(std::min(pending_.size(), kMaxGroup));
-    while (!pending_.empty() && group.size() < kMaxGroup) {
+    std::size_t bytes = 0;
+    while (!pending_.empty() && group.size() < kMaxGroup && bytes < kMaxGroupBytes) {
       Pending p = std::move(pending_.front());
       pending_.pop_front();
-      auto batch = wire::decode_batch(p.payload);
+      pending_bytes_ -= p.payload.size();
+      bytes += p.payload.size();
+      auto batch = wire::decode_batch_for_store(p.payload);
       if (!batch) {
         drop(p.topic, batch.error().message);
       } else if (batch->store != p.store) {
@@ -287,36 +300,72 @@ void Ingest::publish_ack(const std::string& store, std::int64_t acked_seq) {
   std::int64_t& last = published_[store];
   if (acked_seq < last) return;
   last = acked_seq;
+  // Past the window it waits its turn (as the newest ack of its store).
+  if (acks_in_flight_ >= kAckWindow) {
+    ack_retry_.insert(store);
+    return;
+  }
+  send_ack(store, acked_seq);
+}
+
+// Paho sends a publish only while the broker's receive maximum (mosquitto
+// 20, EMQX 32, HiveMQ 10) has room, and looks at its queue again only when
+// a new publish is queued or a second has passed: a commit that acked 256
+// stores at once would leave most of its acks waiting in Paho's queue for
+// those seconds (or refused past its buffer of 100). So at most kAckWindow
+// acks are with the transport, and each one completed sends the next.
+void Ingest::send_ack(const std::string& store, std::int64_t acked_seq) {
+  ++acks_in_flight_;
   transport_.publish(sync::Message{topics_.ack(store), wire::encode_ack(acked_seq), 1, true},
                      [this, shared = shared_, store, acked_seq](const Status& st) {
+                       if (st) ++shared->stats.acks_published;
+                       if (shared->stopping) return;
+                       --acks_in_flight_;
                        if (st) {
-                         ++shared->stats.acks_published;
-                         if (shared->stopping) return;
+                         ack_retry_wait_ = kAckRetryFirst;
                          recheck_ack(store, acked_seq);
-                         // A slot of the transport's buffer is free again.
-                         retry_acks(2);
+                         retry_acks(kAckWindow);
                          return;
                        }
-                       if (shared->stopping) return;
                        shared->stats.last_error = "ack: " + st.error().message;
-                       // Published again as earlier acks complete (and by the
-                       // gap timer); the next connect re-publishes every ack.
+                       // Published again soon (arm_ack_timer); the next
+                       // connect re-publishes every ack.
                        if (ack_retry_.empty()) {
                          log::warn(
                              "hq: ack {} for store {} not delivered: {}; it and any others "
-                             "refused meanwhile are published again as earlier ones complete",
+                             "refused meanwhile are published again shortly",
                              acked_seq, store, st.error().message);
                        }
                        ack_retry_.insert(store);
+                       arm_ack_timer();
                      });
 }
 
 void Ingest::retry_acks(std::size_t n) {
-  for (; n > 0 && !ack_retry_.empty() && transport_.connected(); --n) {
+  for (; n > 0 && !ack_retry_.empty() && acks_in_flight_ < kAckWindow && transport_.connected();
+       --n) {
     auto node = ack_retry_.extract(ack_retry_.begin());
     const auto last = published_.find(node.value());
-    if (last != published_.end()) publish_ack(node.value(), last->second);
+    if (last == published_.end()) continue;
+    send_ack(node.value(), last->second);
+    // Refused at once: try again after a while, not in a loop.
+    if (ack_retry_.contains(node.value())) break;
   }
+}
+
+// Acks refused by the transport (its buffer full, or between connections)
+// go out again after 10 ms, backing off to 500 ms while they are refused.
+void Ingest::arm_ack_timer() {
+  if (ack_timer_armed_ || ack_retry_.empty() || shared_->stopping) return;
+  ack_timer_armed_ = true;
+  ack_timer_.expires_after(ack_retry_wait_);
+  ack_timer_.async_wait([this, shared = shared_](const boost::system::error_code& ec) {
+    if (ec || shared->stopping) return;
+    ack_timer_armed_ = false;
+    retry_acks(kMaxGroup);
+    ack_retry_wait_ = std::min(ack_retry_wait_ * 2, kAckRetryMax);
+    arm_ack_timer();
+  });
 }
 
 // Another worker may have committed and published a higher ack that the

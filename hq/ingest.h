@@ -74,6 +74,10 @@ class Ingest final : public sync::TransportListener {
  public:
   /// Most batches committed in one transaction.
   static constexpr std::size_t kMaxGroup = 256;
+  /// Most payload bytes committed in one transaction: a group of 256 full
+  /// 64 KB batches would hold 16 MB of payloads and their decoded events,
+  /// while fsyncs are already well shared at a few MB.
+  static constexpr std::size_t kMaxGroupBytes = 4 * 1024 * 1024;
 
   /// `store`, `transport` and `clock` must outlive the Ingest; `executor` is
   /// the one of the transport's io_context (for the gap timer). Gives
@@ -109,10 +113,15 @@ class Ingest final : public sync::TransportListener {
   void on_status(const sync::Message& message, const std::string& store);
   /// Commits the pending batches, at most kMaxGroup per transaction.
   void flush(std::size_t max_groups);
+  /// Publishes `acked_seq` as the store's ack unless a higher one was;
+  /// past kAckWindow acks in flight it waits in ack_retry_.
   void publish_ack(const std::string& store, std::int64_t acked_seq);
+  void send_ack(const std::string& store, std::int64_t acked_seq);
   void recheck_ack(const std::string& store, std::int64_t published);
-  /// Publishes again up to `n` of the acks in ack_retry_.
+  /// Publishes again up to `n` of the acks in ack_retry_, stopping at the
+  /// first the transport refuses again.
   void retry_acks(std::size_t n);
+  void arm_ack_timer();
   void republish_acks();
   void arm_gap_timer();
   void check_gaps();
@@ -147,6 +156,16 @@ class Ingest final : public sync::TransportListener {
   const Clock& clock_;
   boost::asio::steady_timer gap_timer_;
   bool gap_timer_armed_ = false;
+  /// Publishes again the acks the transport refused, soon after (the
+  /// retries of retry_acks), backing off while it keeps refusing.
+  boost::asio::steady_timer ack_timer_;
+  bool ack_timer_armed_ = false;
+  /// Acks handed to the transport and not yet completed, at most kAckWindow.
+  std::size_t acks_in_flight_ = 0;
+  static constexpr std::size_t kAckWindow = 8;
+  static constexpr Millis kAckRetryFirst{10};
+  static constexpr Millis kAckRetryMax{500};
+  Millis ack_retry_wait_ = kAckRetryFirst;
   /// Event messages waiting for the next commit, as they came: decoded
   /// only when their group is stored, so a backlog waits as its compact
   /// text, not as JSON trees several times its size.
@@ -156,13 +175,14 @@ class Ingest final : public sync::TransportListener {
     std::string payload;
   };
   std::deque<Pending> pending_;
+  std::size_t pending_bytes_ = 0;
   bool flush_posted_ = false;
   /// Per store, the highest ack this worker published on this connection:
   /// it never publishes a lower one after it.
   std::map<std::string, std::int64_t> published_;
-  /// Stores whose ack the transport refused (Paho's buffer of outgoing
-  /// messages full: a commit that acked more stores than it holds): each is
-  /// published again as earlier acks complete, and by the gap timer.
+  /// Stores whose newest ack waits: past the window of acks in flight, or
+  /// refused by the transport. Each goes out as earlier acks complete, or
+  /// by the ack timer.
   std::set<std::string> ack_retry_;
   /// (store, kind) already refused and logged once.
   std::set<std::pair<std::string, std::string>> warned_;

@@ -15,6 +15,22 @@ std::string dump(const json& j) {
 }
 
 IncidentColumns incident_columns(const wire::Event& e, std::string& scratch) {
+  if (e.sent_state) {
+    // Decoded for storing: the fields were read off the text, no tree.
+    const wire::Event::StateFields& f = *e.sent_state;
+    IncidentColumns out{f.state, f.probe, f.severity, std::nullopt, e.sent_state_text};
+    if (f.t_detect) {
+      if (auto t = parse_rfc3339(*f.t_detect)) out.t_detect_ms = to_ms(*t);
+    }
+    if (!f.has_uid) {
+      json with_uid = json::parse(e.sent_state_text, nullptr, /*allow_exceptions=*/false);
+      if (!with_uid.is_object()) with_uid = json::object();
+      with_uid["uid"] = e.incident;
+      scratch = dump(with_uid);
+      out.snapshot = scratch;
+    }
+    return out;
+  }
   // The wire decoder guarantees an object; a hand-made Event may lack it.
   static const json kNoState = json::object();
   auto found = e.body.find("incident_state");
