@@ -38,7 +38,7 @@ struct PgMigration {
   std::string_view sql;
 };
 
-constexpr std::array<PgMigration, 2> kMigrations{{
+constexpr std::array<PgMigration, 3> kMigrations{{
     {1, R"sql(
 CREATE TABLE stores (
   store                text PRIMARY KEY,
@@ -103,7 +103,55 @@ CREATE TABLE workers (
   last_error_at     bigint
 );
 )sql"},
+    // A status in one round trip (a connect storm brings thousands at once):
+    // the store's lock (kLockClass, hashtext), the session check and the
+    // upsert of PgHqStore::record_status, committed without waiting for the
+    // WAL flush. A status is the store's state now, not history: one lost to
+    // a crash of PostgreSQL is replaced by the store's next one, and the
+    // events (their own commits) are never asynchronous. Outcome: 0 recorded,
+    // 1 stale, 2 session jump (StatusRecorded::Outcome).
+    {3, R"sql(
+CREATE FUNCTION storewatch_record_status(
+    p_store text, p_online boolean, p_session bigint, p_version text, p_open text,
+    p_queued bigint, p_status_at text, p_received bigint, p_max_jump bigint,
+    OUT outcome integer, OUT new_store boolean, OUT session_before bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  known boolean := false;
+  n bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  PERFORM pg_advisory_xact_lock(21335, hashtext(p_store));
+  SELECT true, GREATEST(COALESCE(session, 0), 0) INTO known, session_before
+    FROM stores WHERE store = p_store;
+  known := COALESCE(known, false);
+  session_before := COALESCE(session_before, 0);
+  new_store := NOT known;
+  IF p_session > session_before AND p_session - session_before > p_max_jump THEN
+    outcome := 2;
+    new_store := false;
+    IF known THEN
+      UPDATE stores SET refused_session_jump = refused_session_jump + 1, refused_at = p_received
+        WHERE store = p_store;
+    END IF;
+    RETURN;
+  END IF;
+  INSERT INTO stores (store, online, session, version, open_json, queued, status_at, last_seen)
+    VALUES (p_store, p_online, p_session, p_version, p_open, p_queued, p_status_at, p_received)
+    ON CONFLICT (store) DO UPDATE
+    SET online = excluded.online, session = excluded.session, version = excluded.version,
+        open_json = excluded.open_json, queued = excluded.queued, status_at = excluded.status_at,
+        last_seen = greatest(COALESCE(stores.last_seen, 0), excluded.last_seen)
+    WHERE stores.session IS NULL OR excluded.session > stores.session OR
+          (excluded.session = stores.session AND
+           (stores.online IS DISTINCT FROM false OR NOT excluded.online));
+  GET DIAGNOSTICS n = ROW_COUNT;
+  outcome := CASE WHEN n = 0 THEN 1 ELSE 0 END;
+END
+$fn$;
+)sql"},
 }};
+static_assert(kLockClass == 21335, "storewatch_record_status (migration 3) takes this lock class");
 
 /// The table that marks a database as storewatch HQ's, with its version.
 constexpr std::string_view kSchemaTable = "storewatch_hq_schema";
@@ -679,43 +727,10 @@ Result<StatusRecorded> PgHqStore::record_status(const wire::StoreStatus& status,
   Impl& s = *impl_;
   auto c = s.connection();
   if (!c) return c.error();
-  db::pg::Connection& db = **c;
-  StatusRecorded out;
-  if (auto st = db.exec("BEGIN"); !st) return s.failed(st.error());
-  if (auto st = db.exec(fmt::format("SELECT pg_advisory_xact_lock({}, hashtext($1))", kLockClass),
-                        Params().add(std::string_view(status.store)));
-      !st) {
-    return s.failed(st.error());
-  }
-  auto row = db.exec("SELECT session FROM stores WHERE store = $1",
-                     Params().add(std::string_view(status.store)));
-  if (!row) return s.failed(row.error());
-  const bool known = row->size() > 0;
-  out.new_store = !known;
-  out.session_before = known ? std::max<std::int64_t>(row->optional_int64(0, 0).value_or(0), 0) : 0;
-  if (status.session > out.session_before &&
-      status.session - out.session_before > s.limits.max_session_jump) {
-    out.outcome = StatusRecorded::Outcome::session_jump;
-    out.new_store = false;
-    if (known) {
-      auto st = db.exec(
-          "UPDATE stores SET refused_session_jump = refused_session_jump + 1, refused_at = $2 "
-          "WHERE store = $1",
-          Params().add(std::string_view(status.store)).add(to_ms(received)));
-      if (!st) return s.failed(st.error());
-    }
-    if (auto st = db.exec("COMMIT"); !st) return s.failed(st.error());
-    return out;
-  }
-  auto st = db.exec(
-      "INSERT INTO stores (store, online, session, version, open_json, queued, status_at, "
-      "last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (store) DO UPDATE "
-      "SET online = excluded.online, session = excluded.session, version = excluded.version, "
-      "open_json = excluded.open_json, queued = excluded.queued, status_at = excluded.status_at, "
-      "last_seen = greatest(COALESCE(stores.last_seen, 0), excluded.last_seen) "
-      "WHERE stores.session IS NULL OR excluded.session > stores.session OR "
-      "(excluded.session = stores.session AND "
-      "(stores.online IS DISTINCT FROM false OR NOT excluded.online))",
+  // One statement, so its own transaction: migration 3's function.
+  auto row = (*c)->exec(
+      "SELECT outcome, new_store, session_before FROM storewatch_record_status($1, $2, $3, $4, "
+      "$5, $6, $7, $8, $9)",
       Params()
           .add(std::string_view(status.store))
           .add(status.online)
@@ -724,14 +739,21 @@ Result<StatusRecorded> PgHqStore::record_status(const wire::StoreStatus& status,
           .add(std::string_view(dump(json(status.open))))
           .add(status.queued)
           .add(std::string_view(status.at))
-          .add(to_ms(received)));
-  if (!st) return s.failed(st.error());
-  if (st->affected() == 0) {
+          .add(to_ms(received))
+          .add(s.limits.max_session_jump));
+  if (!row) return s.failed(row.error());
+  if (row->size() != 1) return Error{"storewatch_record_status returned no row"};
+  StatusRecorded out;
+  const std::int64_t outcome = row->int64(0, 0);
+  out.new_store = row->text(0, 1) == "t";
+  out.session_before = row->int64(0, 2);
+  if (outcome == 2) {
+    out.outcome = StatusRecorded::Outcome::session_jump;
+  } else if (outcome == 1) {
     out.outcome = StatusRecorded::Outcome::stale;
     log::debug("hq: ignoring a status of store {} (session {}): older than the one recorded",
                status.store, status.session);
   }
-  if (auto done = db.exec("COMMIT"); !done) return s.failed(done.error());
   return out;
 }
 
