@@ -77,7 +77,12 @@ class Ingest final : public sync::TransportListener {
   /// Most payload bytes committed in one transaction: a group of 256 full
   /// 64 KB batches would hold 16 MB of payloads and their decoded events,
   /// while fsyncs are already well shared at a few MB.
-  static constexpr std::size_t kMaxGroupBytes = 4 * 1024 * 1024;
+  static constexpr std::size_t kMaxGroupBytes = 2 * 1024 * 1024;
+  /// Most messages the transport takes off the connection ahead of the
+  /// ingest (sync::MqttOptions::max_unhandled): with at most a group
+  /// pending besides, a worker holds a bounded amount however deep the
+  /// broker's queue for it is.
+  static constexpr std::size_t kMaxUnhandled = 32;
 
   /// `store`, `transport` and `clock` must outlive the Ingest; `executor` is
   /// the one of the transport's io_context (for the gap timer). Gives

@@ -104,6 +104,7 @@ int run(const config::HqConfig& config) {
   options.client_id = config.client_id.empty() ? default_client_id() : config.client_id;
   options.persistent_session = true;
   options.session_expiry = std::chrono::duration_cast<std::chrono::seconds>(24h);
+  options.max_unhandled = Ingest::kMaxUnhandled;
   auto transport = sync::MqttTransport::create(io, std::move(options));
   if (!transport) {
     log::error("hq: {}", transport.error().message);

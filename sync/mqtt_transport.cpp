@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <random>
 
 #include "base/log.h"
@@ -42,6 +44,85 @@ bool uses_tls(const std::string& uri) {
 
 }  // namespace
 
+/// Bounds the messages one Paho client has taken off its connection and
+/// posted to the io_context but the listener has not yet been handed
+/// (MqttOptions::max_unhandled). Paho's receiving thread take()s a place
+/// before posting, waiting while all are taken; the posted handler give()s
+/// it back. close() ends every wait for good (the client is going away).
+///
+/// Paho C holds one process-wide lock while it runs message_arrived, and
+/// every call into Paho, for any client, takes that lock: a thread that
+/// gives places back must never wait for it while the receiving thread
+/// waits here. So each call into Paho opens every inbox while it lasts
+/// (Bypass): the receiving thread posts without waiting and lets go of the
+/// lock before its next packet. The bound is exceeded only by what arrives
+/// while such a call waits for the lock.
+class Inbox {
+ public:
+  explicit Inbox(std::size_t max) : max_(max) {}
+
+  void take() {
+    if (max_ == 0) return;
+    std::unique_lock lock(mutex());
+    room().wait(lock, [this] { return closed_ || bypass() > 0 || taken_ < max_; });
+    ++taken_;
+  }
+
+  void give() {
+    if (max_ == 0) return;
+    {
+      std::lock_guard lock(mutex());
+      if (taken_ > 0) --taken_;
+    }
+    room().notify_all();
+  }
+
+  void close() {
+    {
+      std::lock_guard lock(mutex());
+      closed_ = true;
+    }
+    room().notify_all();
+  }
+
+  /// Opens every inbox while this thread calls into Paho.
+  class Bypass {
+   public:
+    Bypass() {
+      {
+        std::lock_guard lock(mutex());
+        ++bypass();
+      }
+      room().notify_all();
+    }
+    ~Bypass() {
+      std::lock_guard lock(mutex());
+      --bypass();
+    }
+    Bypass(const Bypass&) = delete;
+    Bypass& operator=(const Bypass&) = delete;
+  };
+
+ private:
+  // Shared by every inbox of the process, as Paho's lock is.
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::condition_variable& room() {
+    static std::condition_variable cv;
+    return cv;
+  }
+  static int& bypass() {
+    static int n = 0;
+    return n;
+  }
+
+  const std::size_t max_;
+  std::size_t taken_ = 0;
+  bool closed_ = false;
+};
+
 std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds base,
                                           std::chrono::milliseconds cap, std::mt19937_64& rng) {
   using std::chrono::milliseconds;
@@ -57,12 +138,16 @@ std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::millise
 /// is no longer the state's, so whatever it still reports is ignored.
 struct PahoCallbacks final : mqtt::callback, mqtt::iaction_listener {
   PahoCallbacks(asio::io_context& io, std::weak_ptr<MqttTransport::State> state,
-                std::uint64_t generation)
-      : io(io), state(std::move(state)), generation(generation) {}
+                std::uint64_t generation, std::size_t max_unhandled)
+      : io(io),
+        state(std::move(state)),
+        generation(generation),
+        inbox(std::make_shared<Inbox>(max_unhandled)) {}
 
   asio::io_context& io;
   std::weak_ptr<MqttTransport::State> state;
   const std::uint64_t generation;
+  const std::shared_ptr<Inbox> inbox;
 
   // --- Paho threads: post and return ---------------------------------------
   template <class F>
@@ -111,9 +196,11 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
   /// callback is set before its first connect.
   Status make_client() {
     try {
+      Inbox::Bypass open;  // creating a client takes Paho's lock
       auto c = std::make_unique<mqtt::async_client>(options.broker.broker, options.client_id,
                                                     mqtt::create_options(MQTTVERSION_5), nullptr);
-      auto cb = std::make_unique<PahoCallbacks>(io, weak_from_this(), ++generation);
+      auto cb = std::make_unique<PahoCallbacks>(io, weak_from_this(), ++generation,
+                                                options.max_unhandled);
       c->set_callback(*cb);
       retired_client = std::move(client);
       retired_callbacks = std::move(callbacks);
@@ -220,6 +307,7 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
     }
     connect_id = next_id++;
     try {
+      Inbox::Bypass open;
       client->connect(connect_options,
                       reinterpret_cast<void*>(static_cast<std::uintptr_t>(connect_id)), *callbacks);
     } catch (const mqtt::exception& e) {
@@ -232,8 +320,12 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
   /// Paho's callbacks only post) and retires it.
   void drop_client(std::chrono::milliseconds grace) {
     if (!client) return;
+    // A receiving thread waiting for room would otherwise wait for good (no
+    // one hands its messages over any more), and the disconnect with it.
+    if (callbacks) callbacks->inbox->close();
     if (is_connected || connect_id != 0) {
       try {
+        Inbox::Bypass open;
         auto tok = client->disconnect(static_cast<int>(grace.count()));
         tok->wait_for(grace + std::chrono::seconds(1));
       } catch (const mqtt::exception& e) {
@@ -257,8 +349,13 @@ void PahoCallbacks::connection_lost(const std::string& cause) {
 
 void PahoCallbacks::message_arrived(mqtt::const_message_ptr msg) {
   Message m{msg->get_topic(), msg->to_string(), msg->get_qos(), msg->is_retained()};
-  post([m = std::move(m)](MqttTransport::State& s) {
-    if (s.listener != nullptr && !s.stopping) s.listener->on_message(m);
+  inbox->take();
+  // Not post(): the place is given back even when the state is gone.
+  asio::post(io, [w = state, g = generation, in = inbox, m = std::move(m)] {
+    if (auto s = w.lock(); s && s->generation == g && s->listener != nullptr && !s->stopping) {
+      s->listener->on_message(m);
+    }
+    in->give();
   });
 }
 
@@ -306,6 +403,7 @@ MqttTransport::MqttTransport(std::shared_ptr<State> state) : state_(std::move(st
 MqttTransport::~MqttTransport() {
   stop(std::chrono::milliseconds(0));
   // Destroying the client joins Paho's threads; after that no callback runs.
+  Inbox::Bypass open;
   state_->client.reset();
   state_->retired_client.reset();
 }
@@ -382,6 +480,7 @@ void MqttTransport::publish(Message m, Done done) {
   s.pending.emplace(id, std::move(done));
   try {
     auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retained);
+    Inbox::Bypass open;
     s.client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), *s.callbacks);
   } catch (const mqtt::exception& e) {
     s.complete(id, Error{std::string("publish: ") + e.what()});
@@ -399,6 +498,7 @@ void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
   try {
     auto topics = mqtt::string_collection::create(filters);
     std::vector<int> qos(filters.size(), 1);
+    Inbox::Bypass open;
     s.client->subscribe(topics, qos, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)),
                         *s.callbacks);
   } catch (const mqtt::exception& e) {

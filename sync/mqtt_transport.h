@@ -24,6 +24,12 @@ struct MqttOptions {
   std::chrono::seconds session_expiry{0};
   /// Delay before the first reconnect attempt; doubles up to reconnect_max.
   std::chrono::milliseconds reconnect_min{500};
+  /// Most messages taken off the connection and not yet handed to the
+  /// listener (0: no bound). At the bound Paho's receiving thread waits, so
+  /// it reads no more from the socket and the broker keeps the rest (TCP
+  /// back-pressure): a consumer slower than the broker holds at most about
+  /// this many messages, not the broker's whole queue for its session.
+  std::size_t max_unhandled = 0;
 };
 
 /// The wait before reconnect attempt `attempt` (0 for the first after a
