@@ -324,10 +324,13 @@ def report(a, started, results, ceil, batch_events, cmdline, load_before, load_a
              f"PostgreSQL {a.pg_version}, `storewatch hq run` (release build), the fleet "
              "simulator tests/bench/fleet_sim.py (Python, Debian's python3-paho-mqtt 1.6.1: "
              "one MQTT 5 client per store, all in one epoll loop) — all on this one machine. "
-             f"Load average before / after: {load_before} / {load_after}. **The 2 cores "
-             "were shared** with other builds and test runs during the measurement (load "
-             "average above 2 means other processes were runnable): every figure here is "
-             "lower than the machine alone would give, and varies from run to run.", "",
+             f"Load average before / after: {load_before} / {load_after}. " + (
+                 "**The 2 cores were shared** with other work when the run started (a load "
+                 "average above 1 before it): every figure here is lower than the machine "
+                 "alone would give, and varies from run to run."
+                 if float(str(load_before).split()[0]) > 1.0 else
+                 "Nothing else ran when the run started; the load after it is the "
+                 "benchmark's own processes (broker, database, simulator, workers)."), "",
              f"Command: `{cmdline}`", "",
              "Method. Per backend and number of workers, a fresh database; the workers "
              "(one `share_group`, each its own `client_id`) start once and stop, so the "
