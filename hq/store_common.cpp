@@ -15,37 +15,31 @@ std::string dump(const json& j) {
 }
 
 IncidentColumns incident_columns(const wire::Event& e, std::string& scratch) {
-  if (e.sent_state) {
-    // Decoded for storing: the fields were read off the text, no tree.
-    const wire::Event::StateFields& f = *e.sent_state;
-    IncidentColumns out{f.state, f.probe, f.severity, std::nullopt, e.sent_state_text};
-    if (f.t_detect) {
-      if (auto t = parse_rfc3339(*f.t_detect)) out.t_detect_ms = to_ms(*t);
-    }
-    if (!f.has_uid) {
-      json with_uid = json::parse(e.sent_state_text, nullptr, /*allow_exceptions=*/false);
-      if (!with_uid.is_object()) with_uid = json::object();
-      with_uid["uid"] = e.incident;
-      scratch = dump(with_uid);
-      out.snapshot = scratch;
-    }
-    return out;
-  }
-  // The wire decoder guarantees an object; a hand-made Event may lack it.
+  // Decoded for storing (wire::decode_batch_for_store), the fields were
+  // read off the text; otherwise they come from the body's tree, which the
+  // wire decoder guarantees is an object (a hand-made Event may lack it).
   static const json kNoState = json::object();
-  auto found = e.body.find("incident_state");
-  const json& state = found != e.body.end() && found->is_object() ? *found : kNoState;
-  IncidentColumns out{string_field(state, "state"), string_field(state, "probe"),
-                      string_field(state, "severity"), std::nullopt, e.sent_state_text};
-  if (auto text = string_field(state, "t_detect")) {
-    if (auto t = parse_rfc3339(*text)) out.t_detect_ms = to_ms(*t);
+  const json* tree = nullptr;
+  wire::Event::StateFields f;
+  if (e.sent_state) {
+    f = *e.sent_state;
+  } else {
+    auto found = e.body.find("incident_state");
+    tree = found != e.body.end() && found->is_object() ? &*found : &kNoState;
+    f = {string_field(*tree, "state"), string_field(*tree, "probe"),
+         string_field(*tree, "severity"), string_field(*tree, "t_detect"), tree->contains("uid")};
   }
-  if (!state.contains("uid")) {
-    json with_uid = state;
-    with_uid["uid"] = e.incident;
-    scratch = dump(with_uid);
-    out.snapshot = scratch;
-  } else if (out.snapshot.empty()) {
+  IncidentColumns out{std::move(f.state), std::move(f.probe), std::move(f.severity), std::nullopt,
+                      e.sent_state_text};
+  if (f.t_detect) {
+    if (auto t = parse_rfc3339(*f.t_detect)) out.t_detect_ms = to_ms(*t);
+  }
+  // The snapshot as sent; re-encoded only when it is not at hand or lacks
+  // its uid.
+  if (!f.has_uid || out.snapshot.empty()) {
+    json state = tree != nullptr ? *tree : json::parse(e.sent_state_text, nullptr, false);
+    if (!state.is_object()) state = json::object();
+    if (!f.has_uid) state["uid"] = e.incident;
     scratch = dump(state);
     out.snapshot = scratch;
   }

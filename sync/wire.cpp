@@ -15,22 +15,31 @@ namespace {
 
 using nlohmann::json;
 
-Result<json> parse_object(std::string_view payload) {
+// What every decoder checks before parsing: the size cap, and no NUL byte
+// (nlohmann's parser takes one for the end of the input: JSON text never
+// holds one, and what follows it would otherwise pass unread).
+Status check_payload(std::string_view payload) {
   if (payload.size() > kMaxPayload) {
     return Error{
         fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
   }
-  // nlohmann's parser takes a NUL byte for the end of the input: JSON text
-  // never holds one, and what follows it would otherwise pass unread.
   if (payload.find('\0') != std::string_view::npos) return Error{"payload is not JSON"};
+  return {};
+}
+
+// A "v" that is an integer but not this build's (`shown` as written).
+Error wrong_version(std::string_view shown) {
+  return Error{fmt::format("payload has \"v\":{}, this build speaks {}", shown, kVersion)};
+}
+
+Result<json> parse_object(std::string_view payload) {
+  if (auto st = check_payload(payload); !st) return st.error();
   json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Error{"payload is not JSON"};
   if (!j.is_object()) return Error{"payload is not a JSON object"};
   auto v = j.find("v");
   if (v == j.end() || !v->is_number_integer()) return Error{"payload has no integer \"v\""};
-  if (v->get<std::int64_t>() != kVersion) {
-    return Error{fmt::format("payload has \"v\":{}, this build speaks {}", v->dump(), kVersion)};
-  }
+  if (v->get<std::int64_t>() != kVersion) return wrong_version(v->dump());
   return j;
 }
 
@@ -441,11 +450,7 @@ Result<Batch> decode_batch(std::string_view payload) {
 
 Result<Batch> decode_batch_for_store(std::string_view payload) {
   // The checks and errors of parse_object() and decode_batch(), in order.
-  if (payload.size() > kMaxPayload) {
-    return Error{
-        fmt::format("payload of {} bytes is over the {} byte cap", payload.size(), kMaxPayload)};
-  }
-  if (payload.find('\0') != std::string_view::npos) return Error{"payload is not JSON"};
+  if (auto st = check_payload(payload); !st) return st.error();
   BatchSax sax;
   if (!json::sax_parse(payload.begin(), payload.end(), &sax)) {
     return Error{"payload is not JSON"};
@@ -453,9 +458,7 @@ Result<Batch> decode_batch_for_store(std::string_view payload) {
   if (!sax.top_is_object) return Error{"payload is not a JSON object"};
   if (!sax.v && !sax.v_unsigned) return Error{"payload has no integer \"v\""};
   if (sax.v_unsigned || *sax.v != kVersion) {
-    return Error{fmt::format("payload has \"v\":{}, this build speaks {}",
-                             sax.v ? std::to_string(*sax.v) : std::to_string(*sax.v_unsigned),
-                             kVersion)};
+    return wrong_version(sax.v ? std::to_string(*sax.v) : std::to_string(*sax.v_unsigned));
   }
   if (!sax.store || !config::is_valid_store_id(*sax.store)) {
     return Error{"batch has no valid \"store\""};
