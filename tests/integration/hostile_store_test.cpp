@@ -68,8 +68,7 @@ int fds_of(pid_t pid) {
 
 /// CPU seconds (user + system) the process has used.
 double cpu_seconds(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string stat = read_proc_file(fmt::format("/proc/{}/stat", pid)).value_or("");
   auto close = stat.rfind(')');
   if (close == std::string::npos) return 0;
   std::istringstream fields(stat.substr(close + 2));

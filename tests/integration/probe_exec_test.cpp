@@ -60,8 +60,9 @@ std::vector<pid_t> read_pids(const fs::path& file) {
 
 // State letter and parent of a process from /proc, if it exists.
 std::optional<std::pair<char, pid_t>> proc_state(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto text = read_proc_file(fmt::format("/proc/{}/stat", pid));
+  if (!text) return std::nullopt;
+  const std::string& stat = *text;
   auto paren = stat.rfind(')');
   if (stat.empty() || paren == std::string::npos) return std::nullopt;
   std::istringstream rest(stat.substr(paren + 1));

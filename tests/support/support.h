@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class TempDir {
 /// Writes `text` to `path` (creating parent directories).
 void write_file(const std::filesystem::path& path, const std::string& text);
 std::string read_file(const std::filesystem::path& path);
+
+/// A /proc file of a process that may exit at any moment: nullopt when the
+/// process is gone (open fails, or a read fails with ESRCH part-way), never
+/// an exception.
+std::optional<std::string> read_proc_file(const std::string& path);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
