@@ -3,6 +3,7 @@ can change at run time. Kind modules subclass StreamDevice (TCP) or
 DatagramDevice (UDP) and register themselves with @register."""
 
 import asyncio
+import socket
 
 # kind name -> Device subclass
 KINDS = {}
@@ -97,24 +98,60 @@ class Device:
                 "open_connections": self.open_connections, "max_open": self.max_open}
 
 
+def bound_tcp_socket(host, port):
+    """A TCP socket bound to host:port and not listening. Connections to it
+    are refused, as to a closed port, but the kernel hands the port to no one
+    else meanwhile: not to a client's ephemeral port, and not to a connect()
+    to the port itself (a TCP self-connect, which would look like a device
+    that is up)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class StreamDevice(Device):
     """A TCP device. Subclasses implement session(reader, writer); the base
     counts connections and plays the common faults: hang (accept, then never
-    answer), slow (answer after SLOW_SECONDS)."""
+    answer), slow (answer after SLOW_SECONDS). While down, its port stays
+    bound (see bound_tcp_socket), so it comes back on the same port."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.server = None
+        self.held = None  # the bound socket while down
+
+    def server_options(self):
+        """Extra keyword arguments for asyncio.start_server (TLS, say)."""
+        return {}
 
     async def open_listener(self):
         if self.server is None:
+            sock = self.held or bound_tcp_socket(self.host, self.port)
+            self.held = None
+            self.port = sock.getsockname()[1]
             self.server = await asyncio.start_server(
-                self._handle, self.host, self.port, reuse_address=True, backlog=1024)
+                self._handle, sock=sock, backlog=1024, **self.server_options())
 
     async def close_listener(self):
         if self.server is not None:
-            self.server.close()
+            self.server.close()  # closes the listening socket now
             self.server = None
+        if self.held is None:
+            self.held = bound_tcp_socket(self.host, self.port)
+            self.port = self.held.getsockname()[1]
+
+    async def stop(self):
+        await super().stop()
+        if self.held is not None:
+            self.held.close()
+            self.held = None
 
     async def _handle(self, reader, writer):
         self.connections += 1

@@ -244,11 +244,8 @@ class HttpsDevice(HttpDevice):
         self.ssl_context.load_cert_chain(cert_file, key_file)
         await super().start()
 
-    async def open_listener(self):
-        if self.server is None:
-            self.server = await asyncio.start_server(
-                self._handle, self.host, self.port, reuse_address=True, backlog=1024,
-                ssl=self.ssl_context, ssl_handshake_timeout=10)
+    def server_options(self):
+        return {"ssl": self.ssl_context, "ssl_handshake_timeout": 10}
 
     def describe(self):
         return {**super().describe(), "cert": self.cert}

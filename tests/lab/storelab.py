@@ -99,6 +99,13 @@ async def serve(args):
     for d in devices.values():
         await d.start()
 
+    async def switch(d, fault):
+        try:
+            await d.set_fault(fault)
+        except OSError as e:  # the port could not be bound or listened on
+            return {"ok": False, "error": f"{d.name}: {fault}: {e}"}
+        return {"ok": True, **d.describe()}
+
     async def control(reader, writer):
         try:
             line = (await asyncio.wait_for(reader.readline(), timeout=5)).decode().strip()
@@ -117,15 +124,13 @@ async def serve(args):
             elif words[0] == "stats" and len(words) == 2:
                 reply = {"ok": True, **d.describe()}
             elif words[0] in ("up", "down") and len(words) == 2:
-                await d.set_fault("none" if words[0] == "up" else "down")
-                reply = {"ok": True, **d.describe()}
+                reply = await switch(d, "none" if words[0] == "up" else "down")
             elif words[0] == "fault" and len(words) == 3:
                 if words[2] not in d.faults():
                     reply = {"ok": False, "error": f"{d.name} ({d.kind}) has no fault {words[2]!r}; "
                                                    f"known: {', '.join(d.faults())}"}
                 else:
-                    await d.set_fault(words[2])
-                    reply = {"ok": True, **d.describe()}
+                    reply = await switch(d, words[2])
         writer.write((json.dumps(reply) + "\n").encode())
         try:
             await writer.drain()
