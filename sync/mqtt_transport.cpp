@@ -9,9 +9,12 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "base/log.h"
 #include "sync/client_cert.h"
@@ -51,12 +54,17 @@ bool uses_tls(const std::string& uri) {
 /// it back. close() ends every wait for good (the client is going away).
 ///
 /// Paho C holds one process-wide lock while it runs message_arrived, and
-/// every call into Paho, for any client, takes that lock: a thread that
-/// gives places back must never wait for it while the receiving thread
-/// waits here. So each call into Paho opens every inbox while it lasts
-/// (Bypass): the receiving thread posts without waiting and lets go of the
-/// lock before its next packet. The bound is exceeded only by what arrives
-/// while such a call waits for the lock.
+/// every call into Paho, for any client, takes that lock: the io_context
+/// thread, which gives places back, must never wait for it while the
+/// receiving thread waits here. So the calls that come often (publish,
+/// subscribe) are made on a thread of their own (PahoCalls), and the rare
+/// ones the io_context thread makes itself (creating, connecting and
+/// dropping a client) open every inbox while they last (Bypass): the
+/// receiving thread posts without waiting and lets go of the lock before its
+/// next packet. Only a Bypass exceeds the bound, by what arrives while it
+/// waits for the lock — and that is not bounded: Paho's lock is not fair,
+/// and with a backlog to read the receiving thread takes it back again and
+/// again (a publish made under a Bypass once let about 1,000 messages in).
 class Inbox {
  public:
   explicit Inbox(std::size_t max) : max_(max) {}
@@ -123,6 +131,68 @@ class Inbox {
   bool closed_ = false;
 };
 
+/// The thread that makes a bounded transport's publish and subscribe calls
+/// into Paho (see Inbox): it may wait for Paho's lock while the receiving
+/// thread waits for room, because the io_context thread, which makes room,
+/// never waits for it. Calls run in the order given. Without a thread
+/// (an unbounded transport) each call runs at once on the caller's thread.
+class PahoCalls {
+ public:
+  explicit PahoCalls(bool own_thread) {
+    if (own_thread) thread_ = std::thread([this] { loop(); });
+  }
+  ~PahoCalls() { stop(); }
+  PahoCalls(const PahoCalls&) = delete;
+  PahoCalls& operator=(const PahoCalls&) = delete;
+
+  void run(std::function<void()> call) {
+    if (!thread_.joinable()) {
+      if (!stopped_) call();
+      return;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (stopped_) return;
+      calls_.push_back(std::move(call));
+    }
+    wake_.notify_one();
+  }
+
+  /// Drops the calls not yet made and joins the thread (after the call in
+  /// progress, if any, returns).
+  void stop() {
+    std::deque<std::function<void()>> dropped;
+    {
+      std::lock_guard lock(mutex_);
+      stopped_ = true;
+      dropped.swap(calls_);
+    }
+    wake_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopped_ || !calls_.empty(); });
+      if (stopped_) return;
+      auto call = std::move(calls_.front());
+      calls_.pop_front();
+      lock.unlock();
+      call();
+      call = nullptr;  // what it holds goes here, not under the lock
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> calls_;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
 std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds base,
                                           std::chrono::milliseconds cap, std::mt19937_64& rng) {
   using std::chrono::milliseconds;
@@ -164,7 +234,8 @@ struct PahoCallbacks final : mqtt::callback, mqtt::iaction_listener {
 /// Everything the transport owns. Paho's threads reach it only through
 /// weak pointers captured in handlers posted to the io_context.
 struct MqttTransport::State : std::enable_shared_from_this<State> {
-  State(asio::io_context& io, MqttOptions o) : io(io), options(std::move(o)), timer(io) {}
+  State(asio::io_context& io, MqttOptions o)
+      : io(io), options(std::move(o)), timer(io), calls(options.max_unhandled > 0) {}
 
   asio::io_context& io;
   MqttOptions options;
@@ -173,11 +244,12 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
   // The adapters outlive the clients that call them (declared first,
   // destroyed last). The client a reload replaced is kept, disconnected,
   // until the next reload, so a callback Paho is still running on it never
-  // meets a destroyed object.
-  std::unique_ptr<PahoCallbacks> callbacks;
-  std::unique_ptr<PahoCallbacks> retired_callbacks;
-  std::unique_ptr<mqtt::async_client> client;
-  std::unique_ptr<mqtt::async_client> retired_client;
+  // meets a destroyed object. A call waiting in `calls` holds both.
+  std::shared_ptr<PahoCallbacks> callbacks;
+  std::shared_ptr<PahoCallbacks> retired_callbacks;
+  std::shared_ptr<mqtt::async_client> client;
+  std::shared_ptr<mqtt::async_client> retired_client;
+  PahoCalls calls;
   std::uint64_t generation = 0;
   std::string tls_digest;
 
@@ -197,9 +269,9 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
   Status make_client() {
     try {
       Inbox::Bypass open;  // creating a client takes Paho's lock
-      auto c = std::make_unique<mqtt::async_client>(options.broker.broker, options.client_id,
+      auto c = std::make_shared<mqtt::async_client>(options.broker.broker, options.client_id,
                                                     mqtt::create_options(MQTTVERSION_5), nullptr);
-      auto cb = std::make_unique<PahoCallbacks>(io, weak_from_this(), ++generation,
+      auto cb = std::make_shared<PahoCallbacks>(io, weak_from_this(), ++generation,
                                                 options.max_unhandled);
       c->set_callback(*cb);
       retired_client = std::move(client);
@@ -316,6 +388,26 @@ struct MqttTransport::State : std::enable_shared_from_this<State> {
     }
   }
 
+  /// Makes the call `f(client, context, callbacks)` for pending operation
+  /// `id` through `calls`, with the client and adapter of now; an exception
+  /// completes the operation with an error (on the io_context thread).
+  template <class F>
+  void call(std::uint64_t id, const char* what, F f) {
+    struct Held {  // the client goes before its adapter
+      std::shared_ptr<PahoCallbacks> cb;
+      std::shared_ptr<mqtt::async_client> c;
+    };
+    calls.run([h = Held{callbacks, client}, id, what, f = std::move(f)] {
+      try {
+        f(*h.c, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), *h.cb);
+      } catch (const mqtt::exception& e) {
+        h.cb->post([id, why = fmt::format("{}: {}", what, e.what())](MqttTransport::State& s) {
+          s.complete(id, Error{why});
+        });
+      }
+    });
+  }
+
   /// Disconnects the current client (briefly blocking: a reload is rare and
   /// Paho's callbacks only post) and retires it.
   void drop_client(std::chrono::milliseconds grace) {
@@ -402,6 +494,8 @@ MqttTransport::MqttTransport(std::shared_ptr<State> state) : state_(std::move(st
 
 MqttTransport::~MqttTransport() {
   stop(std::chrono::milliseconds(0));
+  // The inbox is closed: a call waiting for Paho's lock gets it.
+  state_->calls.stop();
   // Destroying the client joins Paho's threads; after that no callback runs.
   Inbox::Bypass open;
   state_->client.reset();
@@ -478,13 +572,11 @@ void MqttTransport::publish(Message m, Done done) {
   }
   auto id = s.next_id++;
   s.pending.emplace(id, std::move(done));
-  try {
-    auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retained);
-    Inbox::Bypass open;
-    s.client->publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)), *s.callbacks);
-  } catch (const mqtt::exception& e) {
-    s.complete(id, Error{std::string("publish: ") + e.what()});
-  }
+  s.call(id, "publish",
+         [msg = mqtt::make_message(m.topic, std::move(m.payload), m.qos, m.retained)](
+             mqtt::async_client& c, void* context, PahoCallbacks& cb) {
+           c.publish(msg, context, cb);
+         });
 }
 
 void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
@@ -495,15 +587,12 @@ void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
   }
   auto id = s.next_id++;
   s.pending.emplace(id, std::move(done));
-  try {
-    auto topics = mqtt::string_collection::create(filters);
-    std::vector<int> qos(filters.size(), 1);
-    Inbox::Bypass open;
-    s.client->subscribe(topics, qos, reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)),
-                        *s.callbacks);
-  } catch (const mqtt::exception& e) {
-    s.complete(id, Error{std::string("subscribe: ") + e.what()});
-  }
+  s.call(id, "subscribe",
+         [topics = mqtt::string_collection::create(filters),
+          qos = std::vector<int>(filters.size(), 1)](mqtt::async_client& c, void* context,
+                                                      PahoCallbacks& cb) {
+           c.subscribe(topics, qos, context, cb);
+         });
 }
 
 }  // namespace storewatch::sync
