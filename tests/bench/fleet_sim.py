@@ -137,12 +137,15 @@ class Store:
         self.fleet.event_bytes += len(text)
         return n
 
-    def pump(self):
-        """Sends batches above the ack while the window allows."""
+    def pump(self, most=None):
+        """Sends batches above the ack while the window allows (at most
+        `most` of them, if given)."""
         f = self.fleet
         if not self.connected:
             return
-        while self.inflight < f.inflight and self.next <= self.seq:
+        while self.inflight < f.inflight and self.next <= self.seq and most != 0:
+            if most is not None:
+                most -= 1
             # Up to `batch` events and at most 64 KB (wire::kMaxPayload) a message.
             room = 65536 - (30 + len(self.id))
             texts, last = [], self.next - 1
@@ -419,7 +422,16 @@ def main():
         for s in fleet.stores:
             for _ in range(a.backlog):
                 s.write_event()
-            s.pump()
+        # Stores are independent: their batches reach the broker interleaved,
+        # not each store's back to back. A batch per store per round, the
+        # stores in a new random order each round (back to back, the
+        # broker's round-robin over the workers' shared subscription gave
+        # every store's first batch to one worker and its second to another).
+        order = list(fleet.stores)
+        for _ in range(a.inflight):
+            random.shuffle(order)
+            for s in order:
+                s.pump(most=1)
         fleet.run_until(lambda: all(s.published_to >= s.seq for s in fleet.stores) or
                         stop.is_set())
         n = sum(s.seq for s in fleet.stores)
