@@ -590,7 +590,7 @@ void MqttTransport::subscribe(std::vector<std::string> filters, Done done) {
   s.call(id, "subscribe",
          [topics = mqtt::string_collection::create(filters),
           qos = std::vector<int>(filters.size(), 1)](mqtt::async_client& c, void* context,
-                                                      PahoCallbacks& cb) {
+                                                     PahoCallbacks& cb) {
            c.subscribe(topics, qos, context, cb);
          });
 }

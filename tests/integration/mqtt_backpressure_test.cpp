@@ -62,17 +62,16 @@ class BackPressureReplier final : public TransportListener {
       ++outstanding_;
       auto payload = std::move(waiting_.front());
       waiting_.pop_front();
-      transport->publish(Message{"bp/out", std::move(payload), 1, false},
-                         [this](const Status& st) {
-                           --outstanding_;
-                           if (!st) {  // the transport may be going away: no more
-                             ++failed;
-                             if (first_error.empty()) first_error = st.error().message;
-                             return;
-                           }
-                           ++replied;
-                           send();
-                         });
+      transport->publish(Message{"bp/out", std::move(payload), 1, false}, [this](const Status& st) {
+        --outstanding_;
+        if (!st) {  // the transport may be going away: no more
+          ++failed;
+          if (first_error.empty()) first_error = st.error().message;
+          return;
+        }
+        ++replied;
+        send();
+      });
     }
   }
 
