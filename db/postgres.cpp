@@ -277,15 +277,23 @@ Status Connection::copy_in(std::string_view copy_sql, std::string_view data) {
 }
 
 void copy_escape(std::string& out, std::string_view text) {
-  for (char c : text) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      default: out += c;
+  // Runs without a character to escape (nearly all of an event's JSON) are
+  // appended whole: a character at a time was a sixth of a worker's CPU.
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    std::string_view escaped;
+    switch (text[i]) {
+      case '\\': escaped = "\\\\"; break;
+      case '\t': escaped = "\\t"; break;
+      case '\n': escaped = "\\n"; break;
+      case '\r': escaped = "\\r"; break;
+      default: continue;
     }
+    out.append(text.data() + run, i - run);
+    out.append(escaped);
+    run = i + 1;
   }
+  out.append(text.data() + run, text.size() - run);
 }
 
 std::string quote_identifier(std::string_view name) {

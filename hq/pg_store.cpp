@@ -162,10 +162,14 @@ class ArrayText {
   ArrayText& add(std::string_view text) {
     sep();
     out_ += '"';
-    for (char c : text) {
-      if (c == '"' || c == '\\') out_ += '\\';
-      out_ += c;
+    std::size_t run = 0;  // appended a run at a time, as db::pg::copy_escape
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] != '"' && text[i] != '\\') continue;
+      out_.append(text.data() + run, i - run);
+      out_ += '\\';
+      run = i;  // the character itself starts the next run
     }
+    out_.append(text.data() + run, text.size() - run);
     out_ += '"';
     return *this;
   }

@@ -17,6 +17,7 @@
 #include "tests/support/hq_backend.h"
 #include "tests/support/support.h"
 #ifdef STOREWATCH_HAVE_POSTGRESQL
+#include "db/postgres.h"
 #include "hq/pg_store.h"
 #endif
 
@@ -1175,6 +1176,44 @@ TEST_F(PgHqStoreTest, PruningDropsWholeMonthPartitionsAndNeverDeletesRows) {
   EXPECT_THAT(rest.partitions, testing::ElementsAre("events_202411"));
   EXPECT_EQ(cluster_->sql("hq", "SELECT count(*) FROM events_202511"), "1");
   EXPECT_EQ(cluster_->sql("hq", "SELECT to_regclass('events_202512') IS NOT NULL"), "t");
+}
+
+// COPY's text format: backslash, tab, newline and carriage return escaped,
+// every other byte as it is — checked against the rule a character at a
+// time, on texts where the escapes come first, last, doubled and alone.
+TEST(PgCopyEscape, EscapesExactlyBackslashTabNewlineAndReturn) {
+  auto by_rule = [](std::string_view text) {
+    std::string out;
+    for (char c : text) {
+      if (c == '\\')
+        out += "\\\\";
+      else if (c == '\t')
+        out += "\\t";
+      else if (c == '\n')
+        out += "\\n";
+      else if (c == '\r')
+        out += "\\r";
+      else
+        out += c;
+    }
+    return out;
+  };
+  const std::vector<std::string> texts = {"",
+                                          "plain",
+                                          "\\",
+                                          "\t\n\r",
+                                          "a\\b",
+                                          "\\start",
+                                          "end\\",
+                                          "two\t\tin a row",
+                                          "{\"summary\":\"C:\\\\POS \\\"lane\\\"\\n\"}",
+                                          std::string("nul\0byte", 8),
+                                          "caf\xc3\xa9\r\n"};
+  for (const auto& t : texts) {
+    std::string out = "prefix|";
+    db::pg::copy_escape(out, t);
+    EXPECT_EQ(out, "prefix|" + by_rule(t)) << t;
+  }
 }
 
 #endif  // STOREWATCH_HAVE_POSTGRESQL
