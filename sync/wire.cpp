@@ -9,6 +9,7 @@
 
 #include "base/json_text.h"
 #include "config/config.h"
+#include "sync/batch_scan.h"
 
 namespace storewatch::wire {
 namespace {
@@ -451,6 +452,8 @@ Result<Batch> decode_batch(std::string_view payload) {
 Result<Batch> decode_batch_for_store(std::string_view payload) {
   // The checks and errors of parse_object() and decode_batch(), in order.
   if (auto st = check_payload(payload); !st) return st.error();
+  // What agents send takes one pass; anything else the parser decides.
+  if (auto fast = scan_batch(payload)) return std::move(*fast);
   BatchSax sax;
   if (!json::sax_parse(payload.begin(), payload.end(), &sax)) {
     return Error{"payload is not JSON"};

@@ -94,12 +94,14 @@ std::string encode_batch(const Batch& batch);
 std::string batch_payload(std::string_view store, const std::vector<std::string>& event_texts);
 Result<Batch> decode_batch(std::string_view payload);
 /// decode_batch() for storing the batch as it came (HQ): the same checks
-/// and errors, but no JSON tree is built. The payload is validated by
-/// nlohmann's SAX parser, which hands over the header fields and those of
-/// each `incident_state`; each event gets sent_text, sent_state_text and
-/// sent_state, and an empty `body`. A payload whose texts the scanner cannot
-/// line up with what the parser saw (an escaped key) is decoded by
-/// decode_batch() instead.
+/// and errors, but no JSON tree is built. A batch of the plain shape agents
+/// send is validated and taken apart in one pass (scan_batch(),
+/// sync/batch_scan.h). Anything else is validated by nlohmann's SAX parser,
+/// which hands over the header fields and those of each `incident_state`.
+/// Either way each event gets sent_text, sent_state_text and sent_state,
+/// and an empty `body`. A payload whose texts the scanner cannot line up
+/// with what the parser saw (an escaped key) is decoded by decode_batch()
+/// instead.
 Result<Batch> decode_batch_for_store(std::string_view payload);
 
 /// Size of one event inside a batch payload, for the 64 KB cap.

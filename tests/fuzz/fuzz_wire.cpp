@@ -1,10 +1,12 @@
 // The wire decoders at HQ (sync/wire.h as hq/ingest.cpp uses them): an event
 // batch off `P/stores/S/events` (the 64 KB cap, decode_batch, the texts HQ
-// stores as sent, and decode_batch_for_store agreeing with decode_batch), a status off
-// `P/stores/S/status`, and, on the agent's side of the same contract, an ack.
+// stores as sent, and decode_batch_for_store — its one-pass scan or its
+// parser — agreeing with decode_batch), a status off `P/stores/S/status`,
+// and, on the agent's side of the same contract, an ack.
 
 #include <nlohmann/json.hpp>
 
+#include "sync/batch_scan.h"
 #include "sync/wire.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -42,6 +44,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(round->store == batch->store);
       FUZZ_CHECK(round->events.size() == batch->events.size());
     }
+  }
+
+  // The one-pass scan takes nothing the parser refuses.
+  if (!has_nul && size <= wire::kMaxPayload && wire::scan_batch(payload)) {
+    FUZZ_CHECK(json::accept(payload));
   }
 
   // HQ decodes what it stores without trees: the same verdict, error and

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "sync/batch_scan.h"
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -340,6 +344,126 @@ TEST(Batch, DecodingForStoringAgreesWithTheTreeDecoder) {
   EXPECT_EQ(plain->events[1].sent_state->probe, "lane-1");
   EXPECT_FALSE(plain->events[1].sent_state->state);
   EXPECT_FALSE(plain->events[1].sent_state->has_uid);
+}
+
+// The one-pass scan HQ decodes agents' batches with (sync/batch_scan.h)
+// says yes only to valid JSON: a value of each kind, put in an event's body,
+// is taken by the scan, or left to the parser, and never taken when the
+// parser refuses it. tests/fuzz/fuzz_wire checks the same on every input.
+TEST(BatchScan, TakesValidJsonOnlyAndLeavesTheUnusualToTheParser) {
+  const std::string head =
+      R"({"v":1,"store":"store-1","events":[{"seq":3,"uid":"e3","incident":"i","type":"opened",)"
+      R"("at":"t","actor":"agent","incident_state":{"state":"open","probe":"p"},"x":)";
+  const std::string tail = "}]}";
+  struct Case {
+    std::string value;
+    bool scanned;  // taken by the scan (else by the parser, when valid)
+  };
+  const std::vector<Case> cases = {
+      {R"("plain text")", true},
+      {"\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xed\x9f\xbf \xf4\x8f\xbf\xbf\"", true},
+      {R"("\" \\ \/ \b \f \n \r \t \u00e9 \u0000")", true},
+      {R"("\ud83d\ude00")", false},  // a surrogate pair: the parser's
+      {"[1, -0, 0.5, -12.25e-3, 1E+2, 123456789012345678901234567890, true, false, null]", true},
+      {"{\"a\" : { \"b\" : [ { } , [ ] ] } }", true},
+      {"1e299", true},
+      {"1e400", false},
+      {std::string(400, '9'), false},
+      {std::string(60, '[') + std::string(60, ']'), true},
+      {std::string(70, '[') + std::string(70, ']'), false},
+      // Refused by the parser: never taken.
+      {"\"\xff\"", false},
+      {"\"\xc0\xaf\"", false},
+      {"\"\xc2\"", false},
+      {"\"\xe0\x80\xaf\"", false},
+      {"\"\xed\xa0\x80\"", false},
+      {"\"\xf0\x8f\xbf\xbf\"", false},
+      {"\"\xf4\x90\x80\x80\"", false},
+      {"\"\xe2\x82\"", false},
+      {"\"tab\there\"", false},
+      {"\"\x01\"", false},
+      {R"("\x")", false},
+      {R"("\u12")", false},
+      {R"("\u12g4")", false},
+      {R"("\udc00")", false},
+      {"\"open", false},
+      {"01", false},
+      {"1.", false},
+      {".5", false},
+      {"-", false},
+      {"+1", false},
+      {"1e", false},
+      {"1e+", false},
+      {"tru", false},
+      {"nulls", false},
+      {"[1,]", false},
+      {"[1 2]", false},
+      {R"({"a":1,})", false},
+      {R"({"a"})", false},
+      {R"({a:1})", false},
+      {"'a'", false},
+  };
+  for (const Case& c : cases) {
+    const std::string payload = head + c.value + tail;
+    SCOPED_TRACE(payload);
+    const bool valid = nlohmann::json::accept(payload);
+    auto scanned = scan_batch(payload);
+    EXPECT_EQ(scanned.has_value(), c.scanned);
+    if (scanned) {
+      EXPECT_TRUE(valid);
+    }
+    auto stored = decode_batch_for_store(payload);
+    EXPECT_EQ(stored.ok(), valid);
+    if (scanned && stored) {
+      ASSERT_EQ(scanned->events.size(), 1u);
+      EXPECT_EQ(scanned->events[0].sent_text, stored->events[0].sent_text);
+    }
+  }
+
+  // A batch as agents send it is scanned, with everything HQ keeps.
+  Event odd = event(7);
+  odd.body["incident_state"] = {
+      {"state", "resolved"}, {"severity", 2}, {"t_detect", "2026-11-26T22:18:03.123Z"}};
+  const std::string payload = batch_payload("store-1", {event(1).text(), odd.text()});
+  auto b = scan_batch(payload);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->store, "store-1");
+  ASSERT_EQ(b->events.size(), 2u);
+  EXPECT_EQ(b->events[0].seq, 1);
+  EXPECT_EQ(b->events[0].uid, "ev-1");
+  EXPECT_EQ(b->events[0].sent_text, event(1).text());
+  EXPECT_EQ(nlohmann::json::parse(b->events[0].sent_state_text),
+            event(1).body.at("incident_state"));
+  EXPECT_EQ(b->events[0].sent_state->state, "open");
+  EXPECT_TRUE(b->events[0].sent_state->has_uid);
+  EXPECT_EQ(b->events[1].sent_state->state, "resolved");
+  EXPECT_FALSE(b->events[1].sent_state->severity);
+  EXPECT_EQ(b->events[1].sent_state->t_detect, "2026-11-26T22:18:03.123Z");
+  EXPECT_FALSE(b->events[1].sent_state->has_uid);
+  EXPECT_TRUE(b->events[1].body.is_null());
+
+  // Escaped where HQ reads, or a field twice: the parser decides.
+  for (const std::string& other : {
+           std::string(R"({"v":1,"store":"store-1","events":[{"seq":1,"uid":"e\u0031",)"
+                       R"("incident":"i","type":"t","at":"a","actor":"x","incident_state":{}}]})"),
+           std::string(R"({"v":1,"store":"store-1","events":[{"seq":1,"uid":"e","incident":"i",)"
+                       R"("type":"t","at":"a","actor":"x","incident_state":{"state":"a",)"
+                       R"("state":"b"}}]})"),
+           std::string(R"({"v":1,"v":1,"store":"store-1","events":[]})"),
+           std::string("\xef\xbb\xbf") + R"({"v":1,"store":"store-1","events":[]})",
+       }) {
+    SCOPED_TRACE(other);
+    EXPECT_FALSE(scan_batch(other));
+    auto tree = decode_batch(other);
+    auto stored = decode_batch_for_store(other);
+    ASSERT_EQ(stored.ok(), tree.ok());
+    if (tree) {
+      ASSERT_EQ(stored->events.size(), tree->events.size());
+      for (std::size_t i = 0; i < tree->events.size(); ++i) {
+        EXPECT_EQ(stored->events[i].uid, tree->events[i].uid);
+      }
+    }
+  }
 }
 
 }  // namespace
