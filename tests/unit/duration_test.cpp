@@ -44,6 +44,30 @@ TEST(Rfc3339, RoundTripsMilliseconds) {
   EXPECT_FALSE(parse_rfc3339("2025-11-26T22:18:03.123Zjunk").has_value());
 }
 
+// The form storewatch writes is read without a stream; it must read as the
+// stream reads the same instant written with an offset, and refuse what the
+// stream refuses.
+TEST(Rfc3339, TheWrittenFormReadsAsTheStreamReadsIt) {
+  for (std::int64_t ms = -86'400'000; ms < 4'200'000'000'000; ms += 7'919'999'937) {
+    const WallTime t{Millis(ms)};
+    const std::string z = format_rfc3339(t);
+    ASSERT_EQ(z.size(), 24u) << z;
+    EXPECT_EQ(parse_rfc3339(z), t) << z;
+    const std::string offset = z.substr(0, 23) + "+00:00";
+    EXPECT_EQ(parse_rfc3339(offset), t) << offset;
+    const std::string whole = z.substr(0, 19) + "Z";
+    EXPECT_EQ(parse_rfc3339(whole), parse_rfc3339(z.substr(0, 19) + "+00:00")) << whole;
+  }
+  for (const char* bad : {"2026-02-29T00:00:00.000Z", "2026-13-01T00:00:00.000Z",
+                          "2026-12-01T24:00:00.000Z", "2026-12-01T23:60:00.000Z",
+                          "2026-12-01T23:00:00,000Z", "2026-12-01 23:00:00.000Z",
+                          "2026-12-0xT23:00:00.000Z", "2026-12-01T23:00:00.00aZ"}) {
+    EXPECT_FALSE(parse_rfc3339(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(parse_rfc3339("2024-02-29T12:00:00.000Z"),
+            parse_rfc3339("2024-02-29T13:00:00.000+01:00"));
+}
+
 TEST(Rfc3339, FormatsEveryFieldPadded) {
   EXPECT_EQ(format_rfc3339(WallTime{Millis(0)}), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(format_rfc3339(WallTime{Millis(951'782'400'007)}), "2000-02-29T00:00:00.007Z");
