@@ -8,6 +8,7 @@
 #include <charconv>
 #include <utility>
 
+#include "base/find_bytes.h"
 #include "config/config.h"
 #include "config/postgres_uri.h"
 
@@ -278,19 +279,18 @@ Status Connection::copy_in(std::string_view copy_sql, std::string_view data) {
 
 void copy_escape(std::string& out, std::string_view text) {
   // Runs without a character to escape (nearly all of an event's JSON) are
-  // appended whole: a character at a time was a sixth of a worker's CPU.
+  // found eight bytes at a time and appended whole: a character at a time
+  // was a sixth of a worker's CPU.
   std::size_t run = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    std::string_view escaped;
-    switch (text[i]) {
-      case '\\': escaped = "\\\\"; break;
-      case '\t': escaped = "\\t"; break;
-      case '\n': escaped = "\\n"; break;
-      case '\r': escaped = "\\r"; break;
-      default: continue;
-    }
+  for (std::size_t i = find_any_of<'\\', '\t', '\n', '\r'>(text, 0); i != std::string_view::npos;
+       i = find_any_of<'\\', '\t', '\n', '\r'>(text, i + 1)) {
     out.append(text.data() + run, i - run);
-    out.append(escaped);
+    switch (text[i]) {
+      case '\\': out += "\\\\"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      default: out += "\\r"; break;
+    }
     run = i + 1;
   }
   out.append(text.data() + run, text.size() - run);

@@ -8,8 +8,11 @@
 #include <map>
 #include <set>
 #include <string_view>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 
+#include "base/find_bytes.h"
 #include "base/log.h"
 #include "config/postgres_uri.h"
 #include "db/postgres.h"
@@ -163,8 +166,8 @@ class ArrayText {
     sep();
     out_ += '"';
     std::size_t run = 0;  // appended a run at a time, as db::pg::copy_escape
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      if (text[i] != '"' && text[i] != '\\') continue;
+    for (std::size_t i = find_any_of<'"', '\\'>(text, 0); i != std::string_view::npos;
+         i = find_any_of<'"', '\\'>(text, i + 1)) {
       out_.append(text.data() + run, i - run);
       out_ += '\\';
       run = i;  // the character itself starts the next run
@@ -202,6 +205,23 @@ class ArrayText {
     if (out_.size() > 1) out_ += ',';
   }
   std::string out_ = "{";
+};
+
+// A store of the commit (its index in the results) and a seq of it.
+struct StoreSeq {
+  std::size_t store = 0;
+  std::int64_t seq = 0;
+  bool operator==(const StoreSeq&) const = default;
+};
+struct StoreSeqHash {
+  std::size_t operator()(const StoreSeq& k) const noexcept {
+    return std::hash<std::int64_t>{}(k.seq) * 31 + k.store;
+  }
+};
+struct StoreUidHash {
+  std::size_t operator()(const std::pair<std::size_t, std::string_view>& k) const noexcept {
+    return std::hash<std::string_view>{}(k.second) * 31 + k.first;
+  }
 };
 
 /// The month (UTC) `ms` falls in, as [start, end) in ms and its name.
@@ -243,6 +263,9 @@ struct PgHqStore::Impl {
   std::int64_t partitions_lo = 0, partitions_hi = 0;
   std::chrono::steady_clock::time_point next_connect{};
   std::chrono::milliseconds backoff{0};
+  /// The COPY text of the last commit, kept for its capacity: grown anew
+  /// for each commit it cost a worker page faults at every one.
+  std::string copy;
 
   /// The connection, re-opened when it was lost (not before its backoff).
   Result<db::pg::Connection*> connection();
@@ -499,8 +522,13 @@ Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> bat
   }
 
   // What is already stored of the seqs that may be: at or below the highest
-  // seq stored for the store. Above it nothing is.
-  std::map<std::pair<std::size_t, std::int64_t>, std::string> stored;
+  // seq stored for the store. Above it nothing is. Keyed by (store index,
+  // seq); the uids are the events' own or, for rows read, in `read_uids`.
+  std::size_t events_total = 0;
+  for (const wire::Batch& b : batches) events_total += b.events.size();
+  std::unordered_map<StoreSeq, std::string_view, StoreSeqHash> stored;
+  stored.reserve(events_total);
+  std::vector<std::string> read_uids;
   {
     ArrayText lookup_stores, lookup_seqs;
     bool any = false;
@@ -520,46 +548,67 @@ Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> bat
           "AS k(store, seq) ON e.store = k.store AND e.seq = k.seq",
           Params().add(lookup_stores.text()).add(lookup_seqs.text()));
       if (!rows) return s.failed(rows.error());
+      read_uids.reserve(static_cast<std::size_t>(rows->size()));  // no move: views stay valid
       for (int r = 0; r < rows->size(); ++r) {
-        stored[std::make_pair(index.at(std::string(rows->text(r, 0))), rows->int64(r, 1))] =
-            std::string(rows->text(r, 2));
+        const auto it = index.find(rows->text(r, 0));
+        if (it == index.end()) continue;
+        read_uids.emplace_back(rows->text(r, 2));
+        stored[StoreSeq{it->second, rows->int64(r, 1)}] = read_uids.back();
       }
     }
   }
 
   // Decide each event; what is new goes into one COPY.
-  const std::optional<std::string> who =
-      s.worker.empty() ? std::nullopt : std::optional<std::string>(s.worker);
-  std::string copy;
+  std::string worker_column = "\\N";
+  if (!s.worker.empty()) {
+    worker_column.clear();
+    db::pg::copy_escape(worker_column, s.worker);
+  }
+  const std::string now_text = std::to_string(now);
+  std::string& copy = s.copy;
+  copy.clear();
   std::vector<std::vector<std::int64_t>> inserted_seqs(out.size());
+  // Each incident's event of the highest seq in this commit, found by
+  // (store index, incident uid).
   struct IncidentRow {
+    std::size_t store = 0;
+    std::string_view uid;
     std::int64_t seq = 0;
     const wire::Event* event = nullptr;
   };
-  std::map<std::pair<std::size_t, std::string>, IncidentRow> incidents;
+  std::vector<IncidentRow> incidents;
+  std::unordered_map<std::pair<std::size_t, std::string_view>, std::size_t, StoreUidHash>
+      incident_index;
+  incident_index.reserve(events_total);
   std::string event_text;
   for (const wire::Batch& b : batches) {
     const std::size_t i = index.at(b.store);
     Ingested& in = out[i];
+    std::string store_column;
+    db::pg::copy_escape(store_column, b.store);
     for (const wire::Event& e : b.events) {
       if (e.seq - before[i].acked > s.limits.max_seq_jump) {
         if (in.refused++ == 0) in.refused_seq = e.seq;
         continue;
       }
-      auto found = stored.find({i, e.seq});
-      if (found != stored.end() || e.seq <= before[i].acked) {
-        // Stored already (at or below acked_seq it was, even where
-        // retention has dropped it since).
+      // Stored already (at or below acked_seq it was, even where retention
+      // has dropped it since)?
+      if (e.seq <= before[i].acked) {
         ++in.duplicates;
+        const auto found = stored.find(StoreSeq{i, e.seq});
         if (found != stored.end() && found->second != e.uid) ++in.conflicts;
         continue;
       }
-      stored.emplace(std::make_pair(i, e.seq), e.uid);
+      if (auto [found, is_new] = stored.try_emplace(StoreSeq{i, e.seq}, e.uid); !is_new) {
+        ++in.duplicates;
+        if (found->second != e.uid) ++in.conflicts;
+        continue;
+      }
       ++in.inserted;
       inserted_seqs[i].push_back(e.seq);
       if (e.sent_text.empty()) event_text = e.text();
       const std::string_view body = e.sent_text.empty() ? event_text : e.sent_text;
-      db::pg::copy_escape(copy, b.store);
+      copy += store_column;
       copy += '\t';
       copy += std::to_string(e.seq);
       copy += '\t';
@@ -575,18 +624,24 @@ Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> bat
       copy += '\t';
       db::pg::copy_escape(copy, body);
       copy += '\t';
-      copy += std::to_string(now);
+      copy += now_text;
       copy += '\t';
-      if (who) {
-        db::pg::copy_escape(copy, *who);
-      } else {
-        copy += "\\N";
-      }
+      copy += worker_column;
       copy += '\n';
-      IncidentRow& row = incidents[{i, e.incident}];
-      if (row.event == nullptr || e.seq > row.seq) row = {e.seq, &e};
+      auto [row, first] =
+          incident_index.try_emplace(std::pair{i, std::string_view(e.incident)}, incidents.size());
+      if (first) {
+        incidents.push_back(IncidentRow{i, e.incident, e.seq, &e});
+      } else if (e.seq > incidents[row->second].seq) {
+        incidents[row->second].seq = e.seq;
+        incidents[row->second].event = &e;
+      }
     }
   }
+  // In one order, whatever order the batches came in.
+  std::sort(incidents.begin(), incidents.end(), [](const IncidentRow& a, const IncidentRow& b) {
+    return std::tie(a.store, a.uid) < std::tie(b.store, b.uid);
+  });
 
   // Stores first seen now, created by their first event stored.
   {
@@ -621,10 +676,10 @@ Result<std::vector<Ingested>> PgHqStore::ingest(std::span<const wire::Batch> bat
   if (!incidents.empty()) {
     ArrayText st_store, st_uid, st_seq, st_state, st_probe, st_severity, st_detect, st_snapshot;
     std::string snapshot_text;
-    for (const auto& [key, row] : incidents) {
+    for (const IncidentRow& row : incidents) {
       const wire::Event& e = *row.event;
       const detail::IncidentColumns columns = detail::incident_columns(e, snapshot_text);
-      st_store.add(std::string_view(out[key.first].store));
+      st_store.add(std::string_view(out[row.store].store));
       st_uid.add(std::string_view(e.incident));
       st_seq.add(e.seq);
       st_state.add(columns.state);
