@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <map>
 #include <string_view>
 #include <system_error>
 
@@ -124,11 +125,18 @@ struct HqStore::Impl {
 
   Status prepare_all();
 
+  /// Each incident's event of the highest seq a commit stores, by (store,
+  /// incident uid): its row is written once, at the end of the commit.
+  using Latest = std::map<std::pair<std::string_view, std::string_view>, const wire::Event*>;
   /// Within the open write transaction: stores the events of one batch,
   /// refusing those too far above `acked_before`; creates the store's row
-  /// before its first event stored when `out.known` is false.
+  /// before its first event stored when `out.known` is false; notes in
+  /// `latest` the incidents' newest events.
   Status insert_batch(const wire::Batch& batch, std::int64_t now, std::int64_t acked_before,
-                      Ingested& out);
+                      Ingested& out, Latest& latest);
+  /// Within the open write transaction: writes each incident's row from its
+  /// newest event (kept only where newer than the row).
+  Status upsert_incidents(const Latest& latest, std::int64_t now);
   /// Within the open write transaction: walks `acked_seq` up and updates the
   /// gap state of one store.
   Status settle(Ingested& out, std::int64_t acked_before, std::int64_t now);
@@ -274,8 +282,15 @@ Result<HqStore> HqStore::open(const fs::path& path, db::Database::Mode mode) {
           path.string(), *version, kMigrations.back().version)};
     }
   } else {
+    // 16 KB pages (a new file only: an existing one keeps its size): an
+    // event is about 1.4 KB stored, and WAL writes and checkpoints go a page
+    // per system call, which at 4 KB was most of a draining worker's system
+    // time. A cache of 16 MB holds a commit's pages (2 MB of batches), so
+    // they are not spilled and read back before the commit ends.
+    // docs/BENCHMARKS.md "HQ fleet" has what each saved.
     for (const char* pragma :
-         {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 5000"}) {
+         {"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
+          "PRAGMA busy_timeout = 5000", "PRAGMA cache_size = -16384"}) {
       if (auto st = db->exec(pragma); !st) return st.error();
     }
     if (auto st = db::migrate(*db, kMigrations); !st) return st.error();
@@ -295,10 +310,10 @@ void HqStore::set_limits(const IngestLimits& limits) {
 }
 
 Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now,
-                                   std::int64_t acked_before, Ingested& out) {
+                                   std::int64_t acked_before, Ingested& out, Latest& latest) {
   const std::optional<std::string> who =
       worker.empty() ? std::nullopt : std::optional<std::string>(worker);
-  std::string event_text, snapshot_text;  // what is re-encoded, bound in place
+  std::string event_text;  // what is re-encoded, bound in place
   for (const wire::Event& e : batch.events) {
     // seq >= 1 and acked_before >= 0: the difference cannot overflow.
     if (e.seq - acked_before > limits.max_seq_jump) {
@@ -312,13 +327,14 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now,
     }
     // The event as the store sent it; re-encoded only when that is not at hand.
     if (e.sent_text.empty()) event_text = e.text();
-    insert_event.bind(1, batch.store)
+    // Bound in place: the event outlives the statement's run.
+    insert_event.bind_ref(1, batch.store)
         .bind(2, e.seq)
-        .bind(3, e.uid)
-        .bind(4, e.incident)
-        .bind(5, e.type)
-        .bind(6, e.at)
-        .bind(7, e.actor)
+        .bind_ref(3, e.uid)
+        .bind_ref(4, e.incident)
+        .bind_ref(5, e.type)
+        .bind_ref(6, e.at)
+        .bind_ref(7, e.actor)
         .bind_ref(
             8, e.sent_text.empty() ? std::string_view(event_text) : std::string_view(e.sent_text))
         .bind(9, now)
@@ -338,14 +354,22 @@ Status HqStore::Impl::insert_batch(const wire::Batch& batch, std::int64_t now,
       continue;
     }
     ++out.inserted;
+    const wire::Event*& newest = latest[{batch.store, e.incident}];
+    if (newest == nullptr || e.seq > newest->seq) newest = &e;
+  }
+  return {};
+}
 
-    const detail::IncidentColumns row = detail::incident_columns(e, snapshot_text);
-    upsert_incident.bind(1, batch.store)
-        .bind(2, e.incident)
-        .bind(3, e.seq)
-        .bind(4, row.state)
-        .bind(5, row.probe)
-        .bind(6, row.severity)
+Status HqStore::Impl::upsert_incidents(const Latest& latest, std::int64_t now) {
+  std::string snapshot_text;  // what is re-encoded, bound in place
+  for (const auto& [key, e] : latest) {
+    const detail::IncidentColumns row = detail::incident_columns(*e, snapshot_text);
+    upsert_incident.bind_ref(1, key.first)
+        .bind_ref(2, e->incident)
+        .bind(3, e->seq)
+        .bind_ref(4, row.state)
+        .bind_ref(5, row.probe)
+        .bind_ref(6, row.severity)
         .bind(7, row.t_detect_ms)
         .bind(8, now)
         .bind_ref(9, row.snapshot);
@@ -386,6 +410,7 @@ Result<std::vector<Ingested>> HqStore::ingest(std::span<const wire::Batch> batch
 
   std::vector<Ingested> out;
   std::vector<std::int64_t> acked_before;
+  Impl::Latest latest;
   for (const wire::Batch& batch : batches) {
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const Ingested& i) { return i.store == batch.store; });
@@ -404,8 +429,11 @@ Result<std::vector<Ingested>> HqStore::ingest(std::span<const wire::Batch> batch
       it = out.end() - 1;
     }
     const auto i = static_cast<std::size_t>(it - out.begin());
-    if (auto st = s.insert_batch(batch, now, acked_before[i], *it); !st) return st.error();
+    if (auto st = s.insert_batch(batch, now, acked_before[i], *it, latest); !st) {
+      return st.error();
+    }
   }
+  if (auto st = s.upsert_incidents(latest, now); !st) return st.error();
   for (std::size_t i = 0; i < out.size(); ++i) {
     Ingested& in = out[i];
     // Unknown before and nothing stored: nothing is written for it (a store
