@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <functional>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -101,6 +102,12 @@ class Copier {
                             const std::string& rows, std::string_view insert);
   /// Creates the month partitions the events of this chunk go into.
   Status partitions_for(const std::vector<std::int64_t>& received);
+  /// Reads every row of `q` (`columns` wide) into COPY text and hands it to
+  /// `flush` kChunk rows at a time, with their number; `on_row` sees each
+  /// row first. Stops at the first failure.
+  Status chunks(db::Statement& q, int columns,
+                const std::function<void(const db::Statement&)>& on_row,
+                const std::function<Status(const std::string& rows, int n)>& flush);
 
   db::Database& from_;
   db::pg::Connection& to_;
@@ -136,6 +143,33 @@ Result<std::int64_t> Copier::move(std::string_view table, std::string_view colum
   return moved->affected();
 }
 
+Status Copier::chunks(db::Statement& q, int columns,
+                      const std::function<void(const db::Statement&)>& on_row,
+                      const std::function<Status(const std::string& rows, int n)>& flush) {
+  std::string rows;
+  int in_chunk = 0;
+  auto send = [&]() -> Status {
+    if (in_chunk == 0) return {};
+    auto st = flush(rows, in_chunk);
+    rows.clear();
+    in_chunk = 0;
+    return st;
+  };
+  Status failed;
+  auto st = q.each([&](const db::Statement& row) {
+    copy_row(rows, row, columns);
+    on_row(row);
+    if (++in_chunk == kChunk) {
+      failed = send();
+      if (!failed) return false;
+    }
+    return true;
+  });
+  if (!st) return st;
+  if (!failed) return failed;
+  return send();
+}
+
 Status Copier::partitions_for(const std::vector<std::int64_t>& received) {
   using namespace std::chrono;
   for (std::int64_t ms : received) {
@@ -162,36 +196,20 @@ Status Copier::events(const MigrateProgress& progress, Migrated& out) {
       "(SELECT 1 FROM events e WHERE e.store = m.store AND e.seq = m.seq) "
       "ON CONFLICT DO NOTHING",
       kEventColumns);
-  std::string rows;
   std::vector<std::int64_t> received;
   std::int64_t done = 0;
-  int in_chunk = 0;
-  auto flush = [&]() -> Status {
-    if (in_chunk == 0) return {};
-    if (auto st = partitions_for(received); !st) return st;
-    auto moved = move("migrate_events", kEventColumns, rows, insert);
-    if (!moved) return moved.error();
-    out.events_copied += *moved;
-    done += in_chunk;
-    rows.clear();
-    received.clear();
-    in_chunk = 0;
-    if (progress) progress(done, std::max(out.events, done));
-    return {};
-  };
-  Status failed;
-  auto st = q->each([&](const db::Statement& row) {
-    copy_row(rows, row, 10);
-    received.push_back(row.int64(8));
-    if (++in_chunk == kChunk) {
-      failed = flush();
-      if (!failed) return false;
-    }
-    return true;
-  });
-  if (!st) return st;
-  if (!failed) return failed;
-  return flush();
+  return chunks(
+      *q, 10, [&](const db::Statement& row) { received.push_back(row.int64(8)); },
+      [&](const std::string& rows, int n) -> Status {
+        if (auto st = partitions_for(received); !st) return st;
+        received.clear();
+        auto moved = move("migrate_events", kEventColumns, rows, insert);
+        if (!moved) return moved.error();
+        out.events_copied += *moved;
+        done += n;
+        if (progress) progress(done, std::max(out.events, done));
+        return {};
+      });
 }
 
 Status Copier::incidents(Migrated& out) {
@@ -207,30 +225,14 @@ Status Copier::incidents(Migrated& out) {
       "first_seen = least(i.first_seen, excluded.first_seen) "
       "WHERE excluded.seq > i.seq",
       kIncidentColumns);
-  std::string rows;
-  int in_chunk = 0;
-  Status failed;
-  auto flush = [&]() -> Status {
-    if (in_chunk == 0) return {};
-    auto moved = move("migrate_incidents", kIncidentColumns, rows, insert);
-    if (!moved) return moved.error();
-    out.incidents_copied += *moved;
-    rows.clear();
-    in_chunk = 0;
-    return {};
-  };
-  auto st = q->each([&](const db::Statement& row) {
-    copy_row(rows, row, 9);
-    ++out.incidents;
-    if (++in_chunk == kChunk) {
-      failed = flush();
-      if (!failed) return false;
-    }
-    return true;
-  });
-  if (!st) return st;
-  if (!failed) return failed;
-  return flush();
+  return chunks(
+      *q, 9, [&](const db::Statement&) { ++out.incidents; },
+      [&](const std::string& rows, int) -> Status {
+        auto moved = move("migrate_incidents", kIncidentColumns, rows, insert);
+        if (!moved) return moved.error();
+        out.incidents_copied += *moved;
+        return {};
+      });
 }
 
 Status Copier::stores(Migrated& out) {

@@ -297,7 +297,9 @@ Result<db::pg::Connection*> PgHqStore::Impl::connection() {
     return c.error();
   }
   if (backoff.count() > 0) {
-    log::info("hq: connected to PostgreSQL again ({})", c->describe());
+    // Debug only: the ingest says it once ("the database answers again",
+    // hq/ingest.cpp), with how long it lasted and what it cost.
+    log::debug("hq: connected to PostgreSQL again ({})", c->describe());
   }
   if (read_only) {
     if (auto st = c->exec("SET default_transaction_read_only = on"); !st) return st.error();
