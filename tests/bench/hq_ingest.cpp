@@ -13,7 +13,8 @@
 // Prints one JSON object.
 //
 //   hq_ingest --database DIR/hq.db | --database postgresql://… [--stores 1000]
-//             [--events 100] [--batch 96] [--replace]
+//             [--events 100] [--batch 96] [--first-store 0] [--group-bytes 2097152]
+//             [--replace]
 
 #include <sys/resource.h>
 
@@ -110,6 +111,13 @@ int run(int argc, char** argv) {
   app.add_option("--stores", stores)->check(CLI::Range(1, 100'000));
   app.add_option("--events", events, "events per store")->check(CLI::Range(1, 1'000'000));
   app.add_option("--batch", batch, "events per batch")->check(CLI::Range(1, 100));
+  int first_store = 0;
+  app.add_option("--first-store", first_store, "the number of the first store (store-NNNNN)")
+      ->check(CLI::Range(0, 10'000'000));
+  std::size_t group_bytes = 2 * 1024 * 1024;
+  app.add_option("--group-bytes", group_bytes,
+                 "payload bytes a commit takes at most (hq/ingest.cpp: 2 MB)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   bool replace = false;
   app.add_flag("--replace", replace, "remove the SQLite file first (a database must be empty)");
   CLI11_PARSE(app, argc, argv);
@@ -133,7 +141,7 @@ int run(int argc, char** argv) {
   std::vector<std::vector<std::string>> per_store(static_cast<std::size_t>(stores));
   std::size_t payload_bytes = 0;
   for (int s = 0; s < stores; ++s) {
-    const std::string store = fmt::format("store-{:05d}", s);
+    const std::string store = fmt::format("store-{:05d}", first_store + s);
     std::string incident;
     std::vector<std::string> texts;
     for (int n = 1; n <= events; ++n) {
@@ -158,7 +166,6 @@ int run(int argc, char** argv) {
 
   // Grouped as hq/ingest.cpp groups them: 256 batches or 2 MB a commit.
   constexpr std::size_t kMaxGroup = 256;
-  constexpr std::size_t kMaxGroupBytes = 2 * 1024 * 1024;
   const Cpu c0 = cpu_now();
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t inserted = 0, commits = 0;
@@ -167,7 +174,7 @@ int run(int argc, char** argv) {
     std::vector<wire::Batch> group;
     std::size_t bytes = 0;
     const Cpu d0 = cpu_now();
-    while (at_batch < order.size() && group.size() < kMaxGroup && bytes < kMaxGroupBytes) {
+    while (at_batch < order.size() && group.size() < kMaxGroup && bytes < group_bytes) {
       const std::string& payload = order[at_batch++];
       bytes += payload.size();
       auto b = wire::decode_batch_for_store(payload);
