@@ -55,21 +55,21 @@ class Scanner {
   std::optional<Batch> batch() {
     std::string_view store;
     bool have_v = false, have_store = false, have_events = false;
-    if (!open('{')) return std::nullopt;
-    if (!close('}')) {
+    if (!take('{')) return std::nullopt;
+    if (!take('}')) {
       for (;;) {
-        std::string_view key;
-        if (!plain_key(key)) return std::nullopt;
-        if (key == "v") {
+        std::string_view name;
+        if (!plain_key(name)) return std::nullopt;
+        if (name == "v") {
           std::string_view text;
           bool integer = false;
           if (have_v || !number(text, integer) || !integer) return std::nullopt;
           if (small_positive(text) != std::int64_t{kVersion}) return std::nullopt;
           have_v = true;
-        } else if (key == "store") {
+        } else if (name == "store") {
           if (have_store || !plain_string(store)) return std::nullopt;
           have_store = true;
-        } else if (key == "events") {
+        } else if (name == "events") {
           if (have_events || !events()) return std::nullopt;
           have_events = true;
         } else if (!value(1)) {
@@ -115,16 +115,9 @@ class Scanner {
     while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
   }
 
-  // Past whitespace and `c`.
-  bool open(char c) {
-    ws();
-    if (p_ == end_ || *p_ != c) return false;
-    ++p_;
-    return true;
-  }
-
-  // An empty container's closing `c`, right after its opening.
-  bool close(char c) {
+  // Past whitespace and `c` when `c` comes next (a container's opening, or
+  // the closing of an empty one right after it); false otherwise.
+  bool take(char c) {
     ws();
     if (p_ == end_ || *p_ != c) return false;
     ++p_;
@@ -148,17 +141,22 @@ class Scanner {
     return false;
   }
 
-  // A member's key without an escape (one with an escape could mean a name
-  // the scan compares wrongly) and its colon.
-  bool plain_key(std::string_view& key) {
+  // A member's key and its colon; `escaped` when the key holds an escape.
+  bool key(std::string_view& text, bool& escaped) {
     ws();
-    bool escaped = false;
-    if (p_ == end_ || *p_ != '"' || !string(key, escaped) || escaped) return false;
+    if (p_ == end_ || *p_ != '"' || !string(text, escaped)) return false;
     ws();
     if (p_ == end_ || *p_ != ':') return false;
     ++p_;
     ws();
     return true;
+  }
+
+  // A key without an escape (one with an escape could mean a name the scan
+  // compares wrongly).
+  bool plain_key(std::string_view& text) {
+    bool escaped = false;
+    return key(text, escaped) && !escaped;
   }
 
   // A string value without an escape, its text between the quotes.
@@ -327,16 +325,11 @@ class Scanner {
       case '{': {
         if (depth >= kMaxDepth) return false;
         ++p_;
-        if (close('}')) return true;
+        if (take('}')) return true;
         for (;;) {
-          ws();
-          std::string_view key;
+          std::string_view name;
           bool escaped = false;
-          if (p_ == end_ || *p_ != '"' || !string(key, escaped)) return false;
-          ws();
-          if (p_ == end_ || *p_ != ':') return false;
-          ++p_;
-          if (!value(depth + 1)) return false;
+          if (!key(name, escaped) || !value(depth + 1)) return false;
           if (next_member('}')) continue;
           return ended_;
         }
@@ -344,7 +337,7 @@ class Scanner {
       case '[': {
         if (depth >= kMaxDepth) return false;
         ++p_;
-        if (close(']')) return true;
+        if (take(']')) return true;
         for (;;) {
           if (!value(depth + 1)) return false;
           if (next_member(']')) continue;
@@ -366,7 +359,7 @@ class Scanner {
   bool events() {
     if (p_ == end_ || *p_ != '[') return false;
     ++p_;
-    if (close(']')) return true;
+    if (take(']')) return true;
     for (;;) {
       ws();
       if (!event()) return false;
@@ -380,12 +373,12 @@ class Scanner {
     const char* start = p_++;
     Found f;
     bool have_seq = false, have_state = false;
-    if (close('}')) return false;  // an event without fields
+    if (take('}')) return false;  // an event without fields
     for (;;) {
-      std::string_view key;
-      if (!plain_key(key)) return false;
+      std::string_view name;
+      if (!plain_key(name)) return false;
       std::string_view* header = nullptr;
-      if (key == "seq") {
+      if (name == "seq") {
         std::string_view text;
         bool integer = false;
         if (have_seq || !number(text, integer) || !integer) return false;
@@ -393,17 +386,17 @@ class Scanner {
         if (!seq) return false;
         f.seq = *seq;
         have_seq = true;
-      } else if (key == "uid") {
+      } else if (name == "uid") {
         header = &f.uid;
-      } else if (key == "incident") {
+      } else if (name == "incident") {
         header = &f.incident;
-      } else if (key == "type") {
+      } else if (name == "type") {
         header = &f.type;
-      } else if (key == "at") {
+      } else if (name == "at") {
         header = &f.at;
-      } else if (key == "actor") {
+      } else if (name == "actor") {
         header = &f.actor;
-      } else if (key == "incident_state") {
+      } else if (name == "incident_state") {
         if (have_state || !state(f)) return false;
         have_state = true;
       } else if (!value(3)) {
@@ -431,21 +424,21 @@ class Scanner {
     if (p_ == end_ || *p_ != '{') return false;
     const char* start = p_++;
     unsigned seen = 0;  // a bit per field HQ keeps: named once at most
-    if (!close('}')) {
+    if (!take('}')) {
       for (;;) {
-        std::string_view key;
-        if (!plain_key(key)) return false;
+        std::string_view name;
+        if (!plain_key(name)) return false;
         std::optional<std::string_view>* field = nullptr;
         unsigned bit = 0;
-        if (key == "state") {
+        if (name == "state") {
           field = &f.state, bit = 1;
-        } else if (key == "probe") {
+        } else if (name == "probe") {
           field = &f.probe, bit = 2;
-        } else if (key == "severity") {
+        } else if (name == "severity") {
           field = &f.severity, bit = 4;
-        } else if (key == "t_detect") {
+        } else if (name == "t_detect") {
           field = &f.t_detect, bit = 8;
-        } else if (key == "uid") {
+        } else if (name == "uid") {
           if (f.has_uid) return false;
           f.has_uid = true;
         }
