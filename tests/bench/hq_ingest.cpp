@@ -9,7 +9,8 @@
 // STORES stores each send EVENTS events in batches of BATCH (the events of
 // tests/bench/fleet_sim.py: an incident opened, then resolved, about 600
 // bytes each), one batch per store per round in a random order, committed
-// in groups as hq/ingest.cpp groups them (at most 256 batches or 2 MB).
+// in groups as hq/ingest.cpp groups them (hq::Ingest::kMaxGroup batches or
+// kMaxGroupBytes).
 // Prints one JSON object.
 //
 //   hq_ingest --database DIR/hq.db | --database postgresql://… [--stores 1000]
@@ -34,6 +35,7 @@
 #include "base/clock.h"
 #include "config/config.h"
 #include "hq/hq_database.h"
+#include "hq/ingest.h"
 #include "sync/wire.h"
 
 namespace storewatch::bench {
@@ -114,9 +116,9 @@ int run(int argc, char** argv) {
   int first_store = 0;
   app.add_option("--first-store", first_store, "the number of the first store (store-NNNNN)")
       ->check(CLI::Range(0, 10'000'000));
-  std::size_t group_bytes = 2 * 1024 * 1024;
+  std::size_t group_bytes = hq::Ingest::kMaxGroupBytes;
   app.add_option("--group-bytes", group_bytes,
-                 "payload bytes a commit takes at most (hq/ingest.cpp: 2 MB)")
+                 "payload bytes a commit takes at most (default: as `hq run`)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   bool replace = false;
   app.add_flag("--replace", replace, "remove the SQLite file first (a database must be empty)");
@@ -164,8 +166,8 @@ int run(int argc, char** argv) {
     for (auto& p : this_round) order.push_back(std::move(p));
   }
 
-  // Grouped as hq/ingest.cpp groups them: 256 batches or 2 MB a commit.
-  constexpr std::size_t kMaxGroup = 256;
+  // Grouped as hq/ingest.cpp groups them.
+  constexpr std::size_t kMaxGroup = hq::Ingest::kMaxGroup;
   const Cpu c0 = cpu_now();
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t inserted = 0, commits = 0;
